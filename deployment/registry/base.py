@@ -1,0 +1,79 @@
+"""The model registry interface every backend implements (MLflow, SageMaker Model Registry).
+
+Approval statuses mirror SageMaker's ``ModelApprovalStatus``. The rules that move a version from
+one status to another (who may approve, what is audited) live in one place on top of this
+interface, not in each backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ApprovalStatus(str, enum.Enum):
+    """Approval status of a model version, spelled as SageMaker's ``ModelApprovalStatus``."""
+
+    PENDING = "PendingManualApproval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
+@dataclass
+class AuditEntry:
+    """One audited decision on a model version: who, when (ISO 8601 UTC), what and why."""
+
+    actor: str
+    at: str
+    action: str  # "register", "approve", "reject", "gate", "force"
+    comment: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelVersion:
+    """A registered model version.
+
+    ``artifact_uri`` points at the run's ``export/`` folder (holding ``saved_model/`` and
+    ``model.tflite``); ``metrics`` are flat floats such as ``test/AP50``; ``tags`` hold the dataset
+    hash, code version, run id and the quality-gate decision.
+    """
+
+    name: str
+    version: str
+    status: ApprovalStatus
+    artifact_uri: str
+    registered_by: str
+    created_at: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+class ModelRegistry(abc.ABC):
+    """Storage of model versions and their approval status (no business rules here)."""
+
+    @abc.abstractmethod
+    def create_version(
+        self,
+        name: str,
+        artifact_uri: str,
+        registered_by: str,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> ModelVersion:
+        """Create a version with status ``PendingManualApproval`` and return it."""
+
+    @abc.abstractmethod
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        """Return one version; raise ``training.errors.NotFoundError`` if absent."""
+
+    @abc.abstractmethod
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """All versions (of one model, or of every model), oldest first."""
+
+    @abc.abstractmethod
+    def set_status(self, name: str, version: str, status: ApprovalStatus, entry: AuditEntry) -> ModelVersion:
+        """Store a new status and append ``entry`` to the version's audit trail."""

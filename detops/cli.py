@@ -1,0 +1,80 @@
+"""The ``detops`` console script: a thin CLI over the ``training`` and ``deployment`` libraries.
+
+Commands are grouped by concern, each group in its own module, mounted here. One top-level error
+handler turns a :class:`training.errors.DetopsError` into a one-line message and its exit code;
+tracebacks only with ``--debug`` (or ``DETOPS_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from training.errors import DetopsError, ExitCode
+
+app = typer.Typer(
+    name="detops",
+    help="TensorFlow object detection, from labelled images to an approved, monitored endpoint.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    """detops: prepare, train, evaluate, export, register, approve, deploy."""
+    _state["debug"] = debug or os.environ.get("DETOPS_DEBUG") == "1"
+
+
+def _mount() -> None:
+    from detops import cli_training
+
+    cli_training.register(app)
+    for mod in ("detops.cli_deploy", "detops.cli_cloud"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ModuleNotFoundError as e:  # group not installed in this environment (optional extra)
+            if e.name and e.name.startswith("detops"):
+                continue
+            raise
+        module.register(app)
+
+
+_mount()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return (and exit with) an :class:`ExitCode`."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return ExitCode.OK
+    except DetopsError as e:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(int(e.exit_code))
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(int(ExitCode.ERROR))
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(int(ExitCode.USAGE))
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)")
+        sys.exit(int(ExitCode.ERROR))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,101 @@
+"""The one canonical annotation record every reader converts into.
+
+Box convention (explicit, like detectron2's ``BoxMode.XYXY_ABS``):
+
+* ``xmin, ymin, xmax, ymax`` in **absolute pixels**, float, in the coordinate frame of the image
+  as stored on disk *after* EXIF orientation is applied;
+* ``(0, 0)`` is the top-left corner of the top-left pixel, x grows right, y grows down;
+* ``xmax``/``ymax`` are exclusive edges, so a box covering the whole image is
+  ``(0, 0, width, height)``. Pascal VOC's 1-based inclusive pixel indices are kept as they are
+  written (the common practice of LabelImg/VoTT consumers): at most one pixel of difference.
+
+Model Garden and TFRecords want normalized ``ymin, xmin, ymax, xmax``; that conversion lives in
+:mod:`training.tfrecord` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class Box:
+    """One labelled box: ``xmin, ymin, xmax, ymax`` in absolute pixels (XYXY_ABS), float.
+
+    ``label`` is the class *name* (class ids are assigned later from the label map).
+    ``source`` names the annotation file and the record inside it (for error reports), e.g.
+    ``"Annotations/BloodImage_00338.xml#object[3]"``.
+    """
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    label: str
+    source: str = ""
+    difficult: bool = False
+
+    @property
+    def width(self) -> float:
+        """Box width in pixels (may be <= 0 for an invalid box)."""
+        return self.xmax - self.xmin
+
+    @property
+    def height(self) -> float:
+        """Box height in pixels (may be <= 0 for an invalid box)."""
+        return self.ymax - self.ymin
+
+    @property
+    def area(self) -> float:
+        """Box area in square pixels; 0 for an empty or inverted box."""
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+@dataclass
+class ImageRecord:
+    """One image and its boxes.
+
+    ``image`` is the image path **relative to the dataset root**, POSIX separators (``a/b.jpg``);
+    ``width``/``height`` are what the annotation claims, in pixels (``None`` when the format does
+    not say, e.g. COCO-less CSVs); validation reads the real size from the file.
+    ``source`` is the annotation file this record came from, relative to the annotation root.
+    """
+
+    image: str
+    width: int | None
+    height: int | None
+    boxes: list[Box] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def image_id(self) -> str:
+        """A stable id: the image path without its extension."""
+        return str(PurePosixPath(self.image).with_suffix(""))
+
+
+@dataclass
+class Dataset:
+    """A set of image records plus the ordered class names.
+
+    ``root`` is the folder (local path or fsspec URL) that ``ImageRecord.image`` paths are relative
+    to. ``classes`` is ordered; class id ``i + 1`` is ``classes[i]`` (id 0 is background, as in the
+    TF Object Detection API label maps).
+    """
+
+    root: str
+    records: list[ImageRecord]
+    classes: list[str]
+    format: str = ""
+
+    @property
+    def num_boxes(self) -> int:
+        """Total number of boxes over all records."""
+        return sum(len(r.boxes) for r in self.records)
+
+    def class_id(self, name: str) -> int:
+        """1-based class id of ``name``; raises ``KeyError`` if it is not in ``classes``."""
+        try:
+            return self.classes.index(name) + 1
+        except ValueError:
+            raise KeyError(name) from None
