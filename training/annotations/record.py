@@ -67,6 +67,10 @@ class ImageRecord:
     height: int | None
     boxes: list[Box] = field(default_factory=list)
     source: str = ""
+    # Filled in by validation (training.annotations.validate):
+    sha256: str | None = None  # hex SHA-256 of the image file's bytes (duplicate / leakage checks)
+    reencode: str | None = None  # why the bytes cannot be passed through as they are (EXIF rotation,
+    #                              CMYK, alpha, non-JPEG/PNG...); None = pass the encoded bytes through
 
     @property
     def image_id(self) -> str:
