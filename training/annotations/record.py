@@ -35,6 +35,7 @@ class Box:
     label: str
     source: str = ""
     difficult: bool = False
+    iscrowd: bool = False  # COCO ``iscrowd`` / Azure ML ``isCrowd``; readers of other formats leave False
 
     @property
     def width(self) -> float:
@@ -78,6 +79,32 @@ class ImageRecord:
         return str(PurePosixPath(self.image).with_suffix(""))
 
 
+@dataclass(frozen=True)
+class Issue:
+    """One entry a reader could not turn into a record, or a warning about one.
+
+    ``file`` is the annotation file (relative to the dataset root when it is inside it),
+    ``record`` names the place in it (``"line 12"``, ``"object[3]"``, ``"annotation id=5"``, ``""`` for
+    the whole file), ``reason`` is a readable sentence.
+    """
+
+    file: str
+    record: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"file", "record", "reason"}`` for JSON reports."""
+        return {"file": self.file, "record": self.record, "reason": self.reason}
+
+    def __str__(self) -> str:
+        where = f"{self.file}#{self.record}" if self.record else self.file
+        return f"{where}: {self.reason}"
+
+
+#: The name the readers' API uses for an :class:`Issue` that dropped data.
+Rejection = Issue
+
+
 @dataclass
 class Dataset:
     """A set of image records plus the ordered class names.
@@ -91,6 +118,11 @@ class Dataset:
     records: list[ImageRecord]
     classes: list[str]
     format: str = ""
+    # Filled by the readers (training.annotations.read_dataset): entries that could not be parsed
+    # (bad XML file, bad CSV row, bad JSON line...), dropped from ``records`` but never silently;
+    # and warnings about entries that were kept (e.g. a BBox-Label-Tool count line that disagrees).
+    rejected: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
 
     @property
     def num_boxes(self) -> int:
