@@ -31,7 +31,9 @@ JPEG and PNG.
 browsers-based labelers -- VoTT, Azure ML data labeling -- show; see ``record.py``). Sizes are
 compared in that frame. When an annotation's size equals the *stored* (unrotated) size instead,
 the labeler saw the raw pixels (e.g. a Qt tool ignoring EXIF): the boxes are then transformed into the
-displayed frame and the image is listed under ``exif_boxes_transformed``.
+displayed frame and the image is listed under ``exif_boxes_transformed``. That test needs a size that
+differs between the frames, i.e. orientations 5-8 (90-degree turns); for 2-4 (mirror, 180 degrees) the
+sizes agree and the convention is applied as is.
 
 Invariant (checked, and in the report): ``images_in == images_kept + images_rejected`` and
 ``boxes_in == boxes_kept + boxes_rejected``; the boxes of a rejected image count as rejected with the
