@@ -94,6 +94,12 @@ def test_voc_missing_image_is_kept_for_validation_to_report(data_dir: Path) -> N
     (data_dir / "a.xml").write_text(voc_xml("gone.jpg", (64, 48), [("a", 1, 1, 5, 5)]))
     ds = read_dataset("voc", data_dir)
     assert [r.image for r in ds.records] == ["gone.jpg"]
+    # VOC layout: reported where VOC keeps images
+    (data_dir / "Annotations").mkdir()
+    (data_dir / "JPEGImages").mkdir()
+    (data_dir / "a.xml").rename(data_dir / "Annotations" / "a.xml")
+    ds = read_dataset("voc", data_dir)
+    assert [r.image for r in ds.records] == ["JPEGImages/gone.jpg"]
 
 
 # ---------------------------------------------------------------- csv

@@ -42,14 +42,17 @@ def read_voc(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple[
         if ann.tag != "annotation":
             ctx.reject(xml, "", f"not a Pascal VOC annotation (root element <{ann.tag}>, expected <annotation>)")
             continue
-        locator = ctx.locator([*images, xml.parent, xml.parent.parent / "JPEGImages"])
+        jpeg_images = xml.parent.parent / "JPEGImages"
+        locator = ctx.locator([*images, xml.parent, jpeg_images])
+        # where a missing image is reported: the images option, else VOC's JPEGImages/, else the XML's folder
+        lookup = images[0] if images else (jpeg_images if jpeg_images.is_dir() else xml.parent)
         filename = (ann.findtext("filename") or "").strip()
         if filename:
             found = locator.find(filename)
-            name = ctx.image_name(found, filename, images[0] if images else xml.parent)
+            name = ctx.image_name(found, filename, lookup)
         else:
             found = locator.find_stem(xml.stem)
-            name = ctx.image_name(found, xml.stem + ".jpg", images[0] if images else xml.parent)
+            name = ctx.image_name(found, xml.stem + ".jpg", lookup)
             if found is None:
                 ctx.warn(xml, "filename", "no <filename>; looked for an image named like the XML file")
         try:
