@@ -1,0 +1,1 @@
+"""Reusable Pulumi ComponentResources: :mod:`infra.components.azure` and :mod:`infra.components.aws`."""

@@ -1,0 +1,505 @@
+"""Reusable AWS ``ComponentResource`` classes (pulumi-aws v7), secure by default.
+
+Policies are built as Python dicts and serialized with ``pulumi.Output.json_dumps`` so the unit tests
+and the policy rules read the same JSON that IAM and S3 receive. Every statement names its resources;
+``"Resource": "*"`` appears only for actions without resource-level permissions
+(``ecr:GetAuthorizationToken``, ``cloudwatch:PutMetricData``, per the AWS Service Authorization Reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+STS_AUDIENCE = "sts.amazonaws.com"
+
+
+def _json(document: Mapping[str, Any]) -> pulumi.Output[str]:
+    return pulumi.Output.json_dumps(document)
+
+
+@dataclass
+class ProjectKeyArgs:
+    """Customer-managed KMS key (yearly rotation) that S3, ECR and CloudWatch Logs encrypt with.
+
+    ``account_id``/``region``/``partition``: where the key lives; the key policy lets the account's IAM
+    policies grant use, and lets CloudWatch Logs use it for log groups of this account and region only.
+    """
+
+    account_id: pulumi.Input[str]
+    region: str
+    partition: pulumi.Input[str]
+    deletion_window_days: int = 30
+    alias: str = "alias/detops"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProjectKey(pulumi.ComponentResource):
+    """Attributes ``key`` (:class:`aws.kms.Key`) and ``alias``."""
+
+    def __init__(self, name: str, args: ProjectKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:ProjectKey", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        account, partition = args.account_id, args.partition
+        policy = _json(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AccountIamPolicies",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": pulumi.Output.concat("arn:", partition, ":iam::", account, ":root")},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "CloudWatchLogs",
+                        "Effect": "Allow",
+                        "Principal": {"Service": f"logs.{args.region}.amazonaws.com"},
+                        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                        "Resource": "*",
+                        "Condition": {
+                            "ArnLike": {
+                                "kms:EncryptionContext:aws:logs:arn": pulumi.Output.concat(
+                                    "arn:", partition, ":logs:", args.region, ":", account, ":log-group:*"
+                                )
+                            }
+                        },
+                    },
+                ],
+            }
+        )
+        self.key = aws.kms.Key(
+            name,
+            description="detops: S3, ECR and CloudWatch Logs encryption",
+            enable_key_rotation=True,
+            deletion_window_in_days=args.deletion_window_days,
+            policy=policy,
+            tags=dict(args.tags),
+            opts=child,
+        )
+        self.alias = aws.kms.Alias(f"{name}-alias", name=args.alias, target_key_id=self.key.key_id, opts=child)
+        self.register_outputs({"key_arn": self.key.arn})
+
+
+@dataclass
+class SecureBucketArgs:
+    """S3 bucket: versioning, SSE-KMS with ``kms_key_arn`` (bucket key on), all public access blocked,
+    ACLs disabled (bucket owner enforced), a bucket policy denying any request without TLS, and
+    expiry of non-current versions after ``noncurrent_days``."""
+
+    bucket_name: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    noncurrent_days: int = 90
+    force_destroy: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class SecureBucket(pulumi.ComponentResource):
+    """Attributes ``bucket`` and its companions ``versioning``, ``encryption``, ``public_access_block``,
+    ``ownership``, ``policy``, ``lifecycle``; each companion names the bucket by ``bucket.bucket``."""
+
+    def __init__(self, name: str, args: SecureBucketArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:SecureBucket", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.bucket = aws.s3.Bucket(
+            name, bucket=args.bucket_name, force_destroy=args.force_destroy, tags=dict(args.tags), opts=child
+        )
+        bucket_id = self.bucket.bucket
+        self.ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket_id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        self.public_access_block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access-block",
+            bucket=bucket_id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        self.versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket_id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        self.encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms", kms_master_key_id=args.kms_key_arn
+                    ),
+                    bucket_key_enabled=True,
+                )
+            ],
+            opts=child,
+        )
+        self.policy = aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket_id,
+            policy=_json(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "DenyInsecureTransport",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:*",
+                            "Resource": [self.bucket.arn, pulumi.Output.concat(self.bucket.arn, "/*")],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        }
+                    ],
+                }
+            ),
+            # S3 refuses a policy while the public access block is being changed.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.public_access_block]),
+        )
+        self.lifecycle = aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-noncurrent-versions",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=args.noncurrent_days
+                    ),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7
+                    ),
+                )
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.versioning]),
+        )
+        self.register_outputs({"bucket": self.bucket.bucket})
+
+
+@dataclass
+class EcrRepositoryArgs:
+    """ECR repository: scan on push, immutable tags, KMS encryption, and a lifecycle policy keeping the
+    newest ``keep_images`` images and expiring untagged ones after ``untagged_days``."""
+
+    repository_name: str
+    kms_key_arn: pulumi.Input[str]
+    keep_images: int = 30
+    untagged_days: int = 7
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class EcrRepository(pulumi.ComponentResource):
+    """Attributes ``repository`` and ``lifecycle_policy``."""
+
+    def __init__(self, name: str, args: EcrRepositoryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:EcrRepository", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.repository = aws.ecr.Repository(
+            name,
+            name=args.repository_name,
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+            image_tag_mutability="IMMUTABLE",
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=args.kms_key_arn)
+            ],
+            tags=dict(args.tags),
+            opts=child,
+        )
+        self.lifecycle_policy = aws.ecr.LifecyclePolicy(
+            f"{name}-lifecycle",
+            repository=self.repository.name,
+            policy=_json(
+                {
+                    "rules": [
+                        {
+                            "rulePriority": 1,
+                            "description": f"expire untagged images after {args.untagged_days} days",
+                            "selection": {
+                                "tagStatus": "untagged",
+                                "countType": "sinceImagePushed",
+                                "countUnit": "days",
+                                "countNumber": args.untagged_days,
+                            },
+                            "action": {"type": "expire"},
+                        },
+                        {
+                            "rulePriority": 2,
+                            "description": f"keep the newest {args.keep_images} images",
+                            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": args.keep_images},
+                            "action": {"type": "expire"},
+                        },
+                    ]
+                }
+            ),
+            opts=child,
+        )
+        self.register_outputs({"repository_url": self.repository.repository_url})
+
+
+@dataclass
+class SageMakerRoleArgs:
+    """Execution role that SageMaker training jobs and endpoints assume.
+
+    Read: ``read_bucket_arns`` (datasets). Read/write: ``write_bucket_arns`` (runs, models). Pull:
+    ``repository_arns``. Write logs: ``log_group_arns``. Use ``kms_key_arn``. The trust policy pins the
+    calling account (``aws:SourceAccount``) against the confused-deputy problem.
+    """
+
+    account_id: pulumi.Input[str]
+    read_bucket_arns: Sequence[pulumi.Input[str]]
+    write_bucket_arns: Sequence[pulumi.Input[str]]
+    repository_arns: Sequence[pulumi.Input[str]]
+    log_group_arns: Sequence[pulumi.Input[str]]
+    kms_key_arn: pulumi.Input[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _objects(arns: Sequence[pulumi.Input[str]]) -> list[pulumi.Output[str]]:
+    return [pulumi.Output.concat(arn, "/*") for arn in arns]
+
+
+class SageMakerRole(pulumi.ComponentResource):
+    """Attributes ``role`` and ``policy`` (inline :class:`aws.iam.RolePolicy`)."""
+
+    def __init__(self, name: str, args: SageMakerRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:SageMakerRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        trust = _json(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sagemaker.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}},
+                    }
+                ],
+            }
+        )
+        self.role = aws.iam.Role(
+            name, assume_role_policy=trust, description="detops SageMaker execution role", tags=dict(args.tags), opts=child
+        )
+        all_buckets = [*args.read_bucket_arns, *args.write_bucket_arns]
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "ListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": all_buckets},
+                {"Sid": "ReadObjects", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _objects(all_buckets)},
+                {
+                    "Sid": "WriteObjects",
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                    "Resource": _objects(args.write_bucket_arns),
+                },
+                {
+                    "Sid": "UseProjectKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                    "Resource": [args.kms_key_arn],
+                },
+                {
+                    "Sid": "PullImages",
+                    "Effect": "Allow",
+                    "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                    "Resource": list(args.repository_arns),
+                },
+                {"Sid": "RegistryToken", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+                {
+                    "Sid": "WriteLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": [pulumi.Output.concat(arn, ":*") for arn in args.log_group_arns],
+                },
+                {
+                    "Sid": "SageMakerMetrics",
+                    "Effect": "Allow",
+                    "Action": ["cloudwatch:PutMetricData"],
+                    "Resource": "*",
+                    "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+                },
+            ],
+        }
+        self.policy = aws.iam.RolePolicy(f"{name}-access", role=self.role.id, policy=_json(document), opts=child)
+        self.register_outputs({"role_arn": self.role.arn})
+
+
+@dataclass
+class GitHubCiRoleArgs:
+    """Role that GitHub Actions assumes with its OIDC token (no access keys).
+
+    ``subjects``: exact ``sub`` claims allowed (``repo:owner/name:ref:refs/heads/main``,
+    ``repo:owner/name:environment:prod``). ``oidc_provider_arn``: an existing provider of the account, or
+    None to create one (an account holds one provider per issuer URL). The permission arguments scope
+    what CI may touch: buckets (read/write), repositories (push), the SageMaker role it may pass, the
+    model package group, log groups to read, and ``name_prefix`` for SageMaker jobs/models/endpoints.
+    """
+
+    account_id: pulumi.Input[str]
+    region: str
+    partition: pulumi.Input[str]
+    subjects: Sequence[str]
+    bucket_arns: Sequence[pulumi.Input[str]]
+    repository_arns: Sequence[pulumi.Input[str]]
+    sagemaker_role_arn: pulumi.Input[str]
+    model_package_group_name: pulumi.Input[str]
+    log_group_arns: Sequence[pulumi.Input[str]]
+    kms_key_arn: pulumi.Input[str]
+    name_prefix: str
+    oidc_provider_arn: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class GitHubCiRole(pulumi.ComponentResource):
+    """Attributes ``provider`` (None when reused), ``provider_arn``, ``role`` and ``policy``.
+
+    Registering a model version leaves it ``PendingManualApproval``; CI gets no
+    ``sagemaker:UpdateModelPackage``, so approval stays with a person.
+    """
+
+    def __init__(self, name: str, args: GitHubCiRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:GitHubCiRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.provider: aws.iam.OpenIdConnectProvider | None = None
+        if args.oidc_provider_arn:
+            self.provider_arn: pulumi.Input[str] = args.oidc_provider_arn
+        else:
+            self.provider = aws.iam.OpenIdConnectProvider(
+                f"{name}-github-oidc", url=GITHUB_OIDC_URL, client_id_lists=[STS_AUDIENCE], tags=dict(args.tags), opts=child
+            )
+            self.provider_arn = self.provider.arn
+        trust = _json(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Federated": self.provider_arn},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {
+                            "StringEquals": {
+                                f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
+                                f"{GITHUB_OIDC_HOST}:sub": list(args.subjects),
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+        self.role = aws.iam.Role(
+            name,
+            assume_role_policy=trust,
+            description="detops CI (GitHub Actions OIDC)",
+            max_session_duration=3600,
+            tags=dict(args.tags),
+            opts=child,
+        )
+
+        def sagemaker_arn(kind: str, pattern: pulumi.Input[str]) -> pulumi.Output[str]:
+            return pulumi.Output.concat(
+                "arn:", args.partition, ":sagemaker:", args.region, ":", args.account_id, ":", kind, "/", pattern
+            )
+
+        prefix = f"{args.name_prefix}-*"
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "ListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": list(args.bucket_arns)},
+                {
+                    "Sid": "ReadWriteObjects",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                    "Resource": _objects(args.bucket_arns),
+                },
+                {
+                    "Sid": "UseProjectKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                    "Resource": [args.kms_key_arn],
+                },
+                {
+                    "Sid": "PushImages",
+                    "Effect": "Allow",
+                    "Action": [
+                        "ecr:BatchCheckLayerAvailability",
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:InitiateLayerUpload",
+                        "ecr:UploadLayerPart",
+                        "ecr:CompleteLayerUpload",
+                        "ecr:PutImage",
+                        "ecr:DescribeImages",
+                        "ecr:DescribeImageScanFindings",
+                    ],
+                    "Resource": list(args.repository_arns),
+                },
+                {"Sid": "RegistryToken", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+                {
+                    "Sid": "PassSageMakerRole",
+                    "Effect": "Allow",
+                    "Action": ["iam:PassRole"],
+                    "Resource": [args.sagemaker_role_arn],
+                    "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+                },
+                {
+                    "Sid": "TrainAndDeploy",
+                    "Effect": "Allow",
+                    "Action": [
+                        "sagemaker:CreateTrainingJob",
+                        "sagemaker:DescribeTrainingJob",
+                        "sagemaker:StopTrainingJob",
+                        "sagemaker:CreateModel",
+                        "sagemaker:DescribeModel",
+                        "sagemaker:DeleteModel",
+                        "sagemaker:CreateEndpointConfig",
+                        "sagemaker:DescribeEndpointConfig",
+                        "sagemaker:DeleteEndpointConfig",
+                        "sagemaker:CreateEndpoint",
+                        "sagemaker:UpdateEndpoint",
+                        "sagemaker:DescribeEndpoint",
+                        "sagemaker:DeleteEndpoint",
+                        "sagemaker:AddTags",
+                    ],
+                    "Resource": [
+                        sagemaker_arn("training-job", prefix),
+                        sagemaker_arn("model", prefix),
+                        sagemaker_arn("endpoint-config", prefix),
+                        sagemaker_arn("endpoint", prefix),
+                    ],
+                },
+                {
+                    "Sid": "RegisterModelVersions",
+                    "Effect": "Allow",
+                    "Action": [
+                        "sagemaker:CreateModelPackage",
+                        "sagemaker:DescribeModelPackage",
+                        "sagemaker:ListModelPackages",
+                        "sagemaker:DescribeModelPackageGroup",
+                    ],
+                    "Resource": [
+                        sagemaker_arn("model-package-group", args.model_package_group_name),
+                        sagemaker_arn("model-package", pulumi.Output.concat(args.model_package_group_name, "/*")),
+                    ],
+                },
+                {
+                    "Sid": "ReadLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": [pulumi.Output.concat(arn, ":*") for arn in args.log_group_arns],
+                },
+            ],
+        }
+        self.policy = aws.iam.RolePolicy(f"{name}-access", role=self.role.id, policy=_json(document), opts=child)
+        self.register_outputs({"role_arn": self.role.arn})

@@ -1,0 +1,316 @@
+"""Stack settings for the Pulumi programs, validated with pydantic when they are read.
+
+Each program reads its settings from the stack's configuration (``Pulumi.<stack>.yaml``, keys in the
+program's namespace, e.g. ``detops-azure:gpu_max_nodes``). A wrong value fails before any resource is
+declared, with a :class:`training.errors.ConfigError` naming the file (or ``pulumi config``), the
+setting and what is allowed, e.g.::
+
+    Pulumi.prod.yaml: setting 'detops-azure:gpu_max_nodes': Input should be less than or equal to 100 (got 500)
+
+Unknown keys are rejected with a near-match suggestion (a typo would otherwise be silently ignored).
+No secret belongs in these settings: identities come from OIDC federation, never from keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from training.errors import ConfigError
+
+__all__ = [
+    "AwsSettings",
+    "AzureDevOpsSettings",
+    "AzureSettings",
+    "GitHubSettings",
+    "load_settings",
+    "read_stack_file",
+    "settings_from_pulumi_config",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+# Azure public-cloud regions (``az account list-locations --query "[].name"``), for a near-match hint.
+AZURE_REGIONS: frozenset[str] = frozenset(
+    """australiacentral australiaeast australiasoutheast austriaeast belgiumcentral brazilsouth
+    canadacentral canadaeast centralindia centralus chilecentral eastasia eastus eastus2 francecentral
+    germanywestcentral indonesiacentral israelcentral italynorth japaneast japanwest koreacentral
+    koreasouth malaysiawest mexicocentral newzealandnorth northcentralus northeurope norwayeast
+    polandcentral qatarcentral southafricanorth southcentralus southeastasia southindia spaincentral
+    swedencentral switzerlandnorth uaenorth uksouth ukwest westcentralus westeurope westus westus2
+    westus3""".split()
+)
+
+_AWS_REGION = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-(north|south|east|west|central|northeast|southeast|northwest|southwest)-\d$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class GitHubSettings(_Strict):
+    """Which GitHub Actions workflows may sign in (OIDC), as ``repo:<repository>:...`` subjects.
+
+    ``repository`` is ``owner/name``; ``branch`` is the protected branch whose pushes may train and
+    register; ``environments`` are GitHub deployment environments (with required reviewers) that may deploy.
+    """
+
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9_./-]+$")
+    environments: tuple[str, ...] = ()
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"environment name {name!r} may hold letters, digits, '_', '.', '-' only")
+        return value
+
+    def oidc_subjects(self) -> list[str]:
+        """The ``sub`` claims GitHub puts in its OIDC tokens for this repository's branch and environments."""
+        subjects = [f"repo:{self.repository}:ref:refs/heads/{self.branch}"]
+        subjects += [f"repo:{self.repository}:environment:{env}" for env in self.environments]
+        return subjects
+
+
+class AzureDevOpsSettings(_Strict):
+    """An Azure DevOps service connection using workload identity federation (OIDC).
+
+    The issuer is ``https://vstoken.dev.azure.com/<organization_id>`` and the subject
+    ``sc://<organization>/<project>/<service_connection>`` (Azure DevOps documentation,
+    "Workload identity federation for Azure Resource Manager service connections").
+    """
+
+    organization: str = Field(pattern=r"^[A-Za-z0-9-]+$")
+    organization_id: str
+    project: str = Field(min_length=1)
+    service_connection: str = Field(min_length=1)
+
+    @field_validator("organization_id")
+    @classmethod
+    def _guid(cls, value: str) -> str:
+        if not _GUID.fullmatch(value):
+            raise ValueError("must be the organization's GUID (Organization settings > Overview)")
+        return value.lower()
+
+    @property
+    def issuer(self) -> str:
+        """OIDC issuer URL of this organization."""
+        return f"https://vstoken.dev.azure.com/{self.organization_id}"
+
+    @property
+    def subject(self) -> str:
+        """OIDC subject of the service connection."""
+        return f"sc://{self.organization}/{self.project}/{self.service_connection}"
+
+
+class _Common(_Strict):
+    environment: Literal["dev", "prod"]
+    log_retention_days: int = Field(default=30, ge=7, le=730)
+    github: GitHubSettings
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class AzureSettings(_Common):
+    """Settings of the Azure program (``infra/azure``), namespace ``detops-azure``.
+
+    ``name_prefix`` (2-10 lowercase letters/digits, starting with a letter) begins every resource name;
+    it is short because storage accounts allow 24 lowercase alphanumerics and Pulumi appends a random
+    suffix. VM sizes are Azure SKU names (``Standard_NC4as_T4_v3``); GPU sizes must be N-series.
+    Node counts are per cluster/pool; ``gpu_idle_seconds`` is the idle time before a node is released
+    (ISO 8601 ``PT<n>S`` in the API).
+    """
+
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9]{1,9}$")
+    region: str
+    gpu_vm_size: str = "Standard_NC4as_T4_v3"
+    gpu_min_nodes: int = Field(default=0, ge=0, le=100)
+    gpu_max_nodes: int = Field(default=2, ge=1, le=100)
+    gpu_low_priority: bool = True
+    gpu_idle_seconds: int = Field(default=900, ge=60, le=86_400)
+    gpu_node_public_ip: bool = False
+    cpu_vm_size: str = "Standard_D4s_v5"
+    cpu_max_nodes: int = Field(default=2, ge=1, le=100)
+    aks_enabled: bool = True
+    aks_kubernetes_version: str | None = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    aks_system_vm_size: str = "Standard_D4s_v5"
+    aks_cpu_vm_size: str = "Standard_D4s_v5"
+    aks_cpu_max_nodes: int = Field(default=3, ge=1, le=100)
+    aks_gpu_vm_size: str = "Standard_NC4as_T4_v3"
+    aks_gpu_max_nodes: int = Field(default=1, ge=1, le=100)
+    acr_sku: Literal["Basic", "Standard", "Premium"] = "Standard"
+    private_endpoints: bool = False
+    vnet_address_space: str = Field(default="10.42.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+    azure_devops: AzureDevOpsSettings | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _azure_region(cls, value: str) -> str:
+        if value not in AZURE_REGIONS:
+            close = difflib.get_close_matches(value, sorted(AZURE_REGIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown Azure region {value!r}{hint}")
+        return value
+
+    @field_validator("gpu_vm_size", "aks_gpu_vm_size")
+    @classmethod
+    def _gpu_size(cls, value: str) -> str:
+        if not re.fullmatch(r"Standard_N[CDV]\w+", value):
+            raise ValueError(f"{value!r} is not a GPU (N-series) VM size, e.g. 'Standard_NC4as_T4_v3'")
+        return value
+
+    @field_validator("cpu_vm_size", "aks_system_vm_size", "aks_cpu_vm_size")
+    @classmethod
+    def _vm_size(cls, value: str) -> str:
+        if not re.fullmatch(r"Standard_[A-Z]\w+", value):
+            raise ValueError(f"{value!r} is not an Azure VM size such as 'Standard_D4s_v5'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AzureSettings:
+        if self.gpu_min_nodes > self.gpu_max_nodes:
+            raise ValueError(
+                f"gpu_min_nodes ({self.gpu_min_nodes}) is above gpu_max_nodes ({self.gpu_max_nodes})"
+            )
+        if self.private_endpoints and self.acr_sku != "Premium":
+            raise ValueError("acr_sku must be 'Premium' when private_endpoints is true (ACR private link)")
+        return self
+
+
+class AwsSettings(_Common):
+    """Settings of the AWS program (``infra/aws``), namespace ``detops-aws``.
+
+    ``name_prefix`` (2-20 lowercase letters, digits, '-') begins every resource name. Instance types are
+    SageMaker ML instance types; the training type must be a GPU family (``ml.g4dn``, ``ml.g5``,
+    ``ml.g6``, ``ml.p3``, ``ml.p4d``, ``ml.p5``...). ``max_training_instances`` caps a training job's
+    instance count (exported for ``detops``). ``github_oidc_provider_arn`` reuses an account's existing
+    GitHub OIDC provider (an account holds one per issuer URL); when empty the program creates it.
+    """
+
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,19}$")
+    region: str
+    training_instance_type: str = "ml.g4dn.xlarge"
+    serving_instance_type: str = "ml.m5.large"
+    max_training_instances: int = Field(default=1, ge=1, le=20)
+    ecr_keep_images: int = Field(default=30, ge=1, le=1000)
+    kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
+    github_oidc_provider_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _aws_region(cls, value: str) -> str:
+        if not _AWS_REGION.fullmatch(value):
+            raise ValueError(f"{value!r} is not an AWS region name such as 'eu-west-1'")
+        return value
+
+    @field_validator("training_instance_type")
+    @classmethod
+    def _gpu_instance(cls, value: str) -> str:
+        if not re.fullmatch(r"ml\.(g4dn|g5|g6|g6e|p3|p3dn|p4d|p4de|p5|p5e)\.\w+", value):
+            raise ValueError(f"{value!r} is not a SageMaker GPU instance type such as 'ml.g4dn.xlarge'")
+        return value
+
+    @field_validator("serving_instance_type")
+    @classmethod
+    def _ml_instance(cls, value: str) -> str:
+        if not re.fullmatch(r"ml\.[a-z0-9]+\.\w+", value):
+            raise ValueError(f"{value!r} is not a SageMaker instance type such as 'ml.m5.large'")
+        return value
+
+
+def _format_error(err: dict[str, Any], namespace: str, model: type[BaseModel]) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) if loc else "(settings)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        # suggest the closest known field at the same level
+        fields = list(model.model_fields)
+        if len(loc) > 1 and loc[0] in model.model_fields:
+            sub = model.model_fields[loc[0]].annotation
+            for candidate in getattr(sub, "__args__", (sub,)):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    fields = list(candidate.model_fields)
+        close = difflib.get_close_matches(loc[-1], fields, n=1)
+        msg = "unknown setting" + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(fields)}")
+    elif err["type"] == "missing":
+        msg = "required setting is missing"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg} (got {err['input']!r})"
+    if not loc:
+        return msg
+    return f"setting '{namespace}:{key}': {msg}"
+
+
+def load_settings(model: type[T], values: Mapping[str, Any], *, namespace: str, source: str) -> T:
+    """Validate ``values`` (keys without the namespace) as ``model``.
+
+    ``source`` names where they came from (``Pulumi.prod.yaml``) for the error message.
+    Raises :class:`training.errors.ConfigError` naming every bad setting, one per line.
+    """
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        lines = [f"{source}: {_format_error(e, namespace, model)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _split_namespace(config: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    prefix = f"{namespace}:"
+    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+
+
+def read_stack_file(path: str | Path, model: type[T], *, namespace: str) -> T:
+    """Read and validate ``Pulumi.<stack>.yaml`` without the Pulumi CLI (tests, docs, ``detops``).
+
+    Only keys in ``namespace`` are settings; provider keys (``aws:region``) are left to Pulumi.
+    Raises :class:`ConfigError` when the file is missing, is not YAML, or a setting is invalid.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: stack settings file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: no 'config:' mapping")
+    return load_settings(model, _split_namespace(config, namespace), namespace=namespace, source=path.name)
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands every config value over as a string; objects and lists arrive as JSON."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def settings_from_pulumi_config(model: type[T], *, namespace: str, stack: str) -> T:
+    """Read the running stack's settings in ``namespace`` from the Pulumi runtime and validate them.
+
+    Used by each program's ``__main__.py``. Every key of the namespace is read (not only known ones),
+    so a misspelt key is reported instead of ignored.
+    """
+    from pulumi.runtime import config as runtime_config
+
+    raw: dict[str, Any] = {}
+    raw.update(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    values = {key: _decode(value) for key, value in _split_namespace(raw, namespace).items()}
+    return load_settings(model, values, namespace=namespace, source=f"Pulumi.{stack}.yaml (pulumi config)")
