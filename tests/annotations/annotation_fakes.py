@@ -44,4 +44,6 @@ def voc_xml(filename: str, size: tuple[int, int] | None, objects: list[tuple], p
         f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
         for n, a, b, c, d in objects
     )
-    return f"<annotation><folder>x</folder><filename>{filename}</filename><path>{path}</path>{size_xml}{objs}</annotation>"
+    return (
+        f"<annotation><folder>x</folder><filename>{filename}</filename><path>{path}</path>{size_xml}{objs}</annotation>"
+    )

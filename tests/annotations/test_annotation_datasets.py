@@ -38,8 +38,13 @@ def test_bccd_test_csv_equals_voc(shared_datasets: Path) -> None:
     bccd = shared_datasets / "bccd"
     voc = read_dataset("voc", bccd / "BCCD")
     # test.csv sits outside BCCD/; root= makes its image paths relative to the same folder as VOC's.
-    csv = read_dataset("csv", bccd / "test.csv", images=bccd / "BCCD" / "JPEGImages", root=bccd / "BCCD",
-                       columns=["filename", "cell_type", "xmin", "xmax", "ymin", "ymax"])
+    csv = read_dataset(
+        "csv",
+        bccd / "test.csv",
+        images=bccd / "BCCD" / "JPEGImages",
+        root=bccd / "BCCD",
+        columns=["filename", "cell_type", "xmin", "xmax", "ymin", "ymax"],
+    )
     assert csv.rejected == []
     assert csv.root == voc.root
     voc_by_image = dict(_key(voc))
@@ -52,13 +57,15 @@ def test_bccd_test_csv_equals_voc(shared_datasets: Path) -> None:
 def test_pinochle_voc_equals_csv(shared_datasets: Path) -> None:
     images = shared_datasets / "pinochle_cards" / "images"
     voc = read_dataset("voc", [images / "train", images / "test"])
-    csv = read_dataset("csv", [images / "train_labels.csv", images / "test_labels.csv"],
-                       images=[images / "train", images / "test"])
+    csv = read_dataset(
+        "csv", [images / "train_labels.csv", images / "test_labels.csv"], images=[images / "train", images / "test"]
+    )
     assert voc.rejected == [] and csv.rejected == []
     assert len(voc.records) == 363 and voc.num_boxes == csv.num_boxes
     assert _key(voc) == _key(csv)
     assert sorted((r.image, r.width, r.height) for r in voc.records) == sorted(
-        (r.image, r.width, r.height) for r in csv.records)
+        (r.image, r.width, r.height) for r in csv.records
+    )
     labels = read_label_map(shared_datasets / "pinochle_cards" / "training" / "labelmap.pbtxt")
     res = validate(csv, ValidationPolicy(classes=labels))
     assert res.report.counts_add_up and res.report.images_rejected == 0

@@ -46,15 +46,18 @@ def test_voc_finds_images_in_jpegimages_sibling_and_ignores_path(data_dir: Path)
     make_image(data_dir / "JPEGImages" / "a b.jpg", (64, 48))
     ann = data_dir / "Annotations"
     ann.mkdir()
-    (ann / "a b.xml").write_text(voc_xml("a b.jpg", (64, 48), [("cat", 1, 2, 30, 40), ("dog", 5, 6, 7, 8)],
-                                         path="/home/pi/elsewhere/a b.jpg"))
+    (ann / "a b.xml").write_text(
+        voc_xml("a b.jpg", (64, 48), [("cat", 1, 2, 30, 40), ("dog", 5, 6, 7, 8)], path="/home/pi/elsewhere/a b.jpg")
+    )
     ds = read_dataset("voc", data_dir)
     assert ds.root == str(data_dir)
     assert [r.image for r in ds.records] == ["JPEGImages/a b.jpg"]
     rec = ds.records[0]
     assert (rec.width, rec.height, rec.source) == (64, 48, "Annotations/a b.xml")
     assert [(b.xmin, b.ymin, b.xmax, b.ymax, b.label) for b in rec.boxes] == [
-        (1.0, 2.0, 30.0, 40.0, "cat"), (5.0, 6.0, 7.0, 8.0, "dog")]
+        (1.0, 2.0, 30.0, 40.0, "cat"),
+        (5.0, 6.0, 7.0, 8.0, "dog"),
+    ]
     assert rec.boxes[1].source == "Annotations/a b.xml#object[2]"
     assert ds.classes == ["cat", "dog"]
     assert ds.rejected == []
@@ -112,7 +115,9 @@ def test_csv_seed000_headerless_with_class_map_dict_and_pbtxt(data_dir: Path) ->
     assert boxes_of(ds) == {"images/p 1.jpg": [(1, 2, 30, 40, "person"), (3, 4, 10, 12, "car")]}
     assert ds.classes == ["car", "person"]
     (data_dir / "label_map.pbtxt").write_text("item {\n id: 1\n name: 'car'\n}\nitem {\n id: 2\n name: 'person'\n}\n")
-    ds2 = read_dataset("csv", data_dir / "train.csv", images=data_dir / "images", class_map=str(data_dir / "label_map.pbtxt"))
+    ds2 = read_dataset(
+        "csv", data_dir / "train.csv", images=data_dir / "images", class_map=str(data_dir / "label_map.pbtxt")
+    )
     assert boxes_of(ds2) == boxes_of(ds)
 
 
@@ -125,7 +130,9 @@ def test_csv_seed000_header_and_unknown_class_id_rejected(data_dir: Path) -> Non
 
 
 def test_csv_labelimg_layout_with_sizes(data_dir: Path) -> None:
-    (data_dir / "l.csv").write_text("filename,width,height,class,xmin,ymin,xmax,ymax\nc.jpg,480,270,queen,173,24,260,137\n")
+    (data_dir / "l.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\nc.jpg,480,270,queen,173,24,260,137\n"
+    )
     ds = read_dataset("csv", data_dir / "l.csv")
     r = ds.records[0]
     assert (r.image, r.width, r.height) == ("c.jpg", 480, 270)
@@ -146,14 +153,18 @@ def test_csv_columns_list_reorders_roles(data_dir: Path) -> None:
 
 def test_csv_columns_dict_maps_odd_header_names(data_dir: Path) -> None:
     (data_dir / "o.csv").write_text("pic,kind,L,T,R,B,extra\nb.jpg,cat,1,2,3,4,zzz\n")
-    ds = read_dataset("csv", data_dir / "o.csv",
-                      columns={"pic": "image", "kind": "label", "L": "xmin", "T": "ymin", "R": "xmax", "B": "ymax"})
+    ds = read_dataset(
+        "csv",
+        data_dir / "o.csv",
+        columns={"pic": "image", "kind": "label", "L": "xmin", "T": "ymin", "R": "xmax", "B": "ymax"},
+    )
     assert boxes_of(ds) == {"b.jpg": [(1, 2, 3, 4, "cat")]}
 
 
 def test_csv_bad_rows_are_rejected_with_line_numbers(data_dir: Path) -> None:
     (data_dir / "bad.csv").write_text(
-        "filename,class,xmin,ymin,xmax,ymax\na.jpg,x,1,2,3,4\na.jpg,x,1,two,3,4\na.jpg,x,1\n,x,1,2,3,4\n")
+        "filename,class,xmin,ymin,xmax,ymax\na.jpg,x,1,2,3,4\na.jpg,x,1,two,3,4\na.jpg,x,1\n,x,1,2,3,4\n"
+    )
     ds = read_dataset("csv", data_dir / "bad.csv")
     assert ds.num_boxes == 1
     assert [i.record for i in ds.rejected] == ["line 3", "line 4", "line 5"]
@@ -233,18 +244,24 @@ def test_azureml_jsonl_normalized_boxes_and_urls(data_dir: Path) -> None:
     make_image(data_dir / "local" / "UI" / "pets" / "c 1.jpg", (200, 100))
     make_image(data_dir / "local" / "d.jpg", (50, 40))
     lines = [
-        {"image_url": "AmlDatastore://workspaceblobstore/UI/pets/c 1.jpg",
-         "label": [{"label": "cat", "topX": 0.1, "topY": 0.2, "bottomX": 0.5, "bottomY": 0.6, "isCrowd": 0}],
-         "label_confidence": [1.0]},
-        {"image_url": "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/ds/paths/deep/er/d.jpg",
-         "image_details": {"format": "jpg", "width": "500px", "height": "400px"},
-         "label": [{"label": "dog", "topX": 0, "topY": 0, "bottomX": 1, "bottomY": 0.5, "isCrowd": 1}]},
+        {
+            "image_url": "AmlDatastore://workspaceblobstore/UI/pets/c 1.jpg",
+            "label": [{"label": "cat", "topX": 0.1, "topY": 0.2, "bottomX": 0.5, "bottomY": 0.6, "isCrowd": 0}],
+            "label_confidence": [1.0],
+        },
+        {
+            "image_url": "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/ds/paths/deep/er/d.jpg",
+            "image_details": {"format": "jpg", "width": "500px", "height": "400px"},
+            "label": [{"label": "dog", "topX": 0, "topY": 0, "bottomX": 1, "bottomY": 0.5, "isCrowd": 1}],
+        },
     ]
     f = data_dir / "export.jsonl"
-    f.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n{\"image_url\": \"a.jpg\", \"label\": \"cat\"}\n")
+    f.write_text("\n".join(json.dumps(x) for x in lines) + '\nnot json\n{"image_url": "a.jpg", "label": "cat"}\n')
     ds = read_dataset("azureml", f, images=data_dir / "local")
     assert boxes_of(ds) == {
-        "local/UI/pets/c 1.jpg": [(pytest.approx(20.0), pytest.approx(20.0), pytest.approx(100.0), pytest.approx(60.0), "cat")],
+        "local/UI/pets/c 1.jpg": [
+            (pytest.approx(20.0), pytest.approx(20.0), pytest.approx(100.0), pytest.approx(60.0), "cat")
+        ],
         "local/d.jpg": [(0.0, 0.0, 500.0, 200.0, "dog")],  # image_details size wins (validation checks it)
     }
     assert ds.records[1].boxes[0].iscrowd is True
@@ -252,8 +269,14 @@ def test_azureml_jsonl_normalized_boxes_and_urls(data_dir: Path) -> None:
 
 
 def test_azureml_unknown_size_is_rejected(data_dir: Path) -> None:
-    (data_dir / "e.jsonl").write_text(json.dumps({"image_url": "AmlDatastore://ds/missing.jpg",
-                                                  "label": [{"label": "a", "topX": 0, "topY": 0, "bottomX": 1, "bottomY": 1}]}))
+    (data_dir / "e.jsonl").write_text(
+        json.dumps(
+            {
+                "image_url": "AmlDatastore://ds/missing.jpg",
+                "label": [{"label": "a", "topX": 0, "topY": 0, "bottomX": 1, "bottomY": 1}],
+            }
+        )
+    )
     ds = read_dataset("azureml", data_dir / "e.jsonl")
     assert ds.records == [] and "normalized boxes cannot be converted" in ds.rejected[0].reason
 
@@ -268,7 +291,9 @@ def test_class_from_filename_pets_style_on_voc(data_dir: Path) -> None:
         (data_dir / "Annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.jpg", (64, 48), [("cat", 1, 1, 5, 5)]))
     ds = read_dataset("voc", data_dir, class_from_filename=True)
     assert {r.image: [b.label for b in r.boxes] for r in ds.records} == {
-        "JPEGImages/Abyssinian_12.jpg": ["Abyssinian"], "JPEGImages/great_pyrenees_3.jpg": ["great_pyrenees"]}
+        "JPEGImages/Abyssinian_12.jpg": ["Abyssinian"],
+        "JPEGImages/great_pyrenees_3.jpg": ["great_pyrenees"],
+    }
     assert ds.classes == ["Abyssinian", "great_pyrenees"]
     assert [i.file for i in ds.rejected] == ["Annotations/nodigits.xml"]
 
@@ -280,7 +305,9 @@ def test_class_from_filename_regex_fills_labelless_bbox_rows(data_dir: Path) -> 
 
 
 def test_classes_option_orders_and_appends(data_dir: Path) -> None:
-    (data_dir / "l.csv").write_text("filename,class,xmin,ymin,xmax,ymax\na.jpg,b,1,2,3,4\na.jpg,z,1,2,3,4\na.jpg,a,1,2,3,4\n")
+    (data_dir / "l.csv").write_text(
+        "filename,class,xmin,ymin,xmax,ymax\na.jpg,b,1,2,3,4\na.jpg,z,1,2,3,4\na.jpg,a,1,2,3,4\n"
+    )
     (data_dir / "m.pbtxt").write_text("item { id: 1 name: 'z' }\nitem { id: 2 name: 'b' }\n")
     assert read_dataset("csv", data_dir / "l.csv", classes=["z"]).classes == ["z", "a", "b"]
     assert read_dataset("csv", data_dir / "l.csv", classes=str(data_dir / "m.pbtxt")).classes == ["z", "b", "a"]

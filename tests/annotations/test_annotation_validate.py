@@ -22,10 +22,16 @@ def ds_of(root: Path, *records: ImageRecord, classes=None) -> Dataset:
 
 
 def rec(image: str, boxes: list[tuple], size=(64, 48)) -> ImageRecord:
-    return ImageRecord(image=image, width=size[0] if size else None, height=size[1] if size else None,
-                       boxes=[Box(*b[:4], label=b[4] if len(b) > 4 else "a", source=f"{image}.xml#object[{i}]")
-                              for i, b in enumerate(boxes, 1)],
-                       source=f"{image}.xml")
+    return ImageRecord(
+        image=image,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        boxes=[
+            Box(*b[:4], label=b[4] if len(b) > 4 else "a", source=f"{image}.xml#object[{i}]")
+            for i, b in enumerate(boxes, 1)
+        ],
+        source=f"{image}.xml",
+    )
 
 
 def codes(result) -> list[tuple[str, str, str]]:
@@ -52,15 +58,19 @@ def test_out_of_bounds_clip(data_dir: Path) -> None:
 
 def test_out_of_bounds_reject(data_dir: Path) -> None:
     make_image(data_dir / "a.jpg", (64, 48))
-    res = validate(ds_of(data_dir, rec("a.jpg", [(-5, 2, 70, 40), (0, 0, 64, 48)])), ValidationPolicy(out_of_bounds="reject"))
+    res = validate(
+        ds_of(data_dir, rec("a.jpg", [(-5, 2, 70, 40), (0, 0, 64, 48)])), ValidationPolicy(out_of_bounds="reject")
+    )
     assert codes(res) == [("box", "out_of_bounds", "a.jpg")]
     assert res.report.boxes_clipped == 0 and res.report.boxes_kept == 1
 
 
 def test_unknown_class_is_rejected_and_policy_classes_become_the_label_map(data_dir: Path) -> None:
     make_image(data_dir / "a.jpg")
-    res = validate(ds_of(data_dir, rec("a.jpg", [(1, 1, 9, 9, "cat"), (1, 1, 9, 9, "dgo")])),
-                   ValidationPolicy(classes=["dog", "cat"]))
+    res = validate(
+        ds_of(data_dir, rec("a.jpg", [(1, 1, 9, 9, "cat"), (1, 1, 9, 9, "dgo")])),
+        ValidationPolicy(classes=["dog", "cat"]),
+    )
     assert codes(res) == [("box", "unknown_class", "a.jpg")]
     assert "'dgo'" in res.report.rejected[0].reason
     assert res.dataset.classes == ["dog", "cat"]
@@ -140,8 +150,14 @@ def test_exif_mirror_or_180_keeps_boxes_in_displayed_frame(data_dir: Path, orien
 
 @pytest.mark.parametrize(
     ("mode", "fmt", "suffix", "expected"),
-    [("CMYK", "JPEG", "jpg", "CMYK"), ("RGBA", "PNG", "png", "alpha"), ("L", "JPEG", "jpg", "grayscale"),
-     ("RGB", "BMP", "bmp", "format BMP"), ("RGB", "PNG", "png", None), ("RGB", "JPEG", "jpg", None)],
+    [
+        ("CMYK", "JPEG", "jpg", "CMYK"),
+        ("RGBA", "PNG", "png", "alpha"),
+        ("L", "JPEG", "jpg", "grayscale"),
+        ("RGB", "BMP", "bmp", "format BMP"),
+        ("RGB", "PNG", "png", None),
+        ("RGB", "JPEG", "jpg", None),
+    ],
 )
 def test_color_modes_and_formats_set_reencode_not_rejected(data_dir: Path, mode, fmt, suffix, expected) -> None:
     make_image(data_dir / f"m.{suffix}", mode=mode, fmt=fmt)
@@ -194,11 +210,14 @@ def test_paths_escaping_the_dataset_folder_are_rejected(data_dir: Path) -> None:
     make_image(data_dir / "ok.jpg")
     (data_dir / "l.csv").write_text(
         "filename,class,xmin,ymin,xmax,ymax\n../escape.jpg,a,1,1,5,5\n"
-        f"{data_dir.parent / 'escape.jpg'},a,1,1,5,5\nok.jpg,a,1,1,5,5\n")
+        f"{data_dir.parent / 'escape.jpg'},a,1,1,5,5\nok.jpg,a,1,1,5,5\n"
+    )
     ds = read_dataset("csv", data_dir / "l.csv")
     res = validate(ds)
     assert [(c, r.image) for c, r in ((r.code, r) for r in res.report.rejected)] == [
-        ("path_escape", "../escape.jpg"), ("path_escape", str(data_dir.parent / "escape.jpg"))]
+        ("path_escape", "../escape.jpg"),
+        ("path_escape", str(data_dir.parent / "escape.jpg")),
+    ]
     assert [r.image for r in res.dataset.records] == ["ok.jpg"]
 
 
@@ -219,7 +238,8 @@ def test_counts_add_up_on_a_dataset_with_every_problem(data_dir: Path) -> None:
         "good.jpg,64,48,a,1,1,9,9\ngood.jpg,64,48,a,5,5,5,5\ngood.jpg,64,48,zz,1,1,9,9\ngood.jpg,64,48,a,-3,1,9,9\n"
         "dup.jpg,64,48,a,1,1,9,9\ncmyk.jpg,64,48,a,1,1,9,9\ntrunc.jpg,128,96,a,1,1,9,9\ntrunc.jpg,128,96,a,2,2,9,9\n"
         "size.jpg,10,10,a,1,1,9,9\nmissing.jpg,64,48,a,1,1,9,9\n../x.jpg,64,48,a,1,1,9,9\n"
-        "good.jpg,64,48,a,1,oops,9,9\n")
+        "good.jpg,64,48,a,1,oops,9,9\n"
+    )
     ds = read_dataset("csv", data_dir / "ann.csv")
     res = validate(ds, ValidationPolicy(classes=["a"]))
     r = res.report
@@ -227,9 +247,12 @@ def test_counts_add_up_on_a_dataset_with_every_problem(data_dir: Path) -> None:
     assert (r.images_in, r.images_kept, r.images_rejected) == (7, 2, 5)
     assert (r.boxes_in, r.boxes_kept, r.boxes_rejected, r.boxes_clipped) == (11, 3, 8, 1)
     assert r.by_reason() == {
-        "zero_area": {"images": 0, "boxes": 1}, "unknown_class": {"images": 0, "boxes": 1},
-        "duplicate": {"images": 1, "boxes": 1}, "unreadable_image": {"images": 1, "boxes": 2},
-        "size_mismatch": {"images": 1, "boxes": 1}, "missing_image": {"images": 1, "boxes": 1},
+        "zero_area": {"images": 0, "boxes": 1},
+        "unknown_class": {"images": 0, "boxes": 1},
+        "duplicate": {"images": 1, "boxes": 1},
+        "unreadable_image": {"images": 1, "boxes": 2},
+        "size_mismatch": {"images": 1, "boxes": 1},
+        "missing_image": {"images": 1, "boxes": 1},
         "path_escape": {"images": 1, "boxes": 1},
     }
     d = json.loads(json.dumps(r.to_dict()))

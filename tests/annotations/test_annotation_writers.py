@@ -35,7 +35,9 @@ def test_to_coco_loads_in_pycocotools_and_round_trips(tmp_path: Path) -> None:
     assert api.loadImgs(2)[0] == {"id": 2, "file_name": "sub/b.png", "width": 50, "height": 40}
     anns = api.loadAnns(api.getAnnIds(imgIds=[1]))
     assert [(a["bbox"], a["category_id"], a["area"], a["iscrowd"]) for a in anns] == [
-        ([10.0, 20.0, 30.0, 40.0], 2, 1200.0, 0), ([0.0, 0.0, 5.0, 5.0], 1, 25.0, 1)]
+        ([10.0, 20.0, 30.0, 40.0], 2, 1200.0, 0),
+        ([0.0, 0.0, 5.0, 5.0], 1, 25.0, 1),
+    ]
     assert [c["name"] for c in api.loadCats(api.getCatIds())] == ["cat", "dog"]
     back = read_dataset("coco", f)
     assert back.classes == ["cat", "dog"]
@@ -64,7 +66,10 @@ def test_label_map_round_trip_with_quotes(tmp_path: Path) -> None:
 
 
 def test_read_label_map_accepts_tf_od_api_variants() -> None:
-    text = '# comment\nitem {\n  name: "b"  # trailing\n  id: 2\n  display_name: "Bee"\n}\nitem: { id: 1 name: \'a\' keypoints { id: 0 label: "x" } }\n'
+    text = (
+        '# comment\nitem {\n  name: "b"  # trailing\n  id: 2\n  display_name: "Bee"\n}\n'
+        "item: { id: 1 name: 'a' keypoints { id: 0 label: \"x\" } }\n"
+    )
     assert read_label_map(text) == ["a", "b"]
 
 
@@ -72,7 +77,10 @@ def test_read_label_map_accepts_tf_od_api_variants() -> None:
     ("text", "message"),
     [
         ("item {\n  id: 1\n  name: 'a'\n}\nitem {\n  id: x\n  name: 'b'\n}\n", r"<label map>:6: label map id 'x'"),
-        ("item {\n  id: 1\n  name: 'a'\n}\nitem {\n  id: 1\n  name: 'b'\n}\n", r"<label map>:6: duplicate label map id 1"),
+        (
+            "item {\n  id: 1\n  name: 'a'\n}\nitem {\n  id: 1\n  name: 'b'\n}\n",
+            r"<label map>:6: duplicate label map id 1",
+        ),
         ("item {\n  id: 1\n}\n", r"<label map>:1: label map item id 1 has no 'name'"),
         ("item {\n  id: 1\n  name: 'a'\n", r"not closed"),
         ("item {\n id: 1\n name: 'a'\n}\nitem {\n id: 3\n name: 'c'\n}\n", r"1..2 without gaps"),

@@ -224,7 +224,9 @@ def label_from_filename(pattern: re.Pattern[str], image: str) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def apply_class_from_filename(records: list[ImageRecord], pattern: re.Pattern[str] | None, ctx: ReadContext) -> list[ImageRecord]:
+def apply_class_from_filename(
+    records: list[ImageRecord], pattern: re.Pattern[str] | None, ctx: ReadContext
+) -> list[ImageRecord]:
     """Relabel every box of each record with the class its file name gives (records that do not
     match are rejected with their source named)."""
     if pattern is None:

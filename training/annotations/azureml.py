@@ -88,7 +88,9 @@ def read_azureml(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tu
                     if size:
                         width, height = size
                 if width is None or height is None:
-                    raise ValueError(f"image {rel!r} not found and no image_details size: normalized boxes cannot be converted")
+                    raise ValueError(
+                        f"image {rel!r} not found and no image_details size: normalized boxes cannot be converted"
+                    )
             except json.JSONDecodeError as exc:
                 ctx.reject(file, f"line {n}", f"invalid JSON: {exc.msg} (column {exc.colno})")
                 continue
@@ -108,8 +110,15 @@ def read_azureml(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tu
                     continue
                 crowd = str(lab.get("isCrowd", 0)).strip().lower() in ("1", "true")
                 rec.boxes.append(
-                    Box(x1 * width, y1 * height, x2 * width, y2 * height, label=label,
-                        source=f"{src}#line[{n}].label[{i}]", iscrowd=crowd)
+                    Box(
+                        x1 * width,
+                        y1 * height,
+                        x2 * width,
+                        y2 * height,
+                        label=label,
+                        source=f"{src}#line[{n}].label[{i}]",
+                        iscrowd=crowd,
+                    )
                 )
             records.append(rec)
     return records, None

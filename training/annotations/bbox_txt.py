@@ -47,13 +47,17 @@ def read_bbox_txt(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> t
         rec = ImageRecord(image=name, width=None, height=None, source=src)
         rows = numbered[1:]
         if len(rows) != count:
-            ctx.warn(txt, f"line {count_line}", f"count line says {count} boxes but {len(rows)} box rows follow; the rows are read")
+            ctx.warn(
+                txt,
+                f"line {count_line}",
+                f"count line says {count} boxes but {len(rows)} box rows follow; the rows are read",
+            )
         for line, text in rows:
             parts = text.split()
             try:
                 if len(parts) < 4:
                     raise ValueError(f"expected 'x1 y1 x2 y2 label', got {text!r}")
-                coords = [parse_number(p, k) for p, k in zip(parts[:4], ("x1", "y1", "x2", "y2"))]
+                coords = [parse_number(p, k) for p, k in zip(parts[:4], ("x1", "y1", "x2", "y2"), strict=False)]
                 label = " ".join(parts[4:])
                 if not label and ctx.label_pattern is None:
                     raise ValueError("no label (5th field); pass class_from_filename for label-less files")

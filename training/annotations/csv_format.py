@@ -86,7 +86,9 @@ def _layout(first: list[str], file: Path, columns: Any) -> tuple[dict[str, int],
                 if r in roles:
                     raise ConfigError(f"columns: role {r!r} given twice ({names})")
                 roles[r] = i
-        coord_cells = [first[roles[k]] for k in ("xmin", "ymin", "xmax", "ymax") if k in roles and roles[k] < len(first)]
+        coord_cells = [
+            first[roles[k]] for k in ("xmin", "ymin", "xmax", "ymax") if k in roles and roles[k] < len(first)
+        ]
         is_header = bool(coord_cells) and not any(_is_number(c) for c in coord_cells)
         return roles, is_header
     # No option: a header row if no cell of the first row is a number.
@@ -99,8 +101,7 @@ def _layout(first: list[str], file: Path, columns: Any) -> tuple[dict[str, int],
     if len(first) == len(SEED_000_COLUMNS):
         return {_ROLE_OF[n]: i for i, n in enumerate(SEED_000_COLUMNS)}, False
     raise ConfigError(
-        f"{file}: no header row and {len(first)} columns; pass columns=[...] naming them "
-        f"(e.g. {SEED_000_COLUMNS})"
+        f"{file}: no header row and {len(first)} columns; pass columns=[...] naming them (e.g. {SEED_000_COLUMNS})"
     )
 
 
@@ -191,7 +192,12 @@ def read_csv(
                 by_image[raw_name] = rec
                 records.append(rec)
             elif (width, height) != (None, None) and (width, height) != (rec.width, rec.height):
-                ctx.warn(file, f"line {line}", f"image size {width}x{height} disagrees with {rec.width}x{rec.height} on an earlier row; the first is kept")
+                ctx.warn(
+                    file,
+                    f"line {line}",
+                    f"image size {width}x{height} disagrees with {rec.width}x{rec.height} on an earlier row; "
+                    "the first is kept",
+                )
             rec.boxes.append(Box(*coords, label=label, source=f"{src}#line[{line}]"))
     native = [id_to_name[k] for k in sorted(id_to_name)] if id_to_name else None
     return records, native

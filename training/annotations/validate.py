@@ -110,8 +110,14 @@ class Rejected:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``label``/``box`` only for a box)."""
-        d = {"level": self.level, "code": self.code, "reason": self.reason, "image": self.image,
-             "source": self.source, "boxes": self.boxes}
+        d = {
+            "level": self.level,
+            "code": self.code,
+            "reason": self.reason,
+            "image": self.image,
+            "source": self.source,
+            "boxes": self.boxes,
+        }
         if self.level == "box":
             d.update(label=self.label, box=self.box)
         return d
@@ -222,10 +228,14 @@ class QualityReport:
         if self.warnings:
             lines.append(f"  reader warnings: {len(self.warnings)}")
         if self.per_class:
-            lines.append("  per class (kept): " + ", ".join(
-                f"{k} {v['boxes']} boxes/{v['images']} images" for k, v in self.per_class.items()))
-        shown = [*(f"{i}" for i in self.unparseable), *(
-            f"{r.source or r.image}: {r.code}: {r.reason}" for r in self.rejected)]
+            lines.append(
+                "  per class (kept): "
+                + ", ".join(f"{k} {v['boxes']} boxes/{v['images']} images" for k, v in self.per_class.items())
+            )
+        shown = [
+            *(f"{i}" for i in self.unparseable),
+            *(f"{r.source or r.image}: {r.code}: {r.reason}" for r in self.rejected),
+        ]
         for s in shown[:max_items]:
             lines.append(f"    - {s}")
         if len(shown) > max_items:
@@ -302,8 +312,16 @@ def inspect_image(data: bytes) -> _ImageInfo:
     if fmt not in ("JPEG", "PNG"):
         reasons.append(f"format {fmt}: re-encode as JPEG")
     ow, oh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    return _ImageInfo(ok=True, width=ow, height=oh, raw_width=w, raw_height=h, orientation=orientation,
-                      sha256=digest, reencode="; ".join(reasons) or None)
+    return _ImageInfo(
+        ok=True,
+        width=ow,
+        height=oh,
+        raw_width=w,
+        raw_height=h,
+        orientation=orientation,
+        sha256=digest,
+        reencode="; ".join(reasons) or None,
+    )
 
 
 def _inspect_path(root: str, image: str) -> _ImageInfo:
@@ -328,8 +346,14 @@ def orient_box(box: Box, orientation: int, raw_w: int, raw_h: int) -> Box:
 
     def f(x: float, y: float) -> tuple[float, float]:
         return {
-            1: (x, y), 2: (W - x, y), 3: (W - x, H - y), 4: (x, H - y),
-            5: (y, x), 6: (H - y, x), 7: (H - y, W - x), 8: (y, W - x),
+            1: (x, y),
+            2: (W - x, y),
+            3: (W - x, H - y),
+            4: (x, H - y),
+            5: (y, x),
+            6: (H - y, x),
+            7: (H - y, W - x),
+            8: (y, W - x),
         }[orientation]
 
     (x1, y1), (x2, y2) = f(box.xmin, box.ymin), f(box.xmax, box.ymax)
@@ -359,7 +383,7 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
 
     to_inspect = sorted({r.image for r in dataset.records if not is_escaping(r.image)})
     with ThreadPoolExecutor(max_workers=min(policy.workers, max(1, len(to_inspect)))) as pool:
-        infos = dict(zip(to_inspect, pool.map(lambda im: _inspect_path(dataset.root, im), to_inspect)))
+        infos = dict(zip(to_inspect, pool.map(lambda im: _inspect_path(dataset.root, im), to_inspect), strict=False))
 
     kept: list[ImageRecord] = []
     first_by_hash: dict[str, str] = {}
@@ -387,21 +411,40 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
             if info.orientation != 1 and annotated == raw:
                 boxes = [orient_box(b, info.orientation, *raw) for b in boxes]
                 report.exif_boxes_transformed.append(
-                    {"image": rec.image, "source": rec.source, "orientation": info.orientation,
-                     "annotated": list(annotated), "displayed": list(real)})
+                    {
+                        "image": rec.image,
+                        "source": rec.source,
+                        "orientation": info.orientation,
+                        "annotated": list(annotated),
+                        "displayed": list(real),
+                    }
+                )
             else:
-                mismatch = {"image": rec.image, "source": rec.source, "annotated": list(annotated),
-                            "actual": list(real),
-                            "action": "rejected" if policy.size_mismatch == "reject" else "kept with the real size"}
+                mismatch = {
+                    "image": rec.image,
+                    "source": rec.source,
+                    "annotated": list(annotated),
+                    "actual": list(real),
+                    "action": "rejected" if policy.size_mismatch == "reject" else "kept with the real size",
+                }
                 report.size_mismatches.append(mismatch)
                 if policy.size_mismatch == "reject":
-                    reject_image(rec, "size_mismatch",
-                                 f"annotation says {annotated[0]}x{annotated[1]}, image is {real[0]}x{real[1]}")
+                    reject_image(
+                        rec,
+                        "size_mismatch",
+                        f"annotation says {annotated[0]}x{annotated[1]}, image is {real[0]}x{real[1]}",
+                    )
                     continue
         if info.sha256 in first_by_hash:
             first = first_by_hash[info.sha256]
-            report.duplicates.append({"image": rec.image, "duplicate_of": first, "sha256": info.sha256,
-                                      "action": "rejected" if policy.duplicates == "reject" else "kept"})
+            report.duplicates.append(
+                {
+                    "image": rec.image,
+                    "duplicate_of": first,
+                    "sha256": info.sha256,
+                    "action": "rejected" if policy.duplicates == "reject" else "kept",
+                }
+            )
             if policy.duplicates == "reject":
                 reject_image(rec, "duplicate", f"same bytes (SHA-256) as {first}")
                 continue
@@ -424,14 +467,26 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
                 if policy.out_of_bounds == "reject":
                     code, reason = "out_of_bounds", f"box {list(coords)} leaves the {W}x{H} image"
                 else:
-                    c = dataclasses.replace(b, xmin=min(max(b.xmin, 0.0), W), ymin=min(max(b.ymin, 0.0), H),
-                                            xmax=min(max(b.xmax, 0.0), W), ymax=min(max(b.ymax, 0.0), H))
+                    c = dataclasses.replace(
+                        b,
+                        xmin=min(max(b.xmin, 0.0), W),
+                        ymin=min(max(b.ymin, 0.0), H),
+                        xmax=min(max(b.xmax, 0.0), W),
+                        ymax=min(max(b.ymax, 0.0), H),
+                    )
                     if c.xmax <= c.xmin or c.ymax <= c.ymin:
                         code, reason = "outside_image", f"box {list(coords)} is outside the {W}x{H} image"
                     else:
                         report.boxes_clipped += 1
-                        report.clipped.append({"image": rec.image, "source": b.source, "label": b.label,
-                                               "box": list(coords), "clipped": [c.xmin, c.ymin, c.xmax, c.ymax]})
+                        report.clipped.append(
+                            {
+                                "image": rec.image,
+                                "source": b.source,
+                                "label": b.label,
+                                "box": list(coords),
+                                "clipped": [c.xmin, c.ymin, c.xmax, c.ymax],
+                            }
+                        )
                         b = c
             if code is not None:
                 report.rejected.append(Rejected("box", code, reason, rec.image, b.source, 1, b.label, list(coords)))

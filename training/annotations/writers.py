@@ -114,7 +114,7 @@ def _tokens(text: str, where: str):
             continue
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise DataError(f"{where}:{line}: cannot parse label map near {text[pos:pos + 20]!r}")
+            raise DataError(f"{where}:{line}: cannot parse label map near {text[pos : pos + 20]!r}")
         line += text.count("\n", pos, m.start())
         if m.group("comment") is None:
             kind = m.lastgroup
