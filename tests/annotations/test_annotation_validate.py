@@ -95,6 +95,17 @@ def test_truncated_jpeg_is_unreadable(data_dir: Path) -> None:
     assert "truncated" in res.report.rejected[0].reason
 
 
+def test_truncated_jpeg_is_found_even_if_pillow_was_told_to_pad(data_dir: Path, monkeypatch) -> None:
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    p = make_image(data_dir / "t.jpg", (128, 96))
+    p.write_bytes(p.read_bytes()[:-400])
+    make_image(data_dir / "ok.jpg", (128, 96))
+    res = validate(ds_of(data_dir, rec("t.jpg", [(1, 1, 9, 9)], size=(128, 96)), rec("ok.jpg", [], size=(128, 96))))
+    assert codes(res) == [("image", "unreadable_image", "t.jpg")]
+
+
 def test_exif_rotated_jpeg_matching_displayed_size_needs_reencode(data_dir: Path) -> None:
     make_image(data_dir / "r.jpg", (64, 48), orientation=6)  # displayed 48 wide, 64 tall
     res = validate(ds_of(data_dir, rec("r.jpg", [(1, 2, 30, 60)], size=(48, 64))))

@@ -278,7 +278,7 @@ def _read(root: str, image: str) -> bytes:
 
 def inspect_image(data: bytes) -> _ImageInfo:
     """Decode ``data`` fully with Pillow; size after EXIF orientation, SHA-256, re-encode reason."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -292,6 +292,10 @@ def inspect_image(data: bytes) -> _ImageInfo:
                 orientation = 1
             im.load()  # decode every pixel: a truncated file fails here
             w, h = im.size
+        if fmt == "JPEG" and ImageFile.LOAD_TRUNCATED_IMAGES and b"\xff\xd9" not in data[-64:]:
+            # Some code in this process told Pillow to pad truncated files silently; check the
+            # JPEG end-of-image marker ourselves (it ends the file, give or take trailing padding).
+            raise OSError("image file is truncated (no JPEG end-of-image marker)")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return _ImageInfo(ok=False, code="unreadable_image", reason=f"cannot decode image: {exc}", sha256=digest)
     if orientation not in range(1, 9):
