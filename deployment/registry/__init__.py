@@ -1,0 +1,38 @@
+"""Model registries: one interface (:mod:`deployment.registry.base`), one adapter per backend.
+
+``get_registry("mlflow")`` returns the MLflow registry (local SQLite by default, or any MLflow
+tracking URI such as Azure ML's); ``get_registry("sagemaker")`` the SageMaker Model Registry adapter.
+The approval rules live once in :mod:`deployment.registry.approval`, above every adapter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
+from training.errors import unknown_name_error
+
+#: Registry kind -> "module:Class", imported lazily (cloud SDKs load only when asked for).
+REGISTRIES: dict[str, str] = {
+    "mlflow": "deployment.registry.mlflow:MlflowRegistry",
+    "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
+}
+
+
+def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
+    """Instantiate the registry ``kind`` (default ``$DETOPS_REGISTRY``, else ``"mlflow"``).
+
+    ``kwargs`` go to the adapter's constructor (e.g. ``tracking_uri=`` for MLflow).
+    Raises :class:`training.errors.NotFoundError` (listing the known kinds) for an unknown name.
+    """
+    kind = kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
+    if kind not in REGISTRIES:
+        raise unknown_name_error("registry", kind, list(REGISTRIES))
+    module_name, _, cls_name = REGISTRIES[kind].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**kwargs)
+
+
+__all__ = ["REGISTRIES", "ApprovalStatus", "AuditEntry", "ModelRegistry", "ModelVersion", "get_registry"]

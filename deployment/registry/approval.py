@@ -1,0 +1,184 @@
+"""The approval rules, once, above every :class:`~deployment.registry.base.ModelRegistry` adapter.
+
+State machine (statuses spelled as SageMaker's ``ModelApprovalStatus``)::
+
+    register --(quality gate passed, or --force by a person with a comment)--> PendingManualApproval
+    PendingManualApproval --approve (by someone other than the registrant)--> Approved
+    PendingManualApproval --reject--> Rejected
+    Approved --reject (withdraw)--> Rejected
+    Rejected is final: retrain and register a new version.
+
+Every transition needs a non-empty identity and comment and is appended to the version's audit trail
+(who, when in UTC, what, why). The registrant may not approve their own version unless the service
+is built with ``allow_self_approval=True`` (``$DETOPS_ALLOW_SELF_APPROVAL=1``). Only an Approved
+version can be deployed (:meth:`ApprovalService.require_approved`, called by
+:mod:`deployment.deploy` above every deploy target).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
+from deployment.registry.gate import GateDecision, evaluate_gate
+from training import storage
+from training.errors import ConfigError, GateError
+from training.tracking import read_manifest, read_metrics
+
+_ALLOWED = {
+    ApprovalStatus.PENDING: {ApprovalStatus.APPROVED, ApprovalStatus.REJECTED},
+    ApprovalStatus.APPROVED: {ApprovalStatus.REJECTED},
+    ApprovalStatus.REJECTED: set(),
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _require(value: str | None, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ConfigError(f"{what} is required (a person's identity and a reason are audited)")
+    return value
+
+
+def _version_key(v: ModelVersion) -> tuple[int, str]:
+    return (int(v.version), v.version) if v.version.isdigit() else (10**12, v.version)
+
+
+class ApprovalService:
+    """Registration, approval and rejection of model versions, with the gate and the audit trail.
+
+    Args:
+        registry: the storage adapter (MLflow, SageMaker, ...).
+        allow_self_approval: let the registrant approve their own version; default from
+            ``$DETOPS_ALLOW_SELF_APPROVAL`` ("1"/"true"), else False.
+    """
+
+    def __init__(self, registry: ModelRegistry, allow_self_approval: bool | None = None) -> None:
+        self.registry = registry
+        if allow_self_approval is None:
+            allow_self_approval = os.environ.get("DETOPS_ALLOW_SELF_APPROVAL", "").lower() in ("1", "true", "yes")
+        self.allow_self_approval = allow_self_approval
+
+    # -- queries ---------------------------------------------------------------------------------
+    def current_approved(self, name: str) -> ModelVersion | None:
+        """The newest Approved version of ``name`` (highest version number), or None."""
+        approved = [v for v in self.registry.list_versions(name) if v.status == ApprovalStatus.APPROVED]
+        return max(approved, key=_version_key) if approved else None
+
+    def previous_approved(self, name: str, before: str) -> ModelVersion | None:
+        """The newest Approved version of ``name`` older than version ``before``, or None."""
+        ref = _version_key(ModelVersion(name, str(before), ApprovalStatus.PENDING, "", "", ""))
+        older = [
+            v
+            for v in self.registry.list_versions(name)
+            if v.status == ApprovalStatus.APPROVED and _version_key(v) < ref
+        ]
+        return max(older, key=_version_key) if older else None
+
+    def require_approved(self, name: str, version: str) -> ModelVersion:
+        """Return the version if it is Approved; else raise :class:`GateError` naming its status."""
+        mv = self.registry.get_version(name, str(version))
+        if mv.status != ApprovalStatus.APPROVED:
+            raise GateError(
+                f"model {name!r} version {version} is {mv.status.value}; only Approved versions can be deployed"
+            )
+        return mv
+
+    # -- the gate --------------------------------------------------------------------------------
+    def gate(self, run_url: str, name: str, margin: float | None = None) -> GateDecision:
+        """Evaluate the quality gate of run ``run_url`` against ``name``'s current Approved version."""
+        base = self.current_approved(name)
+        return evaluate_gate(run_url, base.version if base else None, base.metrics if base else None, margin)
+
+    # -- transitions -----------------------------------------------------------------------------
+    def register(
+        self,
+        run_url: str,
+        name: str,
+        by: str,
+        *,
+        margin: float | None = None,
+        force: bool = False,
+        comment: str = "",
+        mlflow_run_id: str | None = None,
+    ) -> ModelVersion:
+        """Register the export of a complete run as a new ``PendingManualApproval`` version.
+
+        The version carries the run's metrics (``test/AP50`` ...), the dataset sha256, the code
+        version, the run URL/id (and ``mlflow_run_id`` when the run was tracked) and the gate decision
+        (tags ``gate.passed`` and ``gate.decision`` as JSON). Audit entries: ``gate`` (with the numbers),
+        ``force`` when forced, then ``register``.
+
+        Raises:
+            ConfigError: ``by`` is empty, or ``force`` without a ``comment``.
+            GateError: the run is not complete, is already registered under ``name``, or failed
+                the gate without ``force``.
+            NotFoundError / DataError: the run folder or its files are missing / malformed.
+        """
+        by = _require(by, "--by (who registers)")
+        if force:
+            comment = _require(comment, "--comment (why the gate is forced)")
+        manifest = read_manifest(run_url)
+        if manifest.get("status") != "complete":
+            raise GateError(f"run {run_url} has status {manifest.get('status')!r}; only complete runs register")
+        export_url = storage.join(run_url, "export")
+        if not storage.exists(storage.join(export_url, "saved_model")):
+            raise GateError(f"run {run_url} has no export/saved_model; run `detops export` first")
+        run_id = str(manifest.get("id") or run_url)
+        for v in self.registry.list_versions(name):
+            if v.tags.get("run_id") == run_id:
+                raise GateError(f"run {run_id} is already registered as {name!r} version {v.version}")
+
+        decision = self.gate(run_url, name, margin)
+        if not decision.passed and not force:
+            raise GateError(f"quality gate failed for {run_url}: " + "; ".join(decision.reasons))
+
+        dataset = (manifest.get("inputs") or {}).get("dataset") or {}
+        tags = {
+            "run_id": run_id,
+            "run_url": run_url,
+            "dataset_sha256": str(dataset.get("sha256", "")),
+            "code_version": str(manifest.get("code_version", "unknown")),
+            "gate.passed": str(decision.passed).lower(),
+            "gate.forced": str(bool(force and not decision.passed)).lower(),
+            "gate.decision": json.dumps(decision.to_dict()),
+        }
+        if mlflow_run_id:
+            tags["mlflow_run_id"] = mlflow_run_id
+        mv = self.registry.create_version(name, export_url, by, read_metrics(run_url), tags)
+        pending = ApprovalStatus.PENDING
+        self.registry.set_status(name, mv.version, pending, AuditEntry(by, _now(), "gate", "", decision.to_dict()))
+        if not decision.passed:
+            self.registry.set_status(
+                name, mv.version, pending, AuditEntry(by, _now(), "force", comment, {"reasons": decision.reasons})
+            )
+        return self.registry.set_status(
+            name, mv.version, pending, AuditEntry(by, _now(), "register", comment, {"run_url": run_url})
+        )
+
+    def _transition(self, name: str, version: str, to: ApprovalStatus, by: str, comment: str, action: str):
+        by = _require(by, "--by (who decides)")
+        comment = _require(comment, "--comment (why)")
+        mv = self.registry.get_version(name, str(version))
+        if to not in _ALLOWED[mv.status]:
+            raise GateError(f"model {name!r} version {version} is {mv.status.value}; cannot {action} it")
+        if to == ApprovalStatus.APPROVED and by == mv.registered_by and not self.allow_self_approval:
+            raise GateError(
+                f"{by!r} registered model {name!r} version {version} and may not approve it "
+                "(another person must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
+            )
+        entry = AuditEntry(by, _now(), action, comment, {"from": mv.status.value, "to": to.value})
+        return self.registry.set_status(name, str(version), to, entry)
+
+    def approve(self, name: str, version: str, by: str, comment: str) -> ModelVersion:
+        """PendingManualApproval -> Approved, by someone other than the registrant; audited."""
+        return self._transition(name, version, ApprovalStatus.APPROVED, by, comment, "approve")
+
+    def reject(self, name: str, version: str, by: str, comment: str) -> ModelVersion:
+        """PendingManualApproval or Approved -> Rejected; audited."""
+        return self._transition(name, version, ApprovalStatus.REJECTED, by, comment, "reject")

@@ -1,0 +1,129 @@
+"""The quality gate a candidate run must pass before it may be registered.
+
+A candidate passes when both hold:
+
+1. its test mAP (COCO AP@[.5:.95], ``evaluation/test/metrics.json`` ``AP``) is not worse than the
+   current Approved version's ``test/AP`` by more than ``margin`` (absolute, in AP units [0, 1]);
+   with no Approved version yet there is nothing to compare and this check passes;
+2. its TFLite parity check passed: every ``passed`` field of ``export/parity.json`` (``float``,
+   ``int8``, written by the export stage, see docs/contracts.md) is true. A missing parity file
+   fails the gate: an unchecked export is not a passed check.
+
+The decision (with its numbers) is returned as a :class:`GateDecision`, which the approval service
+stores with the version. Nothing here can be overridden; only
+:meth:`deployment.registry.approval.ApprovalService.register` with ``force`` (by a named person, with
+a comment, audited) registers a candidate that failed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from training import storage
+from training.errors import ConfigError, DataError
+from training.tracking import read_metrics
+
+#: Default margin (absolute test AP) when neither the caller nor ``$DETOPS_GATE_MARGIN`` sets one.
+DEFAULT_MARGIN = 0.01
+GATE_METRIC = "test/AP"
+
+
+def default_margin() -> float:
+    """``$DETOPS_GATE_MARGIN`` as a float, else :data:`DEFAULT_MARGIN` (0.01 AP)."""
+    raw = os.environ.get("DETOPS_GATE_MARGIN")
+    if raw is None or raw == "":
+        return DEFAULT_MARGIN
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise ConfigError(f"DETOPS_GATE_MARGIN={raw!r} is not a number") from e
+    return value
+
+
+@dataclass
+class GateDecision:
+    """Outcome of the quality gate, with the numbers it was decided on.
+
+    ``candidate_AP`` / ``baseline_AP`` are COCO AP@[.5:.95] on the test split in [0, 1]
+    (``baseline_*`` are None when there is no Approved version); ``parity`` holds each variant's
+    ``passed`` flag from ``export/parity.json``; ``reasons`` lists why it failed (empty if passed).
+    """
+
+    passed: bool
+    metric: str
+    margin: float
+    candidate_AP: float | None
+    baseline_version: str | None
+    baseline_AP: float | None
+    parity: dict[str, bool] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def read_parity(run_url: str) -> dict[str, bool]:
+    """``{variant: passed}`` from ``<run>/export/parity.json``; {} if the file is absent.
+
+    Raises :class:`DataError` naming the file when it is not a JSON object of objects.
+    """
+    url = storage.join(run_url, "export", "parity.json")
+    if not storage.exists(url):
+        return {}
+    try:
+        doc = storage.read_json(url)
+    except ValueError as e:
+        raise DataError(f"{url}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise DataError(f"{url}: expected a JSON object")
+    return {k: v.get("passed") is True for k, v in doc.items() if isinstance(v, dict) and "passed" in v}
+
+
+def evaluate_gate(
+    run_url: str,
+    baseline_version: str | None,
+    baseline_metrics: dict[str, float] | None,
+    margin: float | None = None,
+) -> GateDecision:
+    """Decide whether the run folder ``run_url`` may be registered against the Approved baseline.
+
+    Args:
+        run_url: candidate run folder (local path or fsspec URL).
+        baseline_version / baseline_metrics: the current Approved version and its metrics
+            (flat, ``test/AP`` ...), or None when nothing is approved yet.
+        margin: allowed drop in test AP (absolute, >= 0); default :func:`default_margin`.
+    """
+    margin = default_margin() if margin is None else float(margin)
+    if not margin >= 0:
+        raise ConfigError(f"gate margin must be >= 0, got {margin}")
+    reasons: list[str] = []
+    candidate = read_metrics(run_url).get(GATE_METRIC)
+    if candidate is None or candidate < 0:
+        reasons.append(f"candidate has no {GATE_METRIC} (evaluation/test/metrics.json missing or AP undefined)")
+    baseline = (baseline_metrics or {}).get(GATE_METRIC) if baseline_version else None
+    if baseline_version and baseline is None:
+        reasons.append(f"Approved version {baseline_version} has no {GATE_METRIC} to compare with")
+    if candidate is not None and baseline is not None and candidate < baseline - margin - 1e-12:
+        reasons.append(
+            f"{GATE_METRIC} {candidate:.4f} is worse than Approved version {baseline_version}'s "
+            f"{baseline:.4f} by {baseline - candidate:.4f} > margin {margin:.4f}"
+        )
+    parity = read_parity(run_url)
+    if not parity:
+        reasons.append("no TFLite parity check (export/parity.json missing or without 'passed' fields)")
+    for variant, ok in sorted(parity.items()):
+        if not ok:
+            reasons.append(f"TFLite parity check failed for {variant!r} (export/parity.json)")
+    return GateDecision(
+        passed=not reasons,
+        metric=GATE_METRIC,
+        margin=margin,
+        candidate_AP=candidate,
+        baseline_version=baseline_version,
+        baseline_AP=baseline,
+        parity=parity,
+        reasons=reasons,
+    )

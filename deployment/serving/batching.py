@@ -1,0 +1,113 @@
+"""An asyncio micro-batcher: concurrent requests' images go to the model in one call.
+
+Greedy by default: the worker takes the first waiting image, then every image already queued (up to
+``max_batch_size``), optionally waiting ``max_wait_s`` for more. A lone request therefore waits for
+nothing, while requests that arrive while the model is busy are grouped into the next call, which
+is where the throughput at concurrency > 1 comes from. The model runs in a worker thread so the
+event loop keeps accepting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class MicroBatcher:
+    """Group items submitted concurrently into batched calls of ``fn``.
+
+    Args:
+        fn: ``fn(list[item]) -> list[result]`` (same length and order), run in a worker thread.
+        max_batch_size: most items per call.
+        max_wait_s: extra time to wait for more items once one is queued (0: greedy only).
+        on_batch: optional callback ``on_batch(batch_size, seconds)`` for metrics.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        max_batch_size: int = 8,
+        max_wait_s: float = 0.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Start the worker task on the running loop."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="detops-micro-batcher")
+
+    async def stop(self) -> None:
+        """Finish the queued items, then stop the worker."""
+        if self._queue is None or self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+        self._task = None
+
+    async def submit(self, item: Any) -> Any:
+        """Queue ``item`` and return its result (or raise the exception the batch call raised)."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        stopping = False
+        while not stopping:
+            first = await q.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                try:
+                    nxt = q.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(q.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            items = [b[0] for b in batch]
+            t0 = time.perf_counter()
+            try:
+                results = await asyncio.to_thread(self.fn, items)
+                if len(results) != len(items):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+            except Exception as e:  # hand the failure to every waiting request
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            finally:
+                if self.on_batch:
+                    self.on_batch(len(items), time.perf_counter() - t0)
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(res)
+        # drain anything left after the stop marker
+        while not q.empty():
+            rest = q.get_nowait()
+            if rest is not None:
+                item, fut = rest
+                try:
+                    fut.set_result((await asyncio.to_thread(self.fn, [item]))[0])
+                except Exception as e:
+                    fut.set_exception(e)

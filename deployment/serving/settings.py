@@ -1,0 +1,89 @@
+"""Settings of the scoring service, from the environment only (pydantic-settings).
+
+Every field reads ``DETOPS_<FIELD>`` (e.g. ``DETOPS_MODEL_DIR``); the API keys read
+``DETOPS_API_KEYS`` (comma-separated) or ``DETOPS_API_KEY``. Keys are required and have no default:
+the service refuses to start without one. Put them in the environment from a secret store (Key Vault,
+Secrets Manager, a Kubernetes secret), never in a file in the repository.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_KEY_LENGTH = 16
+
+
+def _split(value):
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class ServingSettings(BaseSettings):
+    """Configuration of one scoring service instance (one model version)."""
+
+    model_config = SettingsConfigDict(env_prefix="DETOPS_", extra="ignore", populate_by_name=True)
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        validation_alias=AliasChoices("DETOPS_API_KEYS", "DETOPS_API_KEY", "api_keys"),
+        description="Accepted API keys (header X-API-Key or Authorization: Bearer). Required.",
+    )
+    model_dir: str = Field(description="SavedModel folder, or a run's export/ folder holding saved_model/.")
+    model_name: str = "model"
+    model_version: str = "unknown"
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body; larger gets 413.")
+    max_images: int = Field(16, gt=0, description="Most images in one request; more gets 422.")
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height); larger gets 413.")
+    max_batch_size: int = Field(8, gt=0, description="Most images in one SavedModel call (micro-batching).")
+    batch_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests before a batch runs.")
+    score_threshold: float = Field(0.0, ge=0, le=1, description="Default minimum score of returned detections.")
+    input_uri_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Storage URI prefixes inputs may be read from (comma-separated); empty disables URI input.",
+    )
+    max_uri_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest image read from a storage URI.")
+    capture_uri: str | None = Field(None, description="Datastore folder for request/response capture (JSONL).")
+    capture_sample_rate: float = Field(0.0, ge=0, le=1, description="Fraction of requests captured.")
+    capture_flush_records: int = Field(100, gt=0)
+    capture_flush_seconds: float = Field(5.0, gt=0)
+    invocations_require_key: bool = Field(
+        True, description="Require the API key on /invocations (set false behind SageMaker's IAM-signed endpoint)."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):
+        return _split(v)
+
+    @field_validator("input_uri_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, v):
+        return _split(v)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if not v:
+            raise ValueError("at least one API key is required (DETOPS_API_KEY or DETOPS_API_KEYS)")
+        for key in v:
+            if len(key.get_secret_value()) < MIN_KEY_LENGTH:
+                raise ValueError(f"API keys must have at least {MIN_KEY_LENGTH} characters")
+        return v
+
+
+def load_settings(**overrides) -> ServingSettings:
+    """Settings from the environment plus ``overrides``; :class:`training.errors.ConfigError` if invalid."""
+    from pydantic import ValidationError
+
+    from training.errors import ConfigError
+
+    try:
+        return ServingSettings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"serving settings invalid ({problems}); see docs/serving.md") from None
