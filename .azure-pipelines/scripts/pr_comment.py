@@ -52,7 +52,8 @@ def comment_body(title: str, text: str, max_chars: int = MAX_CHARS) -> str:
 
 def threads_url(env: dict[str, str]) -> str:
     """The Pull Request Threads - Create URL built from the pipeline's predefined variables."""
-    base = env["SYSTEM_COLLECTIONURI"].rstrip("/") + "/"
+    parts = urllib.parse.urlsplit(env["SYSTEM_COLLECTIONURI"].rstrip("/") + "/")
+    base = urllib.parse.urlunsplit(parts._replace(path=urllib.parse.quote(urllib.parse.unquote(parts.path))))
     project = urllib.parse.quote(env["SYSTEM_TEAMPROJECTID"], safe="")
     repo = urllib.parse.quote(env["BUILD_REPOSITORY_ID"], safe="")
     pr = urllib.parse.quote(env["SYSTEM_PULLREQUEST_PULLREQUESTID"], safe="")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         detail = e.read().decode("utf-8", errors="replace")[:2000]
         print(f"error: posting the comment failed: HTTP {e.code}: {detail}", file=sys.stderr)
         return 6
-    except (urllib.error.URLError, TimeoutError) as e:
+    except (urllib.error.URLError, TimeoutError, ValueError) as e:
         print(f"error: cannot reach {request.full_url}: {e}", file=sys.stderr)
         return 6
     print(f"posted comment thread {thread.get('id', '?')} on pull request "
