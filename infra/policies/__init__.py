@@ -1,0 +1,1 @@
+"""Security rules (:mod:`infra.policies.rules`) and the CrossGuard policy pack built from them."""
