@@ -116,9 +116,10 @@ def _statements(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _as_list(value: Any) -> list[Any]:
+    """``value`` as a list: None -> [], a sequence (also CrossGuard's list proxy) -> its items, else [value]."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return list(value)
     return [value]
 

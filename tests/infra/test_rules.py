@@ -1,0 +1,290 @@
+"""Each security rule with a compliant and a non-compliant resource, both through the rules module and
+through the CrossGuard policy pack's real analyzer (``pulumi_policy``'s gRPC servicer, called in-process),
+so the pack and the unit tests provably apply the same rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from google.protobuf import json_format, struct_pb2
+from pulumi.runtime import proto
+from pulumi_policy import EnforcementLevel
+from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+from infra.policies import pack, rules
+
+SUB = "/subscriptions/00000000-1111-2222-3333-444444444444"
+RG = f"{SUB}/resourceGroups/rg"
+ROLE = f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+
+
+def _deny_tls(principal: Any = "*", condition: str = "false") -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": principal,
+                    "Action": "s3:*",
+                    "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": condition}},
+                }
+            ],
+        }
+    )
+
+
+def _github_trust(sub: Any, aud: str | None = "sts.amazonaws.com") -> str:
+    equals: dict[str, Any] = {"token.actions.githubusercontent.com:sub": sub}
+    if aud:
+        equals["token.actions.githubusercontent.com:aud"] = aud
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": equals},
+                }
+            ],
+        }
+    )
+
+
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+_STORAGE = {"enableHttpsTrafficOnly": True, "minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False}
+_VAULT = {"properties": {"enableRbacAuthorization": True, "enableSoftDelete": True, "enablePurgeProtection": True}}
+_AML = {
+    "identity": {"type": "SystemAssigned"},
+    "properties": {
+        "computeType": "AmlCompute",
+        "properties": {"enableNodePublicIp": False, "remoteLoginPortPublicAccess": "Disabled"},
+    },
+}
+_AKS = {
+    "identity": {"type": "SystemAssigned"},
+    "enableRBAC": True,
+    "aadProfile": {"managed": True, "enableAzureRBAC": True},
+    "disableLocalAccounts": True,
+    "agentPoolProfiles": [{"name": "system", "enableNodePublicIP": False}],
+}
+_FED = {
+    "issuer": "https://token.actions.githubusercontent.com",
+    "subject": "repo:octo/detops:environment:prod",
+    "audiences": ["api://AzureADTokenExchange"],
+}
+_PAB = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}
+_SSE = {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "arn:aws:kms:eu-west-1:1:key/k"}}]}
+_ECR = {"imageScanningConfiguration": {"scanOnPush": True}, "imageTagMutability": "IMMUTABLE"}
+_GOOD_STATEMENT = {"Sid": "Read", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]}
+
+
+def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``base`` with the dotted ``path`` set to ``value``."""
+    out = copy.deepcopy(base)
+    node = out
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[keys[-1]] = value
+    return out
+
+
+# rule name -> (resource type, compliant props, non-compliant props)
+CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "azure-storage-https-only": (rules.AZ_STORAGE, _STORAGE, _with(_STORAGE, "enableHttpsTrafficOnly", False)),
+    "azure-storage-min-tls-1-2": (rules.AZ_STORAGE, _STORAGE, _with(_STORAGE, "minimumTlsVersion", "TLS1_0")),
+    "azure-storage-no-public-blob-access": (rules.AZ_STORAGE, _STORAGE, {k: v for k, v in _STORAGE.items() if k != "allowBlobPublicAccess"}),
+    "azure-storage-soft-delete": (
+        rules.AZ_BLOB_SERVICE,
+        {"deleteRetentionPolicy": {"enabled": True, "days": 7}, "containerDeleteRetentionPolicy": {"enabled": True, "days": 7}},
+        {"deleteRetentionPolicy": {"enabled": True, "days": 7}},
+    ),
+    "azure-blob-container-private": (rules.AZ_CONTAINER, {"publicAccess": "None"}, {"publicAccess": "Blob"}),
+    "azure-key-vault-rbac": (rules.AZ_VAULT, _VAULT, _with(_VAULT, "properties.enableRbacAuthorization", False)),
+    "azure-key-vault-recoverable": (rules.AZ_VAULT, _VAULT, {"properties": {"enableRbacAuthorization": True}}),
+    "azure-acr-admin-user-disabled": (rules.AZ_ACR, {"adminUserEnabled": False}, {"adminUserEnabled": True}),
+    "azure-ml-managed-identity": (rules.AZ_ML_WORKSPACE, {"identity": {"type": "SystemAssigned"}}, {"identity": {"type": "None"}}),
+    "azure-aml-compute-no-public-ip": (rules.AZ_ML_COMPUTE, _AML, _with(_AML, "properties.properties", {"remoteLoginPortPublicAccess": "Disabled"})),
+    "azure-aks-managed-identity": (rules.AZ_AKS, _AKS, {**{k: v for k, v in _AKS.items() if k != "identity"}, "servicePrincipalProfile": {"clientId": "x", "secret": "s"}}),
+    "azure-aks-azure-rbac": (rules.AZ_AKS, _AKS, _with(_AKS, "aadProfile.enableAzureRBAC", False)),
+    "azure-aks-local-accounts-disabled": (rules.AZ_AKS, _AKS, _with(_AKS, "disableLocalAccounts", False)),
+    "azure-aks-no-node-public-ip": (rules.AZ_AKS_POOL, {"agentPoolName": "gpu", "enableNodePublicIP": False}, {"agentPoolName": "gpu", "enableNodePublicIP": True}),
+    "azure-role-assignment-least-privilege": (
+        rules.AZ_ROLE_ASSIGNMENT,
+        {"roleDefinitionId": ROLE + "8311e382-0749-4cb8-b61a-304f252e45ec", "scope": f"{RG}/providers/Microsoft.ContainerRegistry/registries/acr"},
+        {"roleDefinitionId": ROLE + "b24988ac-6180-42a0-ab88-20f7382dd24c", "scope": SUB},
+    ),
+    "azure-federated-credential-trusted": (rules.AZ_FEDERATED, _FED, _with(_FED, "subject", "repo:octo/detops:pull_request")),
+    "azure-ml-extension-https": (
+        rules.AZ_EXTENSION,
+        {"extensionType": "Microsoft.AzureML.Kubernetes", "configurationSettings": {"allowInsecureConnections": "False"}},
+        {"extensionType": "Microsoft.AzureML.Kubernetes", "configurationSettings": {"allowInsecureConnections": "True"}},
+    ),
+    "azure-app-insights-workspace-based": (rules.AZ_APP_INSIGHTS, {"workspaceResourceId": f"{RG}/providers/x/y"}, {"kind": "web"}),
+    "aws-s3-public-access-block": (rules.AWS_PAB, _PAB, _with(_PAB, "restrictPublicBuckets", False)),
+    "aws-s3-sse-kms": (rules.AWS_SSE, _SSE, {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}),
+    "aws-s3-versioning-enabled": (rules.AWS_VERSIONING, {"versioningConfiguration": {"status": "Enabled"}}, {"versioningConfiguration": {"status": "Suspended"}}),
+    "aws-s3-tls-only-policy": (rules.AWS_BUCKET_POLICY, {"policy": _deny_tls()}, {"policy": _deny_tls(condition="true")}),
+    "aws-s3-no-public-acl": (rules.AWS_BUCKET, {"bucket": "b"}, {"bucket": "b", "acl": "public-read"}),
+    "aws-s3-acls-disabled": (rules.AWS_OWNERSHIP, {"rule": {"objectOwnership": "BucketOwnerEnforced"}}, {"rule": {"objectOwnership": "ObjectWriter"}}),
+    "aws-ecr-scan-on-push": (rules.AWS_ECR, _ECR, _with(_ECR, "imageScanningConfiguration.scanOnPush", False)),
+    "aws-ecr-immutable-tags": (rules.AWS_ECR, _ECR, _with(_ECR, "imageTagMutability", "MUTABLE")),
+    "aws-kms-key-rotation": (rules.AWS_KMS_KEY, {"enableKeyRotation": True}, {"enableKeyRotation": False}),
+    "aws-iam-trust-no-wildcard-principal": (
+        rules.AWS_ROLE,
+        {"assumeRolePolicy": _policy({"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"})},
+        {"assumeRolePolicy": _policy({"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"})},
+    ),
+    "aws-iam-oidc-trust-pinned": (
+        rules.AWS_ROLE,
+        {"assumeRolePolicy": _github_trust(["repo:octo/detops:ref:refs/heads/main", "repo:octo/detops:environment:prod"])},
+        {"assumeRolePolicy": _github_trust("repo:octo/*")},
+    ),
+    "aws-iam-least-privilege": (
+        rules.AWS_ROLE_POLICY,
+        {"policy": _policy(_GOOD_STATEMENT, {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"})},
+        {"policy": _policy(_GOOD_STATEMENT, {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})},
+    ),
+    "aws-log-group-retention-kms": (
+        rules.AWS_LOG_GROUP,
+        {"name": "/aws/sagemaker/TrainingJobs", "retentionInDays": 30, "kmsKeyId": "arn:aws:kms:eu-west-1:1:key/k"},
+        {"name": "/aws/sagemaker/TrainingJobs"},
+    ),
+    "aws-github-oidc-audience": (
+        rules.AWS_OIDC_PROVIDER,
+        {"url": "https://token.actions.githubusercontent.com", "clientIdLists": ["sts.amazonaws.com"]},
+        {"url": "https://token.actions.githubusercontent.com", "clientIdLists": ["sts.amazonaws.com", "my-app"]},
+    ),
+}
+
+
+def _bucket_stack(*, without: str | None = None) -> list[rules.StackResource]:
+    resources = [
+        rules.StackResource(rules.AWS_BUCKET, "data", {"bucket": "detops-data"}),
+        rules.StackResource(rules.AWS_PAB, "data-pab", {"bucket": "detops-data", **_PAB}),
+        rules.StackResource(rules.AWS_SSE, "data-sse", {"bucket": "detops-data", **_SSE}),
+        rules.StackResource(rules.AWS_VERSIONING, "data-ver", {"bucket": "detops-data", "versioningConfiguration": {"status": "Enabled"}}),
+        rules.StackResource(rules.AWS_BUCKET_POLICY, "data-policy", {"bucket": "detops-data", "policy": _deny_tls()}),
+        rules.StackResource(rules.AWS_OWNERSHIP, "data-own", {"bucket": "detops-data", "rule": {"objectOwnership": "BucketOwnerEnforced"}}),
+        rules.StackResource(rules.AWS_ECR, "training", {"name": "detops/training", **_ECR}),
+        rules.StackResource(rules.AWS_ECR_LIFECYCLE, "training-lc", {"repository": "detops/training", "policy": "{}"}),
+    ]
+    return [r for r in resources if r.type != without]
+
+
+STACK_CASES: dict[str, tuple[list[rules.StackResource], list[rules.StackResource]]] = {
+    "aws-s3-bucket-protected": (_bucket_stack(), _bucket_stack(without=rules.AWS_SSE)),
+    "aws-ecr-lifecycle-policy": (_bucket_stack(), _bucket_stack(without=rules.AWS_ECR_LIFECYCLE)),
+}
+
+
+def test_every_rule_has_a_case() -> None:
+    assert set(CASES) == {rule.name for rule in rules.RESOURCE_RULES}
+    assert set(STACK_CASES) == {rule.name for rule in rules.STACK_RULES}
+    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 34
+
+
+@pytest.mark.parametrize("rule_name", sorted(CASES))
+def test_resource_rule(rule_name: str) -> None:
+    resource_type, good, bad = CASES[rule_name]
+    assert rule_name in {rule.name for rule in rules.rules_for(resource_type)}
+    assert [v for v in rules.check_resource(resource_type, good) if v.rule == rule_name] == []
+    broken = [v for v in rules.check_resource(resource_type, bad) if v.rule == rule_name]
+    assert broken, f"{rule_name} accepted {bad}"
+    assert all(v.message for v in broken)
+
+
+@pytest.mark.parametrize("rule_name", sorted(STACK_CASES))
+def test_stack_rule(rule_name: str) -> None:
+    good, bad = STACK_CASES[rule_name]
+    assert [v for v in rules.check_stack(good) if v.rule == rule_name] == []
+    broken = [v for v in rules.check_stack(bad) if v.rule == rule_name]
+    assert len(broken) == 1 and broken[0].resource in {"data", "training"}
+
+
+def test_unrelated_resource_type_is_not_checked() -> None:
+    assert rules.check_resource("azure-native:resources:ResourceGroup", {"location": "westeurope"}) == []
+
+
+def test_rules_report_bad_json_policies() -> None:
+    violations = rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": "{not json"})
+    assert [v.rule for v in violations] == ["aws-iam-least-privilege"]
+    assert "not valid JSON" in violations[0].message
+
+
+def test_github_subject_rules_cover_wildcards_and_pull_requests() -> None:
+    for subject in ("repo:octo/*:ref:refs/heads/main", "repo:octo/detops:pull_request", "repo:octo/detops:ref:refs/heads/*"):
+        assert rules.check_resource(rules.AZ_FEDERATED, {**_FED, "subject": subject}), subject
+    ado = {**_FED, "issuer": "https://vstoken.dev.azure.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "subject": "sc://org/proj/conn"}
+    assert rules.check_resource(rules.AZ_FEDERATED, ado) == []
+    assert rules.check_resource(rules.AZ_FEDERATED, {**ado, "issuer": "https://evil.example.com"})
+
+
+def test_pass_role_on_wildcard_is_rejected() -> None:
+    statement = {"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": ["arn:aws:iam::1:role/*"]}
+    messages = [v.message for v in rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _policy(statement)})]
+    assert any("PassRole" in m for m in messages)
+
+
+# --- the CrossGuard pack, through pulumi_policy's own analyzer -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> _PolicyAnalyzerServicer:
+    """The servicer that ``PolicyPack`` serves to the Pulumi engine, holding the pack's policies."""
+    return _PolicyAnalyzerServicer(
+        pack.PACK_NAME, "0.1.0", pack.build_policies(), EnforcementLevel.MANDATORY, None, None, None, None, None, None, None
+    )
+
+
+def _struct(props: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    json_format.ParseDict(props, message)
+    return message
+
+
+def _analyze(analyzer: _PolicyAnalyzerServicer, resource_type: str, props: dict[str, Any]) -> set[str]:
+    request = proto.AnalyzeRequest(
+        type=resource_type, properties=_struct(props), urn=f"urn:pulumi:dev::detops::{resource_type}::r", name="r"
+    )
+    response = analyzer.Analyze(request, None)
+    return {d.policyName for d in response.diagnostics}
+
+
+def test_pack_mirrors_rules() -> None:
+    names = [policy.name for policy in pack.build_policies()]
+    assert names == [r.name for r in rules.RESOURCE_RULES] + [r.name for r in rules.STACK_RULES]
+
+
+@pytest.mark.parametrize("rule_name", sorted(CASES))
+def test_policy_pack_analyzer(analyzer: _PolicyAnalyzerServicer, rule_name: str) -> None:
+    resource_type, good, bad = CASES[rule_name]
+    assert rule_name not in _analyze(analyzer, resource_type, good)
+    assert rule_name in _analyze(analyzer, resource_type, bad)
+
+
+@pytest.mark.parametrize("rule_name", sorted(STACK_CASES))
+def test_policy_pack_stack_analyzer(analyzer: _PolicyAnalyzerServicer, rule_name: str) -> None:
+    good, bad = STACK_CASES[rule_name]
+
+    def names(resources: list[rules.StackResource]) -> set[str]:
+        request = proto.AnalyzeStackRequest(
+            resources=[
+                proto.AnalyzerResource(type=r.type, properties=_struct(dict(r.props)), urn=f"urn:pulumi:dev::detops::{r.type}::{r.name}", name=r.name)
+                for r in resources
+            ]
+        )
+        return {d.policyName for d in analyzer.AnalyzeStack(request, None).diagnostics}
+
+    assert rule_name not in names(good)
+    assert rule_name in names(bad)
