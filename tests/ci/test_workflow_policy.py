@@ -144,13 +144,16 @@ def test_github_train_triggers_on_merge_of_training_inputs_and_on_demand():
     assert any(r.startswith("bash scripts/test.sh") for r in test_steps)
 
 
-def test_github_release_rolls_back_only_after_a_failed_smoke_test():
+def test_github_release_rolls_back_only_after_a_failed_deploy_or_smoke_test():
     for job_id in ("staging", "production"):
         steps = _gh("release")["jobs"][job_id]["steps"]
-        smoke = next(i for i, s in enumerate(steps) if s.get("id") == "smoke")
-        rollback = steps[smoke + 1]
+        ids = [s.get("id") for s in steps]
+        assert ids.index("deploy") + 1 == ids.index("smoke"), "the smoke test follows the deployment"
+        rollback = steps[ids.index("smoke") + 1]
         assert "detops rollback" in rollback["run"]
-        assert rollback["if"] == "${{ failure() && steps.smoke.outcome == 'failure' }}"
+        assert rollback["if"] == (
+            "${{ failure() && (steps.deploy.outcome == 'failure' || steps.smoke.outcome == 'failure') }}"
+        )
 
 
 def _jobs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
