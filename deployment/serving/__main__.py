@@ -1,0 +1,31 @@
+"""Run the scoring service with uvicorn: ``python -m deployment.serving [--host H] [--port P]``.
+
+Settings come from the environment (``DETOPS_MODEL_DIR``, ``DETOPS_API_KEY`` ..., see
+:mod:`deployment.serving.settings`). This is the entry point of the local target and of the
+serving container (AKS / Azure ML, SageMaker: port 8080, ``/invocations`` and ``/ping``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``--host``/``--port`` (default ``$DETOPS_HOST``/``$DETOPS_PORT``, 127.0.0.1:8080) and serve."""
+    import uvicorn
+
+    from deployment.serving.app import create_app
+    from deployment.serving.settings import load_settings
+
+    p = argparse.ArgumentParser(prog="python -m deployment.serving")
+    p.add_argument("--host", default=os.environ.get("DETOPS_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("DETOPS_PORT", "8080")))
+    args = p.parse_args(argv)
+    app = create_app(load_settings())
+    uvicorn.run(app, host=args.host, port=args.port, log_level=os.environ.get("DETOPS_LOG_LEVEL", "info"),
+                timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

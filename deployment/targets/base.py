@@ -1,0 +1,59 @@
+"""The deploy-target interface: where an Approved model version runs (local, Azure ML, SageMaker).
+
+Targets only deploy; they do not check approval. The rule "only Approved versions deploy" is
+enforced once, above every target, in :mod:`deployment.deploy`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from deployment.registry.base import ModelVersion
+
+
+@dataclass
+class Deployment:
+    """A model version running (or planned, with ``dry_run``) behind an endpoint.
+
+    ``status`` is ``"planned"`` (dry run), ``"running"``, ``"stopped"`` or a target's own state
+    (``"Creating"``, ``"InService"`` ...); ``url`` is the scoring base URL when known; ``details``
+    holds target-specific facts (process id, endpoint config name, rendered specs of a dry run).
+    """
+
+    target: str
+    endpoint: str
+    model_name: str
+    model_version: str
+    status: str
+    url: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class DeployTarget(abc.ABC):
+    """One place a model version can be deployed to."""
+
+    #: Short name used on the command line (``--target``).
+    name: str = ""
+
+    @abc.abstractmethod
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
+        """Deploy ``version`` (already checked to be Approved) to ``endpoint`` and return the result.
+
+        With ``dry_run`` nothing is created; the returned :class:`Deployment` (status ``planned``)
+        describes what would be.
+        """
+
+    @abc.abstractmethod
+    def describe(self, endpoint: str | None = None) -> Deployment | None:
+        """What runs at ``endpoint`` now (name and version), or None when nothing is deployed there."""
+
+    def rollback(self, version: ModelVersion, endpoint: str | None = None) -> Deployment:
+        """Put ``version`` (the previous Approved one, chosen by :func:`deployment.deploy.rollback`)
+        back on ``endpoint``. Default: deploy it again; targets with traffic splitting may override."""
+        return self.deploy(version, endpoint)
