@@ -194,7 +194,9 @@ class AwsSettings(_Common):
     ``name_prefix`` (2-20 lowercase letters, digits, '-') begins every resource name. Instance types are
     SageMaker ML instance types; the training type must be a GPU family (``ml.g4dn``, ``ml.g5``,
     ``ml.g6``, ``ml.p3``, ``ml.p4d``, ``ml.p5``...). ``max_training_instances`` caps a training job's
-    instance count (exported for ``detops``). ``github_oidc_provider_arn`` reuses an account's existing
+    instance count (exported for ``detops``). ``manage_training_log_group``: SageMaker logs every training
+    job of an account and region to the one log group ``/aws/sagemaker/TrainingJobs``; only one stack per
+    account and region may own it (the others set this to false). ``github_oidc_provider_arn`` reuses an account's existing
     GitHub OIDC provider (an account holds one per issuer URL); when empty the program creates it.
     """
 
@@ -205,6 +207,7 @@ class AwsSettings(_Common):
     max_training_instances: int = Field(default=1, ge=1, le=20)
     ecr_keep_images: int = Field(default=30, ge=1, le=1000)
     kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
+    manage_training_log_group: bool = True
     github_oidc_provider_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
     )

@@ -30,6 +30,7 @@ from infra.components.aws import (
 from infra.settings import AwsSettings
 
 PROJECT = "detops-aws"
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 def create_stack(settings: AwsSettings) -> dict[str, Any]:
@@ -80,6 +81,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     )
 
     # SageMaker writes to fixed log group names; creating them sets retention and encryption.
+    # /aws/sagemaker/TrainingJobs is shared by the whole account and region: one stack owns it.
+    log_group_names = {"training": TRAINING_LOG_GROUP, "endpoint": f"/aws/sagemaker/Endpoints/{p}-serving"}
     log_groups = {
         purpose: aws.cloudwatch.LogGroup(
             f"{p}-{purpose}-logs",
@@ -88,12 +91,15 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
             kms_key_id=key_arn,
             opts=opts,
         )
-        for purpose, name in {
-            "training": "/aws/sagemaker/TrainingJobs",
-            "endpoint": f"/aws/sagemaker/Endpoints/{p}-serving",
-        }.items()
+        for purpose, name in log_group_names.items()
+        if purpose != "training" or settings.manage_training_log_group
     }
-    log_group_arns = [group.arn for group in log_groups.values()]
+    log_group_arns = [
+        log_groups[purpose].arn
+        if purpose in log_groups
+        else pulumi.Output.concat("arn:", partition, ":logs:", settings.region, ":", account_id, ":log-group:", name)
+        for purpose, name in log_group_names.items()
+    ]
 
     sagemaker_role = SageMakerRole(
         f"{p}-sagemaker",
@@ -143,7 +149,7 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "serving_ecr_repository_url": serving_repo.repository.repository_url,
         "sagemaker_role_arn": sagemaker_role.role.arn,
         "model_package_group_name": model_group.model_package_group_name,
-        "training_log_group": log_groups["training"].name,
+        "training_log_group": TRAINING_LOG_GROUP,
         "endpoint_log_group": log_groups["endpoint"].name,
         "training_instance_type": settings.training_instance_type,
         "serving_instance_type": settings.serving_instance_type,
