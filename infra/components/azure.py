@@ -397,7 +397,7 @@ class AksCompute(pulumi.ComponentResource):
                     min_count=1,
                     max_count=3,
                     enable_node_public_ip=False,
-                    node_taints=["CriticalAddonsOnly=true:NoSchedule"],
+                    # Untainted: the Azure ML extension's pods run here, so user pools can scale to 0.
                 )
             ],
             tags=dict(args.tags),

@@ -288,3 +288,39 @@ def test_policy_pack_stack_analyzer(analyzer: _PolicyAnalyzerServicer, rule_name
 
     assert rule_name not in names(good)
     assert rule_name in names(bad)
+
+
+def test_policy_pack_serves_the_rules_over_grpc() -> None:
+    """Start infra/policies/__main__.py as the Pulumi CLI does (its own folder, no repository on the path),
+    then ask it over gRPC on 127.0.0.1 for its policies and to analyze a non-compliant resource."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import grpc
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    folder = Path(__file__).resolve().parents[2] / "infra" / "policies"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [sys.executable, str(folder / "__main__.py")], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        port = int(process.stdout.readline().decode().strip())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = analyzer_pb2_grpc.AnalyzerStub(channel)
+            info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+            assert info.name == pack.PACK_NAME
+            assert [p.name for p in info.policies] == [r.name for r in (*rules.RESOURCE_RULES, *rules.STACK_RULES)]
+            resource_type, _, bad = CASES["azure-acr-admin-user-disabled"]
+            response = stub.Analyze(
+                proto.AnalyzeRequest(type=resource_type, properties=_struct(bad), urn="urn:pulumi:dev::p::t::acr", name="acr"),
+                timeout=30,
+            )
+            assert {d.policyName for d in response.diagnostics} == {"azure-acr-admin-user-disabled"}
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
