@@ -410,3 +410,29 @@ def test_rules_are_documented() -> None:
     doc = (REPO / "docs" / "infra.md").read_text(encoding="utf-8")
     missing = [r.name for r in (*rules.RESOURCE_RULES, *rules.STACK_RULES) if f"`{r.name}`" not in doc]
     assert missing == []
+
+
+@pytest.mark.parametrize(("cloud", "stack"), CASES)
+def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cloud: str, stack: str) -> None:
+    """The same resources through CrossGuard's analyzer (as `pulumi up --policy-pack` would send them)."""
+    from google.protobuf import json_format, struct_pb2
+    from pulumi.runtime import proto
+    from pulumi_policy import EnforcementLevel
+    from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+    from infra.policies import pack
+
+    analyzer = _PolicyAnalyzerServicer(
+        pack.PACK_NAME, "0.1.0", pack.build_policies(), EnforcementLevel.MANDATORY, None, None, None, None, None, None, None
+    )
+
+    def message(resource: RegisteredResource) -> dict[str, Any]:
+        props = struct_pb2.Struct()
+        json_format.ParseDict(json.loads(json.dumps(resource.inputs)), props)
+        return {"type": resource.type, "properties": props, "urn": f"urn:pulumi:{stack}::detops-{cloud}::{resource.type}::{resource.name}", "name": resource.name}
+
+    resources = custom(program_runs[cloud, stack])
+    diagnostics = [d for r in resources for d in analyzer.Analyze(proto.AnalyzeRequest(**message(r)), None).diagnostics]
+    stack_request = proto.AnalyzeStackRequest(resources=[proto.AnalyzerResource(**message(r)) for r in resources])
+    diagnostics += list(analyzer.AnalyzeStack(stack_request, None).diagnostics)
+    assert [f"{d.policyName}: {d.message}" for d in diagnostics] == []
