@@ -1,0 +1,213 @@
+"""The run configuration (``detops run <config.yaml>``): typed, validated, with env-var expansion.
+
+Example (configs/bccd.yaml)::
+
+    project: bccd
+    datastore: runs                      # local folder (default), az://container/path or s3://bucket/path
+    data:
+      format: voc
+      path: ${DETOPS_DATASETS}/bccd/BCCD  # ${VAR} and ${VAR:-default} are expanded from the environment
+    split: {ratios: [0.7, 0.15, 0.15], seed: 42}
+    train: {preset: retinanet_mobilenetv2_fpn_cpu, steps: 600}
+
+Unknown keys are rejected with a near-match suggestion ("did you mean"), as in ultralytics' config
+checks; ``--set section.key=value`` overrides any key (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from training.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Where the labelled images are and how to read them (see ``training.annotations.read_dataset``)."""
+
+    format: str = "voc"
+    path: str | list[str]
+    images: str | list[str] | None = None
+    classes: list[str] | str | None = None
+    class_from_filename: bool | str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationConfig(_Strict):
+    """Validation policy (see ``training.annotations.ValidationPolicy``)."""
+
+    out_of_bounds: Literal["clip", "reject"] = "clip"
+    size_mismatch: Literal["reject", "trust_image"] = "reject"
+    duplicates: Literal["reject", "keep"] = "reject"
+    classes: list[str] | None = None
+
+
+class SplitConfig(_Strict):
+    """Stratified split ratios and seed, or predefined split files (Pascal VOC ImageSets)."""
+
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 42
+    predefined: dict[str, str] | None = None
+
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, v):
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("ratios must be three non-negative fractions summing to 1")
+        return v
+
+
+class TrainConfig(_Strict):
+    """Training: preset (training.experiment.PRESETS) and what overrides its defaults."""
+
+    preset: str = "retinanet_mobilenetv2_fpn_cpu"
+    steps: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    image_size: int | None = Field(default=None, ge=32)
+    learning_rate: float | None = Field(default=None, gt=0)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    checkpoint_interval: int | None = Field(default=None, ge=1)
+    init_checkpoint: str | None = None  # a checkpoint prefix; "none" disables the preset's pretrained backbone
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportConfig(_Strict):
+    """Export: TFLite variants and the parity threshold (AP points, absolute)."""
+
+    tflite: bool = True
+    int8: bool = True
+    max_delta: float = Field(default=0.02, ge=0)
+    calibration_steps: int = Field(default=100, ge=1)
+
+
+class TrackingConfig(_Strict):
+    """MLflow tracking: on by default; ``uri`` None = MLFLOW_TRACKING_URI or the local SQLite store."""
+
+    enabled: bool = True
+    uri: str | None = None
+
+
+class RunConfig(_Strict):
+    """A whole run: project name, datastore root and each stage's settings."""
+
+    project: str = Field(default="detops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    datastore: str = "runs"
+    data: DataConfig
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, where: str) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree.
+
+    Raises:
+      ConfigError: a ``${VAR}`` without default whose variable is not set (names it and the file).
+    """
+    if isinstance(value, str):
+
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (used as ${{{name}}})")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, where) for v in value]
+    return value
+
+
+def apply_set(tree: dict, assignment: str) -> None:
+    """Apply one ``--set a.b.c=value`` to a YAML tree in place (value parsed as YAML).
+
+    Raises:
+      ConfigError: no ``=`` in ``assignment``.
+    """
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. train.steps=50")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    # Experiment overrides keep their dotted Model Garden key as one key.
+    if parts[:2] == ["train", "overrides"] and len(parts) > 2:
+        tree.setdefault("train", {}).setdefault("overrides", {})[".".join(parts[2:])] = yaml.safe_load(raw)
+        return
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _explain(e: ValidationError, where: str) -> ConfigError:
+    """Turn the first pydantic error into one line naming the key, with a near-match for typos."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = RunConfig
+        for part in err["loc"][:-1]:
+            field = model.model_fields.get(str(part))
+            ann = getattr(field, "annotation", None) if field else None
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                model = ann
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"{where}: unknown key {loc!r}.{hint} Known here: {', '.join(model.model_fields)}.")
+    return ConfigError(f"{where}: {loc}: {err['msg']}")
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    datastore: str | None = None,
+    tree: dict | None = None,
+) -> RunConfig:
+    """Read, expand, override and validate a run config.
+
+    Args:
+      path: the YAML file (or None with ``tree``).
+      overrides: ``--set key=value`` strings, applied in order after reading.
+      datastore: overrides ``datastore`` (the CLI's ``--datastore``).
+
+    Raises:
+      ConfigError: unreadable file, unknown key (with a suggestion), bad value, unset ${VAR}.
+    """
+    where = str(path) if path else "run config"
+    if tree is None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping")
+    for a in overrides or []:
+        apply_set(tree, a)
+    if datastore:
+        tree["datastore"] = datastore
+    tree = expand_env(tree, where)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise _explain(e, where) from None

@@ -1,0 +1,456 @@
+"""The local pipeline: prepare -> train -> evaluate -> export, into one run folder.
+
+Run layout (DESIGN.md, after seed 000), under ``<datastore>/<project>/runs/<YYYYmmddTHHMMSS>-<id>/``::
+
+    run.json                                  manifest: inputs + hashes, versions, config, status
+    data/annotations/{train,val,test}.json    COCO ground truth per split
+    data/quality_report.{json,txt}, data/split_report.{json,png}
+    tf_records/{split}-XXXXX-of-YYYYY.tfrecord, tf_records/label_map.pbtxt
+    model_config/experiment.yaml              the resolved Model Garden ExperimentConfig
+    model_training/checkpoints/, model_training/tensorboard/
+    evaluation/{train,val,test}/metrics.json (+ pr_curves.png, per_class_ap.png, sample_*.png)
+    export/saved_model/, export/model.tflite, export/model_int8.tflite, export/parity.json
+
+Work happens in a local folder (TensorFlow writes checkpoints and TFRecords there). With a local
+datastore that folder *is* the run folder; with ``az://`` or ``s3://`` it is a staging folder that
+is published through fsspec when a stage ends, ``run.json`` last, so a run is never marked complete
+before all its artifacts are there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training import storage
+from training.config import RunConfig, load_run_config  # noqa: F401  (re-exported for the CLI)
+from training.errors import DataError, NotFoundError
+
+SPLITS = ("train", "val", "test")
+
+
+def detops_home() -> Path:
+    """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
+    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
+
+
+def code_version() -> str:
+    """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
+    if os.environ.get("DETOPS_CODE_VERSION"):
+        return os.environ["DETOPS_CODE_VERSION"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            ).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that decide a model's behaviour."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("detops", "tensorflow", "tf-models-official", "tf-keras", "numpy", "pycocotools"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@dataclass
+class Run:
+    """A run folder: ``url`` (final location) and ``local_dir`` (where the stages write).
+
+    ``manifest`` mirrors ``run.json``. Use :meth:`create` for a new run and :meth:`open` for an
+    existing one.
+    """
+
+    url: str
+    local_dir: str
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The run id, ``<YYYYmmddTHHMMSS>-<6 hex>``."""
+        return self.manifest["id"]
+
+    def path(self, *parts: str) -> str:
+        """A local path inside the run folder."""
+        return os.path.join(self.local_dir, *parts)
+
+    @classmethod
+    def create(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
+        """Create a new run folder under ``<datastore>/<project>/runs/`` (or at ``run_dir``)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
+        if storage.is_local(url):
+            url = str(Path(url.removeprefix("file://")).resolve())
+            local = url
+        else:
+            local = str(detops_home() / "staging" / run_id)
+        os.makedirs(local, exist_ok=True)
+        run = cls(url=url, local_dir=local)
+        run.manifest = {
+            "id": run_id,
+            "project": cfg.project,
+            "created_at": now.isoformat(),
+            "url": url,
+            "status": "running",
+            "stages": {},
+            "inputs": {},
+            "versions": versions(),
+            "code_version": code_version(),
+            "config": json.loads(cfg.model_dump_json()),
+        }
+        run.save()
+        return run
+
+    @classmethod
+    def open(cls, url: str) -> Run:
+        """Open an existing run (a remote one is downloaded to a staging folder first).
+
+        Raises:
+          NotFoundError: no ``run.json`` at ``url``.
+        """
+        if storage.is_local(url):
+            local = str(Path(url.removeprefix("file://")).resolve())
+            if not os.path.exists(os.path.join(local, "run.json")):
+                raise NotFoundError(f"no run at {url} (run.json missing)")
+            run = cls(url=local, local_dir=local)
+        else:
+            if not storage.exists(storage.join(url, "run.json")):
+                raise NotFoundError(f"no run at {url} (run.json missing)")
+            manifest = storage.read_json(storage.join(url, "run.json"))
+            local = str(detops_home() / "staging" / manifest["id"])
+            fs, path = storage.filesystem(url)
+            os.makedirs(local, exist_ok=True)
+            fs.get(path.rstrip("/") + "/", local, recursive=True)
+            run = cls(url=url, local_dir=local)
+        with open(run.path("run.json")) as f:
+            run.manifest = json.load(f)
+        return run
+
+    def save(self) -> None:
+        """Write ``run.json`` locally."""
+        with open(self.path("run.json"), "w") as f:
+            json.dump(self.manifest, f, indent=2)
+
+    def stage_done(self, stage: str, **info) -> None:
+        """Record a finished stage (and its figures) in the manifest; publish when remote."""
+        self.manifest["stages"][stage] = {"status": "complete", "at": dt.datetime.now(dt.timezone.utc).isoformat(), **info}
+        self.save()
+        self.publish()
+
+    def finish(self, status: str = "complete") -> None:
+        """Mark the run ``complete`` (or ``failed``) and publish it, ``run.json`` last."""
+        self.manifest["status"] = status
+        self.manifest["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.save()
+        self.publish()
+
+    def publish(self) -> None:
+        """Upload the staging folder to ``url`` (no-op for a local datastore)."""
+        if self.url != self.local_dir:
+            storage.publish_run(self.local_dir, self.url)
+
+
+# ----------------------------------------------------------------------------------------- prepare
+
+
+def dataset_hash(records) -> str:
+    """SHA-256 over the canonical records (image path, image bytes hash, boxes), order-independent."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.image):
+        boxes = sorted((b.label, round(b.xmin, 3), round(b.ymin, 3), round(b.xmax, 3), round(b.ymax, 3)) for b in r.boxes)
+        h.update(json.dumps([r.image, r.sha256, boxes]).encode())
+    return h.hexdigest()
+
+
+def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
+    """Ingest, validate, split and convert: the run's ``data/``, ``tf_records/`` and ``model_config/``.
+
+    Raises:
+      DataError: nothing left after validation, or an empty split. ConfigError: bad settings.
+    """
+    from training.annotations import ValidationPolicy, label_map_pbtxt, read_dataset, to_coco, validate
+    from training.annotations.record import Dataset
+    from training.experiment import build_experiment, experiment_to_yaml
+    from training.split import plot_split_report, split_dataset
+    from training.tfrecord import write_split
+
+    say = console.print if console else (lambda *a, **k: None)
+    run = Run.create(cfg, run_dir)
+    d = cfg.data
+    say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
+    ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
+    v = cfg.validation
+    result = validate(
+        ds, ValidationPolicy(out_of_bounds=v.out_of_bounds, size_mismatch=v.size_mismatch, duplicates=v.duplicates, classes=v.classes)
+    )
+    clean = result.dataset
+    os.makedirs(run.path("data", "annotations"), exist_ok=True)
+    _write_json(run.path("data", "quality_report.json"), result.report.to_dict())
+    summary = result.report.summary()
+    Path(run.path("data", "quality_report.txt")).write_text(summary + "\n")
+    say(summary)
+    if not clean.records:
+        raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
+
+    sp = split_dataset(clean, tuple(cfg.split.ratios), cfg.split.seed, predefined=cfg.split.predefined)
+    _write_json(run.path("data", "split_report.json"), sp.report)
+    plot_split_report(sp.report, run.path("data", "split_report.png"))
+    for s in SPLITS:
+        st = sp.report["splits"][s]
+        say(f"  {s:5s}: {st['images']} images, {st['boxes']} boxes {st['boxes_per_class']}")
+        if not sp.splits[s]:
+            raise DataError(f"the {s} split is empty; adjust split.ratios or the predefined files")
+
+    os.makedirs(run.path("tf_records"), exist_ok=True)
+    Path(run.path("tf_records", "label_map.pbtxt")).write_text(label_map_pbtxt(clean.classes))
+    for s in SPLITS:
+        sub = Dataset(root=clean.root, records=sp.splits[s], classes=clean.classes, format=clean.format)
+        coco = to_coco(sub)
+        _write_json(run.path("data", "annotations", f"{s}.json"), coco)
+        ids = {im["file_name"]: im["id"] for im in coco["images"]}
+        write_split(clean, sp.splits[s], s, run.path("tf_records"), ids)
+
+    t = cfg.train
+    params = build_experiment(
+        preset=t.preset,
+        num_classes=len(clean.classes),
+        train_records=run.path("tf_records", "train-*.tfrecord"),
+        val_records=run.path("tf_records", "val-*.tfrecord"),
+        val_annotation_file=run.path("data", "annotations", "val.json"),
+        steps=t.steps,
+        batch_size=t.batch_size,
+        image_size=t.image_size,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        checkpoint_interval=t.checkpoint_interval,
+        init_checkpoint=None if (t.init_checkpoint or "").lower() in ("", "none") else t.init_checkpoint,
+        overrides=t.overrides,
+        where=f"train.overrides of {cfg.project}",
+        pretrained_provider=None if (t.init_checkpoint or "").lower() == "none" else _pretrained,
+    )
+    os.makedirs(run.path("model_config"), exist_ok=True)
+    Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
+    rep = result.report
+    run.manifest["inputs"] = {
+        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records)},
+        "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
+        "init_checkpoint": params.task.init_checkpoint,
+    }
+    run.manifest["classes"] = clean.classes
+    run.stage_done(
+        "prepare",
+        images_in=rep.images_in, images_kept=rep.images_kept, boxes_in=rep.boxes_in, boxes_kept=rep.boxes_kept,
+        splits={s: len(sp.splits[s]) for s in SPLITS},
+    )
+    return run
+
+
+def _pretrained() -> str:
+    from training.pretrained import pretrained_backbone_checkpoint
+
+    return pretrained_backbone_checkpoint()
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def load_params(run: Run):
+    """The run's Model Garden ExperimentConfig, with data paths re-pointed at this run's local folder."""
+    from training.experiment import experiment_from_yaml
+
+    params = experiment_from_yaml(Path(run.path("model_config", "experiment.yaml")).read_text())
+    params.task.train_data.input_path = run.path("tf_records", "train-*.tfrecord")
+    params.task.validation_data.input_path = run.path("tf_records", "val-*.tfrecord")
+    params.task.annotation_file = run.path("data", "annotations", "val.json")
+    return params
+
+
+def train(run: Run, steps: int | None = None, console=None):
+    """Train (or resume) the run's model; checkpoints in ``model_training/checkpoints``."""
+    from training.train import train_model
+
+    say = console.print if console else print
+    params = load_params(run)
+    if steps:
+        params.trainer.train_steps = int(steps)
+        lr = params.trainer.optimizer_config.learning_rate
+        if lr.type == "cosine":
+            lr.cosine.decay_steps = int(steps)
+    result = train_model(
+        params,
+        checkpoint_dir=run.path("model_training", "checkpoints"),
+        tensorboard_dir=run.path("model_training", "tensorboard"),
+        printer=say,
+    )
+    run.stage_done("train", global_step=result.global_step, steps_run=result.steps_run,
+                   seconds=round(result.seconds, 1), last_losses=result.losses)
+    return result
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def load_detector(run: Run):
+    """A :class:`training.inference.DetectorModule` on the run's latest checkpoint."""
+    from training.inference import DetectorModule, build_model, restore
+
+    params = load_params(run)
+    model = build_model(params)
+    restore(model, run.path("model_training", "checkpoints"))
+    return params, model, DetectorModule(params, model, run.manifest["classes"])
+
+
+def evaluate(run: Run, splits: list[str] | None = None, console=None) -> dict[str, dict]:
+    """COCO metrics of the latest checkpoint on each split; writes ``evaluation/<split>/``."""
+    import tensorflow as tf
+
+    from training.evaluate import evaluate_split
+
+    _, _, module = load_detector(run)
+    ckpt = tf.train.latest_checkpoint(run.path("model_training", "checkpoints"))
+    out = {}
+    for s in splits or list(SPLITS):
+        if s not in SPLITS:
+            raise NotFoundError(f"unknown split {s!r}; use one of {SPLITS}")
+        out[s] = evaluate_split(
+            module.detect_encoded,
+            run.path("tf_records", f"{s}-*.tfrecord"),
+            run.path("data", "annotations", f"{s}.json"),
+            run.path("evaluation", s),
+            extra={"checkpoint": os.path.basename(ckpt or "")},
+        )
+    run.stage_done("evaluate", **{s: {"AP": m["AP"], "AP50": m["AP50"]} for s, m in out.items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def export(run: Run, console=None) -> dict:
+    """SavedModel + TFLite (float, int8) + parity check on the test split; writes ``export/``."""
+    import tensorflow as tf
+
+    from training import export as ex
+    from training.evaluate import evaluate_split
+
+    say = console.print if console else print
+    cfg = RunConfig.model_validate(run.manifest["config"])
+    params, model, module = load_detector(run)
+    out_dir = run.path("export")
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    sm_dir = ex.save_saved_model(module, os.path.join(out_dir, "saved_model"))
+    shutil.copy(run.path("tf_records", "label_map.pbtxt"), os.path.join(out_dir, "label_map.pbtxt"))
+    say(f"SavedModel -> {sm_dir}")
+    test = run.path("tf_records", "test-*.tfrecord")
+    gt = run.path("data", "annotations", "test.json")
+    loaded = tf.saved_model.load(sm_dir).signatures["serving_default"]
+    sm_metrics = evaluate_split(lambda x: loaded(encoded_images=x), test, gt, os.path.join(out_dir, "parity", "saved_model"), draw=False)
+    parity: dict = {"max_delta": cfg.export.max_delta, "split": "test"}
+    if cfg.export.tflite:
+        variants = [("float", None, "model.tflite")] + ([("int8", "int8", "model_int8.tflite")] if cfg.export.int8 else [])
+        for name, quant, fname in variants:
+            path = os.path.join(out_dir, fname)
+            with open(path, "wb") as f:
+                f.write(ex.convert_tflite(params, model, quant, cfg.export.calibration_steps))
+            m = evaluate_split(ex.tflite_detector(path, module), test, gt, os.path.join(out_dir, "parity", name), draw=False)
+            parity[name] = ex.parity_check(sm_metrics, m, cfg.export.max_delta)
+            parity[name]["size_bytes"] = os.path.getsize(path)
+            say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), "
+                f"{'passed' if parity[name]['passed'] else 'FAILED'}")
+    parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
+    ex.write_json(os.path.join(out_dir, "parity.json"), parity)
+    run.stage_done("export", parity_passed=parity["passed"])
+    return parity
+
+
+# --------------------------------------------------------------------------------------------- all
+
+
+@dataclass
+class RunResult:
+    """The finished run and its metrics per split."""
+
+    run: Run
+    metrics: dict[str, dict]
+    parity: dict
+
+
+def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResult:
+    """prepare -> train -> evaluate -> export (-> MLflow tracking) into one run folder.
+
+    With ``run_dir`` naming an existing run, finished stages are skipped and training resumes from
+    the last checkpoint. The run is marked ``failed`` if a stage raises, ``complete`` at the end.
+    """
+    if run_dir and _has_manifest(run_dir):
+        run = Run.open(run_dir)
+    else:
+        run = prepare(cfg, run_dir=run_dir, console=console)
+    try:
+        stages = run.manifest.get("stages", {})
+        if "prepare" not in stages:
+            raise DataError(f"{run.url}: the prepare stage did not finish; start a new run")
+        train(run, console=console)
+        metrics = evaluate(run, console=console)
+        parity = export(run, console=console)
+        if cfg.tracking.enabled:
+            from training.tracking import log_run
+
+            run.manifest["mlflow_run_id"] = log_run(run.local_dir, cfg.tracking.uri)
+        run.finish("complete")
+    except BaseException:
+        run.finish("failed")
+        raise
+    return RunResult(run=run, metrics=metrics, parity=parity)
+
+
+def _has_manifest(url: str) -> bool:
+    if storage.is_local(url):
+        return os.path.exists(os.path.join(url.removeprefix("file://"), "run.json"))
+    return storage.exists(storage.join(url, "run.json"))
+
+
+def print_metrics(metrics: dict[str, dict], console) -> None:
+    """Print COCO metrics per split as a table (rich)."""
+    from rich.table import Table
+
+    from training.evaluate import COCO_STAT_NAMES
+
+    table = Table(title="COCO metrics")
+    table.add_column("split")
+    for name in COCO_STAT_NAMES:
+        table.add_column(name, justify="right")
+    for split, m in metrics.items():
+        table.add_row(split, *(f"{m[n]:.3f}" for n in COCO_STAT_NAMES))
+    console.print(table)
+    for split, m in metrics.items():
+        per = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in m.get("per_class", {}).items())
+        console.print(f"{split} per-class AP50: {per}")

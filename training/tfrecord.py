@@ -1,0 +1,157 @@
+"""Sharded TFRecords in TF Model Garden's ``tf.Example`` layout.
+
+The layout is the one ``official.vision.dataloaders.tf_example_decoder.TfExampleDecoder`` reads
+(the TF Object Detection API's): ``image/encoded`` (JPEG or PNG bytes), ``image/format``,
+``image/height``, ``image/width``, ``image/filename``, ``image/source_id`` (the COCO image id of the
+split's ground-truth JSON, as a decimal string, so detections can be matched to ground truth),
+``image/object/bbox/{xmin,ymin,xmax,ymax}`` (**normalized** to [0, 1] by the image width/height),
+``image/object/class/label`` (1-based label-map id), ``image/object/class/text``,
+``image/object/area`` (pixels²) and ``image/object/is_crowd``.
+
+Encoded bytes are passed through as they are on disk (no re-encoding, no quality loss) unless
+validation marked the record with ``reencode`` (EXIF rotation, CMYK, alpha, unusual formats): then
+the image is decoded with Pillow, EXIF-transposed, converted to RGB and written as JPEG (quality 95).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterable
+
+from training import storage
+from training.annotations.record import Dataset, ImageRecord
+
+RECORDS_PER_SHARD = 256
+
+
+def _feature_bytes(values: Iterable[bytes]):
+    import tensorflow as tf
+
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _feature_float(values: Iterable[float]):
+    import tensorflow as tf
+
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def _feature_int(values: Iterable[int]):
+    import tensorflow as tf
+
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def load_image_bytes(dataset_root: str, record: ImageRecord) -> tuple[bytes, str, int, int]:
+    """Return ``(encoded bytes, format, width, height)`` of a record's image, ready for a TFRecord.
+
+    ``format`` is ``"jpeg"`` or ``"png"``; width/height are the real pixel size of the encoded image
+    (after EXIF transposition when the record is re-encoded).
+
+    Raises:
+      DataError: the image cannot be read or decoded (names the file).
+    """
+    from PIL import Image, ImageOps
+
+    from training.errors import DataError
+
+    url = storage.join(dataset_root, record.image)
+    try:
+        data = storage.read_bytes(url)
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = (im.format or "").lower()
+            if record.reencode or fmt not in ("jpeg", "png"):
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=95)
+                return buf.getvalue(), "jpeg", im.width, im.height
+            return data, fmt, im.width, im.height
+    except (OSError, ValueError) as e:
+        raise DataError(f"{url}: cannot read image: {e}") from e
+
+
+def make_example(
+    record: ImageRecord,
+    encoded: bytes,
+    image_format: str,
+    width: int,
+    height: int,
+    source_id: str,
+    class_ids: dict[str, int],
+):
+    """Build one ``tf.train.Example`` for ``record``.
+
+    Boxes are converted from the canonical absolute-pixel ``xmin, ymin, xmax, ymax`` to coordinates
+    normalized by ``width``/``height`` and clipped to [0, 1].
+
+    Raises:
+      KeyError: a box's label is not in ``class_ids``.
+    """
+    import tensorflow as tf
+
+    xmin, ymin, xmax, ymax, labels, texts, areas = [], [], [], [], [], [], []
+    for b in record.boxes:
+        xmin.append(min(max(b.xmin / width, 0.0), 1.0))
+        ymin.append(min(max(b.ymin / height, 0.0), 1.0))
+        xmax.append(min(max(b.xmax / width, 0.0), 1.0))
+        ymax.append(min(max(b.ymax / height, 0.0), 1.0))
+        labels.append(class_ids[b.label])
+        texts.append(b.label.encode())
+        areas.append(b.area)
+    feature = {
+        "image/encoded": _feature_bytes([encoded]),
+        "image/format": _feature_bytes([image_format.encode()]),
+        "image/height": _feature_int([height]),
+        "image/width": _feature_int([width]),
+        "image/filename": _feature_bytes([record.image.encode()]),
+        "image/source_id": _feature_bytes([source_id.encode()]),
+        "image/object/bbox/xmin": _feature_float(xmin),
+        "image/object/bbox/ymin": _feature_float(ymin),
+        "image/object/bbox/xmax": _feature_float(xmax),
+        "image/object/bbox/ymax": _feature_float(ymax),
+        "image/object/class/label": _feature_int(labels),
+        "image/object/class/text": _feature_bytes(texts),
+        "image/object/area": _feature_float(areas),
+        "image/object/is_crowd": _feature_int([0] * len(labels)),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def write_split(
+    dataset: Dataset,
+    records: list[ImageRecord],
+    split: str,
+    out_dir: str,
+    source_ids: dict[str, int],
+    records_per_shard: int = RECORDS_PER_SHARD,
+) -> list[str]:
+    """Write ``records`` as ``<out_dir>/<split>-XXXXX-of-YYYYY.tfrecord`` shards.
+
+    Args:
+      dataset: gives the image root and the ordered classes (label-map ids ``1..N``).
+      records: the split's records (validated).
+      split: ``train``, ``val`` or ``test``.
+      out_dir: a **local** folder (TensorFlow writes it; the run is uploaded as a whole later).
+      source_ids: image path -> COCO image id of the split's ground-truth JSON.
+
+    Returns:
+      The shard paths written, in order.
+    """
+    import tensorflow as tf
+
+    os.makedirs(out_dir, exist_ok=True)
+    class_ids = {c: i + 1 for i, c in enumerate(dataset.classes)}
+    n = max(1, math.ceil(len(records) / records_per_shard))
+    paths = [os.path.join(out_dir, f"{split}-{i:05d}-of-{n:05d}.tfrecord") for i in range(n)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    try:
+        for i, rec in enumerate(records):
+            encoded, fmt, w, h = load_image_bytes(dataset.root, rec)
+            example = make_example(rec, encoded, fmt, w, h, str(source_ids[rec.image]), class_ids)
+            writers[i % n].write(example.SerializeToString())
+    finally:
+        for w in writers:
+            w.close()
+    return paths

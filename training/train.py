@@ -1,0 +1,132 @@
+"""Training with TF Model Garden's Orbit runner: checkpoints, TensorBoard, progress, resume.
+
+``train_model`` runs ``official.core.train_lib.OrbitExperimentRunner`` in ``train`` mode:
+
+* checkpoints every ``trainer.checkpoint_interval`` steps into ``checkpoint_dir`` (the last
+  ``trainer.max_to_keep`` are kept); a run started again on the same folder **resumes** from the
+  latest checkpoint (Orbit's ``CheckpointManager.restore_or_initialize``) and trains only the
+  remaining steps;
+* TensorBoard scalars (losses, learning rate) every ``trainer.summary_interval`` steps into
+  ``tensorboard_dir``;
+* a progress line with steps/s and ETA after each loop of ``trainer.steps_per_loop`` steps;
+* the distribution strategy comes from the environment (``TF_CONFIG``; SageMaker's ``SM_HOSTS``)
+  through :func:`training.distribute.strategy_from_env`, so the same code scales to several workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("detops.train")
+
+
+@dataclass
+class TrainResult:
+    """What a training call did: the global step reached, steps run now, wall time (s), last losses."""
+
+    global_step: int
+    steps_run: int
+    seconds: float
+    losses: dict[str, float]
+
+
+class _Progress:
+    """Orbit train action: prints steps/s and ETA after each loop of steps."""
+
+    def __init__(self, total: int, start: int, printer):
+        self.total, self.start, self.printer = total, start, printer
+        self.t0 = time.monotonic()
+        self.step_fn = None
+        self.last: dict[str, float] = {}
+
+    def __call__(self, output) -> None:
+        step = int(self.step_fn()) if self.step_fn else 0
+        done = max(step - self.start, 1)
+        dt = time.monotonic() - self.t0
+        rate = done / dt if dt > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        self.last = {k: float(v) for k, v in (output or {}).items() if getattr(v, "shape", ()) == ()}
+        loss = self.last.get("total_loss", self.last.get("training_loss", float("nan")))
+        self.printer(f"step {step}/{self.total}  loss {loss:.4f}  {rate:.2f} steps/s  ETA {eta:.0f}s")
+
+
+def default_strategy():
+    """The distribution strategy from the environment (TF_CONFIG / SM_HOSTS), else the default one."""
+    try:
+        from training.distribute import strategy_from_env
+    except ImportError:  # pragma: no cover - the module ships with the package
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy()
+    return strategy_from_env()
+
+
+def train_model(
+    params,
+    checkpoint_dir: str,
+    tensorboard_dir: str | None = None,
+    strategy=None,
+    printer=None,
+) -> TrainResult:
+    """Train (or resume) the RetinaNet of ``params`` up to ``params.trainer.train_steps``.
+
+    Args:
+      params: a validated Model Garden ``ExperimentConfig`` (see :mod:`training.experiment`).
+      checkpoint_dir: local folder (or a path TensorFlow's gfile can write) for ``ckpt-N`` files.
+      tensorboard_dir: where train summaries go (default: ``<checkpoint_dir>/train``).
+      strategy: a ``tf.distribute.Strategy``; default :func:`default_strategy`.
+      printer: called with one progress line per loop (default: the ``detops.train`` logger).
+
+    Returns:
+      :class:`TrainResult`; ``steps_run`` is 0 when the checkpoint already reached the target.
+    """
+    import orbit
+    import tensorflow as tf
+    from official.core import task_factory, train_lib
+    from official.vision import registry_imports  # noqa: F401  (registers the RetinaNet task)
+
+    strategy = strategy or default_strategy()
+    printer = printer or log.info
+    total = int(params.trainer.train_steps)
+    start = _latest_step(checkpoint_dir)
+    progress = _Progress(total, start, printer)
+    t0 = time.monotonic()
+    with strategy.scope():
+        task = task_factory.get_task(params.task, logging_dir=checkpoint_dir)
+    runner = train_lib.OrbitExperimentRunner(
+        distribution_strategy=strategy,
+        task=task,
+        mode="train",
+        params=params,
+        model_dir=checkpoint_dir,
+        run_post_eval=False,
+        train_actions=[progress],
+    )
+    progress.step_fn = runner.trainer.global_step.numpy
+    if tensorboard_dir:
+        runner.controller.summary_manager = orbit.utils.SummaryManager(
+            tensorboard_dir, tf.summary.scalar, global_step=runner.trainer.global_step
+        )
+    if start >= total:
+        printer(f"checkpoint already at step {start} >= {total}; nothing to train")
+    else:
+        if start:
+            printer(f"resuming from step {start} (checkpoint in {checkpoint_dir})")
+        runner.run()
+    step = int(runner.trainer.global_step.numpy())
+    return TrainResult(step, max(step - start, 0), time.monotonic() - t0, progress.last)
+
+
+def _latest_step(checkpoint_dir: str) -> int:
+    """Global step of the latest checkpoint in ``checkpoint_dir`` (0 when there is none)."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(checkpoint_dir) if tf.io.gfile.exists(checkpoint_dir) else None
+    if not path:
+        return 0
+    try:
+        return int(path.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
