@@ -41,7 +41,7 @@ EXPR = "__CI_EXPR__"
 SUBST = "__SHELL_SUBST__"
 
 SCRIPT_KEYS = {"run", "script", "bash", "inlineScript"}
-_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", ";;", "|&"}
+_SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "()", ";;", "|&"}
 _REDIRECTS = {">", ">>", "<", ">&", "<&", "&>", ">|", "<<", "<<<"}
 _KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "exec", "time", "{", "}"}
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
@@ -161,9 +161,22 @@ def simple_commands(script: str) -> list[list[str]]:
     return commands
 
 
-def detops_calls(script: str) -> list[list[str]]:
-    """Argument lists (program name dropped) of every ``detops`` command in a script."""
-    return [cmd[1:] for cmd in simple_commands(script) if cmd and Path(cmd[0]).name == "detops"]
+def detops_calls(script: str, wrapped: bool = False) -> list[list[str]]:
+    """Argument lists (program name dropped) of every ``detops`` command in a script.
+
+    With ``wrapped``, a ``detops`` word anywhere in a command counts too (``expect_exit 4 detops
+    deploy ...`` in scripts/rehearse.sh); a bare ``detops`` with no arguments (a function
+    definition) is left out.
+    """
+    calls = []
+    for cmd in simple_commands(script):
+        names = [Path(w).name for w in cmd]
+        if not names or "detops" not in names:
+            continue
+        i = 0 if names[0] == "detops" else (names.index("detops") if wrapped else -1)
+        if i >= 0 and (cmd[i + 1 :] or not wrapped):
+            calls.append(cmd[i + 1 :])
+    return calls
 
 
 @dataclass
