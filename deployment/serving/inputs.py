@@ -171,6 +171,10 @@ def read_uri(uri: str, prefixes: list[str], max_bytes: int, where: str) -> bytes
 
     if not isinstance(uri, str) or not uri or "\x00" in uri:
         raise InputError(422, f"{where}: empty or invalid uri")
+    if uri.startswith("file://"):  # RFC 8089: percent-encoded absolute path
+        from urllib.parse import unquote, urlparse
+
+        uri = unquote(urlparse(uri).path)
     if not _uri_allowed(uri, prefixes):
         raise InputError(403, f"{where}: uri {uri!r} is not under an allowed input prefix")
     try:

@@ -48,17 +48,30 @@ def fake_detector(fake_saved_model):
     return d
 
 
+@pytest.fixture(scope="session")
+def _stub_saved_model(tmp_path_factory) -> str:
+    """A folder shaped like a SavedModel (empty saved_model.pb): enough for registry tests, no TensorFlow."""
+    d = tmp_path_factory.mktemp("stub model") / "saved_model"
+    d.mkdir()
+    (d / "saved_model.pb").write_bytes(b"")
+    return str(d)
+
+
 @pytest.fixture
-def make_run(tmp_path, fake_saved_model):
-    """Factory of complete fake run folders: ``make_run(test_ap=0.3, parity_passed=True, ...)``."""
+def make_run(tmp_path, request, _stub_saved_model):
+    """Factory of complete fake run folders: ``make_run(test_ap=0.3, parity_passed=True, real_model=False)``.
+
+    ``real_model=True`` copies the fake SavedModel (loads TensorFlow); otherwise a stub folder.
+    """
     counter = {"n": 0}
 
-    def _make(**kwargs) -> str:
+    def _make(real_model: bool = False, **kwargs) -> str:
         from deployment.testing import make_fake_run
 
         counter["n"] += 1
+        src = request.getfixturevalue("fake_saved_model") if real_model else _stub_saved_model
         run_dir = tmp_path / "datastore root" / "runs" / f"20261122T120000-run {counter['n']}"
-        return make_fake_run(run_dir, saved_model_src=fake_saved_model, **kwargs)
+        return make_fake_run(run_dir, saved_model_src=src, **kwargs)
 
     return _make
 
