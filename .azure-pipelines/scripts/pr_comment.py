@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
     missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
     if missing:
-        print(f"error: missing pipeline variable(s): {', '.join(missing)} (run inside a PR build; "
-              "map SYSTEM_ACCESSTOKEN in the step's env)", file=sys.stderr)
+        print(
+            f"error: missing pipeline variable(s): {', '.join(missing)} (run inside a PR build; "
+            "map SYSTEM_ACCESSTOKEN in the step's env)",
+            file=sys.stderr,
+        )
         return 2
     try:
         text = args.file.read_text(encoding="utf-8", errors="replace")
@@ -101,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except (urllib.error.URLError, TimeoutError, ValueError) as e:
         print(f"error: cannot reach {request.full_url}: {e}", file=sys.stderr)
         return 6
-    print(f"posted comment thread {thread.get('id', '?')} on pull request "
-          f"{os.environ['SYSTEM_PULLREQUEST_PULLREQUESTID']}")
+    print(
+        f"posted comment thread {thread.get('id', '?')} on pull request "
+        f"{os.environ['SYSTEM_PULLREQUEST_PULLREQUESTID']}"
+    )
     return 0
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -91,7 +92,7 @@ def script_blocks(doc: Any, where: str = "$") -> Iterator[tuple[str, str]]:
 
 def _replace_expressions(text: str, extra: list[str]) -> str:
     """Replace ``${{ }}`` and ``$( )``; inner commands of substitutions are appended to ``extra``."""
-    text = re.sub(r"\$\{\{.*?\}\}", EXPR, text, flags=re.S)
+    text = re.sub(r"\$\{\{.*?\}\}", EXPR, text, flags=re.DOTALL)
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -228,7 +229,7 @@ def _check_value(param: Any, value: str, ctx: Any) -> list[str]:
         return []
     try:
         param.process_value(ctx, [value] if (param.multiple or param.nargs == -1) else value)
-    except Exception as e:  # the fork's BadParameter, pydantic errors: any refusal is a problem
+    except Exception as e:  # noqa: BLE001 - the fork's BadParameter, pydantic errors: any refusal is a problem
         message = getattr(e, "message", None) or str(e)
         return [f"bad value {value!r} for {param.opts[0]}: {message}"]
     return []

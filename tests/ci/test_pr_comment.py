@@ -10,22 +10,28 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
-
 from cicd_helpers import AZURE_DIR, REPO
 
 SCRIPT = AZURE_DIR / "scripts" / "pr_comment.py"
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    received: list[dict] = []
-    status = 200
+    received: ClassVar[list[dict]] = []
+    status: ClassVar[int] = 200
 
-    def do_POST(self):  # noqa: N802 (http.server API)
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append({"path": self.path, "auth": self.headers["Authorization"],
-                                    "type": self.headers["Content-Type"], "body": json.loads(body)})
+        type(self).received.append(
+            {
+                "path": self.path,
+                "auth": self.headers["Authorization"],
+                "type": self.headers["Content-Type"],
+                "body": json.loads(body),
+            }
+        )
         self.send_response(type(self).status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -59,13 +65,16 @@ def _env(port: int) -> dict[str, str]:
 
 
 def _run(args, env):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], check=False, env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
 
 
 def test_posts_the_preview_as_a_closed_thread(server, tmp_path):
     preview = tmp_path / "pulumi preview.txt"
-    preview.write_text("Previewing update (dev)\n  + azure-native:storage:StorageAccount data create\nResources:\n    + 1 to create\n")
+    preview.write_text(
+        "Previewing update (dev)\n  + azure-native:storage:StorageAccount data create\nResources:\n    + 1 to create\n"
+    )
     r = _run(["--title", "pulumi preview (dev)", str(preview)], _env(server.server_address[1]))
     assert r.returncode == 0, r.stderr
     assert "posted comment thread 42 on pull request 17" in r.stdout

@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cicd_helpers import GITHUB_DIR, REPO, all_calls, check_call, cli_root, detops_calls
 
 SCRIPT = REPO / "scripts" / "rehearse.sh"
@@ -70,11 +69,12 @@ def _free_port() -> int:
 def test_rehearsal_end_to_end(shared_datasets, tmp_path, monkeypatch):
     work = tmp_path / "rehearsal dir"
     port = _free_port()
-    env = dict(os.environ, REHEARSAL_DIR=str(work), DETOPS_DATASETS=str(shared_datasets),
-               DETOPS_LOCAL_PORT=str(port))
-    r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    env = dict(os.environ, REHEARSAL_DIR=str(work), DETOPS_DATASETS=str(shared_datasets), DETOPS_LOCAL_PORT=str(port))
+    r = subprocess.run(
+        ["bash", str(SCRIPT)], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600
+    )
     (tmp_path / "rehearsal.log").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
-    tail = (r.stdout[-3000:] + "\n--- stderr ---\n" + r.stderr[-3000:])
+    tail = r.stdout[-3000:] + "\n--- stderr ---\n" + r.stderr[-3000:]
     assert r.returncode == 0, tail
     assert "REHEARSAL PASSED: versions 1 and 2 registered and approved" in r.stdout, tail
     assert r.stdout.count("(refused as expected, exit code 4)") == 4, tail  # 2 candidates x (deploy, self-approval)

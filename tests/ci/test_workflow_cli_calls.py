@@ -9,7 +9,6 @@ scripts made here, so it cannot pass by finding nothing.
 from __future__ import annotations
 
 import pytest
-
 from cicd_helpers import EXPR, SUBST, all_calls, check_call, cli_root, detops_calls, workflow_files
 
 
@@ -59,7 +58,7 @@ def test_shell_splitting_handles_continuations_expressions_and_substitutions():
         'run_dir="$(.venv/bin/detops submit configs/bccd.yaml --backend ${{ vars.B }} \\\n'
         '   --wait | tail -n 1)"\n'
         "echo done && detops evaluate --run-dir $(Pipeline.Workspace)/run --split val # a comment\n"
-        "STEPS=3 /opt/x/bin/detops train --run-dir \"a b\" --steps=$((1+2)) 2>&1 | tee log\n"
+        'STEPS=3 /opt/x/bin/detops train --run-dir "a b" --steps=$((1+2)) 2>&1 | tee log\n'
         "echo 'detops is not called here'\n"
     )
     calls = detops_calls(script)

@@ -14,11 +14,11 @@ through the workload-identity templates.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from cicd_helpers import AZURE_DIR, GITHUB_DIR, load_yaml, workflow_files
 
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
@@ -26,7 +26,7 @@ CLOUD_LOGIN = ("azure/login@", "aws-actions/configure-aws-credentials@", "pulumi
 SECRET_HINTS = re.compile(
     r"(client-secret|aws-secret-access-key|aws-access-key-id|AKIA[0-9A-Z]{16}|password\s*[:=]|"
     r"PULUMI_ACCESS_TOKEN|PULUMI_CONFIG_PASSPHRASE|AccountKey=|SharedAccessSignature)",
-    re.I,
+    re.IGNORECASE,
 )
 
 GITHUB = workflow_files()["github"]
@@ -66,8 +66,14 @@ def test_the_same_action_is_pinned_to_the_same_sha_everywhere():
             action, _, sha = ref.partition("@")
             pins.setdefault(action, set()).add(f"{sha} {comment.strip()}")
     assert all(len(v) == 1 for v in pins.values()), pins
-    assert {"actions/checkout", "actions/setup-python", "azure/login",
-            "aws-actions/configure-aws-credentials", "pulumi/actions", "actions/upload-artifact"} <= set(pins)
+    assert {
+        "actions/checkout",
+        "actions/setup-python",
+        "azure/login",
+        "aws-actions/configure-aws-credentials",
+        "pulumi/actions",
+        "actions/upload-artifact",
+    } <= set(pins)
 
 
 @pytest.mark.parametrize("path", GITHUB, ids=lambda p: p.name)
