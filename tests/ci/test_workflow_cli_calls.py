@@ -9,7 +9,15 @@ scripts made here, so it cannot pass by finding nothing.
 from __future__ import annotations
 
 import pytest
-from cicd_helpers import EXPR, SUBST, all_calls, check_call, cli_root, detops_calls, workflow_files
+from cicd_helpers import (
+    EXPR,
+    SUBST,
+    all_calls,
+    check_call,
+    cli_root,
+    detops_calls,
+    workflow_files,
+)
 
 
 @pytest.fixture(scope="module")
