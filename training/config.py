@@ -147,15 +147,14 @@ def apply_set(tree: dict, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. train.steps=50")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if parts[:2] == ["train", "overrides"] and len(parts) > 2:
+        # Experiment overrides keep their dotted Model Garden key as one key.
+        parts = [*parts[:2], ".".join(parts[2:])]
     node = tree
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
             node[p] = {}
         node = node[p]
-    # Experiment overrides keep their dotted Model Garden key as one key.
-    if parts[:2] == ["train", "overrides"] and len(parts) > 2:
-        tree.setdefault("train", {}).setdefault("overrides", {})[".".join(parts[2:])] = yaml.safe_load(raw)
-        return
     node[parts[-1]] = yaml.safe_load(raw)
 
 

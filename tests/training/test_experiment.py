@@ -1,0 +1,68 @@
+"""Presets -> Model Garden ExperimentConfig: derived values, overrides and their validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.errors import ConfigError, NotFoundError
+from training.experiment import PRESETS, build_experiment, experiment_from_yaml, experiment_to_yaml
+
+ARGS = dict(num_classes=3, train_records="/r/train-*.tfrecord", val_records="/r/val-*.tfrecord")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_builds_and_fills_derived_values(preset):
+    p = build_experiment(preset=preset, **ARGS, steps=50, batch_size=4, image_size=128, val_annotation_file="/a/val.json",
+                         init_checkpoint="/ckpt/backbone")
+    assert p.task.model.num_classes == 4  # 3 classes + background
+    assert p.task.model.input_size == [128, 128, 3]
+    assert p.trainer.train_steps == 50
+    assert p.task.train_data.global_batch_size == 4
+    assert p.task.train_data.input_path == "/r/train-*.tfrecord"
+    assert p.task.annotation_file == "/a/val.json"
+    assert p.task.init_checkpoint == "/ckpt/backbone" and p.task.init_checkpoint_modules == "backbone"
+    lr = p.trainer.optimizer_config.learning_rate
+    assert lr.type == "cosine" and lr.cosine.decay_steps == 50
+    assert p.trainer.checkpoint_interval % p.trainer.steps_per_loop == 0
+
+
+def test_gpu_preset_is_resnet_fpn():
+    p = build_experiment(preset="retinanet_resnet50_fpn_gpu", **ARGS)
+    assert p.task.model.backbone.type == "resnet" and p.task.model.backbone.resnet.model_id == 50
+    assert p.task.model.decoder.type == "fpn"
+    assert p.task.model.input_size[:2] == [640, 640]
+
+
+def test_default_preset_uses_pretrained_provider():
+    calls = []
+    p = build_experiment(**ARGS, pretrained_provider=lambda: calls.append(1) or "/cache/mnv2")
+    assert calls == [1] and p.task.init_checkpoint == "/cache/mnv2"
+    assert p.task.model.backbone.mobilenet.model_id == "MobileNetV2"
+
+
+def test_overrides_applied_dotted_and_nested():
+    p = build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS,
+                         overrides={"task.model.head.num_convs": 2, "task": {"losses": {"focal_loss_gamma": 2.0}}})
+    assert p.task.model.head.num_convs == 2
+    assert p.task.losses.focal_loss_gamma == 2.0
+
+
+def test_unknown_override_key_suggests_near_match():
+    with pytest.raises(ConfigError, match=r"unknown experiment key 'task.model.head.num_conv'.*'task.model.head.num_convs'"):
+        build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.model.head.num_conv": 2})
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(NotFoundError, match="retinanet_mobilenetv2_fpn_cpu"):
+        build_experiment(preset="retinanet_mobilenet", **ARGS)
+
+
+def test_bad_values_rejected():
+    with pytest.raises(ConfigError):
+        build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, image_size=8)
+
+
+def test_yaml_round_trip():
+    p = build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, steps=9)
+    q = experiment_from_yaml(experiment_to_yaml(p))
+    assert q.as_dict() == p.as_dict()
