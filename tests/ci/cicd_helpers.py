@@ -195,7 +195,7 @@ class Call:
 
 def all_calls(paths: list[Path]) -> list[Call]:
     """Every ``detops`` call in the given CI files, in file order."""
-    calls: list[list[str]] = []
+    calls: list[Call] = []
     for path in paths:
         for where, text in script_blocks(load_yaml(path)):
             calls.extend(Call(path, where, args) for args in detops_calls(text))
