@@ -561,6 +561,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cache_entry_is_valid(entry: Path, graph_sha: str) -> bool:
+    """True if ``entry`` holds a finished conversion of the graph whose sha256 is ``graph_sha``."""
+    try:
+        meta = json.loads((entry / _META_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(meta, dict) and meta.get("graph_sha256") == graph_sha and (entry / f"{_CKPT_NAME}.index").is_file()
+    )
+
+
 def pretrained_backbone_checkpoint(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
@@ -594,14 +605,8 @@ def pretrained_backbone_checkpoint(
     norm_tag = "mg" if fold_input_normalization else "tf"
     entry = root / f"ssdlite_mobilenetv2-{version}-{norm_tag}norm"
     graph_sha = _sha256(graph_path)
-    meta_path = entry / _META_NAME
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("graph_sha256") == graph_sha and (entry / f"{_CKPT_NAME}.index").is_file():
-            return str(entry / _CKPT_NAME)
+    if _cache_entry_is_valid(entry, graph_sha):
+        return str(entry / _CKPT_NAME)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-{uuid.uuid4().hex[:8]}-", dir=root))
     try:
@@ -632,14 +637,16 @@ def pretrained_backbone_checkpoint(
         (tmp / _META_NAME).write_text(json.dumps(meta, indent=2))
         # mkdtemp makes it 0700; the cache may be shared by the users of one machine.
         os.chmod(tmp, 0o755)
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.replace(tmp, entry)
-        except OSError:
-            # Another process renamed its finished entry into place first: use it.
-            if not (entry / _META_NAME).is_file():
-                raise
+        # Another process (e.g. a second worker on this machine) may have finished first: keep
+        # its entry, which a trainer may already be reading, and drop ours.
+        if not _cache_entry_is_valid(entry, graph_sha):
+            if entry.exists():
+                shutil.rmtree(entry, ignore_errors=True)  # stale: another graph or half-written
+            try:
+                os.replace(tmp, entry)
+            except OSError:
+                if not _cache_entry_is_valid(entry, graph_sha):
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(entry / _CKPT_NAME)

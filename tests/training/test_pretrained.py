@@ -108,6 +108,30 @@ def test_stale_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     assert reader.get_variable_to_shape_map(), "rebuilt checkpoint is readable"
 
 
+def test_entry_finished_by_another_process_is_kept(
+    checkpoints: dict[bool, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two workers converting at once: the first finished entry wins and is never replaced."""
+    import shutil
+
+    finished = Path(checkpoints[True]).parent
+    entry = tmp_path / finished.name
+    calls = []
+
+    def racing_convert(out_prefix, **kwargs):
+        calls.append(out_prefix)
+        Path(f"{out_prefix}.index").write_bytes(b"ours")
+        shutil.copytree(finished, entry)  # the other worker renames its entry into place now
+        return str(out_prefix)
+
+    monkeypatch.setattr(pretrained, "convert_mobilenetv2_backbone", racing_convert)
+    prefix = pretrained.pretrained_backbone_checkpoint(tmp_path)
+    assert calls, "the cache was empty, so a conversion ran"
+    assert prefix == str(entry / "ckpt")
+    assert (entry / "ckpt.index").read_bytes() == (finished / "ckpt.index").read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name], "temporary folder left behind"
+
+
 def test_unfolded_backbone_matches_frozen_graph_everywhere(checkpoints, reference) -> None:
     """Without the fold, the converted backbone fed p/127.5-1 reproduces every endpoint."""
     image, endpoints, fed = reference
