@@ -1,0 +1,176 @@
+"""Deploy rules above the targets, target lookup, and the detops CLI commands with their exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deployment import deploy as deploy_mod
+from deployment.registry.approval import ApprovalService
+from deployment.registry.base import ModelVersion
+from deployment.targets import TARGETS, get_target
+from deployment.targets.base import DeployTarget, Deployment
+from training.errors import ExitCode, GateError, NotFoundError
+
+
+class RecordingTarget(DeployTarget):
+    """A target that records what it was asked to deploy."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.deployed: list[tuple[str, str]] = []
+
+    def deploy(self, version: ModelVersion, endpoint=None, *, dry_run=False) -> Deployment:
+        if not dry_run:
+            self.deployed.append((version.name, version.version))
+        return Deployment(self.name, endpoint or "ep", version.name, version.version, "planned" if dry_run else "running")
+
+    def describe(self, endpoint=None):
+        if not self.deployed:
+            return None
+        name, version = self.deployed[-1]
+        return Deployment(self.name, endpoint or "ep", name, version, "running")
+
+
+def test_target_lookup():
+    assert TARGETS == {
+        "local": "deployment.targets.local:LocalTarget",
+        "azureml": "deployment.targets.azureml:AzureMLTarget",
+        "sagemaker": "deployment.targets.sagemaker:SageMakerTarget",
+    }
+    with pytest.raises(NotFoundError, match="Did you mean 'local'"):
+        get_target("lokal")
+
+
+def test_only_approved_versions_deploy(registry, make_run, model_name):
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    pending = svc.register(make_run(), model_name, by="alice")
+    with pytest.raises(GateError, match="PendingManualApproval"):
+        deploy_mod.deploy(model_name, pending.version, target, registry=registry)
+    with pytest.raises(GateError, match="PendingManualApproval"):
+        deploy_mod.deploy(model_name, pending.version, target, dry_run=True, registry=registry)
+    svc.reject(model_name, pending.version, by="bob", comment="no")
+    with pytest.raises(GateError, match="Rejected"):
+        deploy_mod.deploy(model_name, pending.version, target, registry=registry)
+    assert target.deployed == []
+    ok = svc.register(make_run(), model_name, by="alice")
+    svc.approve(model_name, ok.version, by="bob", comment="fine")
+    d = deploy_mod.deploy(model_name, ok.version, target, "prod", registry=registry)
+    assert (d.status, d.endpoint, target.deployed) == ("running", "prod", [(model_name, ok.version)])
+
+
+def test_rollback_to_previous_approved(registry, make_run, model_name):
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    versions = []
+    for _ in range(3):
+        mv = svc.register(make_run(), model_name, by="alice")
+        versions.append(mv.version)
+    svc.approve(model_name, versions[0], by="bob", comment="ok")
+    svc.approve(model_name, versions[2], by="bob", comment="ok")
+    with pytest.raises(NotFoundError, match="not deployed"):
+        deploy_mod.rollback(target, model_name, registry=registry)
+    deploy_mod.deploy(model_name, versions[2], target, registry=registry)
+    d = deploy_mod.rollback(target, model_name, registry=registry)
+    assert d.model_version == versions[0]  # skips the Pending version 2
+    with pytest.raises(GateError, match="no Approved version"):
+        deploy_mod.rollback(target, model_name, registry=registry)
+
+
+def test_local_target_dry_run_and_missing_key(monkeypatch):
+    from training.errors import ConfigError
+
+    mv = ModelVersion("m", "1", "Approved", "/x/export", "alice", "now")
+    t = get_target("local", port=18999)
+    with pytest.raises(ConfigError, match="DETOPS_API_KEY"):
+        t.deploy(mv, dry_run=True)
+    monkeypatch.setenv("DETOPS_API_KEY", "k" * 20)
+    d = t.deploy(mv, "my endpoint", dry_run=True)
+    assert (d.status, d.url, d.endpoint) == ("planned", "http://127.0.0.1:18999", "my endpoint")
+    assert t.describe("my endpoint") is None
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch, registry):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    return registry
+
+
+def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
+    run = make_run(test_ap=0.3)
+    code, out = cli("gate", "--run-dir", run, "--name", model_name)
+    assert code == 0 and "quality gate passed" in out
+    code, out = cli("register", "--run-dir", run, "--name", model_name)
+    assert code != 0 and "Missing parameter: by" in out  # --by is required, no default identity
+    code, out = cli("register", "--run-dir", run, "--name", model_name, "--by", "ci-bot")
+    assert code == 0 and "version 1: PendingManualApproval" in out
+    code, out = cli("deploy", "--target", "local", "--name", model_name, "--version", "1", "--dry-run")
+    assert code == ExitCode.GATE and "only Approved" in out
+    code, out = cli("approve", model_name, "1", "--by", "ci-bot", "--comment", "self")
+    assert code == ExitCode.GATE and "may not approve" in out
+    code, out = cli("approve", model_name, "1", "--by", "reviewer")
+    assert code != 0 and "Missing parameter: comment" in out  # --comment required
+    code, out = cli("approve", model_name, "1", "--by", "reviewer", "--comment", "PR curves ok")
+    assert code == 0 and "Approved" in out
+    code, out = cli("models", "list", "--name", model_name, "--status", "Approved", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [(v["version"], v["status"]) for v in listed] == [("1", "Approved")]
+    code, out = cli("models", "show", model_name, "1")
+    assert code == 0 and "approve by reviewer: PR curves ok" in out and "gate.passed: true" in out
+    code, out = cli("models", "show", model_name, "9")
+    assert code == ExitCode.NOT_FOUND
+    code, out = cli("models", "list", "--status", "approved")
+    assert code == ExitCode.USAGE and "PendingManualApproval" in out
+
+
+def test_cli_gate_failure_exit_code_and_force(cli, cli_env, make_run, model_name):
+    base = make_run(test_ap=0.4)
+    assert cli("register", "--run-dir", base, "--name", model_name, "--by", "a")[0] == 0
+    assert cli("approve", model_name, "1", "--by", "b", "--comment", "baseline")[0] == 0
+    worse = make_run(test_ap=0.3)
+    code, out = cli("gate", "--run-dir", worse, "--name", model_name, "--margin", "0.05")
+    assert code == ExitCode.GATE == 4 and '"passed": false' in out
+    assert cli("gate", "--run-dir", worse, "--name", model_name, "--margin", "0.2")[0] == 0
+    code, out = cli("register", "--run-dir", worse, "--name", model_name, "--by", "a")
+    assert code == 4
+    code, out = cli("register", "--run-dir", worse, "--name", model_name, "--by", "a", "--force")
+    assert code == ExitCode.USAGE and "--comment" in out
+    code, out = cli("register", "--run-dir", worse, "--name", model_name, "--by", "a", "--force", "--comment", "known regression")
+    assert code == 0 and "gate.forced: true" in out
+    code, out = cli("reject", model_name, "2", "--by", "b", "--comment", "too weak")
+    assert code == 0 and "Rejected" in out
+    code, out = cli("deploy", "--target", "local", "--name", model_name, "--version", "2", "--dry-run")
+    assert code == 4
+
+
+def test_cli_unknown_target_and_missing_version(cli, cli_env, model_name):
+    assert cli("deploy", "--target", "kubernetes", "--name", model_name, "--version", "1")[0] == ExitCode.NOT_FOUND
+    assert cli("approve", model_name, "1", "--by", "b", "--comment", "c")[0] == ExitCode.NOT_FOUND
+
+
+def test_cli_smoke_test_failures(cli, monkeypatch, tmp_path, bccd_image):
+    img = tmp_path / "cell image.jpg"
+    img.write_bytes(bccd_image)
+    monkeypatch.setenv("SMOKE_KEY", "k" * 20)
+    code, out = cli("smoke-test", "--url", "http://127.0.0.1:9", "--image", str(img), "--api-key-env", "SMOKE_KEY")
+    assert code == ExitCode.BACKEND
+    code, out = cli("smoke-test", "--url", "http://127.0.0.1:9", "--image", str(img), "--api-key-env", "UNSET_VAR_X")
+    assert code == ExitCode.USAGE
+
+
+def test_cli_smoke_test_against_live_server(cli, live_server, monkeypatch, tmp_path, bccd_image):
+    img = tmp_path / "cell.jpg"
+    img.write_bytes(bccd_image)
+    monkeypatch.setenv("GOOD_KEY", "test-key-0123456789abcdef")
+    monkeypatch.setenv("BAD_KEY", "wrong-key-0123456789abcdef")
+    code, out = cli("smoke-test", "--url", live_server.url, "--image", str(img), "--api-key-env", "GOOD_KEY")
+    assert code == 0 and '"num_detections": ' in out
+    code, out = cli("smoke-test", "--url", live_server.url, "--image", str(img), "--api-key-env", "BAD_KEY")
+    assert code == ExitCode.BACKEND and "401" in out
