@@ -86,3 +86,143 @@ def upload_dir(local_dir: str, url: str) -> None:
             dst = join(path, rel if rel != "." else "", name)
             fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
             fs.put_file(src, dst)
+
+
+RUN_MANIFEST = "run.json"
+
+
+def _local_md5(path: str) -> str:
+    import hashlib
+
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remote_md5(info: dict[str, Any]) -> str | None:
+    """The MD5 an object store reports for a whole object, or None when it reports none.
+
+    S3: the ``ETag`` of a single-part upload is the hex MD5 (multipart ETags contain ``-``).
+    Azure Blob (adlfs): ``content_settings.content_md5`` (bytes), set by the SDK on upload.
+    """
+    etag = info.get("ETag") or info.get("etag")
+    if isinstance(etag, str):
+        etag = etag.strip('"')
+        if len(etag) == 32 and "-" not in etag:
+            return etag.lower()
+    settings = info.get("content_settings")
+    md5 = getattr(settings, "content_md5", None) if settings is not None else None
+    if md5 is None and isinstance(settings, dict):
+        md5 = settings.get("content_md5")
+    if md5:
+        return bytes(md5).hex()
+    return None
+
+
+def _unchanged(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> bool:
+    """True when ``dst`` already holds the bytes of local ``src`` (same size and, where known, MD5)."""
+    try:
+        info = fs.info(dst)
+    except (FileNotFoundError, OSError):
+        return False
+    if info.get("type") == "directory" or info.get("size") != os.path.getsize(src):
+        return False
+    if "local" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return False  # cheap to copy; local mtimes/sizes are not proof of equal content
+    remote = _remote_md5(info)
+    return remote is not None and remote == _local_md5(src)
+
+
+def publish_run(local_run_dir: str, dest_url: str, *, status: str | None = None) -> dict[str, int]:
+    """Upload a run folder to ``dest_url`` so that a reader never sees a complete run half-uploaded.
+
+    Order (the contract of docs/contracts.md, "A run is complete only when status == complete"):
+
+    1. If ``dest_url/run.json`` exists and says ``"complete"``, it is first overwritten with the
+       same manifest and status ``"running"`` (a re-published run is not complete while it changes).
+    2. Every other file of ``local_run_dir`` is uploaded (relative paths kept, ``/`` separators);
+       a file whose remote copy has the same size and MD5 (S3 ETag, Azure ``Content-MD5``) is
+       skipped, so publishing twice uploads nothing new (idempotent).
+    3. ``run.json`` is uploaded last, with ``status`` if given (``"running"``, ``"complete"``,
+       ``"failed"``), else with the status the local manifest holds.
+
+    An exception during step 2 (network error, interruption) propagates and leaves the remote
+    ``run.json`` absent or not ``"complete"``; publishing again finishes the job. Remote files that
+    no longer exist locally are left in place (nothing is ever deleted). The bucket (S3) or
+    container (Azure Blob) must exist: it is infrastructure (Pulumi), not created here.
+
+    Args:
+        local_run_dir: a local run folder holding ``run.json``.
+        dest_url: the run folder's URL (local path, ``az://container/...``, ``s3://bucket/...``).
+        status: overrides the manifest's ``status`` in the uploaded ``run.json`` (the local file
+            is left unchanged).
+
+    Returns:
+        ``{"uploaded": n, "skipped": m}``: file counts of step 2, plus 1 for ``run.json``.
+
+    Raises:
+        NotFoundError: ``local_run_dir`` has no ``run.json``, or the bucket / container is missing.
+        ConfigError: ``status`` is not one of ``running``, ``complete``, ``failed``.
+    """
+    from training.errors import ConfigError, NotFoundError
+
+    manifest_path = os.path.join(local_run_dir, RUN_MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise NotFoundError(f"no run at {local_run_dir} ({RUN_MANIFEST} missing)")
+    if status is not None and status not in ("running", "complete", "failed"):
+        raise ConfigError(f"run status must be running, complete or failed, got {status!r}")
+    with open(manifest_path, "rb") as f:
+        manifest_bytes = f.read()
+    if status is not None:  # the uploaded copy gets the new status; the local file stays as it is
+        manifest = json.loads(manifest_bytes.decode())
+        manifest["status"] = status
+        manifest_bytes = (json.dumps(manifest, indent=2, default=str) + "\n").encode()
+
+    fs, root = filesystem(dest_url)
+    root = root.rstrip("/")
+    remote_manifest = join(root, RUN_MANIFEST)
+    if fs.exists(remote_manifest):
+        with fs.open(remote_manifest, "rb") as f:
+            try:
+                previous = json.loads(f.read().decode())
+            except ValueError:
+                previous = {}
+        if previous.get("status") == "complete":
+            previous["status"] = "running"
+            with fs.open(remote_manifest, "wb") as f:
+                f.write((json.dumps(previous, indent=2, default=str) + "\n").encode())
+
+    counts = {"uploaded": 0, "skipped": 0}
+    made: set[str] = set()
+    for dirpath, dirs, files in os.walk(local_run_dir):
+        dirs.sort()
+        rel = os.path.relpath(dirpath, local_run_dir)
+        for name in sorted(files):
+            if rel == "." and name == RUN_MANIFEST:
+                continue
+            src = os.path.join(dirpath, name)
+            dst = join(root, *(rel.split(os.sep) if rel != "." else []), name)
+            if _unchanged(fs, src, dst):
+                counts["skipped"] += 1
+                continue
+            parent = dst.rsplit("/", 1)[0]
+            if parent not in made:
+                fs.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            try:
+                fs.put_file(src, dst)
+            except FileNotFoundError as e:
+                if is_local(dest_url):
+                    raise
+                raise NotFoundError(
+                    f"cannot upload to {dest_url}: {e} (the bucket or container must exist; infra creates it)"
+                ) from e
+            counts["uploaded"] += 1
+
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(remote_manifest, "wb") as f:
+        f.write(manifest_bytes)
+    counts["uploaded"] += 1
+    return counts

@@ -1,0 +1,145 @@
+"""Real local servers for the cloud tests: Azurite (Azure Blob) and moto (AWS), on 127.0.0.1.
+
+Both are session-scoped (started once, on free ports); per-test fixtures point the environment
+at them (``AZURE_STORAGE_CONNECTION_STRING``; ``AWS_ENDPOINT_URL`` and test credentials), reset
+moto's state (``POST /moto-api/reset``) and clear fsspec's cached filesystems, so tests do not
+see each other's buckets, listings or clients.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Azurite's documented development account (public, the same in every Azurite install; not a secret):
+# https://learn.microsoft.com/azure/storage/common/storage-use-azurite#http-connection-strings
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory) -> str:
+    """Start ``azurite-blob`` (npm ``azurite`` 3.35.0 from package.json); yield its connection string.
+
+    Fails (does not skip) when ``node_modules`` is missing: run ``npm install`` in the checkout.
+    """
+    exe = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    assert exe.exists(), f"{exe} missing: run `npm install --no-package-lock --no-audit --no-fund` in {ROOT}"
+    assert shutil.which("node"), "node is needed to run Azurite"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite work")  # in-memory store; nothing written to the checkout
+    proc = subprocess.Popen(
+        [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--skipApiVersionCheck",
+         "--inMemoryPersistence", "--silent", "--loose"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc)
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """Start moto's server (``ThreadedMotoServer``) on 127.0.0.1; yield ``http://127.0.0.1:<port>``."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    _wait_for_port(port, None)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def _clear_fsspec_caches() -> None:
+    import fsspec
+
+    for proto in ("s3", "az", "abfs"):
+        try:
+            fsspec.get_filesystem_class(proto).clear_instance_cache()
+        except (ImportError, ValueError):
+            pass
+
+
+@pytest.fixture
+def azure_env(azurite_server, monkeypatch) -> str:
+    """Point adlfs / azure-storage-blob at Azurite for one test; yield the connection string."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server)
+    for var in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    _clear_fsspec_caches()
+    yield azurite_server
+    _clear_fsspec_caches()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> str:
+    """Point boto3 / s3fs at a freshly reset moto server for one test; yield its URL."""
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "SAGEMAKER_VALIDATE_ROLE": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10)
+    _clear_fsspec_caches()
+    yield moto_endpoint
+    _clear_fsspec_caches()
+
+
+@pytest.fixture
+def no_cloud_credentials(monkeypatch, tmp_path):
+    """An environment with no Azure or AWS credentials or config files at all."""
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "AZURE_", "AZUREML_", "MSI_", "IDENTITY_")):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no aws config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no aws credentials"))
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "no azure config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
