@@ -1,0 +1,117 @@
+"""The backend interface: submit the pipeline (prepare -> train -> evaluate -> export) somewhere.
+
+Every backend runs the *same* stages through the *same* CLI (``detops prepare/train/evaluate/
+export``, :mod:`detops.cli_training`) on the same run layout (docs/contracts.md); a backend only
+decides where the processes run and where the run folder lives.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Pipeline stages, in order, each one ``detops <stage>`` command.
+STAGES = ("prepare", "train", "evaluate", "export")
+
+
+@dataclass
+class Submission:
+    """What a backend submitted (or, with ``dry_run``, would submit).
+
+    ``status`` is ``"planned"`` for a dry run, else the backend's job state (``"Completed"``,
+    ``"InProgress"``, ``"complete"`` ...); ``run_url`` is the run folder the job writes;
+    ``specs`` maps a spec name to the file written under ``--out`` (job YAML / JSON);
+    ``details`` holds backend facts (job ARN, studio URL, channels, resources).
+    """
+
+    backend: str
+    name: str
+    status: str
+    run_url: str | None = None
+    specs: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class Backend(abc.ABC):
+    """One place the pipeline can run."""
+
+    #: Name used on the command line (``--backend``).
+    name: str = ""
+
+    @abc.abstractmethod
+    def submit(
+        self,
+        config: str | Path,
+        overrides: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        out_dir: str | Path | None = None,
+        nodes: int = 1,
+        console: Any = None,
+    ) -> Submission:
+        """Run or submit the pipeline for the run config at ``config``.
+
+        Args:
+            config: run config YAML (configs/bccd.yaml); ``overrides`` are ``--set key=value``.
+            dry_run: build and validate everything, write the specs under ``out_dir``, create
+                nothing and need no credentials.
+            wait: block (streaming status) until the job ends; else return once submitted.
+            out_dir: where spec files go (default: a temporary folder for a dry run).
+            nodes: training machines (multi-worker ``tf.distribute``; 1 = one machine).
+            console: a ``rich`` console for progress lines (optional).
+
+        Raises:
+            ConfigError: invalid config or settings. BackendError: the service refused or failed.
+        """
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A run id in the run layout's format, ``<YYYYmmddTHHMMSS>-<6 hex>`` (UTC)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def placeholder_env(**defaults: str) -> Iterator[None]:
+    """Temporarily set environment variables that are unset (to validate a config meant for a cloud
+    job, whose ``${DETOPS_DATASETS}`` is only known inside the job)."""
+    added = [k for k in defaults if k not in os.environ]
+    for k in added:
+        os.environ[k] = defaults[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None:
+    """Read a setting from the environment; raise ConfigError naming it when required and unset."""
+    from training.errors import ConfigError
+
+    value = os.environ.get(name) or default
+    if required and not value:
+        raise ConfigError(f"set {name}{f' ({what})' if what else ''}")
+    return value
+
+
+def out_folder(out_dir: str | Path | None, backend: str) -> Path:
+    """``<out_dir>/<backend>`` (created), or a fresh temporary folder when ``out_dir`` is None."""
+    import tempfile
+
+    base = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="detops-submit-"))
+    folder = base / backend
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
