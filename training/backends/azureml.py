@@ -1,0 +1,330 @@
+"""Azure ML adapter (azure-ai-ml, SDK v2): the pipeline as a pipeline job of four command steps.
+
+Each step runs the same CLI as on a laptop (``detops prepare|train|evaluate|export``) in the
+training image from ACR, on a compute cluster. All steps write one run folder on a registered
+datastore, ``azureml://datastores/<datastore>/paths/<project>/runs/<run id>/`` (the run layout of
+docs/contracts.md), mounted read-write; each step takes the previous step's output as input, which
+orders the steps. ``train`` runs on ``nodes`` machines with ``TensorFlowDistribution`` (Azure ML
+sets ``TF_CONFIG``; :func:`training.distribute.strategy_from_env` reads it). The last step marks
+the run complete (``detops finish``).
+
+Settings (environment; none are secrets -- authentication is ``DefaultAzureCredential``: managed
+identity, workload identity / OIDC in CI, or ``az login``):
+
+=============================  ==================================================  =================
+variable                       meaning                                             default
+=============================  ==================================================  =================
+``AZURE_SUBSCRIPTION_ID``      subscription of the workspace                       required to submit
+``AZURE_RESOURCE_GROUP``       resource group of the workspace                     required to submit
+``AZUREML_WORKSPACE``          Azure ML workspace name                             required to submit
+``DETOPS_AML_COMPUTE``         compute cluster for the steps                       ``gpu-cluster``
+``DETOPS_TRAINING_IMAGE``      training image in ACR (``<acr>.azurecr.io/...``)    required to submit
+``DETOPS_AML_DATASTORE``       datastore holding datasets and runs                 ``workspaceblobstore``
+``DETOPS_AML_DATASETS_PATH``   datasets folder inside that datastore               ``datasets``
+=============================  ==================================================  =================
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
+from training.errors import BackendError, ConfigError
+
+#: Image used in dry runs when DETOPS_TRAINING_IMAGE is unset (shown, never pulled).
+DRY_RUN_IMAGE = "detopsacr.azurecr.io/detops-training:0.1.0-gpu"
+
+
+@dataclass
+class AzureMLSettings:
+    """Where and on what the pipeline job runs (see the module docstring for the variables)."""
+
+    compute: str = "gpu-cluster"
+    image: str = DRY_RUN_IMAGE
+    datastore: str = "workspaceblobstore"
+    datasets_path: str = "datasets"
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    workspace: str | None = None
+
+    @classmethod
+    def from_env(cls, *, for_submit: bool) -> AzureMLSettings:
+        """Read the settings; with ``for_submit`` the workspace and image are required."""
+        req = {"required": for_submit}
+        return cls(
+            compute=env_setting("DETOPS_AML_COMPUTE", "gpu-cluster"),
+            image=env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE, what="training image in ACR", **req),
+            datastore=env_setting("DETOPS_AML_DATASTORE", "workspaceblobstore"),
+            datasets_path=env_setting("DETOPS_AML_DATASETS_PATH", "datasets").strip("/"),
+            subscription_id=env_setting("AZURE_SUBSCRIPTION_ID", what="Azure subscription", **req),
+            resource_group=env_setting("AZURE_RESOURCE_GROUP", what="resource group of the workspace", **req),
+            workspace=env_setting("AZUREML_WORKSPACE", what="Azure ML workspace name", **req),
+        )
+
+    def datastore_uri(self, *parts: str) -> str:
+        """``azureml://datastores/<datastore>/paths/<parts...>/``."""
+        path = "/".join(p.strip("/") for p in parts if p.strip("/"))
+        return f"azureml://datastores/{self.datastore}/paths/{path}/"
+
+
+def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureMLSettings, nodes: int) -> dict[str, Any]:
+    """The four command builders (``azure.ai.ml.command``), one per stage, keyed by stage name."""
+    from azure.ai.ml import Input, Output, TensorFlowDistribution, command
+    from azure.ai.ml.entities import Environment
+
+    if nodes < 1:
+        raise ConfigError(f"nodes must be >= 1, got {nodes}")
+    env = Environment(image=settings.image)
+    sets = "".join(f" --set {shlex.quote(s)}" for s in overrides)
+    common: dict[str, Any] = {
+        "environment": env,
+        "compute": settings.compute,
+        "outputs": {"run": Output(type="uri_folder", path=run_uri, mode="rw_mount")},
+        "environment_variables": {"DETOPS_RUN_ID": run_id, "TF_CPP_MIN_LOG_LEVEL": "1"},
+    }
+    run_in = {"run": Input(type="uri_folder", mode="ro_mount")}
+    return {
+        "prepare": command(
+            name="prepare",
+            display_name="prepare: ingest, validate, split, TFRecords",
+            command=(
+                "DETOPS_DATASETS=${{inputs.datasets}} detops prepare ${{inputs.config}}"
+                f" --run-dir ${{{{outputs.run}}}}{sets}"
+            ),
+            inputs={"config": Input(type="uri_file"), "datasets": Input(type="uri_folder", mode="ro_mount")},
+            **common,
+        ),
+        "train": command(
+            name="train",
+            display_name=f"train on {nodes} node(s)",
+            command="detops train --run-dir ${{outputs.run}}",
+            inputs=dict(run_in),
+            distribution=TensorFlowDistribution(worker_count=nodes, parameter_server_count=0),
+            instance_count=nodes,
+            **common,
+        ),
+        "evaluate": command(
+            name="evaluate",
+            display_name="evaluate: COCO metrics on train/val/test",
+            command="detops evaluate --run-dir ${{outputs.run}}",
+            inputs=dict(run_in),
+            **common,
+        ),
+        "export": command(
+            name="export",
+            display_name="export: SavedModel, TFLite, parity; mark the run complete",
+            command="detops export --run-dir ${{outputs.run}} && detops finish --run-dir ${{outputs.run}}",
+            inputs=dict(run_in),
+            **common,
+        ),
+    }
+
+
+def build_pipeline_job(
+    config_path: str,
+    overrides: list[str],
+    *,
+    project: str,
+    run_id: str,
+    settings: AzureMLSettings,
+    nodes: int = 1,
+    experiment_name: str | None = None,
+):
+    """Build the ``azure.ai.ml.entities.PipelineJob`` prepare -> train -> evaluate -> export.
+
+    Args:
+        config_path: the run config file as the job should reference it (uploaded by the SDK on
+            submit; in dry-run specs a path relative to the YAML).
+        overrides: ``--set key=value`` strings, passed to ``detops prepare`` (shell-quoted).
+        project, run_id: name the run folder ``<project>/runs/<run_id>/`` on the datastore.
+        nodes: machines for ``train`` (``TensorFlowDistribution(worker_count=nodes)``).
+
+    Returns:
+        the pipeline job (not submitted); its ``jobs`` are command nodes named after the stages.
+
+    Raises:
+        ConfigError: ``nodes`` < 1.
+    """
+    from azure.ai.ml import Input
+    from azure.ai.ml.dsl import pipeline
+
+    run_uri = settings.datastore_uri(project, "runs", run_id)
+    steps = _steps(overrides, run_id=run_id, run_uri=run_uri, settings=settings, nodes=nodes)
+
+    @pipeline(
+        name=f"detops_{project}".replace("-", "_").replace(".", "_"),
+        display_name=f"detops {project} {run_id}",
+        description="prepare -> train -> evaluate -> export (detops)",
+        default_compute=settings.compute,
+    )
+    def detops_pipeline(config, datasets):
+        prepare = steps["prepare"](config=config, datasets=datasets)
+        train = steps["train"](run=prepare.outputs.run)
+        evaluate = steps["evaluate"](run=train.outputs.run)
+        export = steps["export"](run=evaluate.outputs.run)
+        return {"run": export.outputs.run}
+
+    job = detops_pipeline(
+        config=Input(type="uri_file", path=config_path),
+        datasets=Input(type="uri_folder", path=settings.datastore_uri(settings.datasets_path)),
+    )
+    job.outputs.run.path = run_uri
+    job.outputs.run.mode = "rw_mount"
+    job.experiment_name = experiment_name or f"detops-{project}"
+    job.tags = {"detops.run_id": run_id, "detops.project": project}
+    return job
+
+
+def build_step_jobs(
+    config_path: str, overrides: list[str], *, project: str, run_id: str, settings: AzureMLSettings, nodes: int = 1
+) -> dict[str, Any]:
+    """Each stage as a standalone ``CommandJob`` on the same run folder (to re-run one stage,
+    e.g. ``evaluate`` after a fix). Inputs are concrete datastore paths, not pipeline bindings."""
+    from azure.ai.ml import Input
+
+    run_uri = settings.datastore_uri(project, "runs", run_id)
+    steps = _steps(overrides, run_id=run_id, run_uri=run_uri, settings=settings, nodes=nodes)
+    run = Input(type="uri_folder", path=run_uri, mode="ro_mount")
+    nodes_ = {
+        "prepare": steps["prepare"](
+            config=Input(type="uri_file", path=config_path),
+            datasets=Input(type="uri_folder", path=settings.datastore_uri(settings.datasets_path), mode="ro_mount"),
+        ),
+        "train": steps["train"](run=run),
+        "evaluate": steps["evaluate"](run=run),
+        "export": steps["export"](run=run),
+    }
+    jobs = {}
+    for name, node in nodes_.items():
+        job = node._to_job()
+        job.name = None
+        job.experiment_name = f"detops-{project}"
+        job.tags = {"detops.run_id": run_id, "detops.project": project, "detops.stage": name}
+        jobs[name] = job
+    return jobs
+
+
+def validate_job(job) -> None:
+    """Run azure-ai-ml's own validation of a job entity.
+
+    ``PipelineJob._validate()`` returns a result; ``CommandJob._validate()`` raises (it checks
+    that every ``${{inputs.x}}`` of the command is a defined input, the environment, the command).
+
+    Raises:
+        ConfigError: with azure-ai-ml's messages when the spec is invalid.
+    """
+    from azure.ai.ml.exceptions import ValidationException
+
+    try:
+        result = job._validate()
+    except ValidationException as e:
+        raise ConfigError(f"Azure ML rejected the {getattr(job, 'type', 'job')} spec: {e}") from e
+    if result is not None and not result.passed:
+        raise ConfigError(f"Azure ML rejected the {getattr(job, 'type', 'job')} spec: {result.error_messages}")
+
+
+def dump_specs(job, step_jobs: dict[str, Any], folder: Path) -> dict[str, str]:
+    """Write the pipeline job and each standalone step job as YAML under ``folder``.
+
+    Local inputs inside ``folder`` (the copied run config) are written relative to the YAML, so
+    the specs hold no machine path and load from wherever the folder is moved. Returns
+    ``{"pipeline": path, "prepare": path, ...}``; every file loads back with
+    ``azure.ai.ml.load_job`` and passes its validation (tested).
+    """
+    prefix = str(folder.resolve()) + "/"
+    specs = {"pipeline": str(folder / "pipeline_job.yaml")}
+    targets = [("pipeline", job)] + list(step_jobs.items())
+    for name, entity in targets:
+        path = folder / ("pipeline_job.yaml" if name == "pipeline" else f"{name}.command_job.yaml")
+        entity.dump(str(path))
+        # the SDK dumps a not-yet-uploaded local path as "azureml:<path>"; write it as a local path
+        path.write_text(path.read_text().replace("azureml:" + prefix, "./").replace(prefix, "./"))
+        specs[name] = str(path)
+    return specs
+
+
+class AzureMLBackend(Backend):
+    """Submit the pipeline as an Azure ML pipeline job (see the module docstring)."""
+
+    name = "azureml"
+
+    def __init__(self, ml_client: Any = None) -> None:
+        self._ml_client = ml_client
+
+    def ml_client(self, settings: AzureMLSettings):
+        """An ``azure.ai.ml.MLClient`` for the workspace (``DefaultAzureCredential``)."""
+        if self._ml_client is None:
+            from azure.ai.ml import MLClient
+            from azure.identity import DefaultAzureCredential
+
+            self._ml_client = MLClient(
+                DefaultAzureCredential(), settings.subscription_id, settings.resource_group, settings.workspace
+            )
+        return self._ml_client
+
+    def submit(
+        self,
+        config: str | Path,
+        overrides: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        out_dir: str | Path | None = None,
+        nodes: int = 1,
+        console: Any = None,
+        run_id: str | None = None,
+    ) -> Submission:
+        """Build, validate and (unless ``dry_run``) submit the pipeline job; stream it with ``wait``.
+
+        A dry run writes ``pipeline_job.yaml``, one ``<stage>.command_job.yaml`` per step and a
+        copy of the config (``inputs/<name>``, referenced relatively) to ``<out_dir>/azureml/``.
+        """
+        from training.pipeline import load_run_config
+
+        overrides = list(overrides or [])
+        config = Path(config)
+        with placeholder_env(DETOPS_DATASETS="/mnt/azureml/datasets"):
+            cfg = load_run_config(config, overrides=overrides)
+        settings = AzureMLSettings.from_env(for_submit=not dry_run)
+        run_id = run_id or new_run_id()
+        folder = out_folder(out_dir, self.name) if (dry_run or out_dir) else None
+        config_ref = str(config.resolve())
+        if folder is not None:
+            (folder / "inputs").mkdir(exist_ok=True)
+            copied = folder / "inputs" / config.name
+            shutil.copyfile(config, copied)
+            config_ref = str(copied.resolve())  # written relative to the YAML by dump_specs
+        kw = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": nodes}
+        job = build_pipeline_job(config_ref, overrides, **kw)
+        step_jobs = build_step_jobs(config_ref, overrides, **kw)
+        for step in step_jobs.values():
+            validate_job(step)
+        specs = dump_specs(job, step_jobs, folder) if folder is not None else {}
+        run_url = settings.datastore_uri(cfg.project, "runs", run_id)
+        details = {
+            "compute": settings.compute,
+            "image": settings.image,
+            "nodes": nodes,
+            "steps": list(job.jobs),
+            "experiment": job.experiment_name,
+        }
+        if dry_run:
+            validate_job(job)
+            return Submission(self.name, job.display_name, "planned", run_url, specs, details)
+        validate_job(job)
+        client = self.ml_client(settings)
+        try:
+            created = client.jobs.create_or_update(job)
+            if console is not None:
+                console.print(f"submitted {created.name}: {created.studio_url}")
+            if wait:
+                client.jobs.stream(created.name)
+                created = client.jobs.get(created.name)
+        except Exception as e:  # azure.core.exceptions.* -- reported, not a traceback
+            raise BackendError(f"Azure ML job submission failed: {type(e).__name__}: {e}") from e
+        details["studio_url"] = getattr(created, "studio_url", None)
+        return Submission(self.name, created.name, str(created.status), run_url, specs, details)
