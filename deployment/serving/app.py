@@ -223,7 +223,7 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
             out.append(img)
         return out
 
-    async def _score(images: list[ImageInput], threshold: float | None, route: str, content_type: str) -> dict:
+    async def _score(images: list[ImageInput], threshold: float | None, route: str, content_type: str) -> JSONResponse:
         thr = settings.score_threshold if threshold is None else threshold
         results = await asyncio.gather(*(state["batcher"].submit(img.data) for img in images))
         preds = []
@@ -237,7 +237,8 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
         cap: DataCapture | None = state["capture"]
         if cap is not None and cap.sampled():
             cap.capture(uuid.uuid4().hex, route, content_type, [img.source for img in images], body)
-        return body
+        # A Response is sent as is: ScoreResponse documents the shape without re-validating every box.
+        return JSONResponse(body)
 
     @app.post(
         "/score",
