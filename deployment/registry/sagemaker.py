@@ -1,0 +1,193 @@
+"""The SageMaker Model Registry as a :class:`~deployment.registry.base.ModelRegistry` (boto3).
+
+A model name is a *model package group*; a version is a *model package* in it
+(``ModelPackageVersion`` 1, 2, ...) whose ``ModelApprovalStatus`` is the approval status
+(PendingManualApproval / Approved / Rejected, the spelling :class:`ApprovalStatus` mirrors).
+
+Metrics, tags, ``registered_by`` and the audit trail are kept in one JSON document per version in
+S3, ``<DETOPS_SM_REGISTRY_URI>/<name>/<version>.json`` (SageMaker's ``CustomerMetadataProperties``
+are also set, but are limited in size and dropped by moto). The approval status itself lives only
+in SageMaker, so an approval made in the console is seen here.
+
+Settings: ``DETOPS_SM_REGISTRY_URI`` (``s3://bucket/prefix`` for the metadata documents; required),
+``DETOPS_SERVING_IMAGE`` (the serving image in ECR, recorded in the package's
+``InferenceSpecification``; required), AWS credentials and region from boto3's usual chain.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
+from training import storage
+from training.errors import BackendError, ConfigError, NotFoundError
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SageMakerRegistry(ModelRegistry):
+    """Model package groups and packages of the SageMaker Model Registry.
+
+    Args:
+        metadata_uri: where the per-version JSON documents go (default ``$DETOPS_SM_REGISTRY_URI``).
+        serving_image: container image of the package (default ``$DETOPS_SERVING_IMAGE``).
+        sagemaker_client: a boto3 SageMaker client (default: a new one from the environment).
+    """
+
+    def __init__(self, metadata_uri: str | None = None, serving_image: str | None = None,
+                 sagemaker_client: Any = None) -> None:
+        import os
+
+        self.metadata_uri = metadata_uri or os.environ.get("DETOPS_SM_REGISTRY_URI")
+        if not self.metadata_uri or not self.metadata_uri.startswith("s3://"):
+            raise ConfigError("set DETOPS_SM_REGISTRY_URI to s3://bucket/prefix (model version metadata)")
+        self.serving_image = serving_image or os.environ.get("DETOPS_SERVING_IMAGE")
+        if not self.serving_image:
+            raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ECR)")
+        if sagemaker_client is None:
+            from training.backends.sagemaker import client
+
+            sagemaker_client = client("sagemaker")
+        self.sm = sagemaker_client
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _doc_url(self, name: str, version: str) -> str:
+        return storage.join(self.metadata_uri, name, f"{version}.json")
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            msg = e.response.get("Error", {}).get("Message", str(e))
+            if code in ("ValidationException", "ResourceNotFound") and ("not found" in msg.lower() or "does not exist" in msg.lower()):
+                raise NotFoundError(f"{what}: {msg}") from e
+            raise BackendError(f"SageMaker {what}: {code} {msg}") from e
+        except BotoCoreError as e:
+            raise BackendError(f"SageMaker {what}: {e}") from e
+
+    def _packages(self, name: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": name, "MaxResults": 100}
+        while True:
+            page = self._call(f"list model packages of {name!r}", self.sm.list_model_packages, **kwargs)
+            out.extend(page.get("ModelPackageSummaryList", []))
+            if not page.get("NextToken"):
+                return sorted(out, key=lambda p: int(p.get("ModelPackageVersion", 0)))
+            kwargs["NextToken"] = page["NextToken"]
+
+    def package_arn(self, name: str, version: str) -> str:
+        """ARN of model package ``version`` of group ``name``; NotFoundError if there is none."""
+        for p in self._packages(name):
+            if str(p.get("ModelPackageVersion")) == str(version):
+                return p["ModelPackageArn"]
+        raise NotFoundError(f"model {name!r} has no version {version} in the SageMaker Model Registry")
+
+    def _to_version(self, name: str, desc: dict[str, Any]) -> ModelVersion:
+        version = str(desc["ModelPackageVersion"])
+        try:
+            doc = storage.read_json(self._doc_url(name, version))
+        except FileNotFoundError:
+            doc = {}
+        status_raw = desc.get("ModelApprovalStatus", ApprovalStatus.PENDING.value)
+        try:
+            status = ApprovalStatus(status_raw)
+        except ValueError as e:
+            raise BackendError(f"model {name} version {version}: unknown ModelApprovalStatus {status_raw!r}") from e
+        containers = desc.get("InferenceSpecification", {}).get("Containers", [{}])
+        tags = dict(doc.get("tags", {}))
+        tags["sagemaker:model_package_arn"] = desc["ModelPackageArn"]
+        return ModelVersion(
+            name=name,
+            version=version,
+            status=status,
+            artifact_uri=doc.get("artifact_uri") or containers[0].get("ModelDataUrl", ""),
+            registered_by=doc.get("registered_by", ""),
+            created_at=doc.get("created_at") or str(desc.get("CreationTime", "")),
+            metrics={k: float(v) for k, v in doc.get("metrics", {}).items()},
+            tags=tags,
+            audit=[AuditEntry(**a) for a in doc.get("audit", [])],
+        )
+
+    # -- ModelRegistry -------------------------------------------------------------------------
+    def create_version(self, name: str, artifact_uri: str, registered_by: str,
+                       metrics: dict[str, float], tags: dict[str, str]) -> ModelVersion:
+        """Create a model package (``PendingManualApproval``) in group ``name`` (created if absent).
+
+        ``artifact_uri`` is the run's ``export/`` folder on S3; the package points at it as
+        uncompressed model data (``ModelDataSource`` S3Prefix), served by ``DETOPS_SERVING_IMAGE``.
+        """
+        if not artifact_uri.startswith("s3://"):
+            raise ConfigError(f"SageMaker model packages need an s3:// artifact, got {artifact_uri!r}")
+        from botocore.exceptions import ClientError
+
+        try:
+            self.sm.describe_model_package_group(ModelPackageGroupName=name)
+        except ClientError:
+            self._call(f"create model package group {name!r}", self.sm.create_model_package_group,
+                       ModelPackageGroupName=name,
+                       ModelPackageGroupDescription="detops object detector; versions gated by approval")
+        data_url = artifact_uri.rstrip("/") + "/"
+        created = _now()
+        meta = {"registered_by": registered_by[:256], "run_url": str(tags.get("run_url", ""))[:256]}
+        resp = self._call(
+            f"create model package in {name!r}", self.sm.create_model_package,
+            ModelPackageGroupName=name,
+            ModelPackageDescription=f"registered by {registered_by} from {tags.get('run_url', artifact_uri)}"[:1000],
+            ModelApprovalStatus=ApprovalStatus.PENDING.value,
+            InferenceSpecification={
+                "Containers": [{"Image": self.serving_image, "ModelDataUrl": data_url}],
+                "SupportedContentTypes": ["image/jpeg", "image/png", "application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            CustomerMetadataProperties={k: v for k, v in meta.items() if v},
+        )
+        desc = self._call("describe model package", self.sm.describe_model_package,
+                          ModelPackageName=resp["ModelPackageArn"])
+        version = str(desc["ModelPackageVersion"])
+        doc = {"name": name, "version": version, "artifact_uri": artifact_uri, "registered_by": registered_by,
+               "created_at": created, "metrics": {k: float(v) for k, v in metrics.items()},
+               "tags": {k: str(v) for k, v in tags.items()}, "audit": []}
+        storage.write_json(self._doc_url(name, version), doc)
+        return self._to_version(name, desc)
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        """One model package as a :class:`ModelVersion`; NotFoundError when absent."""
+        arn = self.package_arn(name, version)
+        return self._to_version(name, self._call("describe model package", self.sm.describe_model_package,
+                                                 ModelPackageName=arn))
+
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Versions of one group, or of every group, oldest first."""
+        if name is None:
+            groups = self._call("list model package groups", self.sm.list_model_package_groups, MaxResults=100)
+            names = sorted(g["ModelPackageGroupName"] for g in groups.get("ModelPackageGroupSummaryList", []))
+        else:
+            names = [name]
+        out = []
+        for n in names:
+            for p in self._packages(n):
+                out.append(self._to_version(n, self._call("describe model package", self.sm.describe_model_package,
+                                                          ModelPackageName=p["ModelPackageArn"])))
+        return out
+
+    def set_status(self, name: str, version: str, status: ApprovalStatus, entry: AuditEntry) -> ModelVersion:
+        """``UpdateModelPackage(ModelApprovalStatus=...)`` and append ``entry`` to the audit document."""
+        arn = self.package_arn(name, version)
+        self._call("update model package", self.sm.update_model_package, ModelPackageArn=arn,
+                   ModelApprovalStatus=ApprovalStatus(status).value,
+                   ApprovalDescription=f"{entry.action} by {entry.actor}: {entry.comment}"[:1000])
+        url = self._doc_url(name, str(version))
+        try:
+            doc = storage.read_json(url)
+        except FileNotFoundError:
+            doc = {"name": name, "version": str(version), "audit": []}
+        doc.setdefault("audit", []).append(dict(entry.__dict__))
+        storage.write_json(url, doc)
+        return self.get_version(name, version)

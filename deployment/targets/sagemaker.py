@@ -1,0 +1,167 @@
+"""SageMaker real-time endpoint target (boto3): model -> endpoint config (data capture) -> endpoint.
+
+Only an *Approved* model package is deployed: :mod:`deployment.deploy` checks the registry, and
+this target checks the package's ``ModelApprovalStatus`` again in SageMaker before creating
+anything (an approval revoked in the console between the two is caught). The model runs the
+serving image (the FastAPI app; ``GET /ping``, ``POST /invocations`` on port 8080, SageMaker's
+container contract) from the package. Request and response payloads are captured to S3
+(``DataCaptureConfig``) for monitoring.
+
+Names: model ``<endpoint>-v<version>-<hhmmss>``, endpoint config the same; updating an existing
+endpoint swaps its config (SageMaker's blue/green update; the old config is kept for rollback).
+
+Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_ENDPOINT``
+(default endpoint name), ``DETOPS_SM_INSTANCE_TYPE_SERVING`` (default ``ml.m5.large``),
+``DETOPS_SM_CAPTURE_URI`` (``s3://`` prefix for captured data; required), ``DETOPS_SM_KMS_KEY_ID``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from deployment.registry.base import ApprovalStatus, ModelVersion
+from deployment.targets.base import DeployTarget, Deployment
+from training.errors import BackendError, ConfigError, GateError, NotFoundError
+
+DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
+
+
+class SageMakerTarget(DeployTarget):
+    """Deploy Approved SageMaker model packages to a real-time endpoint."""
+
+    name = "sagemaker"
+
+    def __init__(self, sagemaker_client: Any = None, role_arn: str | None = None,
+                 instance_type: str | None = None, capture_uri: str | None = None) -> None:
+        self._sm = sagemaker_client
+        self.role_arn = role_arn or os.environ.get("DETOPS_SM_ROLE_ARN")
+        self.instance_type = instance_type or os.environ.get("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.m5.large")
+        self.capture_uri = capture_uri or os.environ.get("DETOPS_SM_CAPTURE_URI")
+        self.kms_key_id = os.environ.get("DETOPS_SM_KMS_KEY_ID")
+
+    @property
+    def sm(self):
+        """The boto3 SageMaker client (created on first use, so a dry run needs no credentials)."""
+        if self._sm is None:
+            from training.backends.sagemaker import client
+
+            self._sm = client("sagemaker")
+        return self._sm
+
+    def _endpoint(self, endpoint: str | None) -> str:
+        name = endpoint or os.environ.get("DETOPS_SM_ENDPOINT") or "detops"
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", name):
+            raise ConfigError(f"SageMaker endpoint name {name!r}: 1-63 letters, digits or hyphens")
+        return name
+
+    def specs(self, version: ModelVersion, endpoint: str, package_arn: str, stamp: str) -> dict[str, dict[str, Any]]:
+        """The ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint`` requests (boto3 kwargs)."""
+        if not self.capture_uri or not self.capture_uri.startswith("s3://"):
+            raise ConfigError("set DETOPS_SM_CAPTURE_URI to an s3:// prefix for endpoint data capture")
+        base = f"{endpoint}-v{version.version}-{stamp}"[:63].rstrip("-")
+        tags = [{"Key": "detops:model_name", "Value": version.name},
+                {"Key": "detops:model_version", "Value": str(version.version)}]
+        capture: dict[str, Any] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": self.capture_uri,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+        }
+        config: dict[str, Any] = {
+            "EndpointConfigName": base,
+            "ProductionVariants": [{"VariantName": "primary", "ModelName": base, "InstanceType": self.instance_type,
+                                    "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}],
+            "DataCaptureConfig": capture,
+            "Tags": tags,
+        }
+        if self.kms_key_id:
+            config["KmsKeyId"] = self.kms_key_id
+            capture["KmsKeyId"] = self.kms_key_id
+        return {
+            "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE,
+                      "PrimaryContainer": {"ModelPackageName": package_arn,
+                                           "Environment": {"DETOPS_MODEL_NAME": version.name,
+                                                           "DETOPS_MODEL_VERSION": str(version.version)}},
+                      "Tags": tags},
+            "endpoint_config": config,
+            "endpoint": {"EndpointName": endpoint, "EndpointConfigName": base, "Tags": tags},
+        }
+
+    def _package_arn(self, version: ModelVersion) -> str:
+        arn = version.tags.get("sagemaker:model_package_arn")
+        if arn:
+            return arn
+        from deployment.registry.sagemaker import SageMakerRegistry
+
+        return SageMakerRegistry(sagemaker_client=self.sm).package_arn(version.name, version.version)
+
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
+        """Create the model, the endpoint config (with data capture) and create/update the endpoint.
+
+        Raises:
+            GateError: the package is not Approved in SageMaker (or ``version`` is not Approved).
+            ConfigError: missing role / capture settings. BackendError: SageMaker refused a call.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        name = self._endpoint(endpoint)
+        stamp = time.strftime("%H%M%S", time.gmtime())
+        if dry_run:
+            arn = version.tags.get("sagemaker:model_package_arn") or f"<model package {version.name}/{version.version}>"
+            return Deployment(self.name, name, version.name, str(version.version), "planned",
+                              details={"requests": self.specs(version, name, arn, stamp)})
+        if not self.role_arn:
+            raise ConfigError("set DETOPS_SM_ROLE_ARN (SageMaker execution role) to deploy")
+        if version.status != ApprovalStatus.APPROVED:
+            raise GateError(f"model {version.name} version {version.version} is {version.status.value}, not Approved")
+        arn = self._package_arn(version)
+        try:
+            pkg = self.sm.describe_model_package(ModelPackageName=arn)
+            if pkg.get("ModelApprovalStatus") != ApprovalStatus.APPROVED.value:
+                raise GateError(f"SageMaker model package {arn} is {pkg.get('ModelApprovalStatus')}, not Approved")
+            req = self.specs(version, name, arn, stamp)
+            self.sm.create_model(**req["model"])
+            self.sm.create_endpoint_config(**req["endpoint_config"])
+            try:
+                self.sm.describe_endpoint(EndpointName=name)
+                exists = True
+            except ClientError:
+                exists = False
+            if exists:
+                self.sm.update_endpoint(EndpointName=name, EndpointConfigName=req["endpoint"]["EndpointConfigName"],
+                                        RetainAllVariantProperties=False)
+            else:
+                self.sm.create_endpoint(**req["endpoint"])
+            desc = self.sm.describe_endpoint(EndpointName=name)
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"SageMaker deploy to endpoint {name!r}: {e}") from e
+        return Deployment(self.name, name, version.name, str(version.version), desc["EndpointStatus"],
+                          details={"endpoint_arn": desc.get("EndpointArn"), "endpoint_config": req["endpoint"]["EndpointConfigName"],
+                                   "model": req["model"]["ModelName"], "model_package_arn": arn,
+                                   "data_capture": req["endpoint_config"]["DataCaptureConfig"]["DestinationS3Uri"]})
+
+    def describe(self, endpoint: str | None = None) -> Deployment | None:
+        """The model name and version behind ``endpoint`` (from the endpoint config's tags), or None."""
+        from botocore.exceptions import ClientError
+
+        name = self._endpoint(endpoint)
+        try:
+            desc = self.sm.describe_endpoint(EndpointName=name)
+        except ClientError:
+            return None
+        config_name = desc["EndpointConfigName"]
+        try:
+            cfg = self.sm.describe_endpoint_config(EndpointConfigName=config_name)
+            tags = {t["Key"]: t["Value"] for t in self.sm.list_tags(ResourceArn=cfg["EndpointConfigArn"]).get("Tags", [])}
+        except ClientError as e:
+            raise BackendError(f"SageMaker endpoint {name!r}: {e}") from e
+        if "detops:model_name" not in tags:
+            raise NotFoundError(f"endpoint {name!r} was not deployed by detops (no detops:model_name tag)")
+        return Deployment(self.name, name, tags["detops:model_name"], tags["detops:model_version"],
+                          desc["EndpointStatus"], details={"endpoint_config": config_name,
+                                                           "data_capture": cfg.get("DataCaptureConfig", {})})

@@ -1,0 +1,269 @@
+"""SageMaker adapter (boto3): a training job over the channels and hyperparameters of seed 003.
+
+``detops submit --backend sagemaker`` runs ``prepare`` where it is called (ingest, split and
+TFRecords are cheap) into a run folder on S3, then starts a SageMaker training job that runs
+``train -> evaluate -> export`` of that same run in the training image from ECR:
+
+==============  ====================================================  ==========================
+channel         S3 source (inside the run folder)                     container path
+==============  ====================================================  ==========================
+``train``       ``tf_records/train-`` (prefix: every train shard)      /opt/ml/input/data/train
+``validation``  ``tf_records/val-``                                    /opt/ml/input/data/validation
+``config``      ``model_config/`` (experiment.yaml)                    /opt/ml/input/data/config
+``label``       ``tf_records/label_map.pbtxt``                         /opt/ml/input/data/label
+``checkpoint``  ``train.init_checkpoint`` when it is on S3 (optional)   /opt/ml/input/data/checkpoint
+==============  ====================================================  ==========================
+
+Hyperparameters (seed 003): ``num_steps`` (training steps) and ``quantize`` (also export the int8
+TFLite model), plus ``run_url`` (where the container publishes the finished run). Checkpoints go
+to ``model_training/checkpoints/`` of the run through ``CheckpointConfig`` (SageMaker syncs
+/opt/ml/checkpoints), so a managed-spot interruption resumes from the last checkpoint. With
+``nodes > 1`` SageMaker starts that many instances; each gets ``SM_HOSTS`` / ``SM_CURRENT_HOST``,
+which :func:`training.distribute.strategy_from_env` turns into ``TF_CONFIG``.
+
+The ``sagemaker`` Python SDK v3 (3.27) pins ``rich<15`` against the project's ``rich==15``, so this
+adapter uses boto3 only. Settings (environment; authentication is boto3's chain: an instance /
+task role, OIDC web identity in CI; never keys in files):
+
+==============================  ==============================================  ==================
+variable                        meaning                                         default
+==============================  ==============================================  ==================
+``DETOPS_SM_ROLE_ARN``          SageMaker execution role                        required to submit
+``DETOPS_TRAINING_IMAGE``       training image in ECR                           required to submit
+``DETOPS_SM_INSTANCE_TYPE``     training instance type                          ``ml.g5.xlarge``
+``DETOPS_SM_SPOT``              managed spot training (``true``/``false``)      ``true``
+``DETOPS_SM_MAX_RUN``           max training seconds                            ``86400``
+``DETOPS_SM_KMS_KEY_ID``        KMS key for output and volumes                  unset
+``DETOPS_DATASTORE``            ``s3://bucket/prefix`` run root (if the config  from the config
+                                does not say ``s3://``)
+==============================  ==============================================  ==================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training import storage
+from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder
+from training.errors import BackendError, ConfigError
+
+#: Images used in dry runs when unset (shown, never pulled).
+DRY_RUN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/detops-training:0.1.0-gpu"
+DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
+#: Where SageMaker syncs checkpoints inside the container (CheckpointConfig.LocalPath default).
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+CHANNELS = ("train", "validation", "config", "label", "checkpoint")
+
+
+def client(service: str = "sagemaker"):
+    """A boto3 client; region and endpoint from the environment (``AWS_REGION``, ``AWS_ENDPOINT_URL``)."""
+    import boto3
+
+    return boto3.client(service)
+
+
+@dataclass
+class SageMakerSettings:
+    """Role, image and resources of the training job (see the module docstring)."""
+
+    role_arn: str = DRY_RUN_ROLE
+    image: str = DRY_RUN_IMAGE
+    instance_type: str = "ml.g5.xlarge"
+    spot: bool = True
+    max_run: int = 86400
+    kms_key_id: str | None = None
+
+    @classmethod
+    def from_env(cls, *, for_submit: bool) -> SageMakerSettings:
+        """Read the settings; with ``for_submit`` the role and the image are required."""
+        spot = (env_setting("DETOPS_SM_SPOT", "true") or "true").lower()
+        if spot not in ("true", "false"):
+            raise ConfigError(f"DETOPS_SM_SPOT must be true or false, got {spot!r}")
+        max_run = env_setting("DETOPS_SM_MAX_RUN", "86400") or "86400"
+        if not max_run.isdigit():
+            raise ConfigError(f"DETOPS_SM_MAX_RUN must be seconds (an integer), got {max_run!r}")
+        return cls(
+            role_arn=env_setting("DETOPS_SM_ROLE_ARN", None if for_submit else DRY_RUN_ROLE,
+                                 required=for_submit, what="SageMaker execution role ARN"),
+            image=env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
+                              required=for_submit, what="training image in ECR"),
+            instance_type=env_setting("DETOPS_SM_INSTANCE_TYPE", "ml.g5.xlarge"),
+            spot=spot == "true",
+            max_run=int(max_run),
+            kms_key_id=env_setting("DETOPS_SM_KMS_KEY_ID"),
+        )
+
+
+def channels(run_url: str, init_checkpoint: str | None = None) -> list[dict[str, Any]]:
+    """``InputDataConfig`` of the training job: the seed-003 channels inside run folder ``run_url``.
+
+    ``checkpoint`` is included only when ``init_checkpoint`` is an ``s3://`` prefix.
+
+    Raises:
+        ConfigError: ``run_url`` is not an ``s3://`` URL.
+    """
+    if not run_url.startswith("s3://"):
+        raise ConfigError(f"SageMaker channels need an s3:// run folder, got {run_url!r} (set datastore: s3://...)")
+
+    def ch(name: str, uri: str, content_type: str) -> dict[str, Any]:
+        return {
+            "ChannelName": name,
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                            "S3DataDistributionType": "FullyReplicated"}},
+            "ContentType": content_type,
+            "InputMode": "File",
+        }
+
+    out = [
+        ch("train", storage.join(run_url, "tf_records", "train-"), "application/x-tfrecord"),
+        ch("validation", storage.join(run_url, "tf_records", "val-"), "application/x-tfrecord"),
+        ch("config", storage.join(run_url, "model_config") + "/", "application/x-yaml"),
+        ch("label", storage.join(run_url, "tf_records", "label_map.pbtxt"), "text/plain"),
+    ]
+    if init_checkpoint and init_checkpoint.startswith("s3://"):
+        out.append(ch("checkpoint", init_checkpoint, "application/octet-stream"))
+    return out
+
+
+def build_training_job(
+    *, job_name: str, run_url: str, settings: SageMakerSettings, nodes: int, num_steps: int, quantize: bool,
+    init_checkpoint: str | None = None, project: str = "detops",
+) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request (boto3 keyword arguments).
+
+    Args:
+        job_name: unique job name (SageMaker: 1-63 characters, letters, digits and hyphens).
+        run_url: the prepared run folder on S3.
+        nodes: ``ResourceConfig.InstanceCount``.
+        num_steps, quantize: seed-003 hyperparameters (strings in the request, as SageMaker wants).
+
+    Raises:
+        ConfigError: bad job name, nodes < 1, non-S3 run folder.
+    """
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", job_name):
+        raise ConfigError(f"SageMaker job name {job_name!r}: 1-63 letters, digits or hyphens")
+    if nodes < 1:
+        raise ConfigError(f"nodes must be >= 1, got {nodes}")
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_run}
+    if settings.spot:
+        stopping["MaxWaitTimeInSeconds"] = settings.max_run * 2
+    req: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File"},
+        "RoleArn": settings.role_arn,
+        "HyperParameters": {"num_steps": str(num_steps), "quantize": str(bool(quantize)), "run_url": run_url},
+        "InputDataConfig": channels(run_url, init_checkpoint),
+        "OutputDataConfig": {"S3OutputPath": storage.join(run_url, "sagemaker") + "/"},
+        "ResourceConfig": {"InstanceType": settings.instance_type, "InstanceCount": nodes, "VolumeSizeInGB": 50},
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": settings.spot,
+        "CheckpointConfig": {"S3Uri": storage.join(run_url, "model_training", "checkpoints") + "/",
+                             "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "Environment": {"DETOPS_RUN_URL": run_url, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        "Tags": [{"Key": "detops:project", "Value": project}, {"Key": "detops:run_url", "Value": run_url}],
+    }
+    if settings.kms_key_id:
+        req["OutputDataConfig"]["KmsKeyId"] = settings.kms_key_id
+        req["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_id
+    return req
+
+
+class SageMakerBackend(Backend):
+    """Prepare here, then train/evaluate/export in a SageMaker training job (module docstring)."""
+
+    name = "sagemaker"
+
+    def __init__(self, sagemaker_client: Any = None, poll_seconds: float = 30.0) -> None:
+        self._client = sagemaker_client
+        self.poll_seconds = poll_seconds
+
+    @property
+    def client(self):
+        """The boto3 SageMaker client (created on first use)."""
+        if self._client is None:
+            self._client = client("sagemaker")
+        return self._client
+
+    def start(self, request: dict[str, Any], *, wait: bool = True, console: Any = None) -> dict[str, Any]:
+        """Create the training job; with ``wait`` poll (printing status changes) until it ends.
+
+        Returns ``DescribeTrainingJob``'s answer. Raises BackendError when SageMaker refuses the
+        job or the job ends Failed/Stopped.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.create_training_job(**request)
+            desc = self.client.describe_training_job(TrainingJobName=request["TrainingJobName"])
+            last = None
+            while wait and desc["TrainingJobStatus"] in ("InProgress", "Stopping"):
+                status = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
+                if console is not None and status != last:
+                    console.print(f"{request['TrainingJobName']}: {status[0]} / {status[1]}")
+                last = status
+                time.sleep(self.poll_seconds)
+                desc = self.client.describe_training_job(TrainingJobName=request["TrainingJobName"])
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"SageMaker training job {request['TrainingJobName']}: {e}") from e
+        if wait and desc["TrainingJobStatus"] in ("Failed", "Stopped"):
+            raise BackendError(
+                f"SageMaker training job {request['TrainingJobName']} {desc['TrainingJobStatus']}: "
+                f"{desc.get('FailureReason', 'no reason given')}"
+            )
+        return desc
+
+    def submit(
+        self,
+        config: str | Path,
+        overrides: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        out_dir: str | Path | None = None,
+        nodes: int = 1,
+        console: Any = None,
+        run_id: str | None = None,
+    ) -> Submission:
+        """Prepare the run on S3 and start the training job (``dry_run``: write the request only).
+
+        The run config's ``datastore`` must be ``s3://...`` (e.g. ``DETOPS_DATASTORE=s3://bucket/runs``).
+        A dry run writes ``<out_dir>/sagemaker/create_training_job.json`` and needs no credentials.
+        """
+        from training import pipeline
+        from training.experiment import get_preset
+
+        cfg = pipeline.load_run_config(config, overrides=list(overrides or []))
+        if not cfg.datastore.startswith("s3://"):
+            raise ConfigError(
+                f"{config}: datastore is {cfg.datastore!r}; the SageMaker backend needs s3://bucket/prefix "
+                "(set DETOPS_DATASTORE or --set datastore=s3://...)"
+            )
+        settings = SageMakerSettings.from_env(for_submit=not dry_run)
+        run_id = run_id or new_run_id()
+        run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
+        num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
+        job_name = f"detops-{cfg.project}-{run_id}".replace("_", "-").replace(".", "-")[:63].rstrip("-")
+        request = build_training_job(
+            job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
+            quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,
+        )
+        specs: dict[str, str] = {}
+        if dry_run or out_dir:
+            path = out_folder(out_dir, self.name) / "create_training_job.json"
+            path.write_text(json.dumps(request, indent=2) + "\n")
+            specs["training_job"] = str(path)
+        details = {"channels": {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]},
+                   "hyperparameters": request["HyperParameters"], "instances": nodes,
+                   "instance_type": settings.instance_type, "spot": settings.spot}
+        if dry_run:
+            return Submission(self.name, job_name, "planned", run_url, specs, details)
+        pipeline.prepare(cfg, run_dir=run_url, console=console)
+        desc = self.start(request, wait=wait, console=console)
+        details["arn"] = desc.get("TrainingJobArn")
+        return Submission(self.name, job_name, desc["TrainingJobStatus"], run_url, specs, details)
