@@ -289,6 +289,9 @@ class AzureMLBackend(Backend):
         config = Path(config)
         with placeholder_env(DETOPS_DATASETS="/mnt/azureml/datasets"):
             cfg = load_run_config(config, overrides=overrides)
+        from training.experiment import get_preset
+
+        get_preset(cfg.train.preset)  # an unknown preset fails here, not after a queue wait in the cloud
         settings = AzureMLSettings.from_env(for_submit=not dry_run)
         run_id = run_id or new_run_id()
         folder = out_folder(out_dir, self.name) if (dry_run or out_dir) else None

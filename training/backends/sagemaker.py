@@ -238,7 +238,13 @@ class SageMakerBackend(Backend):
         from training import pipeline
         from training.experiment import get_preset
 
-        cfg = pipeline.load_run_config(config, overrides=list(overrides or []))
+        import contextlib
+
+        from training.backends.base import placeholder_env
+
+        # prepare runs here at submit time; a dry run only plans, so the dataset folder need not exist
+        with placeholder_env(DETOPS_DATASETS="/datasets") if dry_run else contextlib.nullcontext():
+            cfg = pipeline.load_run_config(config, overrides=list(overrides or []))
         if not cfg.datastore.startswith("s3://"):
             raise ConfigError(
                 f"{config}: datastore is {cfg.datastore!r}; the SageMaker backend needs s3://bucket/prefix "
