@@ -6,7 +6,8 @@ A candidate passes when both hold:
    current Approved version's ``test/AP`` by more than ``margin`` (absolute, in AP units [0, 1]);
    with no Approved version yet there is nothing to compare and this check passes;
 2. its TFLite parity check passed: every ``passed`` field of ``export/parity.json`` (``float``,
-   ``int8``, written by the export stage, see docs/contracts.md) is true. A missing parity file
+   ``int8`` and the top-level verdict when present, written by the export stage, see
+   docs/contracts.md) is true. A missing parity file
    fails the gate: an unchecked export is not a passed check.
 
 The decision (with its numbers) is returned as a :class:`GateDecision`, which the approval service
@@ -79,7 +80,10 @@ def read_parity(run_url: str) -> dict[str, bool]:
         raise DataError(f"{url}: not valid JSON ({e})") from e
     if not isinstance(doc, dict):
         raise DataError(f"{url}: expected a JSON object")
-    return {k: v.get("passed") is True for k, v in doc.items() if isinstance(v, dict) and "passed" in v}
+    flags = {k: v.get("passed") is True for k, v in doc.items() if isinstance(v, dict) and "passed" in v}
+    if flags and "passed" in doc:  # the export's overall verdict, when it writes one
+        flags["overall"] = doc["passed"] is True
+    return flags
 
 
 def evaluate_gate(

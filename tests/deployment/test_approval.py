@@ -226,3 +226,16 @@ def test_previous_approved(service, make_run, model_name):
     assert service.previous_approved(model_name, v3.version).version == v1.version
     assert service.previous_approved(model_name, v1.version) is None
     assert v2.status == ApprovalStatus.PENDING
+
+
+def test_gate_honours_overall_parity_verdict(service, make_run, model_name):
+    import os
+
+    run = make_run()
+    path = os.path.join(run, "export", "parity.json")
+    doc = json.load(open(path))
+    doc["passed"] = False  # both variants passed, but the export's overall verdict did not
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    d = service.gate(run, model_name)
+    assert not d.passed and d.parity == {"float": True, "int8": True, "overall": False}

@@ -78,9 +78,13 @@ def test_bccd_run_register_approve_deploy_score(cli, shared_datasets, tmp_path, 
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("MLFLOW_TRACKING_URI", None)
     steps = os.environ.get("DETOPS_E2E_STEPS", "20")
+    size = os.environ.get("DETOPS_E2E_IMAGE_SIZE", "160")
+    # A few steps leave every score near the head's prior (0.01): a low score threshold keeps
+    # detections in the export so that comparing them is not comparing two empty lists.
     proc = subprocess.run(
         [sys.executable, "-m", "detops.cli", "run", str(ROOT / "configs" / "bccd.yaml"),
-         "--set", f"train.steps={steps}", "--set", "export.calibration_steps=2"],
+         "--set", f"train.steps={steps}", "--set", f"train.image_size={size}", "--set", "export.calibration_steps=2",
+         "--set", "train.overrides.task.model.detection_generator.pre_nms_score_threshold=0.005"],
         env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=3600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -117,6 +121,7 @@ def test_bccd_run_register_approve_deploy_score(cli, shared_datasets, tmp_path, 
         assert body["model"] == {"name": "bccd", "version": "1"}
         fn = tf.saved_model.load(str(Path(run) / "export" / "saved_model")).signatures["serving_default"]
         out = fn(encoded_images=tf.constant([image]))
+        assert int(out["num_detections"][0]) > 0
         _compare(body["predictions"][0]["detections"], out)
         print(f"BCCD e2e: {len(body['predictions'][0]['detections'])} detections, same as in-process")
     finally:
