@@ -227,6 +227,23 @@ def validate_job(job) -> None:
         raise ConfigError(f"Azure ML rejected the {getattr(job, 'type', 'job')} spec: {result.error_messages}")
 
 
+def _relative_paths(node: Any, prefix: str) -> Any:
+    """Rewrite local paths under ``prefix`` as ``./<rest>`` everywhere in a YAML tree.
+
+    The SDK dumps a not-yet-uploaded local path as ``azureml:<absolute path>``; a spec should
+    say ``./inputs/<config>`` (relative to the YAML), which ``load_job`` resolves.
+    """
+    if isinstance(node, dict):
+        return {k: _relative_paths(v, prefix) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_relative_paths(v, prefix) for v in node]
+    if isinstance(node, str):
+        for head in ("azureml:" + prefix, prefix):
+            if node.startswith(head):
+                return "./" + node[len(head):]
+    return node
+
+
 def dump_specs(job, step_jobs: dict[str, Any], folder: Path) -> dict[str, str]:
     """Write the pipeline job and each standalone step job as YAML under ``folder``.
 
@@ -235,14 +252,16 @@ def dump_specs(job, step_jobs: dict[str, Any], folder: Path) -> dict[str, str]:
     ``{"pipeline": path, "prepare": path, ...}``; every file loads back with
     ``azure.ai.ml.load_job`` and passes its validation (tested).
     """
+    import yaml
+
     prefix = str(folder.resolve()) + "/"
     specs = {"pipeline": str(folder / "pipeline_job.yaml")}
     targets = [("pipeline", job)] + list(step_jobs.items())
     for name, entity in targets:
         path = folder / ("pipeline_job.yaml" if name == "pipeline" else f"{name}.command_job.yaml")
         entity.dump(str(path))
-        # the SDK dumps a not-yet-uploaded local path as "azureml:<path>"; write it as a local path
-        path.write_text(path.read_text().replace("azureml:" + prefix, "./").replace(prefix, "./"))
+        tree = _relative_paths(yaml.safe_load(path.read_text()), prefix)
+        path.write_text(yaml.safe_dump(tree, sort_keys=True, width=10_000))
         specs[name] = str(path)
     return specs
 

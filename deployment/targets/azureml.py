@@ -1,0 +1,257 @@
+"""Azure ML online endpoint target (azure-ai-ml SDK v2), blue/green.
+
+One endpoint (``auth_mode: key``) on managed compute or on an AKS cluster attached to the
+workspace as Kubernetes compute; two deployments, ``blue`` and ``green``. A new version goes to
+the colour that does not take traffic, then traffic moves to it (100/0; the other colour stays,
+so a rollback is a traffic shift back when it still holds the previous Approved version). Every
+deployment runs the serving image (the FastAPI app: liveness ``/healthz``, readiness ``/readyz``,
+scoring ``/score`` on port 8080), with Application Insights and the model data collector on
+(request and response payloads logged to the workspace's blob store).
+
+Only Approved versions reach :meth:`AzureMLTarget.deploy` (:mod:`deployment.deploy` checks); the
+model is the registered workspace model ``azureml:<name>:<version>`` (registered through the
+workspace's MLflow endpoint by :mod:`deployment.registry.azureml`).
+
+Settings (environment): ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``
+(to deploy; authentication ``DefaultAzureCredential``), ``DETOPS_SERVING_IMAGE`` (in ACR),
+``DETOPS_AML_ENDPOINT`` (default ``detops``), ``DETOPS_AML_DEPLOY_COMPUTE`` (``managed``, the
+default, or the name of the attached Kubernetes compute), ``DETOPS_AML_INSTANCE_TYPE``
+(``Standard_DS3_v2`` managed; the Kubernetes instance type otherwise, default
+``defaultinstancetype``), ``DETOPS_AML_INSTANCE_COUNT`` (default 1). The API key is Azure ML's
+endpoint key (``az ml online-endpoint get-credentials``); the container reads ``DETOPS_API_KEYS``
+from a Key Vault reference set by infra, never from this code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from deployment.registry.base import ModelVersion
+from deployment.targets.base import DeployTarget, Deployment
+from training.errors import BackendError, ConfigError
+
+COLORS = ("blue", "green")
+PORT = 8080
+DRY_RUN_IMAGE = "detopsacr.azurecr.io/detops-serving:0.1.0"
+
+
+def _other(color: str | None) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+class AzureMLTarget(DeployTarget):
+    """Deploy to an Azure ML online endpoint with blue/green deployments (module docstring)."""
+
+    name = "azureml"
+
+    def __init__(self, ml_client: Any = None, compute: str | None = None, image: str | None = None) -> None:
+        self._ml_client = ml_client
+        self.compute = compute or os.environ.get("DETOPS_AML_DEPLOY_COMPUTE", "managed")
+        self.image = image or os.environ.get("DETOPS_SERVING_IMAGE")
+        default_type = "Standard_DS3_v2" if self.compute == "managed" else "defaultinstancetype"
+        self.instance_type = os.environ.get("DETOPS_AML_INSTANCE_TYPE", default_type)
+        count = os.environ.get("DETOPS_AML_INSTANCE_COUNT", "1")
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"DETOPS_AML_INSTANCE_COUNT must be a positive integer, got {count!r}")
+        self.instance_count = int(count)
+
+    @property
+    def kubernetes(self) -> bool:
+        """True when deploying to AKS attached as Kubernetes compute."""
+        return self.compute != "managed"
+
+    def ml_client(self):
+        """``azure.ai.ml.MLClient`` of the workspace (created on first use; a dry run never calls it)."""
+        if self._ml_client is None:
+            from azure.ai.ml import MLClient
+            from azure.identity import DefaultAzureCredential
+
+            ids = [os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")]
+            if not all(ids):
+                raise ConfigError("set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE to deploy")
+            self._ml_client = MLClient(DefaultAzureCredential(), *ids)
+        return self._ml_client
+
+    @staticmethod
+    def _endpoint_name(endpoint: str | None) -> str:
+        import re
+
+        name = endpoint or os.environ.get("DETOPS_AML_ENDPOINT") or "detops"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]", name):
+            raise ConfigError(f"Azure ML endpoint name {name!r}: 3-32 characters, a letter first, letters, digits, hyphens")
+        return name
+
+    # -- entities ------------------------------------------------------------------------------
+    def build_endpoint(self, endpoint: str, traffic: dict[str, int] | None = None):
+        """The ``ManagedOnlineEndpoint`` / ``KubernetesOnlineEndpoint`` entity (``auth_mode: key``)."""
+        from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
+
+        common = {"name": endpoint, "auth_mode": "key", "description": "detops object detector",
+                  "tags": {"managed-by": "detops"}, "traffic": traffic or {}}
+        if self.kubernetes:
+            return KubernetesOnlineEndpoint(compute=self.compute, **common)
+        return ManagedOnlineEndpoint(**common)
+
+    def build_deployment(self, version: ModelVersion, endpoint: str, color: str):
+        """The online deployment entity of ``version`` as colour ``color`` on ``endpoint``.
+
+        Serving image with probes on port 8080, App Insights on, data collector on (payload
+        logging of requests and responses), ``DETOPS_MODEL_*`` environment naming the version.
+        """
+        from azure.ai.ml.entities import (
+            DataCollector,
+            DeploymentCollection,
+            Environment,
+            KubernetesOnlineDeployment,
+            ManagedOnlineDeployment,
+            OnlineRequestSettings,
+            ProbeSettings,
+        )
+
+        if color not in COLORS:
+            raise ConfigError(f"deployment colour must be blue or green, got {color!r}")
+        env = Environment(
+            name="detops-serving",
+            image=self.image or DRY_RUN_IMAGE,
+            inference_config={
+                "liveness_route": {"port": PORT, "path": "/healthz"},
+                "readiness_route": {"port": PORT, "path": "/readyz"},
+                "scoring_route": {"port": PORT, "path": "/score"},
+            },
+        )
+        kwargs: dict[str, Any] = {
+            "name": color,
+            "endpoint_name": endpoint,
+            "model": f"azureml:{version.name}:{version.version}",
+            "environment": env,
+            "instance_type": self.instance_type,
+            "instance_count": self.instance_count,
+            "app_insights_enabled": True,
+            "data_collector": DataCollector(
+                # payload logging of the HTTP request and response: needs no code in the container
+                collections={
+                    "request": DeploymentCollection(enabled="true"),
+                    "response": DeploymentCollection(enabled="true"),
+                },
+                sampling_rate=1.0,
+            ),
+            "environment_variables": {
+                "DETOPS_MODEL_NAME": version.name,
+                "DETOPS_MODEL_VERSION": str(version.version),
+                "DETOPS_PORT": str(PORT),
+            },
+            "request_settings": OnlineRequestSettings(request_timeout_ms=30000, max_concurrent_requests_per_instance=4),
+            "liveness_probe": ProbeSettings(initial_delay=30, period=10),
+            "readiness_probe": ProbeSettings(initial_delay=30, period=10),
+            "tags": {"detops.model_name": version.name, "detops.model_version": str(version.version)},
+        }
+        cls = KubernetesOnlineDeployment if self.kubernetes else ManagedOnlineDeployment
+        return cls(**kwargs)
+
+    def dump_specs(self, version: ModelVersion, endpoint: str | None, folder: str | Path, color: str = "blue") -> dict[str, str]:
+        """Write ``endpoint.yaml`` and ``deployment-<color>.yaml``; both load with azure-ai-ml's
+        ``load_online_endpoint`` / ``load_online_deployment`` (tested)."""
+        name = self._endpoint_name(endpoint)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ep = self.build_endpoint(name)
+        dep = self.build_deployment(version, name, color)
+        paths = {"endpoint": str(folder / "endpoint.yaml"), "deployment": str(folder / f"deployment-{color}.yaml")}
+        # OnlineEndpoint.dump() in azure-ai-ml 1.35 ignores its destination and returns the dict
+        import yaml
+
+        plain = json.loads(json.dumps(ep.dump()))  # OrderedDict -> dict for safe_dump
+        Path(paths["endpoint"]).write_text(yaml.safe_dump(plain, sort_keys=True))
+        dep.dump(paths["deployment"])
+        return paths
+
+    # -- DeployTarget --------------------------------------------------------------------------
+    def _current(self, client, name: str):
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            ep = client.online_endpoints.get(name)
+        except ResourceNotFoundError:
+            return None, {}
+        traffic = {k: int(v) for k, v in (ep.traffic or {}).items()}
+        return ep, traffic
+
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
+        """Deploy ``version`` to the idle colour, then move all traffic to it.
+
+        Raises:
+            ConfigError: missing settings. BackendError: Azure ML refused or failed.
+        """
+        name = self._endpoint_name(endpoint)
+        if dry_run:
+            import tempfile
+
+            folder = tempfile.mkdtemp(prefix="detops-aml-deploy-")
+            paths = self.dump_specs(version, name, folder)
+            return Deployment(self.name, name, version.name, str(version.version), "planned",
+                              details={"specs": {k: Path(p).read_text() for k, p in paths.items()},
+                                       "compute": self.compute, "color": "blue (or the idle colour)"})
+        if not self.image:
+            raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ACR) to deploy")
+        client = self.ml_client()
+        try:
+            ep, traffic = self._current(client, name)
+            if ep is None:
+                client.online_endpoints.begin_create_or_update(self.build_endpoint(name)).result()
+            live = max(traffic, key=traffic.get) if traffic and max(traffic.values()) > 0 else None
+            color = _other(live)
+            dep = self.build_deployment(version, name, color)
+            client.online_deployments.begin_create_or_update(dep).result()
+            ep = client.online_endpoints.get(name)
+            ep.traffic = {color: 100, **({live: 0} if live else {})}
+            client.online_endpoints.begin_create_or_update(ep).result()
+            ep = client.online_endpoints.get(name)
+        except ConfigError:
+            raise
+        except Exception as e:  # azure.core.exceptions.HttpResponseError and friends
+            raise BackendError(f"Azure ML deploy to endpoint {name!r}: {type(e).__name__}: {e}") from e
+        return Deployment(self.name, name, version.name, str(version.version), str(ep.provisioning_state),
+                          url=getattr(ep, "scoring_uri", None), details={"color": color, "traffic": dict(ep.traffic or {})})
+
+    def describe(self, endpoint: str | None = None) -> Deployment | None:
+        """The version behind the colour taking the most traffic, or None without an endpoint."""
+        name = self._endpoint_name(endpoint)
+        client = self.ml_client()
+        try:
+            ep, traffic = self._current(client, name)
+            if ep is None or not traffic or max(traffic.values()) == 0:
+                return None
+            color = max(traffic, key=traffic.get)
+            dep = client.online_deployments.get(name=color, endpoint_name=name)
+        except Exception as e:
+            raise BackendError(f"Azure ML endpoint {name!r}: {type(e).__name__}: {e}") from e
+        tags = dep.tags or {}
+        return Deployment(self.name, name, tags.get("detops.model_name", ""), tags.get("detops.model_version", ""),
+                          str(ep.provisioning_state), url=getattr(ep, "scoring_uri", None),
+                          details={"color": color, "traffic": traffic})
+
+    def rollback(self, version: ModelVersion, endpoint: str | None = None) -> Deployment:
+        """Shift traffic back to the idle colour when it holds ``version``; else deploy it there."""
+        name = self._endpoint_name(endpoint)
+        client = self.ml_client()
+        try:
+            ep, traffic = self._current(client, name)
+            for color in COLORS:
+                if traffic.get(color, 0) > 0:
+                    continue
+                try:
+                    dep = client.online_deployments.get(name=color, endpoint_name=name)
+                except Exception:
+                    continue
+                if (dep.tags or {}).get("detops.model_version") == str(version.version) and \
+                        (dep.tags or {}).get("detops.model_name") == version.name:
+                    ep.traffic = {color: 100, _other(color): 0}
+                    client.online_endpoints.begin_create_or_update(ep).result()
+                    return Deployment(self.name, name, version.name, str(version.version), "Succeeded",
+                                      details={"color": color, "traffic": ep.traffic, "rollback": "traffic shift"})
+        except Exception as e:
+            raise BackendError(f"Azure ML rollback on endpoint {name!r}: {type(e).__name__}: {e}") from e
+        return self.deploy(version, name)
