@@ -131,13 +131,18 @@ def start_service(model_dir: str, port: int, key: str, max_batch_size: int) -> s
 
     env = dict(os.environ)
     env.update(
-        DETOPS_API_KEY=key, DETOPS_MODEL_DIR=model_dir, DETOPS_MODEL_NAME="bench", DETOPS_MODEL_VERSION="0",
-        DETOPS_MAX_BATCH_SIZE=str(max_batch_size), DETOPS_LOG_LEVEL="warning",
+        DETOPS_API_KEY=key,
+        DETOPS_MODEL_DIR=model_dir,
+        DETOPS_MODEL_NAME="bench",
+        DETOPS_MODEL_VERSION="0",
+        DETOPS_MAX_BATCH_SIZE=str(max_batch_size),
+        DETOPS_LOG_LEVEL="warning",
         PYTHONPATH=str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployment.serving", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, start_new_session=True,
+        env=env,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -178,8 +183,15 @@ def main(argv: list[str] | None = None) -> dict:
     images = load_images(args.images)
     key = os.urandom(18).hex()
 
-    result: dict = {"model": model, "requests_per_measurement": args.requests, "images": len(images),
-                    "cpu_count": os.cpu_count(), "in_process": {}, "service": {}, "ratios": {}}
+    result: dict = {
+        "model": model,
+        "requests_per_measurement": args.requests,
+        "images": len(images),
+        "cpu_count": os.cpu_count(),
+        "in_process": {},
+        "service": {},
+        "ratios": {},
+    }
     for c in (1, 8):
         result["in_process"][f"c{c}"] = in_process(model_dir, images, args.requests, c)
     proc = start_service(model_dir, args.port, key, args.max_batch_size)
@@ -199,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
             "throughput": round(s["throughput_rps"] / r["throughput_rps"], 3),
         }
     svc = result["service"]
-    result["ratios"]["service_throughput_c8_over_c1"] = round(svc["c8"]["throughput_rps"] / svc["c1"]["throughput_rps"], 3)
+    result["ratios"]["service_throughput_c8_over_c1"] = round(
+        svc["c8"]["throughput_rps"] / svc["c1"]["throughput_rps"], 3
+    )
     result["aims"] = {
         "p50_c1_within_1.10x": result["ratios"]["c1"]["p50"] <= 1.10,
         "throughput_c8_at_least_1.5x_c1": result["ratios"]["service_throughput_c8_over_c1"] >= 1.5,

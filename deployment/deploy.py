@@ -13,7 +13,7 @@ from deployment.registry import get_registry
 from deployment.registry.approval import ApprovalService
 from deployment.registry.base import ModelRegistry
 from deployment.targets import get_target
-from deployment.targets.base import DeployTarget, Deployment
+from deployment.targets.base import Deployment, DeployTarget
 from training.errors import GateError, NotFoundError
 
 

@@ -40,7 +40,9 @@ def make_fake_saved_model(
         def __init__(self) -> None:
             super().__init__()
             self.names = tf.constant(names)
-            self.kernels = [tf.Variable(tf.random.stateless_normal([3, 3, 3, 3], seed=[i, 7]) * 0.1) for i in range(work)]
+            self.kernels = [
+                tf.Variable(tf.random.stateless_normal([3, 3, 3, 3], seed=[i, 7]) * 0.1) for i in range(work)
+            ]
 
         def _one(self, img: tf.Tensor) -> dict[str, tf.Tensor]:
             img = tf.ensure_shape(img, [None, None, 3])
@@ -141,7 +143,10 @@ def make_fake_run(
         "created_at": "2026-11-22T12:00:00+00:00",
         "status": status,
         "stages": {"prepare": "complete", "train": "complete", "evaluate": "complete", "export": "complete"},
-        "inputs": {"dataset": {"path": "/data/bccd", "format": "voc", "sha256": dataset_sha256}, "config_sha256": "c" * 64},
+        "inputs": {
+            "dataset": {"path": "/data/bccd", "format": "voc", "sha256": dataset_sha256},
+            "config_sha256": "c" * 64,
+        },
         "versions": {"python": "3.11", "tensorflow": "2.20.0", "tf-models-official": "2.20.0", "detops": "0.1.0"},
         "code_version": code_version,
         "config": {"model": {"preset": "retinanet_mobilenetv2_fpn_320"}, "train": {"steps": 5, "batch_size": 2}},
@@ -151,10 +156,18 @@ def make_fake_run(
         storage.write_json(
             str(run / "evaluation" / split / "metrics.json"),
             {
-                "AP": ap, "AP50": ap + 0.25, "AP75": ap * 0.8, "APs": -1.0, "APm": ap, "APl": ap,
-                "AR1": ap, "AR10": ap, "AR100": ap,
+                "AP": ap,
+                "AP50": ap + 0.25,
+                "AP75": ap * 0.8,
+                "APs": -1.0,
+                "APm": ap,
+                "APl": ap,
+                "AR1": ap,
+                "AR10": ap,
+                "AR100": ap,
                 "per_class": {n: {"AP": ap, "AP50": ap + 0.25} for n in DEFAULT_CLASSES},
-                "num_images": 10, "checkpoint": "ckpt-5",
+                "num_images": 10,
+                "checkpoint": "ckpt-5",
             },
         )
     export = run / "export"
@@ -165,8 +178,15 @@ def make_fake_run(
         shutil.copytree(saved_model_src, export / "saved_model", dirs_exist_ok=True)
     flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
     parity = {
-        v: {"AP50_savedmodel": 0.5, "AP50_tflite": 0.5, "delta_AP50": 0.0, "AP_savedmodel": 0.3,
-            "AP_tflite": 0.3, "delta_AP": 0.0, "passed": ok}
+        v: {
+            "AP50_savedmodel": 0.5,
+            "AP50_tflite": 0.5,
+            "delta_AP50": 0.0,
+            "AP_savedmodel": 0.3,
+            "AP_tflite": 0.3,
+            "delta_AP": 0.0,
+            "passed": ok,
+        }
         for v, ok in flags.items()
     }
     parity["max_delta"] = 0.02

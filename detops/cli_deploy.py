@@ -9,7 +9,7 @@ call exactly these flags. Exit codes: 4 (``ExitCode.GATE``) when a quality or ap
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,7 +22,8 @@ RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local pat
 ByOpt = Annotated[str, typer.Option("--by", help="Identity of the person (or CI principal) acting; audited.")]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why; stored in the audit trail.")]
 RegistryOpt = Annotated[
-    Optional[str], typer.Option("--registry", help="Registry kind (mlflow, sagemaker); default $DETOPS_REGISTRY or mlflow.")
+    str | None,
+    typer.Option("--registry", help="Registry kind (mlflow, sagemaker); default $DETOPS_REGISTRY or mlflow."),
 ]
 
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirOpt,
         name: NameOpt,
         margin: Annotated[
-            Optional[float], typer.Option("--margin", help="Allowed test AP drop vs. the Approved version (default 0.01).")
+            float | None, typer.Option("--margin", help="Allowed test AP drop vs. the Approved version (default 0.01).")
         ] = None,
         registry: RegistryOpt = None,
     ) -> None:
@@ -82,9 +83,11 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirOpt,
         name: NameOpt,
         by: ByOpt,
-        force: Annotated[bool, typer.Option("--force", help="Register despite a failed gate (needs --comment; audited).")] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="Register despite a failed gate (needs --comment; audited).")
+        ] = False,
         comment: Annotated[str, typer.Option("--comment", help="Why (required with --force).")] = "",
-        margin: Annotated[Optional[float], typer.Option("--margin", help="Gate margin (default 0.01 test AP).")] = None,
+        margin: Annotated[float | None, typer.Option("--margin", help="Gate margin (default 0.01 test AP).")] = None,
         registry: RegistryOpt = None,
     ) -> None:
         """Register a complete run's export as a new PendingManualApproval version (after the quality gate)."""
@@ -126,9 +129,9 @@ def register(app: typer.Typer) -> None:
 
     @models.command("list")
     def models_list(
-        name: Annotated[Optional[str], typer.Option("--name", help="Only this model.")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
         status: Annotated[
-            Optional[str], typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")
+            str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         registry: RegistryOpt = None,
@@ -147,18 +150,33 @@ def register(app: typer.Typer) -> None:
                 ) from None
         versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
         if as_json:
-            out.print_json(json.dumps([
-                {"name": v.name, "version": v.version, "status": v.status.value, "registered_by": v.registered_by,
-                 "created_at": v.created_at, "metrics": v.metrics, "artifact_uri": v.artifact_uri}
-                for v in versions
-            ]))
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "name": v.name,
+                            "version": v.version,
+                            "status": v.status.value,
+                            "registered_by": v.registered_by,
+                            "created_at": v.created_at,
+                            "metrics": v.metrics,
+                            "artifact_uri": v.artifact_uri,
+                        }
+                        for v in versions
+                    ]
+                )
+            )
             return
         table = Table("name", "version", "status", "test/AP", "test/AP50", "registered by", "created")
         for v in versions:
             table.add_row(
-                v.name, v.version, v.status.value,
-                f"{v.metrics.get('test/AP', float('nan')):.4f}", f"{v.metrics.get('test/AP50', float('nan')):.4f}",
-                v.registered_by, v.created_at,
+                v.name,
+                v.version,
+                v.status.value,
+                f"{v.metrics.get('test/AP', float('nan')):.4f}",
+                f"{v.metrics.get('test/AP50', float('nan')):.4f}",
+                v.registered_by,
+                v.created_at,
             )
         out.print(table)
 
@@ -174,10 +192,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        name: Annotated[Optional[str], typer.Option("--name", help="Registered model name.")] = None,
-        version: Annotated[Optional[str], typer.Option("--version", help="Model version.")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Registered model name.")] = None,
+        version: Annotated[str | None, typer.Option("--version", help="Model version.")] = None,
         model_dir: Annotated[
-            Optional[str], typer.Option("--model-dir", help="SavedModel or export/ folder (instead of --name/--version).")
+            str | None, typer.Option("--model-dir", help="SavedModel or export/ folder (instead of --name/--version).")
         ] = None,
         host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port")] = 8080,
@@ -208,9 +226,13 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
         name: NameOpt,
         version: Annotated[str, typer.Option("--version", help="Model version (must be Approved).")],
-        endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Endpoint name.")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")] = False,
-        port: Annotated[Optional[int], typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")] = None,
+        endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")
+        ] = False,
+        port: Annotated[
+            int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
+        ] = None,
         registry: RegistryOpt = None,
     ) -> None:
         """Deploy an Approved model version (any other status is refused, exit 4)."""
@@ -218,15 +240,17 @@ def register(app: typer.Typer) -> None:
         from deployment.registry import get_registry
 
         kwargs = {"port": port} if (target == "local" and port) else {}
-        d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
+        d = deploy_mod.deploy(
+            name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs
+        )
         out.print_json(json.dumps(d.to_dict(), default=str))
 
     @app.command()
     def rollback(
         target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
         name: NameOpt,
-        endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Endpoint name.")] = None,
-        port: Annotated[Optional[int], typer.Option("--port", help="Local target: port.")] = None,
+        endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
+        port: Annotated[int | None, typer.Option("--port", help="Local target: port.")] = None,
         registry: RegistryOpt = None,
     ) -> None:
         """Redeploy the previous Approved version of a model on an endpoint."""

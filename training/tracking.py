@@ -239,8 +239,10 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
                     client.log_artifacts(mlrun_id, target, artifact_path=dest or None)
                 else:
                     client.log_artifact(mlrun_id, target, artifact_path=dest or None)
-    status = "FINISHED" if manifest.get("status") == "complete" else (
-        "FAILED" if manifest.get("status") == "failed" else "RUNNING"
+    status = (
+        "FINISHED"
+        if manifest.get("status") == "complete"
+        else ("FAILED" if manifest.get("status") == "failed" else "RUNNING")
     )
     client.set_terminated(mlrun_id, status=status) if status != "RUNNING" else None
     return mlrun_id

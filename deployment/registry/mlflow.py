@@ -17,7 +17,7 @@ The MLflow version's ``source`` is the artifact URI (the run's ``export/`` folde
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from training.errors import BackendError, ConfigError, NotFoundError
@@ -31,7 +31,7 @@ _RESERVED = (STATUS_TAG, BY_TAG, CREATED_TAG)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class MlflowRegistry(ModelRegistry):

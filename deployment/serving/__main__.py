@@ -23,8 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("DETOPS_PORT", "8080")))
     args = p.parse_args(argv)
     app = create_app(load_settings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level=os.environ.get("DETOPS_LOG_LEVEL", "info"),
-                timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=os.environ.get("DETOPS_LOG_LEVEL", "info"),
+        timeout_graceful_shutdown=30,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -63,8 +62,12 @@ class Metrics:
         self.latency = Histogram(
             "detops_request_latency_seconds", "Request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.errors = Counter("detops_request_errors", "HTTP responses with status >= 400", ["route", "status"], registry=r)
-        self.model_info = Gauge("detops_model_info", "Model served (value 1)", ["model_name", "model_version"], registry=r)
+        self.errors = Counter(
+            "detops_request_errors", "HTTP responses with status >= 400", ["route", "status"], registry=r
+        )
+        self.model_info = Gauge(
+            "detops_model_info", "Model served (value 1)", ["model_name", "model_version"], registry=r
+        )
         self.model_info.labels(name, version).set(1)
         self.images = Counter("detops_images_scored", "Images scored", registry=r)
         self.batch_size = Histogram(
@@ -244,8 +247,12 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
         "/score",
         response_model=ScoreResponse,
         dependencies=[Depends(require_key)],
-        responses={401: {"description": "No valid API key"}, 413: {"description": "Body too large"},
-                   403: {"description": "URI not allowed"}, 422: {"description": "Malformed payload"}},
+        responses={
+            401: {"description": "No valid API key"},
+            413: {"description": "Body too large"},
+            403: {"description": "URI not allowed"},
+            422: {"description": "Malformed payload"},
+        },
     )
     async def score(
         body: ScoreRequest,
@@ -271,12 +278,14 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
                 },
             }
         },
-        responses={401: {"description": "No valid API key"}, 413: {"description": "Body too large"},
-                   415: {"description": "Unsupported content type"}, 422: {"description": "Malformed payload"}},
+        responses={
+            401: {"description": "No valid API key"},
+            413: {"description": "Body too large"},
+            415: {"description": "Unsupported content type"},
+            422: {"description": "Malformed payload"},
+        },
     )
-    async def invocations(
-        request: Request, score_threshold: Annotated[float | None, Query(ge=0, le=1)] = None
-    ) -> dict:
+    async def invocations(request: Request, score_threshold: Annotated[float | None, Query(ge=0, le=1)] = None) -> dict:
         """SageMaker inference contract: one raw image, or the JSON payload of ``/score``."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         raw = await request.body()
@@ -288,14 +297,17 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
             try:
                 req = ScoreRequest.model_validate_json(raw)
             except ValueError as e:
-                errs = getattr(e, "errors", lambda: [])()
-                msg = "; ".join(f"{'.'.join(map(str, x.get('loc', [])))}: {x.get('msg')}" for x in errs) or "invalid JSON"
+                errs = getattr(e, "errors", list)()
+                msg = (
+                    "; ".join(f"{'.'.join(map(str, x.get('loc', [])))}: {x.get('msg')}" for x in errs) or "invalid JSON"
+                )
                 raise InputError(422, f"body: {msg}") from None
             images = await _images_from_json(req)
             thr = score_threshold if score_threshold is not None else req.score_threshold
             return await _score(images, thr, "/invocations", ctype)
         raise InputError(
-            415, f"unsupported Content-Type {ctype or '(none)'!r}; use {', '.join(IMAGE_CONTENT_TYPES)} or application/json"
+            415,
+            f"unsupported Content-Type {ctype or '(none)'!r}; use {', '.join(IMAGE_CONTENT_TYPES)} or application/json",
         )
 
     @app.get("/ping")

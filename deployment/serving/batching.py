@@ -79,7 +79,7 @@ class MicroBatcher:
                         break
                     try:
                         nxt = await asyncio.wait_for(q.get(), remaining)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 if nxt is None:
                     stopping = True
@@ -91,7 +91,7 @@ class MicroBatcher:
                 results = await asyncio.to_thread(self.fn, items)
                 if len(results) != len(items):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-            except Exception as e:  # hand the failure to every waiting request
+            except Exception as e:  # noqa: BLE001 - hand any failure to every waiting request
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
@@ -109,5 +109,5 @@ class MicroBatcher:
                 item, fut = rest
                 try:
                     fut.set_result((await asyncio.to_thread(self.fn, [item]))[0])
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - the caller gets the failure
                     fut.set_exception(e)

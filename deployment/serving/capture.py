@@ -28,8 +28,9 @@ import random
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from training import storage
 
@@ -94,7 +95,7 @@ class DataCapture:
                 images.append({k: v for k, v in item.items() if k != "bytes"})
         record = {
             "request_id": request_id,
-            "captured_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            "captured_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "model": {"name": self.model_name, "version": self.model_version},
             "route": route,
             "input": {"content_type": content_type, "images": images},
@@ -110,7 +111,7 @@ class DataCapture:
         return True
 
     def _path(self) -> str:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return storage.join(
             self.root,
             self.model_name,

@@ -140,12 +140,12 @@ def _uri_allowed(uri: str, prefixes: list[str]) -> bool:
     if not prefixes:
         return False
     if "://" not in uri or uri.startswith("file://"):
-        path = uri[len("file://") :] if uri.startswith("file://") else uri
+        path = uri.removeprefix("file://")
         real = os.path.realpath(path)
         for p in prefixes:
             if "://" in p and not p.startswith("file://"):
                 continue
-            base = os.path.realpath(p[len("file://") :] if p.startswith("file://") else p)
+            base = os.path.realpath(p.removeprefix("file://"))
             if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
                 return True
         return False

@@ -57,8 +57,7 @@ def resolve_saved_model(model_dir: str) -> str:
     Raises :class:`NotFoundError` when no ``saved_model.pb`` is found.
     """
     url = model_dir.rstrip("/")
-    if url.startswith("file://"):
-        url = url[len("file://") :]
+    url = url.removeprefix("file://")
     candidates = [url, storage.join(url, "saved_model")]
     for cand in candidates:
         if storage.exists(storage.join(cand, "saved_model.pb")):

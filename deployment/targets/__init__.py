@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from deployment.targets.base import DeployTarget, Deployment
+from deployment.targets.base import Deployment, DeployTarget
 from training.errors import unknown_name_error
 
 #: Target name -> "module:Class" (cloud SDKs load only when their target is asked for).

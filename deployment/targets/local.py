@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from deployment.registry.base import ModelVersion
-from deployment.targets.base import DeployTarget, Deployment
+from deployment.targets.base import Deployment, DeployTarget
 from training.errors import BackendError, ConfigError
 
 
@@ -110,7 +110,12 @@ class LocalTarget(DeployTarget):
         if not (env.get("DETOPS_API_KEY") or env.get("DETOPS_API_KEYS")):
             raise ConfigError("set DETOPS_API_KEY (or DETOPS_API_KEYS) from your secret store before deploying")
         plan = Deployment(
-            self.name, endpoint, version.name, str(version.version), "planned", url,
+            self.name,
+            endpoint,
+            version.name,
+            str(version.version),
+            "planned",
+            url,
             {"artifact_uri": version.artifact_uri, "command": [sys.executable, "-m", "deployment.serving"]},
         )
         if dry_run:
@@ -145,14 +150,26 @@ class LocalTarget(DeployTarget):
         prev = self._read_state(endpoint) or {}
         history = list(prev.get("history", [])) + [str(version.version)]
         state = {
-            "endpoint": endpoint, "url": url, "pid": proc.pid, "model_name": version.name,
-            "model_version": str(version.version), "artifact_uri": version.artifact_uri,
-            "log": str(log_path), "history": history,
+            "endpoint": endpoint,
+            "url": url,
+            "pid": proc.pid,
+            "model_name": version.name,
+            "model_version": str(version.version),
+            "artifact_uri": version.artifact_uri,
+            "log": str(log_path),
+            "history": history,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._state_file(endpoint).write_text(json.dumps(state, indent=2))
-        return Deployment(self.name, endpoint, version.name, str(version.version), "running", url,
-                          {"pid": proc.pid, "log": str(log_path)})
+        return Deployment(
+            self.name,
+            endpoint,
+            version.name,
+            str(version.version),
+            "running",
+            url,
+            {"pid": proc.pid, "log": str(log_path)},
+        )
 
     def describe(self, endpoint: str | None = None) -> Deployment | None:
         """The deployment recorded for ``endpoint`` with status ``running`` or ``stopped``; None if none."""
@@ -162,8 +179,15 @@ class LocalTarget(DeployTarget):
             return None
         pid = int(st["pid"])
         status = "running" if _alive(pid) and _is_service(pid) else "stopped"
-        return Deployment(self.name, endpoint, st["model_name"], st["model_version"], status, st["url"],
-                          {"pid": st["pid"], "log": st["log"], "history": st.get("history", [])})
+        return Deployment(
+            self.name,
+            endpoint,
+            st["model_name"],
+            st["model_version"],
+            status,
+            st["url"],
+            {"pid": st["pid"], "log": st["log"], "history": st.get("history", [])},
+        )
 
     @staticmethod
     def _kill(pid: int, timeout: float = 40.0) -> None:

@@ -3,12 +3,10 @@ folders, an MLflow registry on a temporary SQLite store, the scoring app and a l
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -128,7 +126,7 @@ class LiveServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self):
         import httpx
 
         self.thread.start()

@@ -233,7 +233,8 @@ def test_gate_honours_overall_parity_verdict(service, make_run, model_name):
 
     run = make_run()
     path = os.path.join(run, "export", "parity.json")
-    doc = json.load(open(path))
+    with open(path) as f:
+        doc = json.load(f)
     doc["passed"] = False  # both variants passed, but the export's overall verdict did not
     with open(path, "w") as f:
         json.dump(doc, f)

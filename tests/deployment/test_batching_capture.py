@@ -10,7 +10,6 @@ import os
 import random
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 
 from deployment.serving.batching import MicroBatcher
@@ -130,8 +129,9 @@ def _lines(root) -> list[dict]:
 def test_capture_writes_jsonl_and_flushes_on_close(tmp_path):
     root = tmp_path / "capture root"
     events = []
-    cap = DataCapture(str(root), 1.0, "bccd", "3", flush_records=1000, flush_seconds=3600,
-                      on_event=lambda k, n: events.append((k, n)))
+    cap = DataCapture(
+        str(root), 1.0, "bccd", "3", flush_records=1000, flush_seconds=3600, on_event=lambda k, n: events.append((k, n))
+    )
     for i in range(25):
         assert cap.capture(f"r{i}", "/score", "application/json", [{"bytes": bytes([i]) * 3}], {"i": i})
     assert _lines(root) == []  # nothing written on the request path, nothing due yet
@@ -186,7 +186,9 @@ def test_capture_write_failure_retried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "write_bytes", flaky)
     events = []
-    cap = DataCapture(str(tmp_path), 1.0, "m", "1", flush_records=2, flush_seconds=0.2, on_event=lambda k, n: events.append(k))
+    cap = DataCapture(
+        str(tmp_path), 1.0, "m", "1", flush_records=2, flush_seconds=0.2, on_event=lambda k, n: events.append(k)
+    )
     cap.capture("a", "/score", "x", [], {})
     cap.capture("b", "/score", "x", [], {})
     time.sleep(0.5)
@@ -195,12 +197,19 @@ def test_capture_write_failure_retried(tmp_path, monkeypatch):
     assert [l["request_id"] for l in _lines(tmp_path)] == ["a", "b"]
 
 
-def test_service_captures_requests_and_loses_nothing_on_stop(fake_saved_model, fake_detector, make_settings, tmp_path, bccd_image):
+def test_service_captures_requests_and_loses_nothing_on_stop(
+    fake_saved_model, fake_detector, make_settings, tmp_path, bccd_image
+):
     from deployment.serving.app import create_app
 
     root = tmp_path / "datastore" / "capture"
-    settings = make_settings(fake_saved_model, capture_uri=str(root), capture_sample_rate=1.0,
-                             capture_flush_records=1000, capture_flush_seconds=3600)
+    settings = make_settings(
+        fake_saved_model,
+        capture_uri=str(root),
+        capture_sample_rate=1.0,
+        capture_flush_records=1000,
+        capture_flush_seconds=3600,
+    )
     n = 12
     with TestClient(create_app(settings, detector=fake_detector)) as c:
         for i in range(n):
@@ -217,11 +226,15 @@ def test_service_captures_requests_and_loses_nothing_on_stop(fake_saved_model, f
     assert lines[-1]["output"] == last and len(lines[-1]["input"]["images"]) == 2
 
 
-def test_service_capture_sample_rate_zero_writes_nothing(fake_saved_model, fake_detector, make_settings, tmp_path, bccd_image):
+def test_service_capture_sample_rate_zero_writes_nothing(
+    fake_saved_model, fake_detector, make_settings, tmp_path, bccd_image
+):
     from deployment.serving.app import create_app
 
     root = tmp_path / "cap"
     settings = make_settings(fake_saved_model, capture_uri=str(root), capture_sample_rate=0.0)
     with TestClient(create_app(settings, detector=fake_detector)) as c:
-        assert c.post("/invocations", content=bccd_image, headers={**H, "Content-Type": "image/jpeg"}).status_code == 200
+        assert (
+            c.post("/invocations", content=bccd_image, headers={**H, "Content-Type": "image/jpeg"}).status_code == 200
+        )
     assert not root.exists()

@@ -5,13 +5,18 @@ from __future__ import annotations
 import shutil
 
 import httpx
-
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 API_KEY = "test-key-0123456789abcdef"
 
@@ -20,7 +25,9 @@ API_KEY = "test-key-0123456789abcdef"
 def browser():
     from playwright.sync_api import sync_playwright
 
-    assert shutil.which(CHROMIUM) or shutil.os.path.exists(CHROMIUM), "install Debian's chromium (scripts/setup.sh test)"
+    assert shutil.which(CHROMIUM) or shutil.os.path.exists(CHROMIUM), (
+        "install Debian's chromium (scripts/setup.sh test)"
+    )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
@@ -41,7 +48,10 @@ def test_upload_bccd_image_draws_every_detection(browser, live_server, shared_da
     image = shared_datasets / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00001.jpg"
     page = browser.new_page()
     external = []
-    page.on("request", lambda r: external.append(r.url) if not r.url.startswith((live_server.url, "blob:", "data:")) else None)
+    page.on(
+        "request",
+        lambda r: external.append(r.url) if not r.url.startswith((live_server.url, "blob:", "data:")) else None,
+    )
     resp = _upload(page, live_server.url, image, API_KEY, 0.3)
     assert resp.status == 200
     page.wait_for_function("document.body.dataset.state === 'done'")
@@ -59,12 +69,15 @@ def test_upload_bccd_image_draws_every_detection(browser, live_server, shared_da
     assert page.locator("#detections tbody tr.detection").count() == len(returned)
     first_row = page.locator("#detections tbody tr.detection").first.inner_text()
     assert returned[0]["class_name"] in first_row
-    assert page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]") == [640, 480]
+    assert page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]") == [
+        640,
+        480,
+    ]
     # the canvas holds the image with coloured box outlines: a pixel on the first box's top edge has the box colour
-    ymin, xmin, ymax, xmax = returned[0]["box_pixels"]
+    ymin, xmin, _ymax, xmax = returned[0]["box_pixels"]
     px = page.evaluate(
         f"Array.from(document.getElementById('canvas').getContext('2d')"
-        f".getImageData({int((xmin + xmax) / 2)}, {int(round(ymin))}, 1, 1).data)"
+        f".getImageData({int((xmin + xmax) / 2)}, {round(ymin)}, 1, 1).data)"
     )
     colours = {1: (0xE6, 0x19, 0x4B), 2: (0x3C, 0xB4, 0x4B), 3: (0x43, 0x63, 0xD8)}
     expected = colours[returned[0]["class_id"]]

@@ -46,13 +46,27 @@ def test_openapi_operations_never_5xx(case, live_server):
 
 
 _ctypes = st.sampled_from(
-    ["image/jpeg", "image/png", "application/x-image", "application/json", "text/plain", "", "image/jpeg; charset=x",
-     "application/json; charset=utf-8", "multipart/form-data; boundary=x"]
+    [
+        "image/jpeg",
+        "image/png",
+        "application/x-image",
+        "application/json",
+        "text/plain",
+        "",
+        "image/jpeg; charset=x",
+        "application/json; charset=utf-8",
+        "multipart/form-data; boundary=x",
+    ]
 )
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(string.printable, max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["instances", "input_data", "b64", "uri", "data", "columns", "score_threshold", "x"]), children, max_size=4
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["instances", "input_data", "b64", "uri", "data", "columns", "score_threshold", "x"]),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=12,
 )
@@ -65,8 +79,11 @@ def http(live_server):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(body=st.binary(max_size=2048) | st.builds(lambda v: json.dumps(v).encode(), _json_values), ctype=_ctypes,
-       path=st.sampled_from(["/invocations", "/score"]))
+@given(
+    body=st.binary(max_size=2048) | st.builds(lambda v: json.dumps(v).encode(), _json_values),
+    ctype=_ctypes,
+    path=st.sampled_from(["/invocations", "/score"]),
+)
 def test_random_bodies_never_5xx(http, body, ctype, path):
     r = http.post(path, content=body, headers={"Content-Type": ctype})
     assert 400 <= r.status_code < 500 or r.status_code == 200, (path, ctype, body[:80], r.status_code, r.text[:200])

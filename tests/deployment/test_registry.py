@@ -39,7 +39,9 @@ def test_mlflow_adapter_roundtrip(registry, model_name):
     assert (mv.version, mv.status, mv.registered_by) == ("1", ApprovalStatus.PENDING, "alice")
     mv2 = registry.create_version(model_name, "/data/run 2/export", "bob", {}, {})
     assert mv2.version == "2"
-    got = registry.set_status(model_name, "1", ApprovalStatus.APPROVED, AuditEntry("carol", "2026-11-22T12:00:00+00:00", "approve", "fine"))
+    got = registry.set_status(
+        model_name, "1", ApprovalStatus.APPROVED, AuditEntry("carol", "2026-11-22T12:00:00+00:00", "approve", "fine")
+    )
     assert got.status == ApprovalStatus.APPROVED and got.audit[-1].comment == "fine"
     assert got.metrics == {"test/AP": 0.25} and got.tags == {"k": "v"}
     assert [v.version for v in registry.list_versions(model_name)] == ["1", "2"]

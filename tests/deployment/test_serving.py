@@ -25,7 +25,9 @@ def inputs_dir(tmp_path):
 
 @pytest.fixture
 def client(fake_saved_model, fake_detector, make_settings, inputs_dir):
-    settings = make_settings(fake_saved_model, max_images=4, max_body_bytes=2_000_000, input_uri_prefixes=str(inputs_dir))
+    settings = make_settings(
+        fake_saved_model, max_images=4, max_body_bytes=2_000_000, input_uri_prefixes=str(inputs_dir)
+    )
     with TestClient(create_app(settings, detector=fake_detector)) as c:
         yield c
 
@@ -90,7 +92,13 @@ def test_invocations_png_and_x_image(client, fake_detector, ctype):
 
 def test_score_azureml_style_batch(client, fake_detector, bccd_image):
     imgs = [bccd_image, _png(color=(0, 0, 250)), _png(80, 20, (90, 90, 90))]
-    payload = {"input_data": {"columns": ["image"], "index": [0, 1, 2], "data": [_b64(imgs[0]), [_b64(imgs[1])], _b64(imgs[2])]}}
+    payload = {
+        "input_data": {
+            "columns": ["image"],
+            "index": [0, 1, 2],
+            "data": [_b64(imgs[0]), [_b64(imgs[1])], _b64(imgs[2])],
+        }
+    }
     r = client.post("/score", json=payload, headers=H)
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
@@ -108,7 +116,9 @@ def test_json_instances_on_invocations_and_threshold(client, fake_detector, bccd
     ref = _in_process(fake_detector, bccd_image)
     assert len(dets) == int((ref["scores"] >= 0.5).sum()) > 0
     assert all(d["score"] >= 0.5 for d in dets)
-    r2 = client.post("/invocations?score_threshold=0.6", content=bccd_image, headers={**H, "Content-Type": "image/jpeg"})
+    r2 = client.post(
+        "/invocations?score_threshold=0.6", content=bccd_image, headers={**H, "Content-Type": "image/jpeg"}
+    )
     assert len(r2.json()["predictions"][0]["detections"]) == int((ref["scores"] >= 0.6).sum())
 
 
@@ -131,8 +141,13 @@ def test_storage_uri_input(client, fake_detector, inputs_dir, bccd_image):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"X-API-Key": "wrong-key-0123456789abcdef"}, {"X-API-Key": API_KEY[:-1]}, {"Authorization": f"Basic {API_KEY}"},
-     {"X-API-Key": ""}],
+    [
+        {},
+        {"X-API-Key": "wrong-key-0123456789abcdef"},
+        {"X-API-Key": API_KEY[:-1]},
+        {"Authorization": f"Basic {API_KEY}"},
+        {"X-API-Key": ""},
+    ],
 )
 def test_401_without_valid_key(client, headers):
     for method, path, kw in (
@@ -207,8 +222,14 @@ def test_415_image_that_is_not_jpeg_or_png(client):
 
     buf = io.BytesIO()
     Image.new("RGB", (10, 10)).save(buf, format="GIF")
-    assert client.post("/invocations", content=buf.getvalue(), headers={**H, "Content-Type": "image/jpeg"}).status_code == 415
-    assert client.post("/invocations", content=b"not an image", headers={**H, "Content-Type": "image/png"}).status_code == 415
+    assert (
+        client.post("/invocations", content=buf.getvalue(), headers={**H, "Content-Type": "image/jpeg"}).status_code
+        == 415
+    )
+    assert (
+        client.post("/invocations", content=b"not an image", headers={**H, "Content-Type": "image/png"}).status_code
+        == 415
+    )
 
 
 @pytest.mark.parametrize(
@@ -259,7 +280,9 @@ def test_bad_image_in_batch_does_not_fail_concurrent_requests(client, fake_detec
         return client.post("/invocations", content=data, headers={**H, "Content-Type": "image/jpeg"}).status_code
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        codes = list(pool.map(post, [bccd_image, bccd_image[:3000], bccd_image, bccd_image[:3000], bccd_image, bccd_image]))
+        codes = list(
+            pool.map(post, [bccd_image, bccd_image[:3000], bccd_image, bccd_image[:3000], bccd_image, bccd_image])
+        )
     assert codes == [200, 422, 200, 422, 200, 200]
 
 

@@ -10,7 +10,10 @@ from training.errors import DataError, NotFoundError
 
 def test_flatten():
     assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": "x"}], "f": {}}) == {
-        "a.b": "1", "a.c": "[1, 2]", "d.0.e": "x", "f": "{}"
+        "a.b": "1",
+        "a.c": "[1, 2]",
+        "d.0.e": "x",
+        "f": "{}",
     }
     assert tracking.flatten({"long": "x" * 7000})["long"].endswith("...")
 
