@@ -2,8 +2,9 @@
 with the project trainer (training.train.train_model, Model Garden Orbit runner).
 
 Configured once from ``TF_CONFIG`` and once from SageMaker's ``SM_HOSTS`` / ``SM_CURRENT_HOST``
-(converted by :mod:`training.distribute`). Synchronous all-reduce means both workers must end with
-identical weights, and those weights must have moved from their initial values.
+(converted by :mod:`training.distribute`). Synchronous all-reduce means both workers report the
+same loss and end with identical variables (compared one by one in their checkpoints: the chief's
+in the model folder, the other's in the temporary folder Model Garden gives non-chief workers).
 """
 
 from __future__ import annotations
