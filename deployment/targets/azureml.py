@@ -87,6 +87,9 @@ class AzureMLTarget(DeployTarget):
     # -- entities ------------------------------------------------------------------------------
     def build_endpoint(self, endpoint: str, traffic: dict[str, int] | None = None):
         """The ``ManagedOnlineEndpoint`` / ``KubernetesOnlineEndpoint`` entity (``auth_mode: key``)."""
+        from training.backends.azureml import quiet_sdk
+
+        quiet_sdk()
         from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
 
         common = {"name": endpoint, "auth_mode": "key", "description": "detops object detector",

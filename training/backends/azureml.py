@@ -35,6 +35,13 @@ from typing import Any
 from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
 from training.errors import BackendError, ConfigError
 
+def quiet_sdk() -> None:
+    """Silence azure-ai-ml's "This is an experimental class" warnings (printed on every import)."""
+    import logging
+
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+
+
 #: Image used in dry runs when DETOPS_TRAINING_IMAGE is unset (shown, never pulled).
 DRY_RUN_IMAGE = "detopsacr.azurecr.io/detops-training:0.1.0-gpu"
 
@@ -73,6 +80,7 @@ class AzureMLSettings:
 
 def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureMLSettings, nodes: int) -> dict[str, Any]:
     """The four command builders (``azure.ai.ml.command``), one per stage, keyed by stage name."""
+    quiet_sdk()
     from azure.ai.ml import Input, Output, TensorFlowDistribution, command
     from azure.ai.ml.entities import Environment
 
