@@ -17,8 +17,6 @@ Outputs (see docs/contracts.md), K = ``max_num_detections`` (padded):
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
 
@@ -192,7 +190,3 @@ def padded_size(params) -> list[int]:
     """The model's input size after padding to a multiple of ``2**max_level``, ``[h, w]``."""
     return _padded_size(params)
 
-
-def ceil_div(a: int, b: int) -> int:
-    """Integer ceiling of ``a / b``."""
-    return int(math.ceil(a / b))
