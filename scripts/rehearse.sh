@@ -77,7 +77,8 @@ latest_version() {
 train_candidate() {
   step "submit (local backend, wait)"
   detops submit "$config" --backend local --wait "${tiny[@]}" | tee "$work/submit.log"
-  RUN_DIR="$(tail -n 1 "$work/submit.log")"
+  # submit ends with its result as JSON (as in train.yml): run_url is the run folder
+  RUN_DIR="$("$PY" -c 'import json, sys; t = "\n" + sys.stdin.read(); print(json.loads(t[t.rindex("\n{") + 1 :])["run_url"])' < "$work/submit.log")"
   [ -n "$RUN_DIR" ] || fail "submit printed no run folder"
   step "evaluate $RUN_DIR"
   detops evaluate --run-dir "$RUN_DIR" --split val --split test
