@@ -1,21 +1,24 @@
 """The local rehearsal (scripts/rehearse.sh) of the train and release workflows.
 
 Fast: the script calls the same `detops` commands as the workflows, with at least the options they
-use, in the workflows' order, and every call matches the CLI. Slow: the script runs end to end on
-BCCD (two tiny runs, a local MLflow registry, the local deploy target on 127.0.0.1) and leaves the
-registry and the endpoint in the state the workflows promise.
+use, in the workflows' order, and every call matches the CLI. Slow: the script runs end to end (two
+tiny runs on a drawn dataset made here, a local MLflow registry, the local deploy target on
+127.0.0.1) and leaves the registry and the endpoint in the state the workflows promise.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from cicd_helpers import GITHUB_DIR, REPO, all_calls, check_call, cli_root, detops_calls
+from PIL import Image, ImageDraw
 
 SCRIPT = REPO / "scripts" / "rehearse.sh"
 
@@ -65,11 +68,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tiny_voc_dataset(root: Path, n: int = 24, size: tuple[int, int] = (96, 80)) -> Path:
+    """Write ``n`` JPEGs of drawn "cells" (3 classes) with their Pascal VOC XML (pixel boxes)."""
+    rng = random.Random(7)
+    classes = {"RBC": (214, 120, 140), "WBC": (120, 70, 160), "Platelets": (200, 170, 60)}
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir(parents=True)
+    w, h = size
+    for i in range(n):
+        im = Image.new("RGB", size, (238, 226, 214))
+        draw = ImageDraw.Draw(im)
+        objects = []
+        for cls in rng.sample(sorted(classes), k=rng.randint(1, 3)):
+            bw, bh = rng.randint(14, 30), rng.randint(14, 30)
+            x0, y0 = rng.randint(0, w - bw - 1), rng.randint(0, h - bh - 1)
+            draw.ellipse((x0, y0, x0 + bw, y0 + bh), fill=classes[cls])
+            objects.append(
+                f"<object><name>{cls}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                f"<xmax>{x0 + bw}</xmax><ymax>{y0 + bh}</ymax></bndbox></object>"
+            )
+        im.save(root / "JPEGImages" / f"cells_{i:03d}.jpg", quality=90)
+        (root / "Annotations" / f"cells_{i:03d}.xml").write_text(
+            f"<annotation><filename>cells_{i:03d}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{''.join(objects)}</annotation>"
+        )
+    return root
+
+
 @pytest.mark.slow
-def test_rehearsal_end_to_end(shared_datasets, tmp_path, monkeypatch):
+def test_rehearsal_end_to_end(tmp_path, monkeypatch):
+    """scripts/rehearse.sh on a tiny drawn dataset (the script's default is configs/bccd.yaml, same commands)."""
     work = tmp_path / "rehearsal dir"
+    data = _tiny_voc_dataset(tmp_path / "data set")
+    config = tmp_path / "tiny rehearsal.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "project": "rehearsal",
+                "datastore": "${DETOPS_DATASTORE}",
+                "data": {"format": "voc", "path": str(data / "Annotations"), "images": str(data / "JPEGImages")},
+                "split": {"ratios": [0.5, 0.25, 0.25], "seed": 1},
+                "train": {"preset": "retinanet_mobilenetv2_fpn_tiny"},
+            }
+        )
+    )
     port = _free_port()
-    env = dict(os.environ, REHEARSAL_DIR=str(work), DETOPS_DATASETS=str(shared_datasets), DETOPS_LOCAL_PORT=str(port))
+    env = dict(os.environ, REHEARSAL_DIR=str(work), REHEARSAL_CONFIG=str(config), DETOPS_LOCAL_PORT=str(port))
     r = subprocess.run(
         ["bash", str(SCRIPT)], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600
     )
@@ -78,6 +122,7 @@ def test_rehearsal_end_to_end(shared_datasets, tmp_path, monkeypatch):
     assert r.returncode == 0, tail
     assert "REHEARSAL PASSED: versions 1 and 2 registered and approved" in r.stdout, tail
     assert r.stdout.count("(refused as expected, exit code 4)") == 4, tail  # 2 candidates x (deploy, self-approval)
+    assert "/invocations answered 401" in r.stdout + r.stderr, tail  # the injected fault, caught by the smoke test
 
     # The registry the workflows wrote: two Approved versions, registered by CI, approved by a person.
     monkeypatch.setenv("DETOPS_REGISTRY", "mlflow")
@@ -99,4 +144,3 @@ def test_rehearsal_end_to_end(shared_datasets, tmp_path, monkeypatch):
     assert state["url"] == f"http://127.0.0.1:{port}"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    assert Path(state["log"]).exists()
