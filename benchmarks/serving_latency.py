@@ -66,13 +66,19 @@ def load_images(n: int) -> list[bytes]:
     return [(root / "JPEGImages" / f"{ids[i % len(ids)]}.jpg").read_bytes() for i in range(n)]
 
 
-def in_process(model_dir: str, images: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
-    """Call ``serving_default`` on one image per call from ``concurrency`` threads, ``requests`` calls in all."""
+def load_reference(model_dir: str):
+    """The SavedModel's ``serving_default`` loaded in this process (the reference)."""
     import tensorflow as tf
 
     from deployment.serving.model import resolve_saved_model
 
-    fn = tf.saved_model.load(resolve_saved_model(model_dir)).signatures["serving_default"]
+    return tf.saved_model.load(resolve_saved_model(model_dir)).signatures["serving_default"]
+
+
+def in_process(fn, images: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
+    """Call ``fn`` (``serving_default``) on one image per call from ``concurrency`` threads, ``requests`` calls."""
+    import tensorflow as tf
+
     for img in images[:2]:
         fn(encoded_images=tf.constant([img]))  # warm up
     lat: list[float] = []
@@ -125,7 +131,7 @@ async def _http_load(url: str, key: str, images: list[bytes], requests: int, con
     return _summary(lat, wall)
 
 
-def start_service(model_dir: str, port: int, key: str, max_batch_size: int) -> subprocess.Popen:
+def start_service(model_dir: str, port: int, key: str, max_batch_size: int, workers: int = 1) -> subprocess.Popen:
     """Start ``python -m deployment.serving`` on 127.0.0.1:``port`` and wait for ``/readyz``."""
     import httpx
 
@@ -136,6 +142,7 @@ def start_service(model_dir: str, port: int, key: str, max_batch_size: int) -> s
         DETOPS_MODEL_NAME="bench",
         DETOPS_MODEL_VERSION="0",
         DETOPS_MAX_BATCH_SIZE=str(max_batch_size),
+        DETOPS_MODEL_WORKERS=str(workers),
         DETOPS_LOG_LEVEL="warning",
         PYTHONPATH=str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
     )
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--requests", type=int, default=64, help="requests per measurement")
     p.add_argument("--images", type=int, default=8, help="distinct BCCD test images")
     p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--model-workers", type=int, default=1, help="batches in flight in the service")
     p.add_argument("--port", type=int, default=18480)
     p.add_argument("--out", help="write the result JSON here too")
     args = p.parse_args(argv)
@@ -186,17 +194,22 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {
         "model": model,
         "requests_per_measurement": args.requests,
+        "max_batch_size": args.max_batch_size,
+        "model_workers": args.model_workers,
         "images": len(images),
         "cpu_count": os.cpu_count(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "in_process": {},
         "service": {},
         "ratios": {},
     }
-    for c in (1, 8):
-        result["in_process"][f"c{c}"] = in_process(model_dir, images, args.requests, c)
-    proc = start_service(model_dir, args.port, key, args.max_batch_size)
+    # The service starts first; then each concurrency is measured in-process and over HTTP back to
+    # back, so that both sides of a ratio see the same machine load.
+    proc = start_service(model_dir, args.port, key, args.max_batch_size, args.model_workers)
     try:
+        fn = load_reference(model_dir)
         for c in (1, 8):
+            result["in_process"][f"c{c}"] = in_process(fn, images, args.requests, c)
             result["service"][f"c{c}"] = asyncio.run(
                 _http_load(f"http://127.0.0.1:{args.port}", key, images, args.requests, c)
             )

@@ -152,6 +152,7 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
             settings.max_batch_size,
             settings.batch_wait_ms / 1000.0,
             on_batch=lambda n, s: metrics.batch_size.observe(n),
+            workers=settings.model_workers,
         )
         await batcher.start()
         state["batcher"] = batcher

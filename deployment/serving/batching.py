@@ -23,6 +23,8 @@ class MicroBatcher:
         max_batch_size: most items per call.
         max_wait_s: extra time to wait for more items once one is queued (0: greedy only).
         on_batch: optional callback ``on_batch(batch_size, seconds)`` for metrics.
+        workers: batches in flight at once (each worker takes the next group while the others run
+            theirs; TensorFlow runs concurrent calls of one function safely).
     """
 
     def __init__(
@@ -31,26 +33,29 @@ class MicroBatcher:
         max_batch_size: int = 8,
         max_wait_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.fn = fn
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
+        self.workers = max(1, int(workers))
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         """Start the worker task on the running loop."""
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run(), name="detops-micro-batcher")
+        self._tasks = [asyncio.create_task(self._run(), name=f"detops-micro-batcher-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
         """Finish the queued items, then stop the worker."""
-        if self._queue is None or self._task is None:
+        if self._queue is None or not self._tasks:
             return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
+        for _ in self._tasks:
+            await self._queue.put(None)
+        await asyncio.gather(*self._tasks)
+        self._tasks = []
 
     async def submit(self, item: Any) -> Any:
         """Queue ``item`` and return its result (or raise the exception the batch call raised)."""
@@ -102,12 +107,19 @@ class MicroBatcher:
             for (_, fut), res in zip(batch, results):
                 if not fut.done():
                     fut.set_result(res)
-        # drain anything left after the stop marker
+        # Items queued after the stop markers: score them one by one. Markers met here belong to the
+        # other workers and are put back for them.
+        leftovers, markers = [], 0
         while not q.empty():
             rest = q.get_nowait()
-            if rest is not None:
-                item, fut = rest
-                try:
-                    fut.set_result((await asyncio.to_thread(self.fn, [item]))[0])
-                except Exception as e:  # noqa: BLE001 - the caller gets the failure
-                    fut.set_exception(e)
+            if rest is None:
+                markers += 1
+            else:
+                leftovers.append(rest)
+        for _ in range(markers):
+            q.put_nowait(None)
+        for item, fut in leftovers:
+            try:
+                fut.set_result((await asyncio.to_thread(self.fn, [item]))[0])
+            except Exception as e:  # noqa: BLE001 - the caller gets the failure
+                fut.set_exception(e)

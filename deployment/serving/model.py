@@ -13,7 +13,6 @@ import hashlib
 import io
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +77,8 @@ def resolve_saved_model(model_dir: str) -> str:
 class Detector:
     """A loaded SavedModel that scores batches of encoded images.
 
-    Calls are serialized by a lock (one TensorFlow call at a time; the micro-batcher groups
-    concurrent requests into one call instead).
+    Safe to call from several threads at once (TensorFlow runs concurrent calls of a concrete
+    function); the micro-batcher decides how many calls are in flight.
     """
 
     def __init__(self, model_dir: str, name: str = "model", version: str = "unknown") -> None:
@@ -93,7 +92,6 @@ class Detector:
         if "serving_default" not in self._model.signatures:
             raise ConfigError(f"{self.path}: SavedModel has no 'serving_default' signature (docs/contracts.md)")
         self._fn = self._model.signatures["serving_default"]
-        self._lock = threading.Lock()
         self.ready = False
 
     def warmup(self) -> None:
@@ -107,8 +105,7 @@ class Detector:
 
     def _call(self, images: list[bytes]) -> dict[str, Any]:
         tf = self._tf
-        with self._lock:
-            out = self._fn(encoded_images=tf.constant(images, dtype=tf.string))
+        out = self._fn(encoded_images=tf.constant(images, dtype=tf.string))
         return {k: v.numpy() for k, v in out.items()}
 
     def predict(self, images: list[bytes]) -> list[list[Detection] | ImageDecodeError]:

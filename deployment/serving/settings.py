@@ -38,6 +38,7 @@ class ServingSettings(BaseSettings):
     max_images: int = Field(16, gt=0, description="Most images in one request; more gets 422.")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height); larger gets 413.")
     max_batch_size: int = Field(8, gt=0, description="Most images in one SavedModel call (micro-batching).")
+    model_workers: int = Field(1, gt=0, le=16, description="SavedModel calls (batches) in flight at once.")
     batch_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests before a batch runs.")
     score_threshold: float = Field(0.0, ge=0, le=1, description="Default minimum score of returned detections.")
     input_uri_prefixes: Annotated[list[str], NoDecode] = Field(

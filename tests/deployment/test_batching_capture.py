@@ -102,13 +102,38 @@ def test_batch_failure_reaches_every_waiter_and_worker_survives():
     assert second == 9
 
 
+def test_several_workers_run_batches_concurrently_and_stop():
+    import threading
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def f(items):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return items
+
+    async def main():
+        b = MicroBatcher(f, max_batch_size=2, workers=3)
+        await b.start()
+        out = await asyncio.gather(*(b.submit(i) for i in range(12)))
+        await asyncio.wait_for(b.stop(), 5)
+        return out
+
+    assert asyncio.run(main()) == list(range(12))
+    assert peak[0] == 3
+
+
 def test_stop_finishes_queued_items():
     def f(items):
         time.sleep(0.02)
         return items
 
     async def main():
-        b = MicroBatcher(f, max_batch_size=2)
+        b = MicroBatcher(f, max_batch_size=2, workers=2)
         await b.start()
         tasks = [asyncio.create_task(b.submit(i)) for i in range(7)]
         await asyncio.sleep(0)
