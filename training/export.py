@@ -45,7 +45,7 @@ def _tflite_params(params, max_detections: int):
     gen.tflite_post_processing.max_detections = max_detections
     gen.tflite_post_processing.max_classes_per_detection = 1
     gen.tflite_post_processing.detections_per_class = max_detections
-    gen.tflite_post_processing.use_regular_nms = True
+    gen.tflite_post_processing.use_regular_nms = False
     gen.tflite_post_processing.nms_score_threshold = gen.pre_nms_score_threshold
     gen.tflite_post_processing.nms_iou_threshold = gen.nms_iou_threshold
     return p
