@@ -244,5 +244,6 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
         if manifest.get("status") == "complete"
         else ("FAILED" if manifest.get("status") == "failed" else "RUNNING")
     )
-    client.set_terminated(mlrun_id, status=status) if status != "RUNNING" else None
+    if status != "RUNNING":  # a run still in progress stays open in MLflow
+        client.set_terminated(mlrun_id, status=status)
     return mlrun_id
