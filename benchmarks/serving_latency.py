@@ -10,6 +10,9 @@ What it measures, all in one run on the same images:
 - ratios: service / reference for p50, p99 and throughput at each concurrency, and the service's
   throughput at 8 over that at 1 (the gain from request batching).
 
+The reference and the service alternate in ``--rounds`` rounds at each concurrency, so that a change
+in machine load (a shared machine) hits both sides of a ratio alike.
+
 Aims (docs/serving.md): p50 at concurrency 1 within 1.10x of the in-process call; throughput at
 concurrency 8 at least 1.5x that at concurrency 1.
 
@@ -75,7 +78,7 @@ def load_reference(model_dir: str):
     return tf.saved_model.load(resolve_saved_model(model_dir)).signatures["serving_default"]
 
 
-def in_process(fn, images: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
+def in_process(fn, images: list[bytes], requests: int, concurrency: int) -> tuple[list[float], float]:
     """Call ``fn`` (``serving_default``) on one image per call from ``concurrency`` threads, ``requests`` calls."""
     import tensorflow as tf
 
@@ -103,10 +106,12 @@ def in_process(fn, images: list[bytes], requests: int, concurrency: int) -> dict
         t.start()
     for t in threads:
         t.join()
-    return _summary(lat, time.perf_counter() - t0)
+    return lat, time.perf_counter() - t0
 
 
-async def _http_load(url: str, key: str, images: list[bytes], requests: int, concurrency: int) -> dict[str, float]:
+async def _http_load(
+    url: str, key: str, images: list[bytes], requests: int, concurrency: int
+) -> tuple[list[float], float]:
     import httpx
 
     lat: list[float] = []
@@ -128,7 +133,7 @@ async def _http_load(url: str, key: str, images: list[bytes], requests: int, con
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return _summary(lat, wall)
+    return lat, wall
 
 
 def start_service(model_dir: str, port: int, key: str, max_batch_size: int, workers: int = 1) -> subprocess.Popen:
@@ -172,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--fake", action="store_true", help="use deployment.testing's fake SavedModel")
     p.add_argument("--fake-work", type=int, default=4, help="convolutions per image in the fake model")
     p.add_argument("--requests", type=int, default=64, help="requests per measurement")
+    p.add_argument("--rounds", type=int, default=4, help="alternating in-process/service rounds per concurrency")
     p.add_argument("--images", type=int, default=8, help="distinct BCCD test images")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--model-workers", type=int, default=1, help="batches in flight in the service")
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {
         "model": model,
         "requests_per_measurement": args.requests,
+        "rounds": args.rounds,
         "max_batch_size": args.max_batch_size,
         "model_workers": args.model_workers,
         "images": len(images),
@@ -208,11 +215,18 @@ def main(argv: list[str] | None = None) -> dict:
     proc = start_service(model_dir, args.port, key, args.max_batch_size, args.model_workers)
     try:
         fn = load_reference(model_dir)
+        per_round = max(1, args.requests // args.rounds)
         for c in (1, 8):
-            result["in_process"][f"c{c}"] = in_process(fn, images, args.requests, c)
-            result["service"][f"c{c}"] = asyncio.run(
-                _http_load(f"http://127.0.0.1:{args.port}", key, images, args.requests, c)
-            )
+            ref_lat, ref_wall, svc_lat, svc_wall = [], 0.0, [], 0.0
+            for _ in range(args.rounds):  # alternate, so that load drift hits both sides alike
+                lat, wall = in_process(fn, images, per_round, c)
+                ref_lat += lat
+                ref_wall += wall
+                lat, wall = asyncio.run(_http_load(f"http://127.0.0.1:{args.port}", key, images, per_round, c))
+                svc_lat += lat
+                svc_wall += wall
+            result["in_process"][f"c{c}"] = _summary(ref_lat, ref_wall)
+            result["service"][f"c{c}"] = _summary(svc_lat, svc_wall)
     finally:
         proc.terminate()
         proc.wait(60)
