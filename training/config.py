@@ -155,7 +155,18 @@ def apply_set(tree: dict, assignment: str) -> None:
         if not isinstance(node.get(p), dict):
             node[p] = {}
         node = node[p]
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """Parse a ``--set`` value as YAML, also reading ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()) else value
+        except ValueError:
+            return value
+    return value
 
 
 def _explain(e: ValidationError, where: str) -> ConfigError:

@@ -133,8 +133,14 @@ def _check_keys(overrides: dict[str, Any], tree: dict[str, Any], prefix: str, wh
             close = difflib.get_close_matches(key, list(tree), n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(f"{where}: unknown experiment key {dotted!r}.{hint}")
-        if isinstance(value, dict) and isinstance(tree[key], dict) and tree[key]:
-            _check_keys(value, tree[key], f"{dotted}.", where)
+        current = tree[key]
+        if isinstance(value, dict) and isinstance(current, dict) and current:
+            _check_keys(value, current, f"{dotted}.", where)
+        elif isinstance(current, (int, float)) and not isinstance(current, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {dotted} must be a number, not {value!r}")
+        elif isinstance(current, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {dotted} must be true or false, not {value!r}")
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

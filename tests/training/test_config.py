@@ -82,3 +82,11 @@ def test_shipped_configs_validate(monkeypatch):
     for p in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
         cfg = load_run_config(p)
         assert cfg.data.path.startswith("/datasets/"), p
+
+
+def test_set_reads_exponent_floats():
+    tree: dict = {}
+    apply_set(tree, "train.learning_rate=1e-3")
+    apply_set(tree, "train.overrides.task.losses.l2_weight_decay=4E-5")
+    assert tree["train"]["learning_rate"] == 1e-3
+    assert tree["train"]["overrides"]["task.losses.l2_weight_decay"] == 4e-5

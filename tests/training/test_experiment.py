@@ -66,3 +66,10 @@ def test_yaml_round_trip():
     p = build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, steps=9)
     q = experiment_from_yaml(experiment_to_yaml(p))
     assert q.as_dict() == p.as_dict()
+
+
+def test_override_of_wrong_type_is_rejected():
+    with pytest.raises(ConfigError, match=r"task.losses.l2_weight_decay must be a number"):
+        build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.losses.l2_weight_decay": "1e-5"})
+    with pytest.raises(ConfigError, match=r"must be true or false"):
+        build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.freeze_backbone": "yes"})
