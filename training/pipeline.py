@@ -374,7 +374,8 @@ def export(run: Run, console=None) -> dict:
     gt = run.path("data", "annotations", "test.json")
     loaded = tf.saved_model.load(sm_dir).signatures["serving_default"]
     sm_metrics = evaluate_split(lambda x: loaded(encoded_images=x), test, gt, os.path.join(out_dir, "parity", "saved_model"), draw=False)
-    parity: dict = {"max_delta": cfg.export.max_delta, "split": "test"}
+    parity: dict = {"split": "test"}
+    bounds = {"float": cfg.export.max_delta, "int8": cfg.export.max_delta_int8}
     if cfg.export.tflite:
         variants = [("float", None, "model.tflite")] + ([("int8", "int8", "model_int8.tflite")] if cfg.export.int8 else [])
         for name, quant, fname in variants:
@@ -382,7 +383,8 @@ def export(run: Run, console=None) -> dict:
             with open(path, "wb") as f:
                 f.write(ex.convert_tflite(params, model, quant, cfg.export.calibration_steps))
             m = evaluate_split(ex.tflite_detector(path, module), test, gt, os.path.join(out_dir, "parity", name), draw=False)
-            parity[name] = ex.parity_check(sm_metrics, m, cfg.export.max_delta)
+            parity[name] = ex.parity_check(sm_metrics, m, bounds[name])
+            parity[name]["max_delta"] = bounds[name]
             parity[name]["size_bytes"] = os.path.getsize(path)
             say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), "
                 f"{'passed' if parity[name]['passed'] else 'FAILED'}")

@@ -101,9 +101,11 @@ def test_tflite_runs_and_parity_recorded(tiny_run: Path):
     from ai_edge_litert.interpreter import Interpreter
 
     parity = json.loads((tiny_run / "export" / "parity.json").read_text())
-    assert set(parity) >= {"float", "int8", "passed", "max_delta"}
+    assert set(parity) >= {"float", "int8", "passed"}
+    assert parity["float"]["max_delta"] == 0.02 and parity["int8"]["max_delta"] == 0.03
     for name in ("float", "int8"):
         p = parity[name]
+        assert p["passed"] == (abs(p["delta_AP"]) <= p["max_delta"] and abs(p["delta_AP50"]) <= p["max_delta"])
         assert p["delta_AP50"] == pytest.approx(p["AP50_tflite"] - p["AP50_savedmodel"])
     interp = Interpreter(model_path=str(tiny_run / "export" / "model_int8.tflite"))
     runner = interp.get_signature_runner()
