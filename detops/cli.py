@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the terminal width
 _state = {"debug": False}
 
 
@@ -62,19 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("aborted")
         sys.exit(int(ExitCode.ERROR))
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
+    except Exception as e:
+        # Usage errors: typer 0.29 bundles its own click, so match click's exception shapes, not classes.
+        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(int(ExitCode.USAGE))
         if _state["debug"]:
             raise
         err.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(int(ExitCode.ERROR))
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

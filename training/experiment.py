@@ -221,6 +221,12 @@ def build_experiment(
     if init_checkpoint is None and d.get("pretrained") and pretrained_provider is not None:
         init_checkpoint = pretrained_provider()
 
+    stride = 2 ** int(p.model["max_level"])
+    if image_size % stride:
+        raise ConfigError(
+            f"{where}: image_size {image_size} must be a multiple of {stride} (2**max_level of preset {preset!r}); "
+            f"e.g. {max(stride, round(image_size / stride) * stride)}"
+        )
     params = exp_factory.get_exp_config("retinanet")
     model = copy.deepcopy(p.model)
     model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})

@@ -73,3 +73,8 @@ def test_override_of_wrong_type_is_rejected():
         build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.losses.l2_weight_decay": "1e-5"})
     with pytest.raises(ConfigError, match=r"must be true or false"):
         build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.freeze_backbone": "yes"})
+
+
+def test_image_size_must_fit_the_feature_pyramid():
+    with pytest.raises(ConfigError, match=r"image_size 160 must be a multiple of 64.*e.g. 128"):
+        build_experiment(preset="retinanet_mobilenetv2_fpn_cpu", **ARGS, image_size=160, init_checkpoint="/x")
