@@ -18,6 +18,7 @@ from training.errors import unknown_name_error
 REGISTRIES: dict[str, str] = {
     "mlflow": "deployment.registry.mlflow:MlflowRegistry",
     "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
+    "azureml": "deployment.registry.azureml:AzureMLRegistry",
 }
 
 
