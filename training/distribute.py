@@ -146,7 +146,7 @@ def worker_dir(base: str, env: Mapping[str, str] = os.environ) -> str:
     return f"{base.rstrip('/')}/workers/{task['type']}-{task.get('index', 0)}"
 
 
-def strategy_from_env(env: Mapping[str, str] = os.environ) -> "tf.distribute.Strategy":
+def strategy_from_env(env: Mapping[str, str] = os.environ) -> tf.distribute.Strategy:
     """Return the ``tf.distribute.Strategy`` for this process (see the module docstring).
 
     With a cluster of more than one worker the strategy is a ``MultiWorkerMirroredStrategy`` built

@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from training.errors import ConfigError, unknown_name_error
 

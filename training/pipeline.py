@@ -98,7 +98,7 @@ class Run:
     @classmethod
     def create(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
         """Create a new run folder under ``<datastore>/<project>/runs/`` (or at ``run_dir``)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
         if storage.is_local(url):
@@ -155,14 +155,14 @@ class Run:
 
     def stage_done(self, stage: str, **info) -> None:
         """Record a finished stage (and its figures) in the manifest; publish when remote."""
-        self.manifest["stages"][stage] = {"status": "complete", "at": dt.datetime.now(dt.timezone.utc).isoformat(), **info}
+        self.manifest["stages"][stage] = {"status": "complete", "at": dt.datetime.now(dt.UTC).isoformat(), **info}
         self.save()
         self.publish()
 
     def finish(self, status: str = "complete") -> None:
         """Mark the run ``complete`` (or ``failed``) and publish it, ``run.json`` last."""
         self.manifest["status"] = status
-        self.manifest["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         self.save()
         self.publish()
 

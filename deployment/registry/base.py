@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class ApprovalStatus(str, enum.Enum):
+class ApprovalStatus(enum.StrEnum):
     """Approval status of a model version, spelled as SageMaker's ``ModelApprovalStatus``."""
 
     PENDING = "PendingManualApproval"

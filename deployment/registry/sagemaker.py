@@ -16,8 +16,7 @@ Settings: ``DETOPS_SM_REGISTRY_URI`` (``s3://bucket/prefix`` for the metadata do
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
@@ -26,7 +25,7 @@ from training.errors import BackendError, ConfigError, NotFoundError
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class SageMakerRegistry(ModelRegistry):

@@ -116,7 +116,7 @@ def check_image(data: bytes, where: str, max_pixels: int, unsupported_status: in
             fmt = img.format
             width, height = img.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(unsupported_status, f"{where}: not a readable JPEG or PNG image ({type(e).__name__})")
+        raise InputError(unsupported_status, f"{where}: not a readable JPEG or PNG image ({type(e).__name__})") from None
     if fmt not in ALLOWED_FORMATS:
         raise InputError(unsupported_status, f"{where}: image format {fmt} not supported (JPEG or PNG)")
     if width <= 0 or height <= 0:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deployment.registry.base import ModelVersion
-from deployment.targets.base import DeployTarget, Deployment
+from deployment.targets.base import Deployment, DeployTarget
 from training.errors import BackendError, ConfigError
 
 COLORS = ("blue", "green")

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, ModelVersion
-from deployment.targets.base import DeployTarget, Deployment
+from deployment.targets.base import Deployment, DeployTarget
 from training.errors import BackendError, ConfigError, GateError, NotFoundError
 
 DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"

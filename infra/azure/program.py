@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pulumi
 from pulumi_azure_native import authorization, resources
 
 from infra.components.azure import (

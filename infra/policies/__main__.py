@@ -9,8 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pulumi_policy import PolicyPack  # noqa: E402
-
 from pack import ENFORCEMENT_LEVEL, PACK_NAME, build_policies  # noqa: E402
+from pulumi_policy import PolicyPack  # noqa: E402
 
 PolicyPack(name=PACK_NAME, enforcement_level=ENFORCEMENT_LEVEL, policies=build_policies())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deployment.registry.approval import ApprovalService
-from deployment.registry.base import ApprovalStatus, AuditEntry
+from deployment.registry.base import ApprovalStatus
 
 pytestmark = pytest.mark.integration
 

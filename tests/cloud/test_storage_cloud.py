@@ -7,7 +7,6 @@ again uploads nothing new; an upload interrupted midway never leaves a run marke
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 

@@ -162,7 +162,7 @@ def test_capture_writes_jsonl_and_flushes_on_close(tmp_path):
     assert _lines(root) == []  # nothing written on the request path, nothing due yet
     cap.close()
     lines = _lines(root)
-    assert [l["request_id"] for l in lines] == [f"r{i}" for i in range(25)]
+    assert [line["request_id"] for line in lines] == [f"r{i}" for i in range(25)]
     assert base64.b64decode(lines[3]["input"]["images"][0]["b64"]) == b"\x03\x03\x03"
     assert lines[3]["output"] == {"i": 3} and lines[3]["model"] == {"name": "bccd", "version": "3"}
     assert cap.files_written[0].startswith(str(root / "bccd" / "3"))
@@ -219,7 +219,7 @@ def test_capture_write_failure_retried(tmp_path, monkeypatch):
     time.sleep(0.5)
     cap.close()
     assert "error" in events
-    assert [l["request_id"] for l in _lines(tmp_path)] == ["a", "b"]
+    assert [line["request_id"] for line in _lines(tmp_path)] == ["a", "b"]
 
 
 def test_service_captures_requests_and_loses_nothing_on_stop(
@@ -237,7 +237,7 @@ def test_service_captures_requests_and_loses_nothing_on_stop(
     )
     n = 12
     with TestClient(create_app(settings, detector=fake_detector)) as c:
-        for i in range(n):
+        for _ in range(n):
             r = c.post("/invocations", content=bccd_image, headers={**H, "Content-Type": "image/jpeg"})
             assert r.status_code == 200
         r = c.post("/score", json={"instances": [{"b64": base64.b64encode(bccd_image).decode()}] * 2}, headers=H)

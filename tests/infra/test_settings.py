@@ -138,7 +138,7 @@ def test_settings_from_pulumi_config_decodes_cli_strings(pulumi_config) -> None:
     settings = settings_from_pulumi_config(AzureSettings, namespace="detops-azure", stack="prod")
     assert settings == stack_settings("azure", "prod")
     assert settings.gpu_max_nodes == 4 and settings.gpu_low_priority is False
-    assert settings.github.environments == ("prod",)
+    assert settings.github.environments == ("training", "model-registration", "staging", "production", "infra-preview", "infra-production")
 
 
 def test_settings_from_pulumi_config_reports_typos(pulumi_config) -> None:

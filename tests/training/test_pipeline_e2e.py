@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from training_fakes import make_voc_dataset, tiny_config_tree
 
 pytestmark = pytest.mark.slow

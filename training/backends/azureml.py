@@ -35,6 +35,7 @@ from typing import Any
 from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
 from training.errors import BackendError, ConfigError
 
+
 def quiet_sdk() -> None:
     """Silence azure-ai-ml's "This is an experimental class" warnings (printed on every import)."""
     import logging

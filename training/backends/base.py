@@ -79,7 +79,7 @@ class Backend(abc.ABC):
 
 def new_run_id(now: dt.datetime | None = None) -> str:
     """A run id in the run layout's format, ``<YYYYmmddTHHMMSS>-<6 hex>`` (UTC)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 

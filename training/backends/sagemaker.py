@@ -235,12 +235,11 @@ class SageMakerBackend(Backend):
         The run config's ``datastore`` must be ``s3://...`` (e.g. ``DETOPS_DATASTORE=s3://bucket/runs``).
         A dry run writes ``<out_dir>/sagemaker/create_training_job.json`` and needs no credentials.
         """
-        from training import pipeline
-        from training.experiment import get_preset
-
         import contextlib
 
+        from training import pipeline
         from training.backends.base import placeholder_env
+        from training.experiment import get_preset
 
         # prepare runs here at submit time; a dry run only plans, so the dataset folder need not exist
         with placeholder_env(DETOPS_DATASETS="/datasets") if dry_run else contextlib.nullcontext():
