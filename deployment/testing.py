@@ -177,7 +177,7 @@ def make_fake_run(
     else:
         shutil.copytree(saved_model_src, export / "saved_model", dirs_exist_ok=True)
     flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
-    parity = {
+    parity: dict[str, Any] = {
         v: {
             "AP50_savedmodel": 0.5,
             "AP50_tflite": 0.5,

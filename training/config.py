@@ -206,6 +206,8 @@ def load_run_config(
     """
     where = str(path) if path else "run config"
     if tree is None:
+        if path is None:
+            raise TypeError("load_run_config needs a path or a tree")
         try:
             tree = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:

@@ -17,6 +17,7 @@ import io
 import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def coco_metrics(gt: dict, results: list[dict]) -> tuple[dict, np.ndarray | None
             "AP": float(np.mean(p_all[p_all > -1])) if (p_all > -1).any() else -1.0,
             "AP50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else -1.0,
         }
-    metrics = {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
+    metrics: dict[str, Any] = {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
     metrics["per_class"] = per_class
     metrics["num_detections"] = len(results)
     return metrics, precision

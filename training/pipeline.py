@@ -214,7 +214,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
     if not clean.records:
         raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
 
-    sp = split_dataset(clean, tuple(cfg.split.ratios), cfg.split.seed, predefined=cfg.split.predefined)
+    sp = split_dataset(clean, cfg.split.ratios, cfg.split.seed, predefined=cfg.split.predefined)
     _write_json(run.path("data", "split_report.json"), sp.report)
     plot_split_report(sp.report, run.path("data", "split_report.png"))
     for s in SPLITS:

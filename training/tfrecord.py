@@ -63,10 +63,10 @@ def load_image_bytes(dataset_root: str, record: ImageRecord) -> tuple[bytes, str
         with Image.open(io.BytesIO(data)) as im:
             fmt = (im.format or "").lower()
             if record.reencode or fmt not in ("jpeg", "png"):
-                im = ImageOps.exif_transpose(im).convert("RGB")
+                rgb = ImageOps.exif_transpose(im).convert("RGB")
                 buf = io.BytesIO()
-                im.save(buf, format="JPEG", quality=95)
-                return buf.getvalue(), "jpeg", im.width, im.height
+                rgb.save(buf, format="JPEG", quality=95)
+                return buf.getvalue(), "jpeg", rgb.width, rgb.height
             return data, fmt, im.width, im.height
     except (OSError, ValueError) as e:
         raise DataError(f"{url}: cannot read image: {e}") from e

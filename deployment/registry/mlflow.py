@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from training.errors import BackendError, ConfigError, NotFoundError
@@ -140,7 +141,7 @@ class MlflowRegistry(ModelRegistry):
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         """All versions (of one model, or of every model), oldest first (by name, then version number)."""
         flt = f"name = '{name.replace(chr(39), '')}'" if name else None
-        found = []
+        found: list[Any] = []  # mlflow.entities.model_registry.ModelVersion
         token = None
         while True:
             page = self.client.search_model_versions(filter_string=flt, max_results=1000, page_token=token)

@@ -41,9 +41,10 @@ class SageMakerRegistry(ModelRegistry):
                  sagemaker_client: Any = None) -> None:
         import os
 
-        self.metadata_uri = metadata_uri or os.environ.get("DETOPS_SM_REGISTRY_URI")
-        if not self.metadata_uri or not self.metadata_uri.startswith("s3://"):
+        metadata_uri = metadata_uri or os.environ.get("DETOPS_SM_REGISTRY_URI")
+        if not metadata_uri or not metadata_uri.startswith("s3://"):
             raise ConfigError("set DETOPS_SM_REGISTRY_URI to s3://bucket/prefix (model version metadata)")
+        self.metadata_uri: str = metadata_uri
         self.serving_image = serving_image or os.environ.get("DETOPS_SERVING_IMAGE")
         if not self.serving_image:
             raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ECR)")

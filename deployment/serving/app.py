@@ -258,7 +258,7 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
     async def score(
         body: ScoreRequest,
         score_threshold: Annotated[float | None, Query(ge=0, le=1)] = None,
-    ) -> dict:
+    ) -> JSONResponse:
         """Score base64 images or storage URIs (Azure ML style ``input_data`` or ``instances``)."""
         images = await _images_from_json(body)
         thr = score_threshold if score_threshold is not None else body.score_threshold
@@ -286,7 +286,7 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
             422: {"description": "Malformed payload"},
         },
     )
-    async def invocations(request: Request, score_threshold: Annotated[float | None, Query(ge=0, le=1)] = None) -> dict:
+    async def invocations(request: Request, score_threshold: Annotated[float | None, Query(ge=0, le=1)] = None) -> JSONResponse:
         """SageMaker inference contract: one raw image, or the JSON payload of ``/score``."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         raw = await request.body()
@@ -298,7 +298,7 @@ def create_app(settings: ServingSettings, detector: Detector | None = None) -> F
             try:
                 req = ScoreRequest.model_validate_json(raw)
             except ValueError as e:
-                errs = getattr(e, "errors", list)()
+                errs: list[Any] = getattr(e, "errors", list)()
                 msg = (
                     "; ".join(f"{'.'.join(map(str, x.get('loc', [])))}: {x.get('msg')}" for x in errs) or "invalid JSON"
                 )

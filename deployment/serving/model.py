@@ -14,7 +14,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from training import storage
 from training.errors import ConfigError, NotFoundError
@@ -119,7 +119,7 @@ class Detector:
             return []
         tf = self._tf
         try:
-            return self._unpack(self._call(images), len(images))
+            return cast("list[list[Detection] | ImageDecodeError]", self._unpack(self._call(images), len(images)))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
             if len(images) == 1:
                 return [ImageDecodeError(f"the model could not decode the image: {str(e).splitlines()[0][:200]}")]

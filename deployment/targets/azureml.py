@@ -92,7 +92,7 @@ class AzureMLTarget(DeployTarget):
         quiet_sdk()
         from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
 
-        common = {"name": endpoint, "auth_mode": "key", "description": "detops object detector",
+        common: dict[str, Any] = {"name": endpoint, "auth_mode": "key", "description": "detops object detector",
                   "tags": {"managed-by": "detops"}, "traffic": traffic or {}}
         if self.kubernetes:
             return KubernetesOnlineEndpoint(compute=self.compute, **common)

@@ -64,6 +64,6 @@ def read_bbox_txt(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> t
             except ValueError as exc:
                 ctx.reject(txt, f"line {line}", str(exc))
                 continue
-            rec.boxes.append(Box(*coords, label=label, source=f"{src}#line[{line}]"))
+            rec.boxes.append(Box(coords[0], coords[1], coords[2], coords[3], label=label, source=f"{src}#line[{line}]"))
         records.append(rec)
     return records, None

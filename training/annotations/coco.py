@@ -59,8 +59,8 @@ def read_coco(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple
             try:
                 if not isinstance(a, dict):
                     raise ValueError(f"not an object: {a!r}")
-                rec = by_id.get(a.get("image_id"))
-                if rec is None:
+                owner = by_id.get(a.get("image_id"))
+                if owner is None:
                     raise ValueError(f"image_id {a.get('image_id')!r} is not in 'images'")
                 cid = a.get("category_id")
                 if cid not in cats:
@@ -72,7 +72,7 @@ def read_coco(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple
             except ValueError as exc:
                 ctx.reject(file, where, str(exc))
                 continue
-            rec.boxes.append(
+            owner.boxes.append(
                 Box(x, y, x + w, y + h, label=cats[cid], source=f"{src}#{where}", iscrowd=bool(a.get("iscrowd", 0)))
             )
     return records, [categories[k] for k in sorted(categories)]

@@ -198,6 +198,6 @@ def read_csv(
                     f"image size {width}x{height} disagrees with {rec.width}x{rec.height} on an earlier row; "
                     "the first is kept",
                 )
-            rec.boxes.append(Box(*coords, label=label, source=f"{src}#line[{line}]"))
+            rec.boxes.append(Box(coords[0], coords[1], coords[2], coords[3], label=label, source=f"{src}#line[{line}]"))
     native = [id_to_name[k] for k in sorted(id_to_name)] if id_to_name else None
     return records, native

@@ -457,7 +457,8 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
         W, H = real
         good: list[Box] = []
         for b in boxes:
-            code = reason = None
+            code: str | None = None
+            reason = ""  # set together with ``code``; only read when ``code`` is set
             coords = (b.xmin, b.ymin, b.xmax, b.ymax)
             if not all(math.isfinite(c) for c in coords):
                 code, reason = "non_finite", f"non-finite coordinate in {list(coords)}"

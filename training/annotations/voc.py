@@ -75,6 +75,6 @@ def read_voc(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple[
                 ctx.reject(xml, f"object[{i}]", str(exc))
                 continue
             difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
-            rec.boxes.append(Box(*coords, label=label, source=f"{src}#object[{i}]", difficult=difficult))
+            rec.boxes.append(Box(coords[0], coords[1], coords[2], coords[3], label=label, source=f"{src}#object[{i}]", difficult=difficult))
         records.append(rec)
     return records, None

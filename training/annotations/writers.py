@@ -118,6 +118,7 @@ def _tokens(text: str, where: str):
         line += text.count("\n", pos, m.start())
         if m.group("comment") is None:
             kind = m.lastgroup
+            assert kind is not None  # the non-comment alternative that matched is named
             yield kind, m.group(kind), line
         line += text.count("\n", m.start(), m.end())
         pos = m.end()

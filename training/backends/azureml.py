@@ -30,7 +30,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
 from training.errors import BackendError, ConfigError
@@ -62,10 +62,12 @@ class AzureMLSettings:
     @classmethod
     def from_env(cls, *, for_submit: bool) -> AzureMLSettings:
         """Read the settings; with ``for_submit`` the workspace and image are required."""
-        req = {"required": for_submit}
+        req: dict[str, Any] = {"required": for_submit}
         return cls(
             compute=env_setting("DETOPS_AML_COMPUTE", "gpu-cluster"),
-            image=env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE, what="training image in ACR", **req),
+            # required when submitting, else defaulted: always a str
+            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
+                                        what="training image in ACR", **req)),
             datastore=env_setting("DETOPS_AML_DATASTORE", "workspaceblobstore"),
             datasets_path=env_setting("DETOPS_AML_DATASETS_PATH", "datasets").strip("/"),
             subscription_id=env_setting("AZURE_SUBSCRIPTION_ID", what="Azure subscription", **req),
@@ -165,6 +167,7 @@ def build_pipeline_job(
     steps = _steps(overrides, run_id=run_id, run_uri=run_uri, settings=settings, nodes=nodes)
 
     @pipeline(
+        None,  # func=None explicitly: azure-ai-ml's typing overload for the decorator form has no default
         name=f"detops_{project}".replace("-", "_").replace(".", "_"),
         display_name=f"detops {project} {run_id}",
         description="prepare -> train -> evaluate -> export (detops)",
@@ -181,8 +184,9 @@ def build_pipeline_job(
         config=Input(type="uri_file", path=config_path),
         datasets=Input(type="uri_folder", path=settings.datastore_uri(settings.datasets_path)),
     )
-    job.outputs.run.path = run_uri
-    job.outputs.run.mode = "rw_mount"
+    # azure-ai-ml annotates PipelineJob.outputs as dict[str, str | Output]; at run time it is an attribute dict
+    job.outputs.run.path = run_uri  # type: ignore[attr-defined]
+    job.outputs.run.mode = "rw_mount"  # type: ignore[attr-defined]
     job.experiment_name = experiment_name or f"detops-{project}"
     job.tags = {"detops.run_id": run_id, "detops.project": project}
     return job
@@ -329,7 +333,7 @@ class AzureMLBackend(Backend):
             copied = folder / "inputs" / config.name
             shutil.copyfile(config, copied)
             config_ref = str(copied.resolve())  # written relative to the YAML by dump_specs
-        kw = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": nodes}
+        kw: dict[str, Any] = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": nodes}
         job = build_pipeline_job(config_ref, overrides, **kw)
         step_jobs = build_step_jobs(config_ref, overrides, **kw)
         for step in step_jobs.values():

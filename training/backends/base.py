@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 #: Pipeline stages, in order, each one ``detops <stage>`` command.
 STAGES = ("prepare", "train", "evaluate", "export")
@@ -97,6 +97,10 @@ def placeholder_env(**defaults: str) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+@overload
+def env_setting(name: str, default: str, *, required: bool = False, what: str = "") -> str: ...
+@overload
+def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None: ...
 def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None:
     """Read a setting from the environment; raise ConfigError naming it when required and unset."""
     from training.errors import ConfigError

@@ -45,7 +45,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from training import storage
 from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder
@@ -87,10 +87,11 @@ class SageMakerSettings:
         if not max_run.isdigit():
             raise ConfigError(f"DETOPS_SM_MAX_RUN must be seconds (an integer), got {max_run!r}")
         return cls(
-            role_arn=env_setting("DETOPS_SM_ROLE_ARN", None if for_submit else DRY_RUN_ROLE,
-                                 required=for_submit, what="SageMaker execution role ARN"),
-            image=env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
-                              required=for_submit, what="training image in ECR"),
+            # required when submitting, else defaulted: always a str
+            role_arn=cast(str, env_setting("DETOPS_SM_ROLE_ARN", None if for_submit else DRY_RUN_ROLE,
+                                           required=for_submit, what="SageMaker execution role ARN")),
+            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
+                                        required=for_submit, what="training image in ECR")),
             instance_type=env_setting("DETOPS_SM_INSTANCE_TYPE", "ml.g5.xlarge"),
             spot=spot == "true",
             max_run=int(max_run),
