@@ -109,7 +109,7 @@ def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
     code, out = cli("gate", "--run-dir", run, "--name", model_name)
     assert code == 0 and "quality gate passed" in out
     code, out = cli("register", "--run-dir", run, "--name", model_name)
-    assert code != 0 and "Missing parameter: by" in out  # --by is required, no default identity
+    assert code == ExitCode.USAGE and "Missing option '--by'" in out  # --by is required, no default identity
     code, out = cli("register", "--run-dir", run, "--name", model_name, "--by", "ci-bot")
     assert code == 0 and "version 1: PendingManualApproval" in out
     code, out = cli("deploy", "--target", "local", "--name", model_name, "--version", "1", "--dry-run")
@@ -117,7 +117,7 @@ def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
     code, out = cli("approve", model_name, "1", "--by", "ci-bot", "--comment", "self")
     assert code == ExitCode.GATE and "may not approve" in out
     code, out = cli("approve", model_name, "1", "--by", "reviewer")
-    assert code != 0 and "Missing parameter: comment" in out  # --comment required
+    assert code == ExitCode.USAGE and "Missing option '--comment'" in out  # --comment required
     code, out = cli("approve", model_name, "1", "--by", "reviewer", "--comment", "PR curves ok")
     assert code == 0 and "Approved" in out
     code, out = cli("models", "list", "--name", model_name, "--status", "Approved", "--json")

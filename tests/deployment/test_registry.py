@@ -14,11 +14,12 @@ def test_lookup_names():
     assert REGISTRIES == {
         "mlflow": "deployment.registry.mlflow:MlflowRegistry",
         "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
+        "azureml": "deployment.registry.azureml:AzureMLRegistry",
     }
 
 
 def test_unknown_registry_lists_known_and_suggests():
-    with pytest.raises(NotFoundError, match=r"Did you mean 'mlflow'\?.*Known: mlflow, sagemaker"):
+    with pytest.raises(NotFoundError, match=r"Did you mean 'mlflow'\?.*Known: azureml, mlflow, sagemaker"):
         get_registry("mlfow")
 
 
