@@ -14,7 +14,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from infra_helpers import CLOUDS, STACKS, run_cloud, stack_settings  # noqa: E402
-from infra_mocks import ProgramRun  # noqa: E402
+from infra_mocks import ProgramRun, ensure_event_loop  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _current_event_loop() -> None:
+    """Every infra test starts with a current event loop (see ``infra_mocks.ensure_event_loop``)."""
+    ensure_event_loop()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ identity client/principal ids, AKS kubelet identity, and the provider invokes
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,8 +183,24 @@ class ProgramRun:
         return [resource for resource in self.resources if resource.type == token]
 
 
+def ensure_event_loop() -> None:
+    """Give the main thread a current asyncio event loop if it has none.
+
+    Pulumi's runtime calls ``asyncio.get_event_loop()``; any ``asyncio.run()`` earlier in the same
+    process (FastAPI/anyio test clients, for one) ends with ``set_event_loop(None)``, after which that
+    call raises "There is no current event loop".
+    """
+    try:
+        if not asyncio.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(create_stack: Callable[[Any], dict[str, Any]], settings: Any, *, project: str, stack: str) -> ProgramRun:
     """Run ``create_stack(settings)`` under fresh mocks; wait for every registration; resolve outputs."""
+    ensure_event_loop()
     mocks = RecordingMocks()
     # A fresh root stack resource per run: set_mocks only creates one when none exists.
     runtime_settings.ROOT.set(None)
