@@ -39,13 +39,18 @@ SPLITS = ("train", "val", "test")
 
 def detops_home() -> Path:
     """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().detops_home()
 
 
 def code_version() -> str:
     """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
+    from training.settings import CommonSettings
+
+    pinned = CommonSettings.load().code_version
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5

@@ -34,7 +34,9 @@ SM_ROOT = "/opt/ml"
 
 def sm_path(*parts: str, env: dict[str, str] | os._Environ = os.environ) -> Path:
     """A path under SageMaker's ``/opt/ml`` (``$DETOPS_SM_ROOT`` moves it, for tests)."""
-    return Path(env.get("DETOPS_SM_ROOT", SM_ROOT), *parts)
+    from training.settings import AwsSettings
+
+    return Path(AwsSettings.load(env).sm_root or SM_ROOT, *parts)
 
 
 def channel_dir(name: str, env=os.environ) -> Path:
@@ -133,7 +135,9 @@ def assemble_run(run_url: str, staging: Path, env=os.environ) -> Path:
         exp_path.unlink()  # a link into the read-only channel: write a local copy
         exp_path.write_text(yaml.safe_dump(exp, sort_keys=True))
 
-    ckpt_local = Path(env.get("DETOPS_SM_CHECKPOINT_DIR") or sm_path("checkpoints", env=env))
+    from training.settings import AwsSettings
+
+    ckpt_local = Path(AwsSettings.load(env).sm_checkpoint_dir or sm_path("checkpoints", env=env))
     ckpt_local.mkdir(parents=True, exist_ok=True)
     (staging / "model_training").mkdir(exist_ok=True)
     link = staging / "model_training" / "checkpoints"
@@ -152,7 +156,10 @@ def main(env=os.environ) -> int:
     try:
         strategy_note = distribute.num_workers(env)  # validates SM_HOSTS before any work
         hp = read_hyperparameters(sm_path("input", "config", "hyperparameters.json", env=env))
-        staging = assemble_run(hp["run_url"], Path(env.get("DETOPS_HOME", "/tmp/detops")) / "sagemaker-run", env)
+        from training.settings import CommonSettings
+
+        home = CommonSettings.load(env).home or Path("/tmp/detops")
+        staging = assemble_run(hp["run_url"], Path(home) / "sagemaker-run", env)
         run = pipeline.Run.open(str(staging))
         if distribute.is_chief(env):
             run.url = hp["run_url"]  # stages publish to the datastore run folder (chief only)
