@@ -168,7 +168,7 @@ class CommonSettings(Settings):
 
 # -- Azure ----------------------------------------------------------------------------------------
 
-_AML = ("submit --backend azureml", "register --registry azureml", "gate --registry azureml", "approve --registry azureml",
+_AML = ("submit --backend azureml", "wait --backend azureml", "cancel --backend azureml", "register --registry azureml", "gate --registry azureml", "approve --registry azureml",
         "reject --registry azureml", "models --registry azureml", "deploy --target azureml", "rollback --target azureml")
 
 
@@ -233,7 +233,7 @@ def azure_ml_client(settings: AzureSettings | None = None, credential: Any = Non
 
 _SM = ("submit --backend sagemaker", "register --registry sagemaker", "gate --registry sagemaker",
        "approve --registry sagemaker", "reject --registry sagemaker", "models --registry sagemaker",
-       "deploy --target sagemaker", "rollback --target sagemaker")
+       "deploy --target sagemaker", "rollback --target sagemaker", "wait --backend sagemaker", "cancel --backend sagemaker")
 
 
 class AwsSettings(Settings):
