@@ -44,8 +44,8 @@ def test_every_detops_call_matches_the_cli(root, system):
 @pytest.mark.parametrize(
     "system, name, expected",
     [
-        ("github", "train", ["submit", "evaluate", "gate", "register", "models list"]),
-        ("azure", "train", ["submit", "evaluate", "gate", "register", "models list"]),
+        ("github", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "register", "models list"]),
+        ("azure", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "cancel", "register", "models list"]),
         ("github", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
         ("azure", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
     ],
