@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         outputs: Annotated[Path, typer.Argument(help="`pulumi stack output --json` saved to a file, or - for stdin.")],
         fmt: Annotated[str, typer.Option("--format", help="github, azure-devops or dotenv.")] = "github",
         environment: Annotated[str | None, typer.Option("--environment", help="dotenv: the CI environment whose variables to add.")] = None,
-        group_name: Annotated[str, typer.Option("--group", help="azure-devops: variable group name.")] = "detops",
+        group_name: Annotated[str, typer.Option("--group", help="azure-devops: the shared variable group.")] = "detops-common",
         repo: Annotated[str | None, typer.Option("--repo", help="github: owner/name (default: the current repository).")] = None,
     ) -> None:
         """Turn stack outputs into GitHub variables, Azure DevOps variable groups or a dotenv file."""
