@@ -41,6 +41,7 @@ def prepare(
     run = pipeline.prepare(cfg, run_dir=run_dir)
     out.print(f"prepared {run.url}")
 
+
 @app.command()
 def train(
     run_dir: RunDirOpt,
@@ -50,6 +51,7 @@ def train(
     from training import pipeline
 
     pipeline.train(pipeline.Run.open(run_dir), steps=steps)
+
 
 @app.command()
 def evaluate(
@@ -62,6 +64,7 @@ def evaluate(
     metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
     pipeline.print_metrics(metrics, out)
 
+
 @app.command()
 def export(run_dir: RunDirOpt) -> None:
     """Export SavedModel and TFLite (float, int8) with a parity check; writes export/."""
@@ -69,19 +72,32 @@ def export(run_dir: RunDirOpt) -> None:
 
     pipeline.export(pipeline.Run.open(run_dir))
 
+
 @app.command()
 def run(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config YAML (needed unless --run-dir names a prepared run).")
+    ] = None,
     datastore: DatastoreOpt = None,
     set_: SetOpt = None,
     run_dir: Annotated[
         str | None, typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
     ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help="Run only this stage (repeatable): prepare, train, evaluate, export."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
 ) -> None:
-    """The whole local pipeline: prepare -> train -> evaluate -> export, into one run folder."""
+    """The pipeline: prepare -> train -> evaluate -> export into one run folder, skipping the
+    stages run.json records complete (the Azure ML steps run it one --stage at a time)."""
     from training import pipeline
 
-    cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-    result = pipeline.run_all(cfg, run_dir=run_dir, console=out)
-    pipeline.print_metrics({"test": result.metrics["test"]}, out)
-    out.print(f"run folder: {result.run.url}")
+    cfg = None
+    if config is not None:
+        cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
+    run = pipeline.run_stages(cfg, run_dir, stages=tuple(stage or pipeline.STAGES), steps=steps, console=out)
+    metrics = pipeline.read_run_metrics(run)
+    if "test" in metrics and (not stage or "evaluate" in stage):
+        pipeline.print_metrics({"test": metrics["test"]}, out)
+    out.print(f"run folder: {run.url} ({run.manifest.get('status')})")
