@@ -179,7 +179,7 @@ class ApprovalService:
             "gate.forced": str(bool(force and not decision.passed)).lower(),
             "gate.decision": json.dumps(decision.to_dict()),
             artifact.DIGEST_TAG: digest,
-            artifact.MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":")),
+            artifact.MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":")),  # = manifest_tags()
             REGISTRANT_ID_TAG: who.id,
         }
         if mlflow_run_id:

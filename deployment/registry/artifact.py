@@ -64,6 +64,7 @@ def compute_manifest(folder_url: str) -> dict[str, str]:
 
     fs, root = storage.filesystem(folder_url)
     root = root.rstrip("/")
+    fs.invalidate_cache(root)  # hash what is there now, not a cached listing (s3fs/adlfs keep ETags)
     found = fs.find(root) if fs.exists(root) else []
     out: dict[str, str] = {}
     for path in sorted(found):
@@ -164,3 +165,9 @@ def verify_model_dir(model_dir: str, expected_digest: str | None = None) -> str 
             f"but the registered version is {expected_digest[:12]}..."
         )
     return verify_artifact(root, files, what="model folder")
+
+
+def manifest_tags(folder_url: str) -> dict[str, str]:
+    """The version tags recording the artifact at ``folder_url`` (:data:`DIGEST_TAG`, :data:`MANIFEST_TAG`)."""
+    files = compute_manifest(folder_url)
+    return {DIGEST_TAG: manifest_digest(files), MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":"))}
