@@ -504,6 +504,7 @@ class AksCompute(pulumi.ComponentResource):
                 resource_id=self.cluster.id,
                 properties=machinelearningservices.KubernetesPropertiesArgs(namespace="azureml"),
             ),
+            tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.extension]),
         )
         self.register_outputs({"cluster_name": self.cluster.name, "compute_name": args.compute_name})
@@ -683,6 +684,7 @@ class PrivateEndpoints(pulumi.ComponentResource):
                     location="global",
                     virtual_network=privatedns.SubResourceArgs(id=self.vnet.id),
                     registration_enabled=False,
+                    tags=dict(args.tags),
                     opts=child,
                 )
                 self.zones[zone_name] = zone
