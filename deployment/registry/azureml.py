@@ -47,16 +47,13 @@ def workspace_tracking_uri(ml_client: Any = None) -> str:
         ConfigError: neither ``MLFLOW_TRACKING_URI`` nor AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
             AZUREML_WORKSPACE are set.
     """
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if ml_client is None:
-        ids = [os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")]
-        if not all(ids):
-            raise ConfigError("set MLFLOW_TRACKING_URI, or AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE")
-        from azure.ai.ml import MLClient
-        from azure.identity import DefaultAzureCredential
+    from training.settings import CommonSettings, azure_ml_client
 
-        ml_client = MLClient(DefaultAzureCredential(), *ids)
+    uri = CommonSettings.load().mlflow_tracking_uri
+    if uri:
+        return uri
+    if ml_client is None:
+        ml_client = azure_ml_client(what="find the workspace's MLflow registry (or set MLFLOW_TRACKING_URI)")
     return ml_client.workspaces.get(ml_client.workspace_name).mlflow_tracking_uri
 
 
