@@ -13,7 +13,6 @@ SageMaker names: 1-63 characters, letters, digits and hyphens, starting with a l
 
 from __future__ import annotations
 
-import os
 import re
 
 __all__ = [
@@ -34,8 +33,12 @@ _VALID = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 
 
 def name_prefix(prefix: str | None = None) -> str:
-    """``prefix``, else ``$DETOPS_SM_NAME_PREFIX``, else ``detops``; raises ValueError when malformed."""
-    value = prefix or os.environ.get(NAME_PREFIX_ENV) or DEFAULT_PREFIX
+    """``prefix``, else the ``DETOPS_SM_NAME_PREFIX`` setting (default ``detops``); ValueError when malformed."""
+    if prefix is None:
+        from training.settings import AwsSettings
+
+        prefix = AwsSettings.load().sm_name_prefix
+    value = prefix or DEFAULT_PREFIX
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,29}", value) or value.endswith("-"):
         raise ValueError(f"SageMaker name prefix {value!r}: 1-30 lowercase letters, digits or '-', starting with a letter")
     return value

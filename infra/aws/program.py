@@ -247,4 +247,27 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     }
     for purpose, role in roles.items():
         outputs[f"{purpose}_role_arn"] = role.role.arn
+    # The same values under the settings' names (docs/settings.md): `detops settings ci-variables` turns
+    # them into CI variables; CI_ENVIRONMENTS gives each GitHub environment its own role (AWS_ROLE_ARN).
+    data_url = pulumi.Output.concat("s3://", data.bucket.bucket)
+    outputs.update({
+        "AWS_REGION": settings.region,
+        "DETOPS_DATASETS": data_url,
+        "DETOPS_DATASTORE": runs_url,
+        "DETOPS_SM_ROLE_ARN": sagemaker_role.role.arn,
+        "DETOPS_SM_NAME_PREFIX": p,
+        "DETOPS_SM_INSTANCE_TYPE": settings.training_instance_type,
+        "DETOPS_SM_INSTANCE_TYPE_SERVING": settings.serving_instance_type,
+        "DETOPS_SM_KMS_KEY_ID": key_arn,
+        "DETOPS_SM_REGISTRY_URI": outputs["sagemaker_registry_uri"],
+        "DETOPS_SM_CAPTURE_URI": outputs["sagemaker_capture_uri"],
+    })
+    ci_environments: dict[str, Any] = {}
+    for purpose, role in roles.items():
+        for env in getattr(settings.github.environments, purpose):
+            variables: dict[str, Any] = {"AWS_ROLE_ARN": role.role.arn}
+            if purpose == "deployer":
+                variables["DETOPS_SM_ENDPOINT"] = endpoints.get(env, next(iter(endpoints.values())))
+            ci_environments[env] = variables
+    outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

@@ -364,4 +364,28 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
     if aks is not None:
         outputs["aks_cluster_name"] = aks.cluster.name
         outputs["aks_compute_name"] = aks.compute.name
+    # The same values under the settings' names (docs/settings.md): `detops settings ci-variables` turns
+    # them into CI variables; CI_ENVIRONMENTS gives each GitHub environment its own identity (AZURE_CLIENT_ID).
+    outputs.update({
+        "AZURE_SUBSCRIPTION_ID": subscription_id,
+        "AZURE_TENANT_ID": client.tenant_id,
+        "AZURE_RESOURCE_GROUP": rg,
+        "AZUREML_WORKSPACE": ml.workspace.name,
+        "AZURE_STORAGE_ACCOUNT_NAME": store.account.name,
+        "DETOPS_AML_COMPUTE": ml.clusters[GPU_CLUSTER].name,
+        "DETOPS_AML_DATASTORE": datastore.name,
+        "DETOPS_AML_DATASTORE_CONTAINER": containers["runs"].name,
+        "DETOPS_DATASETS": "az://datasets",
+        "DETOPS_DATASTORE": "az://runs",
+    })
+    if aks is not None:
+        outputs["DETOPS_AML_DEPLOY_COMPUTE"] = aks.compute.name
+    ci_environments: dict[str, Any] = {}
+    for purpose, identity in identities.items():
+        for env in getattr(settings.github.environments, purpose):
+            variables: dict[str, Any] = {"AZURE_CLIENT_ID": identity.identity.client_id}
+            if purpose == "deployer":
+                variables["DETOPS_AML_ENDPOINT"] = f"{p}-{env}"
+            ci_environments[env] = variables
+    outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

@@ -524,3 +524,24 @@ def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cl
     stack_request = proto.AnalyzeStackRequest(resources=[proto.AnalyzerResource(**message(r)) for r in resources])
     diagnostics += list(analyzer.AnalyzeStack(stack_request, None).diagnostics)
     assert [f"{d.policyName}: {d.message}" for d in diagnostics] == []
+
+
+@pytest.mark.parametrize(("cloud", "stack"), [("azure", "dev"), ("azure", "prod"), ("aws", "dev"), ("aws", "prod")])
+def test_outputs_become_ci_variables(program_runs, cloud: str, stack: str) -> None:
+    """The stack outputs go through the settings contract's own mapping (`detops settings ci-variables`):
+    every setting-named output is a known setting, and each GitHub environment gets its own identity."""
+    from detops.contract import ci_variables
+
+    settings = stack_settings(cloud, stack)
+    out = program_runs[cloud, stack].outputs
+    variables = ci_variables(out)
+    identity = "AZURE_CLIENT_ID" if cloud == "azure" else "AWS_ROLE_ARN"
+    assert set(variables.environments) == {e for p in ("trainer", "registrar", "approver", "deployer") for e in getattr(settings.github.environments, p)}
+    per_env = {env: v[identity] for env, v in variables.environments.items()}
+    assert len(set(per_env.values())) == len({p for p in ("trainer", "registrar", "approver", "deployer") if settings.github.subjects(p)})
+    upper = {k for k in out if k.isupper() and k != "CI_ENVIRONMENTS"}
+    assert upper and upper <= set(variables.repository)
+    if cloud == "aws":
+        assert variables.repository["DETOPS_SM_NAME_PREFIX"] == settings.name_prefix
+        deployer_env = settings.github.environments.deployer[0]
+        assert variables.environments[deployer_env]["DETOPS_SM_ENDPOINT"].startswith(settings.name_prefix + "-")
