@@ -273,6 +273,8 @@ class AwsSettings(Settings):
                                             used_by=("deploy --target sagemaker",), source=STACK_AWS)
     sm_capture_uri: str | None = setting("DETOPS_SM_CAPTURE_URI", None, "s3:// prefix of endpoint data capture.",
                                          required_by=("deploy --target sagemaker",), source=STACK_AWS)
+    sm_name_prefix: str = setting("DETOPS_SM_NAME_PREFIX", "detops", "Prefix of every SageMaker name detops creates (the CI roles allow <prefix>-* only; training/naming.py).",
+                                  used_by=("submit --backend sagemaker", "deploy --target sagemaker"), source=STACK_AWS)
     sm_endpoint: str | None = setting("DETOPS_SM_ENDPOINT", None, "Endpoint name (default 'detops').",
                                       used_by=("deploy --target sagemaker", "rollback --target sagemaker"), source=STACK_AWS)
     sm_root: str = setting("DETOPS_SM_ROOT", "/opt/ml", "SageMaker container root (moved in tests).",
