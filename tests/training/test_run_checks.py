@@ -221,3 +221,32 @@ def test_single_class_labels_label_less_rows_and_prepare_prints_the_summary(tmp_
     assert "images: 3 in = 3 kept + 0 rejected" in out
     assert "boxes:  6 in = 6 kept + 0 rejected" in out
     assert "per class (kept): dog 6 boxes/3 images" in out
+
+
+# ------------------------------------------------------------------------------ the quiet main job
+
+
+@pytest.mark.slow
+def test_detops_run_prints_no_log_line_and_ends_with_the_summary(tmp_path):
+    """`detops run` as a user starts it: TensorFlow / absl / warnings go to the run's log file only."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    data = make_voc_dataset(tmp_path / "data", n=12)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config_tree(data, tmp_path / "store", steps=2)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "PYTHONWARNINGS"))}
+    env["DETOPS_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run([sys.executable, "-m", "detops.cli", "run", str(cfg)], env=env, capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.OK, text[-3000:]
+    noise = re.compile(r"(^[IWEF]\d{4} |tensorflow|absl|Warning|WARNING|oneDNN|cuda|XLA)", re.MULTILINE)
+    assert not noise.findall(text), [ln for ln in text.splitlines() if noise.search(ln)][:10]
+    assert proc.stdout.lstrip().startswith("prepare") or "run complete" in proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("next: detops register --run-dir")
+    run = next((tmp_path / "store" / "tiny" / "runs").iterdir())
+    log = (run / "logs" / "detops.log").read_text()
+    assert log.strip(), "the log file is empty"
