@@ -21,6 +21,7 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 5  # a run, model version or resource does not exist
     BACKEND = 6  # a cloud or server backend failed
     EXPORT = 7  # an export was written but failed its check (TFLite parity); the run folder is kept
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, the shell convention
 
 
 class DetopsError(Exception):

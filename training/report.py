@@ -284,6 +284,7 @@ def print_summary(
     *,
     run_url: str,
     project: str,
+    status: str = "complete",
     metrics: dict[str, dict],
     parity: dict | None,
     stage_seconds: dict[str, float],
@@ -293,7 +294,7 @@ def print_summary(
     """Print the final summary of ``detops run``; return the failure line (None when all passed).
 
     The first line is the verdict: ``FAILED: TFLite parity ...`` when the parity check failed,
-    else ``run complete``. Then the run folder, the test metrics (all 12 COCO figures; the other
+    else ``run complete`` (or, after ``--stage``, the run's status and the stages done). Then the run folder, the test metrics (all 12 COCO figures; the other
     splits as extra rows), per-class AP50 of every split, the parity lines, the wall time per stage
     (with training steps/s) and the next command.
     """
@@ -301,11 +302,14 @@ def print_summary(
     wide = _wide(console)
     if failure:
         console.print(f"[bold red]FAILED:[/] {failure}", **wide)
-    else:
+    elif status == "complete":
         console.print("[bold green]run complete[/]: every stage finished and the TFLite exports passed parity", **wide)
+    else:
+        console.print(f"run {status}: stages done: {', '.join(s for s in STAGES if s in stage_seconds) or 'none'}", **wide)
     console.print(f"run folder: {run_url}", **wide)
     order = [s for s in ("test", "val", "train") if s in metrics]
-    print_metrics({s: metrics[s] for s in order}, console)
+    if order:
+        print_metrics({s: metrics[s] for s in order}, console)
     for line in parity_lines(parity or {}):
         console.print(line, **wide)
     parts = []
@@ -325,6 +329,8 @@ def print_summary(
             f"next: inspect {run_url}/export/parity.json; a run whose parity failed cannot pass `detops gate`",
             **wide,
         )
-    else:
+    elif status == "complete":
         console.print(f"next: detops register --run-dir {run_url} --name {project} --by <your name>", **wide)
+    else:
+        console.print(f"next: detops run --run-dir {run_url} (runs the stages not done yet)", **wide)
     return failure

@@ -107,7 +107,12 @@ def _fake_result(tmp_path: Path, passed: bool):
                 "stages": {s: {"status": "complete", "at": f"2026-01-01T00:0{i + 1}:00+00:00"}
                            for i, s in enumerate(("prepare", "train", "evaluate", "export"))}}
     manifest["stages"]["train"].update(steps_run=10, steps_per_s=0.5)
+    manifest["project"] = "tiny"
     run = Run(url=str(run_dir), local_dir=str(run_dir), manifest=manifest)
+    (run_dir / "export" / "parity.json").write_text(json.dumps(parity))
+    for split in ("train", "val", "test"):
+        (run_dir / "evaluation" / split).mkdir(parents=True)
+        (run_dir / "evaluation" / split / "metrics.json").write_text(json.dumps(m))
     return RunResult(run=run, metrics={"test": m, "val": m, "train": m}, parity=parity)
 
 
@@ -115,7 +120,7 @@ def _fake_result(tmp_path: Path, passed: bool):
 def test_run_exit_code_and_first_summary_line_follow_the_parity_verdict(tmp_path, monkeypatch, capsys, passed):
     from training import pipeline
 
-    monkeypatch.setattr(pipeline, "run_all", lambda cfg, run_dir=None, console=None: _fake_result(tmp_path, passed))
+    monkeypatch.setattr(pipeline, "run_stages", lambda cfg, run_dir=None, **kw: _fake_result(tmp_path, passed).run)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config_tree(tmp_path, tmp_path / "store")))
     monkeypatch.setenv("DETOPS_HOME", str(tmp_path / "home"))
@@ -202,11 +207,11 @@ def test_no_surviving_box_is_a_data_error(tmp_path, capsys):
 
 
 def test_a_requested_class_without_boxes_is_a_data_error(tmp_path, capsys):
-    from training.annotations.validate import ValidationReport
+    from training.annotations.validate import QualityReport
     from training.errors import DataError
     from training.pipeline import check_not_empty
 
-    report = ValidationReport(root="r", format="voc", policy={})
+    report = QualityReport(root="r", format="voc", policy={})
     report.boxes_in = report.boxes_kept = 4
     report.per_class = {"RBC": {"boxes": 4, "images": 2}, "WBC": {"boxes": 0, "images": 0}}
     with pytest.raises(DataError, match="no box of class 'WBC'"):
