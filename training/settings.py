@@ -167,6 +167,20 @@ class CommonSettings(Settings):
         "DETOPS_DATASET_SHA256", None, "Pinned sha256 of the dataset (overrides the run config's data.sha256).",
         used_by=("prepare", "run", "submit"), source=USER)
 
+    run_id: str | None = setting(
+        "DETOPS_RUN_ID", None, "Inside a cloud job: the run id the submitter minted (the run folder keeps it).",
+        used_by=("run", "prepare"), source=PLATFORM)
+    run_url: str | None = setting(
+        "DETOPS_RUN_URL", None, "Inside a cloud job: the datastore URL of the run folder (azureml://, s3://, az://).",
+        used_by=("run", "prepare"), source=PLATFORM)
+
+    identity: str = setting(
+        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), sts, azure, os, "
+        "or declared (--by; local only).", used_by=("register", "approve", "reject", "promote"))
+    model_sha256: str | None = setting(
+        "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "
+        "model loader refuses a model folder that does not match it.", used_by=("serve",), source=PLATFORM)
+
     def detops_home(self) -> Path:
         """``DETOPS_HOME`` (expanded) or ``~/.detops``; not created here."""
         return (self.home or Path.home() / ".detops").expanduser()
@@ -265,6 +279,8 @@ class AwsSettings(Settings):
                                             used_by=("deploy --target sagemaker",), source=STACK_AWS)
     sm_capture_uri: str | None = setting("DETOPS_SM_CAPTURE_URI", None, "s3:// prefix of endpoint data capture.",
                                          required_by=("deploy --target sagemaker",), source=STACK_AWS)
+    sm_name_prefix: str = setting("DETOPS_SM_NAME_PREFIX", "detops", "Prefix of every SageMaker name detops creates (the CI roles allow <prefix>-* only; training/naming.py).",
+                                  used_by=("submit --backend sagemaker", "deploy --target sagemaker"), source=STACK_AWS)
     sm_endpoint: str | None = setting("DETOPS_SM_ENDPOINT", None, "Endpoint name (default 'detops').",
                                       used_by=("deploy --target sagemaker", "rollback --target sagemaker"), source=STACK_AWS)
     sm_root: str = setting("DETOPS_SM_ROOT", "/opt/ml", "SageMaker container root (moved in tests).",

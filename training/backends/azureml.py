@@ -1,12 +1,15 @@
 """Azure ML adapter (azure-ai-ml, SDK v2): the pipeline as a pipeline job of four command steps.
 
-Each step runs the same CLI as on a laptop (``detops prepare|train|evaluate|export``) in the
+Each step runs the same stage sequence as on a laptop (``detops run --stage <stage>``,
+:func:`training.pipeline.run_stages`, which skips what ``run.json`` records complete) in the
 training image from ACR, on a compute cluster. All steps write one run folder on a registered
 datastore, ``azureml://datastores/<datastore>/paths/<project>/runs/<run id>/`` (the run layout of
 docs/contracts.md), mounted read-write; each step takes the previous step's output as input, which
 orders the steps. ``train`` runs on ``nodes`` machines with ``TensorFlowDistribution`` (Azure ML
 sets ``TF_CONFIG``; :func:`training.distribute.strategy_from_env` reads it). The last step marks
-the run complete (``detops finish``).
+the run complete (``run_stages`` does it once all four stages are recorded). ``DETOPS_RUN_ID``
+and ``DETOPS_RUN_URL`` name the run in every step; Azure ML sets ``MLFLOW_TRACKING_URI`` to the
+workspace, so ``evaluate`` logs its metrics to the job's experiment.
 
 Settings (environment; none are secrets -- authentication is ``DefaultAzureCredential``: managed
 identity, workload identity / OIDC in CI, or ``az login``):
@@ -110,43 +113,33 @@ def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureML
         "environment": env,
         "compute": settings.compute,
         "outputs": {"run": Output(type="uri_folder", path=run_uri, mode="rw_mount")},
-        "environment_variables": {"DETOPS_RUN_ID": run_id, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        "environment_variables": {"DETOPS_RUN_ID": run_id, "DETOPS_RUN_URL": run_uri, "TF_CPP_MIN_LOG_LEVEL": "1"},
     }
     run_in = {"run": Input(type="uri_folder", mode="ro_mount")}
-    return {
-        "prepare": command(
-            name="prepare",
-            display_name="prepare: ingest, validate, split, TFRecords",
-            command=(
-                "DETOPS_DATASETS=${{inputs.datasets}} detops prepare ${{inputs.config}}"
-                f" --run-dir ${{{{outputs.run}}}}{sets}"
-            ),
-            inputs={"config": Input(type="uri_file"), "datasets": Input(type="uri_folder", mode="ro_mount")},
+    def step(stage: str, display: str, **kw: Any):
+        # every step is the one stage sequence (training.pipeline.run_stages), one --stage at a time
+        head = "DETOPS_DATASETS=${{inputs.datasets}} detops run ${{inputs.config}}" if stage == "prepare" else "detops run"
+        return command(
+            name=stage,
+            display_name=display,
+            command=f"{head} --run-dir ${{{{outputs.run}}}} --stage {stage}{sets if stage == 'prepare' else ''}",
+            **kw,
             **common,
+        )
+
+    return {
+        "prepare": step(
+            "prepare", "prepare: ingest, validate, split, TFRecords",
+            inputs={"config": Input(type="uri_file"), "datasets": Input(type="uri_folder", mode="ro_mount")},
         ),
-        "train": command(
-            name="train",
-            display_name=f"train on {nodes} node(s)",
-            command="detops train --run-dir ${{outputs.run}}",
+        "train": step(
+            "train", f"train on {nodes} node(s)",
             inputs=dict(run_in),
             distribution=TensorFlowDistribution(worker_count=nodes, parameter_server_count=0),
             instance_count=nodes,
-            **common,
         ),
-        "evaluate": command(
-            name="evaluate",
-            display_name="evaluate: COCO metrics on train/val/test",
-            command="detops evaluate --run-dir ${{outputs.run}}",
-            inputs=dict(run_in),
-            **common,
-        ),
-        "export": command(
-            name="export",
-            display_name="export: SavedModel, TFLite, parity; mark the run complete",
-            command="detops export --run-dir ${{outputs.run}} && detops finish --run-dir ${{outputs.run}}",
-            inputs=dict(run_in),
-            **common,
-        ),
+        "evaluate": step("evaluate", "evaluate: COCO metrics on train/val/test (-> MLflow)", inputs=dict(run_in)),
+        "export": step("export", "export: SavedModel, TFLite, parity; the run is marked complete", inputs=dict(run_in)),
     }
 
 

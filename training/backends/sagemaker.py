@@ -57,6 +57,21 @@ DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
 #: Where SageMaker syncs checkpoints inside the container (CheckpointConfig.LocalPath default).
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 CHANNELS = ("train", "validation", "config", "label", "checkpoint")
+#: ``AlgorithmSpecification.MetricDefinitions``: SageMaker scans the job's log for these regexes
+#: and charts the first group as the metric. They match the trainer's progress line
+#: (``step 40/480  loss 0.8123  0.45 steps/s  ETA 980s``, :mod:`training.train`) and the
+#: evaluation line per split (``evaluation test: AP=0.2620 AP50=0.5310 AP75=0.2400``,
+#: :func:`training.pipeline.evaluate`); tests run them over a real container run's output.
+_NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": "train:loss", "Regex": rf"step [0-9]+/[0-9]+ +loss {_NUM}"},
+    {"Name": "train:steps_per_second", "Regex": rf"loss \S+ +{_NUM} steps/s"},
+    *(
+        {"Name": f"{split}:{metric}", "Regex": rf"evaluation {split}: .*\b{metric}={_NUM}"}
+        for split in ("train", "val", "test")
+        for metric in ("AP", "AP50", "AP75")
+    ),
+]
 
 
 def client(service: str = "sagemaker"):
@@ -155,7 +170,8 @@ def build_training_job(
         stopping["MaxWaitTimeInSeconds"] = settings.max_run * 2
     req: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File",
+                                   "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": settings.role_arn,
         "HyperParameters": {"num_steps": str(num_steps), "quantize": str(bool(quantize)), "run_url": run_url},
         "InputDataConfig": channels(run_url, init_checkpoint),
@@ -165,7 +181,8 @@ def build_training_job(
         "EnableManagedSpotTraining": settings.spot,
         "CheckpointConfig": {"S3Uri": storage.join(run_url, "model_training", "checkpoints") + "/",
                              "LocalPath": CHECKPOINT_LOCAL_PATH},
-        "Environment": {"DETOPS_RUN_URL": run_url, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        "Environment": {"DETOPS_RUN_URL": run_url, "DETOPS_RUN_ID": run_url.rstrip("/").rsplit("/", 1)[-1],
+                        "TF_CPP_MIN_LOG_LEVEL": "1"},
         "Tags": [{"Key": "detops:project", "Value": project}, {"Key": "detops:run_url", "Value": run_url}],
     }
     if settings.kms_key_id:
@@ -275,7 +292,10 @@ class SageMakerBackend(Backend, JobControl):
         run_id = run_id or new_run_id()
         run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
         num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
-        job_name = f"detops-{cfg.project}-{run_id}".replace("_", "-").replace(".", "-")[:63].rstrip("-")
+        # <prefix>-<project>-<run id>: the prefix is the stack's (DETOPS_SM_NAME_PREFIX), which the IAM role allows
+        from training import naming
+
+        job_name = naming.training_job_name(cfg.project, run_id)
         request = build_training_job(
             job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
             quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,
@@ -290,7 +310,7 @@ class SageMakerBackend(Backend, JobControl):
                    "instance_type": settings.instance_type, "spot": settings.spot}
         if dry_run:
             return Submission(self.name, job_name, "planned", run_url, specs, details)
-        pipeline.prepare(cfg, run_dir=run_url, console=console)
+        pipeline.prepare(cfg, run_dir=run_url, console=console, run_id=run_id)
         desc = self.start(request, wait=wait, console=console)
         details["arn"] = desc.get("TrainingJobArn")
         return Submission(self.name, job_name, desc["TrainingJobStatus"], run_url, specs, details)
