@@ -199,22 +199,33 @@ def render_markdown() -> str:
 
 # -- identities and variables of the CI jobs -------------------------------------------------------
 
-#: GitHub environment / Azure DevOps variable group suffix -> the identity its jobs log in as (the
-#: Pulumi programs define the identities; docs/cicd.md). Preview is read-only; only `infra-preview`
-#: may run on a pull request.
+#: GitHub environment (and Azure DevOps variable group ``detops-<environment>``) -> the identity its jobs
+#: log in as: the stack files' ``github.environments`` (infra/*/Pulumi.<stack>.yaml, docs/infra.md).
+#: infra-reader is read-only; only its environments may run on a pull request.
 ENVIRONMENT_IDENTITY = {
-    "infra-preview": "preview",
-    "infra-production": "deployer",
-    "training": "training",
-    "model-registration": "registration",
-    "staging": "release",
-    "production": "release",
+    "infra-preview-dev": "infra-reader",
+    "infra-preview-prod": "infra-reader",
+    "infra-dev": "infra-deployer",
+    "infra-production": "infra-deployer",
+    "training": "trainer",
+    "model-registration": "registrar",
+    "model-approval": "approver",
+    "staging": "deployer",
+    "production": "deployer",
 }
+#: The identities (infra/settings.py PURPOSES, with hyphens): Azure DevOps service connections are
+#: ``detops-<cloud>-<identity>``; a variable group ``detops-<identity>`` may hold its AWS_ROLE_ARN.
+IDENTITIES = ("infra-reader", "infra-deployer", "trainer", "registrar", "approver", "deployer")
+
+
+def group_identity(suffix: str) -> str | None:
+    """The identity of variable group ``detops-<suffix>`` (a CI environment's or an identity's own), or None."""
+    return ENVIRONMENT_IDENTITY.get(suffix) or (suffix if suffix in IDENTITIES else None)
 #: Settings that differ per identity: environment-level variables (GitHub) / per-environment
 #: variable groups (Azure DevOps), never repository-level or workflow-level.
 IDENTITY_SETTINGS = ("AZURE_CLIENT_ID", "AWS_ROLE_ARN")
-#: Variables of the CI systems that are not detops settings (set by hand, documented in docs/cicd.md).
-CI_ONLY_VARIABLES = {"INFRA_CLOUD", "PULUMI_STACK", "PULUMI_BACKEND_URL", "DETOPS_REVIEWERS", "ENDPOINT_NAME",
+#: CI variables set by hand (docs/cicd.md): the model's name, and variables that are not detops settings.
+CI_ONLY_VARIABLES = {"DETOPS_MODEL_NAME", "INFRA_CLOUD", "PULUMI_STACK", "PULUMI_BACKEND_URL", "DETOPS_REVIEWERS", "ENDPOINT_NAME",
                      "ENDPOINT_URL", "MODEL_VERSION", "SMOKE_IMAGE"}
 
 

@@ -69,9 +69,20 @@ def _call_problems(args: list[str], available: set[str], env: dict[str, Any], wh
     return problems
 
 
-def _env_name(job: dict[str, Any]) -> str | None:
+STACKS = ("dev", "prod")
+_STACK_CHOICE = re.compile(r"^\$\{\{\s*vars\.PULUMI_STACK == '(\w+)' && '([\w-]+)' \|\| '([\w-]+)'\s*\}\}$")
+
+
+def _env_names(job: dict[str, Any]) -> list[str | None]:
+    """The job's GitHub environment, for each stack when it is an expression of ``vars.PULUMI_STACK``."""
     env = job.get("environment")
-    return env.get("name") if isinstance(env, dict) else env
+    name = env.get("name") if isinstance(env, dict) else env
+    if not name or "${{" not in str(name):
+        return [name]
+    m = _STACK_CHOICE.match(name)
+    if m:
+        return [m.group(2) if stack == m.group(1) else m.group(3) for stack in STACKS]
+    return [re.sub(r"\$\{\{\s*vars\.PULUMI_STACK\s*\}\}", stack, name) for stack in STACKS]
 
 
 def github_problems(doc: dict[str, Any], name: str, expected_identity: dict[str, str]) -> list[str]:
@@ -87,14 +98,13 @@ def github_problems(doc: dict[str, Any], name: str, expected_identity: dict[str,
         job_env = {**(doc.get("env") or {}), **(job.get("env") or {})}
         steps = job.get("steps", [])
         logs_in = any(str(s.get("uses", "")).startswith(LOGIN_ACTIONS) for s in steps)
-        envname = _env_name(job)
-        if logs_in:
+        for envname in _env_names(job) if logs_in else []:
             identity = contract.ENVIRONMENT_IDENTITY.get(envname or "")
             if identity is None:
                 problems.append(f"{where}: logs in outside a known environment ({envname!r}): which identity?")
             elif expected_identity.get(job_id) not in (None, identity):
                 problems.append(f"{where}: logs in as {identity} (environment {envname}), expected {expected_identity[job_id]}")
-            if on_pr and "github.event_name != 'pull_request'" not in str(job.get("if", "")) and identity != "preview":
+            if on_pr and "github.event_name != 'pull_request'" not in str(job.get("if", "")) and identity != "infra-reader":
                 problems.append(f"{where}: may run on a pull request with the write identity {identity}")
         for i, step in enumerate(steps):
             problems += _check_names(step.get("env") or {}, f"{where}: step {i} env")
@@ -135,7 +145,7 @@ def group_variables(group: str) -> set[str]:
     if group == "detops-infra":
         return {"PULUMI_BACKEND_URL", "PULUMI_STACK", "AWS_REGION"}
     env = group.removeprefix("detops-")
-    if env in contract.ENVIRONMENT_IDENTITY:
+    if contract.group_identity(env):
         return set(contract.IDENTITY_SETTINGS) | ENV_GROUP_EXTRA.get(env, set())
     return set()
 
@@ -199,12 +209,12 @@ def azure_problems(doc: dict[str, Any], name: str, expected_identity: dict[str, 
                         if want and identity != want:
                             problems.append(f"{where}: runs as {identity}, expected {want}")
                         excludes_pr = "ne(variables['Build.Reason'], 'PullRequest')" in str(stage.get("condition", ""))
-                        if on_pr and not excludes_pr and identity != "preview":
+                        if on_pr and not excludes_pr and identity != "infra-reader":
                             problems.append(f"{where}: may run on a pull request with the write identity {identity}")
-                        envs = [g.removeprefix("detops-") for g in groups if g.removeprefix("detops-") in contract.ENVIRONMENT_IDENTITY]
+                        envs = [g.removeprefix("detops-") for g in groups if contract.group_identity(g.removeprefix("detops-"))]
                         for envname in envs:
-                            if contract.ENVIRONMENT_IDENTITY[envname] != identity:
-                                problems.append(f"{where}: links detops-{envname} ({contract.ENVIRONMENT_IDENTITY[envname]}) but runs as {identity}")
+                            if contract.group_identity(envname) != identity:
+                                problems.append(f"{where}: links detops-{envname} ({contract.group_identity(envname)}) but runs as {identity}")
                         if not envs:
                             problems.append(f"{where}: runs as {identity} without its variable group detops-<environment>")
                     if re.search(r"(?m)^\s*pulumi (preview|up)\b", script) and "--policy-pack" not in script:

@@ -11,17 +11,17 @@ from cicd_helpers import AZURE_DIR, GITHUB_DIR, load_yaml
 
 #: Which identity each cloud job runs as.
 GITHUB_IDENTITY = {
-    "train": {"train": "training", "wait": "training", "evaluate": "training", "register": "registration"},
-    "images": {"build": "training"},
-    "release": {"staging": "release", "production": "release"},
-    "infra": {"preview": "preview", "up": "deployer"},
+    "train": {"train": "trainer", "wait": "trainer", "evaluate": "trainer", "register": "registrar"},
+    "images": {"build": "trainer"},
+    "release": {"staging": "deployer", "production": "deployer"},
+    "infra": {"preview": "infra-reader", "up": "infra-deployer"},
     "ci": {},
 }
 AZURE_IDENTITY = {
-    "train": {"Images/Build": "training", "Train/Submit": "training", "Train/Wait": "training",
-              "Train/Evaluate": "training", "Register/Register": "registration"},
-    "release": {"Images/Build": "training", "Staging/Deploy": "release", "Production/Deploy": "release"},
-    "infra": {"Preview/Preview": "preview", "Up/Up": "deployer"},
+    "train": {"Images/Build": "trainer", "Train/Submit": "trainer", "Train/Wait": "trainer",
+              "Train/Evaluate": "trainer", "Register/Register": "registrar"},
+    "release": {"Images/Build": "trainer", "Staging/Deploy": "deployer", "Production/Deploy": "deployer"},
+    "infra": {"Preview/Preview": "infra-reader", "Up/Up": "infra-deployer"},
     "ci": {},
 }
 
@@ -80,23 +80,23 @@ def test_planted_missing_image_handoff_fails_on_both_systems():
 def test_planted_wrong_identity_fails_on_both_systems():
     doc = _gh("train")
     doc["jobs"]["register"]["environment"] = "training"
-    assert any("register: logs in as training" in p for p in github_problems(doc, "train", GITHUB_IDENTITY["train"]))
+    assert any("register: logs in as trainer" in p for p in github_problems(doc, "train", GITHUB_IDENTITY["train"]))
     az = _az("train")
     reg = next(s for s in az["stages"] if s["stage"] == "Register")
-    reg["jobs"][0]["steps"][1]["parameters"]["identity"] = "training"
+    reg["jobs"][0]["steps"][1]["parameters"]["identity"] = "trainer"
     problems = azure_problems(az, "train", AZURE_IDENTITY["train"], AZURE_DIR)
-    assert any("runs as training, expected registration" in p for p in problems)
+    assert any("runs as trainer, expected registrar" in p for p in problems)
 
 
 def test_planted_write_identity_on_a_pull_request_fails():
     doc = _gh("infra")
     doc["jobs"]["preview"]["environment"] = "infra-production"
-    assert any("may run on a pull request with the write identity deployer" in p
+    assert any("may run on a pull request with the write identity infra-deployer" in p
                for p in github_problems(doc, "infra", {}))
     az = _az("infra")
     preview = next(s for s in az["stages"] if s["stage"] == "Preview")
-    preview["jobs"][0]["steps"][1]["parameters"]["identity"] = "deployer"
-    assert any("pull request with the write identity deployer" in p for p in azure_problems(az, "infra", {}, AZURE_DIR))
+    preview["jobs"][0]["steps"][1]["parameters"]["identity"] = "infra-deployer"
+    assert any("pull request with the write identity infra-deployer" in p for p in azure_problems(az, "infra", {}, AZURE_DIR))
 
 
 def test_planted_missing_policy_pack_fails_on_both_systems():

@@ -141,7 +141,7 @@ def test_github_human_gates_are_environments():
     assert _env_name(release["staging"]) == "staging"
     assert _env_name(release["production"]) == "production" and "staging" in release["production"]["needs"]
     infra = _gh("infra")["jobs"]
-    assert _env_name(infra["up"]) == "infra-production"
+    assert "'infra-production'" in _env_name(infra["up"]) and "'infra-dev'" in _env_name(infra["up"])
     assert "refs/heads/main" in infra["up"]["if"] and "pull_request" in infra["preview"]["if"]
     preview = next(s for s in infra["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@"))
     assert preview["with"]["command"] == "preview" and preview["with"]["comment-on-pr"] is True
