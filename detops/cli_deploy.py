@@ -291,15 +291,17 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")] = "local",
         endpoint: Annotated[str | None, typer.Option("--endpoint", help="Azure ML / SageMaker endpoint name.")] = None,
         api_key_env: Annotated[
-            str, typer.Option("--api-key-env", help="Variable holding the API key (local) or endpoint key (Azure ML; "
-                              "default: asked from the workspace).")
-        ] = "DETOPS_API_KEY",
+            str | None,
+            typer.Option("--api-key-env", help="Variable holding the API key (local; default DETOPS_API_KEY) or the "
+                         "endpoint key (Azure ML; default: asked from the workspace)."),
+        ] = None,
         timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
     ) -> None:
         """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
         from deployment.smoke import smoke_test as run
 
-        result = run(url, image, api_key_env=api_key_env, timeout=timeout, target=target, endpoint=endpoint)
+        key_env = api_key_env or ("DETOPS_API_KEY" if target == "local" else "DETOPS_SMOKE_UNSET_KEY")
+        result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint)
         out.print_json(json.dumps(result))
 
     @app.command()
@@ -308,26 +310,42 @@ def register(app: typer.Typer) -> None:
         version: Annotated[str, typer.Option("--version", help="Approved version in the source registry.")],
         source_uri: Annotated[
             str,
-            typer.Option("--source-uri", help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
-                         "for sagemaker; the destination (prod) is the current settings."),
+            typer.Option("--source-uri",
+                         help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI for sagemaker; "
+                         "the destination (prod) is the current settings."),
         ],
         artifact_root: Annotated[
-            str, typer.Option("--artifact-root", help="Destination folder/URL the artifact is copied under.")
+            str, typer.Option("--artifact-root",
+                              help="Destination folder/URL (prod storage) the artifact is copied under.")
         ],
+        print_version: Annotated[
+            bool, typer.Option("--print-version", help="Print only the destination version number (for CI).")
+        ] = False,
         registry: RegistryOpt = None,
     ) -> None:
-        """Copy an Approved version (same digest, verified) from the dev registry into this one."""
+        """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
         from deployment.promote import promote as run
         from deployment.registry import get_registry
 
+        if registry == "azureml" or (registry is None and _kind(None) == "azureml"):
+            from training.errors import ConfigError
+
+            raise ConfigError("promote does not support the azureml registry yet (a shared Azure ML registry, "
+                              "docs/contracts.md); it copies between mlflow or sagemaker registries")
         dest = get_registry(registry)
         source = get_registry(registry, **_source_kwargs(registry, source_uri))
         mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+        if print_version:
+            print(mv.version)
+            return
         _print_version(mv)
 
 
-def _source_kwargs(kind: str | None, uri: str) -> dict:
+def _kind(kind: str | None) -> str:
     import os
 
-    kind = kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
-    return {"metadata_uri": uri} if kind == "sagemaker" else {"tracking_uri": uri}
+    return kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
+
+
+def _source_kwargs(kind: str | None, uri: str) -> dict:
+    return {"metadata_uri": uri} if _kind(kind) == "sagemaker" else {"tracking_uri": uri}
