@@ -64,7 +64,9 @@ def _summary(latencies_s: list[float], wall_s: float) -> dict[str, float]:
 
 def load_images(n: int) -> list[bytes]:
     """``n`` BCCD test images (JPEG bytes), cycling if the split is smaller."""
-    root = Path(os.environ.get("DETOPS_DATASETS") or ROOT.parent / "shared" / "datasets") / "bccd" / "BCCD"
+    from training.settings import CommonSettings
+
+    root = Path(CommonSettings.load().datasets or ROOT.parent / "shared" / "datasets") / "bccd" / "BCCD"
     ids = (root / "ImageSets" / "Main" / "test.txt").read_text().split()
     return [(root / "JPEGImages" / f"{ids[i % len(ids)]}.jpg").read_bytes() for i in range(n)]
 

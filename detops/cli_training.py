@@ -23,65 +23,81 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config key, e.g. --set train.steps=50 (repeatable)."),
 ]
 
+app = typer.Typer(help="Training commands: prepare, train, evaluate, export, run.")
+"""This command group; :mod:`detops.cli` mounts it with ``add_typer`` (commands at the top level)."""
 
-def register(app: typer.Typer) -> None:
-    """Mount the training commands on the ``detops`` app."""
 
-    @app.command()
-    def prepare(
-        config: ConfigArg,
-        datastore: DatastoreOpt = None,
-        run_dir: Annotated[str | None, typer.Option("--run-dir", help="Use this run folder.")] = None,
-        set_: SetOpt = None,
-    ) -> None:
-        """Ingest, validate, split and convert a labelled dataset into a run folder."""
-        from training import pipeline
+@app.command()
+def prepare(
+    config: ConfigArg,
+    datastore: DatastoreOpt = None,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Use this run folder.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Ingest, validate, split and convert a labelled dataset into a run folder."""
+    from training import pipeline
 
+    cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
+    run = pipeline.prepare(cfg, run_dir=run_dir)
+    out.print(f"prepared {run.url}")
+
+
+@app.command()
+def train(
+    run_dir: RunDirOpt,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
+) -> None:
+    """Train (or resume training) the detector of a prepared run."""
+    from training import pipeline
+
+    pipeline.train(pipeline.Run.open(run_dir), steps=steps)
+
+
+@app.command()
+def evaluate(
+    run_dir: RunDirOpt,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate.")] = None,
+) -> None:
+    """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
+    from training import pipeline
+
+    metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
+    pipeline.print_metrics(metrics, out)
+
+
+@app.command()
+def export(run_dir: RunDirOpt) -> None:
+    """Export SavedModel and TFLite (float, int8) with a parity check; writes export/."""
+    from training import pipeline
+
+    pipeline.export(pipeline.Run.open(run_dir))
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config YAML (needed unless --run-dir names a prepared run).")
+    ] = None,
+    datastore: DatastoreOpt = None,
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        str | None, typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help="Run only this stage (repeatable): prepare, train, evaluate, export."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
+) -> None:
+    """The pipeline: prepare -> train -> evaluate -> export into one run folder, skipping the
+    stages run.json records complete (the Azure ML steps run it one --stage at a time)."""
+    from training import pipeline
+
+    cfg = None
+    if config is not None:
         cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-        run = pipeline.prepare(cfg, run_dir=run_dir)
-        out.print(f"prepared {run.url}")
-
-    @app.command()
-    def train(
-        run_dir: RunDirOpt,
-        steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
-    ) -> None:
-        """Train (or resume training) the detector of a prepared run."""
-        from training import pipeline
-
-        pipeline.train(pipeline.Run.open(run_dir), steps=steps)
-
-    @app.command()
-    def evaluate(
-        run_dir: RunDirOpt,
-        split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate.")] = None,
-    ) -> None:
-        """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
-        from training import pipeline
-
-        metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
-        pipeline.print_metrics(metrics, out)
-
-    @app.command()
-    def export(run_dir: RunDirOpt) -> None:
-        """Export SavedModel and TFLite (float, int8) with a parity check; writes export/."""
-        from training import pipeline
-
-        pipeline.export(pipeline.Run.open(run_dir))
-
-    @app.command()
-    def run(
-        config: ConfigArg,
-        datastore: DatastoreOpt = None,
-        set_: SetOpt = None,
-        run_dir: Annotated[
-            str | None, typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
-        ] = None,
-    ) -> None:
-        """The whole local pipeline: prepare -> train -> evaluate -> export, into one run folder."""
-        from training import pipeline
-
-        cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-        result = pipeline.run_all(cfg, run_dir=run_dir, console=out)
-        pipeline.print_metrics({"test": result.metrics["test"]}, out)
-        out.print(f"run folder: {result.run.url}")
+    run = pipeline.run_stages(cfg, run_dir, stages=tuple(stage or pipeline.STAGES), steps=steps, console=out)
+    metrics = pipeline.read_run_metrics(run)
+    if "test" in metrics and (not stage or "evaluate" in stage):
+        pipeline.print_metrics({"test": metrics["test"]}, out)
+    out.print(f"run folder: {run.url} ({run.manifest.get('status')})")

@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     GATE = 4  # a quality or approval gate refused the action
     NOT_FOUND = 5  # a run, model version or resource does not exist
     BACKEND = 6  # a cloud or server backend failed
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, the shell convention
 
 
 class DetopsError(Exception):

@@ -20,10 +20,12 @@ before all its artifacts are there.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import subprocess
@@ -35,17 +37,55 @@ from training.config import RunConfig, load_run_config  # noqa: F401  (re-export
 from training.errors import DataError, NotFoundError
 
 SPLITS = ("train", "val", "test")
+#: The pipeline's stages, in order (:func:`run_stages` runs them).
+STAGES = ("prepare", "train", "evaluate", "export")
+#: Where a run keeps the checkpoint its backbone starts from (travels with the run, see :func:`prepare`).
+INIT_CHECKPOINT_DIR = ("model_config", "init_checkpoint")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def run_id_from_env() -> str | None:
+    """``$DETOPS_RUN_ID``: the run id a cloud job was submitted with (None when unset).
+
+    The Azure ML pipeline steps and the SageMaker training job set it, so the run folder keeps the
+    id the submitter printed instead of minting a new one.
+
+    Raises:
+      ConfigError: the value is not a run id (letters, digits, ``_ . -``; at most 128 characters).
+    """
+    from training.errors import ConfigError
+    from training.settings import CommonSettings
+
+    value = (CommonSettings.load().run_id or "").strip()
+    if not value:
+        return None
+    if not _RUN_ID.match(value):
+        raise ConfigError(f"DETOPS_RUN_ID {value!r} is not a run id (letters, digits, '_', '.', '-')")
+    return value
+
+
+def is_chief() -> bool:
+    """True in the process that writes ``run.json`` and publishes (the only one, or the chief of a
+    ``TF_CONFIG`` / SageMaker cluster: :func:`training.distribute.is_chief`)."""
+    from training.distribute import is_chief as _is_chief
+
+    return _is_chief(os.environ)
 
 
 def detops_home() -> Path:
     """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().detops_home()
 
 
 def code_version() -> str:
     """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
+    from training.settings import CommonSettings
+
+    pinned = CommonSettings.load().code_version
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -96,10 +136,15 @@ class Run:
         return os.path.join(self.local_dir, *parts)
 
     @classmethod
-    def create(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
-        """Create a new run folder under ``<datastore>/<project>/runs/`` (or at ``run_dir``)."""
+    def create(cls, cfg: RunConfig, run_dir: str | None = None, run_id: str | None = None) -> Run:
+        """Create a new run folder under ``<datastore>/<project>/runs/<id>`` (or at ``run_dir``).
+
+        The id is ``run_id``, else ``$DETOPS_RUN_ID`` (set by the cloud jobs), else a new one.
+        """
+        from training.settings import CommonSettings
+
         now = dt.datetime.now(dt.UTC)
-        run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        run_id = run_id or run_id_from_env() or f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
         if storage.is_local(url):
             url = str(Path(url.removeprefix("file://")).resolve())
@@ -112,7 +157,8 @@ class Run:
             "id": run_id,
             "project": cfg.project,
             "created_at": now.isoformat(),
-            "url": url,
+            # the datastore URL a cloud job was given (e.g. azureml://...) rather than its mount path
+            "url": CommonSettings.load().run_url or url,
             "status": "running",
             "stages": {},
             "inputs": {},
@@ -149,9 +195,15 @@ class Run:
         return run
 
     def save(self) -> None:
-        """Write ``run.json`` locally."""
+        """Write ``run.json`` locally (the chief only: other workers of a cluster never write it)."""
+        if not is_chief():
+            return
         with open(self.path("run.json"), "w") as f:
             json.dump(self.manifest, f, indent=2)
+
+    def is_complete(self, stage: str) -> bool:
+        """True when ``run.json`` records ``stage`` as complete."""
+        return (self.manifest.get("stages", {}).get(stage) or {}).get("status") == "complete"
 
     def stage_done(self, stage: str, **info) -> None:
         """Record a finished stage (and its figures) in the manifest; publish when remote."""
@@ -167,8 +219,8 @@ class Run:
         self.publish()
 
     def publish(self) -> None:
-        """Upload the staging folder to ``url`` (no-op for a local datastore)."""
-        if self.url != self.local_dir:
+        """Upload the staging folder to ``url`` (no-op for a local datastore and for non-chief workers)."""
+        if self.url != self.local_dir and is_chief():
             storage.publish_run(self.local_dir, self.url)
 
 
@@ -184,7 +236,7 @@ def dataset_hash(records) -> str:
     return h.hexdigest()
 
 
-def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
+def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: str | None = None) -> Run:
     """Ingest, validate, split and convert: the run's ``data/``, ``tf_records/`` and ``model_config/``.
 
     Raises:
@@ -197,7 +249,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
     from training.tfrecord import write_split
 
     say = console.print if console else (lambda *a, **k: None)
-    run = Run.create(cfg, run_dir)
+    run = Run.create(cfg, run_dir, run_id=run_id)
     d = cfg.data
     say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
     ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
@@ -233,12 +285,14 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
         write_split(clean, sp.splits[s], s, run.path("tf_records"), ids)
 
     t = cfg.train
+    # Paths in experiment.yaml are relative to the run folder (load_params re-points them), and the
+    # init checkpoint is copied in: the run carries everything training needs to any machine.
     params = build_experiment(
         preset=t.preset,
         num_classes=len(clean.classes),
-        train_records=run.path("tf_records", "train-*.tfrecord"),
-        val_records=run.path("tf_records", "val-*.tfrecord"),
-        val_annotation_file=run.path("data", "annotations", "val.json"),
+        train_records="tf_records/train-*.tfrecord",
+        val_records="tf_records/val-*.tfrecord",
+        val_annotation_file="data/annotations/val.json",
         steps=t.steps,
         batch_size=t.batch_size,
         image_size=t.image_size,
@@ -251,12 +305,15 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
         pretrained_provider=None if (t.init_checkpoint or "").lower() == "none" else _pretrained,
     )
     os.makedirs(run.path("model_config"), exist_ok=True)
+    source_checkpoint = params.task.init_checkpoint or None
+    if source_checkpoint:
+        params.task.init_checkpoint = bring_checkpoint(run, source_checkpoint)
     Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
     rep = result.report
     run.manifest["inputs"] = {
         "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records)},
         "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
-        "init_checkpoint": params.task.init_checkpoint,
+        "init_checkpoint": _checkpoint_record(run, source_checkpoint, params.task.init_checkpoint),
     }
     run.manifest["classes"] = clean.classes
     run.stage_done(
@@ -265,6 +322,50 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
         splits={s: len(sp.splits[s]) for s in SPLITS},
     )
     return run
+
+
+def bring_checkpoint(run: Run, prefix: str) -> str:
+    """Copy a local TF checkpoint into the run (``model_config/init_checkpoint/``); return the new
+    prefix, relative to the run folder (``model_config/init_checkpoint/ckpt``).
+
+    ``prefix`` is a checkpoint prefix (``.../ckpt-7`` with ``ckpt-7.index`` and
+    ``ckpt-7.data-*`` beside it) or a folder holding checkpoints (its newest ``.index`` is used).
+    An ``az://`` / ``s3://`` / ``gs://`` prefix is readable from every machine and is returned
+    unchanged (the SageMaker job gets it as its ``checkpoint`` channel).
+
+    Raises:
+      NotFoundError: no ``<prefix>.index`` (names the path).
+    """
+    if not storage.is_local(prefix):
+        return prefix
+    local = Path(prefix.removeprefix("file://")).expanduser()
+    if local.is_dir():
+        found = sorted(local.rglob("*.index"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise NotFoundError(f"init checkpoint {prefix}: folder holds no *.index checkpoint")
+        local = found[-1].with_suffix("")
+    index = local.with_name(local.name + ".index")
+    if not index.is_file():
+        raise NotFoundError(f"init checkpoint {prefix}: {index} not found (give a checkpoint prefix, e.g. .../ckpt-7)")
+    dest = Path(run.path(*INIT_CHECKPOINT_DIR))
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [index, *sorted(local.parent.glob(local.name + ".data-*"))]:
+        shutil.copy2(f, dest / f.name)
+    return "/".join((*INIT_CHECKPOINT_DIR, local.name))
+
+
+def _checkpoint_record(run: Run, source: str | None, prefix: str | None) -> dict | None:
+    """``run.json``'s record of the init checkpoint: where it came from, where it is, its hash."""
+    if not source:
+        return None
+    rec: dict = {"source": source, "prefix": prefix}
+    if prefix and not os.path.isabs(prefix) and "://" not in prefix:
+        h = hashlib.sha256()
+        for f in sorted(Path(run.path(*INIT_CHECKPOINT_DIR)).iterdir()):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        rec["sha256"] = h.hexdigest()
+    return rec
 
 
 def _pretrained() -> str:
@@ -282,13 +383,20 @@ def _write_json(path: str, obj) -> None:
 
 
 def load_params(run: Run):
-    """The run's Model Garden ExperimentConfig, with data paths re-pointed at this run's local folder."""
+    """The run's Model Garden ExperimentConfig, with its paths re-pointed at this run's local folder.
+
+    Data paths always point into the run; ``task.init_checkpoint`` is resolved against the run
+    folder when relative (as :func:`prepare` writes it); a URL stays as it is.
+    """
     from training.experiment import experiment_from_yaml
 
     params = experiment_from_yaml(Path(run.path("model_config", "experiment.yaml")).read_text())
     params.task.train_data.input_path = run.path("tf_records", "train-*.tfrecord")
     params.task.validation_data.input_path = run.path("tf_records", "val-*.tfrecord")
     params.task.annotation_file = run.path("data", "annotations", "val.json")
+    ckpt = params.task.init_checkpoint
+    if ckpt and "://" not in ckpt and not os.path.isabs(ckpt):
+        params.task.init_checkpoint = run.path(*ckpt.split("/"))
     return params
 
 
@@ -333,6 +441,7 @@ def evaluate(run: Run, splits: list[str] | None = None, console=None) -> dict[st
 
     from training.evaluate import evaluate_split
 
+    say = console.print if console else functools.partial(print, flush=True)
     _, _, module = load_detector(run)
     ckpt = tf.train.latest_checkpoint(run.path("model_training", "checkpoints"))
     out = {}
@@ -346,6 +455,9 @@ def evaluate(run: Run, splits: list[str] | None = None, console=None) -> dict[st
             run.path("evaluation", s),
             extra={"checkpoint": os.path.basename(ckpt or "")},
         )
+        m = out[s]
+        # one line per split; SageMaker's MetricDefinitions parse it (training.backends.sagemaker)
+        say(f"evaluation {s}: AP={m['AP']:.4f} AP50={m['AP50']:.4f} AP75={m['AP75']:.4f}")
     run.stage_done("evaluate", **{s: {"AP": m["AP"], "AP50": m["AP50"]} for s, m in out.items()})
     return out
 
@@ -406,32 +518,136 @@ class RunResult:
     parity: dict
 
 
-def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResult:
-    """prepare -> train -> evaluate -> export (-> MLflow tracking) into one run folder.
+def run_stages(
+    cfg: RunConfig | None = None,
+    run_dir: str | None = None,
+    *,
+    run: Run | None = None,
+    stages: tuple[str, ...] | list[str] = STAGES,
+    steps: int | None = None,
+    int8: bool | None = None,
+    finish: bool = True,
+    track: bool = True,
+    console=None,
+) -> Run:
+    """THE stage sequence: prepare -> train -> evaluate -> export into one run folder.
 
-    With ``run_dir`` naming an existing run, finished stages are skipped and training resumes from
-    the last checkpoint. The run is marked ``failed`` if a stage raises, ``complete`` at the end.
+    Every entry point calls this: ``detops run`` (:func:`run_all`), each Azure ML pipeline step
+    (``detops run --run-dir ... --stage <stage>``) and the SageMaker container
+    (:mod:`training.backends.sagemaker_container`).
+
+    - ``run``: an opened run (the SageMaker container assembles one from its channels); else
+      ``run_dir`` naming an existing run (``run.json`` there) opens it; otherwise ``prepare``
+      creates it (``cfg`` required; the id is ``$DETOPS_RUN_ID`` when set).
+    - Of ``stages`` (a subset of :data:`STAGES`, run in pipeline order), those ``run.json``
+      records complete are skipped. ``train`` counts as complete when its recorded global step
+      reaches the target (``steps``, else the experiment's ``trainer.train_steps``); when it
+      trains again (resume with more steps), ``evaluate`` and ``export`` are recorded stale and
+      run again.
+    - ``evaluate`` logs the run to MLflow when tracking is enabled in the run's config and a
+      tracking URI is known (``tracking.uri`` or ``$MLFLOW_TRACKING_URI``; Azure ML sets the
+      workspace's in every job); again, with the export and the final status, when the run
+      completes. ``track=False`` turns this off (the SageMaker container without a tracking URI).
+    - Only the chief writes ``run.json``; a non-chief worker of a cluster runs ``train`` (a
+      collective) and returns.
+    - ``finish``: once all four stages are complete the run is marked ``complete``; any exception
+      marks it ``failed`` (and is re-raised).
+
+    Raises:
+      ConfigError: unknown stage, or ``cfg`` missing for a new run. DataError: prepare did not
+      finish. Anything a stage raises.
     """
-    if run_dir and _has_manifest(run_dir):
-        run = Run.open(run_dir)
-    else:
-        run = prepare(cfg, run_dir=run_dir, console=console)
-    try:
-        stages = run.manifest.get("stages", {})
-        if "prepare" not in stages:
-            raise DataError(f"{run.url}: the prepare stage did not finish; start a new run")
-        train(run, console=console)
-        metrics = evaluate(run, console=console)
-        parity = export(run, console=console)
-        if cfg.tracking.enabled:
-            from training.tracking import log_run
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        from training.errors import ConfigError
 
-            run.manifest["mlflow_run_id"] = log_run(run.local_dir, cfg.tracking.uri)
-        run.finish("complete")
+        raise ConfigError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    wanted = [s for s in STAGES if s in stages]
+    if run is not None:
+        pass
+    elif run_dir and _has_manifest(run_dir):
+        run = Run.open(run_dir)
+    elif "prepare" in wanted:
+        if cfg is None:
+            from training.errors import ConfigError
+
+            raise ConfigError("a new run needs a run config (detops run <config.yaml>)")
+        run = prepare(cfg, run_dir=run_dir, console=console)
+    else:
+        raise NotFoundError(f"no run at {run_dir} (run.json missing); run the prepare stage first")
+    try:
+        if not run.is_complete("prepare"):
+            raise DataError(f"{run.url}: the prepare stage did not finish; start a new run")
+        if int8 is not None:
+            run.manifest["config"].setdefault("export", {})["int8"] = bool(int8)
+        if "train" in wanted:
+            target = steps or int(load_params(run).trainer.train_steps)
+            done = run.manifest["stages"].get("train") or {}
+            if not run.is_complete("train") or int(done.get("global_step", 0)) < target:
+                result = train(run, steps=steps, console=console)
+                if result.steps_run:
+                    for later in ("evaluate", "export"):
+                        if run.manifest["stages"].pop(later, None) is not None:
+                            run.manifest["stages"].setdefault("stale", []).append(later)
+                    run.save()
+            if not is_chief():
+                return run  # evaluate, export and run.json belong to the chief
+        if "evaluate" in wanted and not run.is_complete("evaluate"):
+            evaluate(run, console=console)
+            if track:
+                _track(run, console)
+        if "export" in wanted and not run.is_complete("export"):
+            export(run, console=console)
+        if finish and all(run.is_complete(s) for s in STAGES):
+            run.finish("complete")
+            if track and _track(run, console):
+                run.publish()
     except BaseException:
         run.finish("failed")
         raise
-    return RunResult(run=run, metrics=metrics, parity=parity)
+    return run
+
+
+def _track(run: Run, console=None) -> bool:
+    """Log the run to MLflow (idempotent per run id) when its config enables tracking; True if it did.
+
+    The URI is ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store.
+    """
+    tracking = (run.manifest.get("config") or {}).get("tracking") or {}
+    if not tracking.get("enabled", False) or not is_chief():
+        return False
+    from training.tracking import default_tracking_uri, log_run
+
+    uri = tracking.get("uri") or default_tracking_uri()
+    run.manifest["mlflow_run_id"] = log_run(run.local_dir, uri)
+    run.save()
+    if console is not None:
+        console.print(f"metrics logged to MLflow ({uri}), run {run.manifest['mlflow_run_id']}")
+    return True
+
+
+def read_run_metrics(run: Run) -> dict[str, dict]:
+    """``evaluation/<split>/metrics.json`` of the splits evaluated so far."""
+    out = {}
+    for s in SPLITS:
+        p = run.path("evaluation", s, "metrics.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                out[s] = json.load(f)
+    return out
+
+
+def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResult:
+    """prepare -> train -> evaluate -> export (-> MLflow tracking) into one run folder.
+
+    :func:`run_stages` with every stage. With ``run_dir`` naming an existing run, finished stages
+    are skipped and training resumes from the last checkpoint. The run is marked ``failed`` if a
+    stage raises, ``complete`` at the end.
+    """
+    run = run_stages(cfg, run_dir, console=console)
+    parity_path = run.path("export", "parity.json")
+    parity = json.loads(Path(parity_path).read_text()) if os.path.exists(parity_path) else {}
+    return RunResult(run=run, metrics=read_run_metrics(run), parity=parity)
 
 
 def _has_manifest(url: str) -> bool:

@@ -18,7 +18,6 @@ version can be deployed (:meth:`ApprovalService.require_approved`, called by
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 
 from deployment.registry import artifact
@@ -84,7 +83,9 @@ class ApprovalService:
     def __init__(self, registry: ModelRegistry, allow_self_approval: bool | None = None) -> None:
         self.registry = registry
         if allow_self_approval is None:
-            allow_self_approval = os.environ.get("DETOPS_ALLOW_SELF_APPROVAL", "").lower() in ("1", "true", "yes")
+            from training.settings import CommonSettings
+
+            allow_self_approval = CommonSettings.load().allow_self_approval
         self.allow_self_approval = allow_self_approval
 
     # -- queries ---------------------------------------------------------------------------------

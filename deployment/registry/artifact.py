@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 from training import storage
@@ -143,7 +142,11 @@ def verify_model_dir(model_dir: str, expected_digest: str | None = None) -> str 
         ArtifactIntegrityError: an expected digest but no manifest; a manifest whose digest differs;
             a file that differs from the manifest (named).
     """
-    expected_digest = expected_digest if expected_digest is not None else os.environ.get(DIGEST_ENV) or None
+    if expected_digest is None:
+        from training.settings import CommonSettings
+
+        expected_digest = CommonSettings.load().model_sha256
+    expected_digest = expected_digest or None
     url = model_dir.rstrip("/").removeprefix("file://")
     root = None
     for cand in (url, url.rsplit("/", 1)[0] if "/" in url else None):

@@ -20,7 +20,6 @@ workspace; authentication ``DefaultAzureCredential``), ``DETOPS_AML_DATASTORE``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from datetime import UTC, datetime
@@ -56,16 +55,13 @@ def workspace_tracking_uri(ml_client: Any = None) -> str:
         ConfigError: neither ``MLFLOW_TRACKING_URI`` nor AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
             AZUREML_WORKSPACE are set.
     """
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if ml_client is None:
-        ids = [os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")]
-        if not all(ids):
-            raise ConfigError("set MLFLOW_TRACKING_URI, or AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE")
-        from azure.ai.ml import MLClient
-        from azure.identity import DefaultAzureCredential
+    from training.settings import CommonSettings, azure_ml_client
 
-        ml_client = MLClient(DefaultAzureCredential(), *ids)
+    uri = CommonSettings.load().mlflow_tracking_uri
+    if uri:
+        return uri
+    if ml_client is None:
+        ml_client = azure_ml_client(what="find the workspace's MLflow registry (or set MLFLOW_TRACKING_URI)")
     return ml_client.workspaces.get(ml_client.workspace_name).mlflow_tracking_uri
 
 
@@ -90,7 +86,11 @@ def datastore_path(artifact_uri: str, datastore: str | None = None) -> str:
         )
     rest = artifact_uri.split("://", 1)[1]
     _container, _, path = rest.partition("/")
-    ds = datastore or os.environ.get("DETOPS_AML_DATASTORE") or "workspaceblobstore"
+    if not datastore:
+        from training.settings import AzureSettings
+
+        datastore = AzureSettings.load().datastore
+    ds = datastore
     return f"azureml://datastores/{ds}/paths/{path.strip('/')}/"
 
 
@@ -129,15 +129,19 @@ class AzureMLRegistry(ModelRegistry):
 
     def __init__(self, ml_client: Any = None, datastore: str | None = None) -> None:
         self._ml_client = ml_client
-        self.datastore = datastore or os.environ.get("DETOPS_AML_DATASTORE") or "workspaceblobstore"
+        if not datastore:
+            from training.settings import AzureSettings
+
+            datastore = AzureSettings.load().datastore
+        self.datastore = datastore
 
     @property
     def ml(self) -> Any:
         """The workspace's ``MLClient`` (created on first use)."""
         if self._ml_client is None:
-            from deployment.targets.azureml import AzureMLTarget
+            from training.settings import azure_ml_client
 
-            self._ml_client = AzureMLTarget().ml_client()
+            self._ml_client = azure_ml_client(what="use the Azure ML model registry")
         return self._ml_client
 
     def _call(self, what: str, fn, *args, **kwargs):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -118,12 +117,12 @@ def os_principal() -> Principal:
 
 def identity_source(registry_kind: str | None = None) -> str:
     """``$DETOPS_IDENTITY`` resolved: ``auto`` (the default) follows the registry kind."""
-    source = (os.environ.get("DETOPS_IDENTITY") or "auto").strip().lower()
-    if source not in SOURCES:
-        raise ConfigError(f"DETOPS_IDENTITY={source!r}: use one of {', '.join(SOURCES)}")
+    from training.settings import CommonSettings
+
+    settings = CommonSettings.load()  # ConfigError naming DETOPS_IDENTITY when it is not one of SOURCES
+    source: str = settings.identity
     if source == "auto":
-        kind = registry_kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
-        source = _AUTO.get(kind, "os")
+        source = _AUTO.get(registry_kind or settings.registry, "os")
     return source
 
 

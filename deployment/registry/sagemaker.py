@@ -39,15 +39,17 @@ class SageMakerRegistry(ModelRegistry):
 
     def __init__(self, metadata_uri: str | None = None, serving_image: str | None = None,
                  sagemaker_client: Any = None) -> None:
-        import os
+        from training.settings import AwsSettings, CommonSettings, missing_settings
 
-        metadata_uri = metadata_uri or os.environ.get("DETOPS_SM_REGISTRY_URI")
-        if not metadata_uri or not metadata_uri.startswith("s3://"):
-            raise ConfigError("set DETOPS_SM_REGISTRY_URI to s3://bucket/prefix (model version metadata)")
-        self.metadata_uri: str = metadata_uri
-        self.serving_image = serving_image or os.environ.get("DETOPS_SERVING_IMAGE")
-        if not self.serving_image:
-            raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ECR)")
+        metadata_uri = metadata_uri or AwsSettings.load().sm_registry_uri
+        self.serving_image = serving_image or CommonSettings.load().serving_image
+        missing: list[tuple[Any, str]] = [] if metadata_uri else [(AwsSettings, "sm_registry_uri")]
+        missing += [] if self.serving_image else [(CommonSettings, "serving_image")]
+        if missing:
+            raise missing_settings(missing, "use the SageMaker Model Registry")
+        if not str(metadata_uri).startswith("s3://"):
+            raise ConfigError(f"DETOPS_SM_REGISTRY_URI must be s3://bucket/prefix (model version metadata), got {metadata_uri!r}")
+        self.metadata_uri: str = str(metadata_uri)
         if sagemaker_client is None:
             from training.backends.sagemaker import client
 

@@ -27,7 +27,6 @@ from a Key Vault reference set by infra, never from this code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +49,15 @@ class AzureMLTarget(DeployTarget):
     name = "azureml"
 
     def __init__(self, ml_client: Any = None, compute: str | None = None, image: str | None = None) -> None:
+        from training.settings import AzureSettings, CommonSettings
+
         self._ml_client = ml_client
-        self.compute = compute or os.environ.get("DETOPS_AML_DEPLOY_COMPUTE", "managed")
-        self.image = image or os.environ.get("DETOPS_SERVING_IMAGE")
+        self.settings = AzureSettings.load()  # ConfigError naming DETOPS_AML_INSTANCE_COUNT etc. when invalid
+        self.compute = compute or self.settings.deploy_compute
+        self.image = image or CommonSettings.load().serving_image
         default_type = "Standard_DS3_v2" if self.compute == "managed" else "defaultinstancetype"
-        self.instance_type = os.environ.get("DETOPS_AML_INSTANCE_TYPE", default_type)
-        count = os.environ.get("DETOPS_AML_INSTANCE_COUNT", "1")
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError(f"DETOPS_AML_INSTANCE_COUNT must be a positive integer, got {count!r}")
-        self.instance_count = int(count)
+        self.instance_type = self.settings.instance_type or default_type
+        self.instance_count = self.settings.instance_count
 
     @property
     def kubernetes(self) -> bool:
@@ -68,20 +67,15 @@ class AzureMLTarget(DeployTarget):
     def ml_client(self):
         """``azure.ai.ml.MLClient`` of the workspace (created on first use; a dry run never calls it)."""
         if self._ml_client is None:
-            from azure.ai.ml import MLClient
-            from azure.identity import DefaultAzureCredential
+            from training.settings import azure_ml_client
 
-            ids = [os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")]
-            if not all(ids):
-                raise ConfigError("set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE to deploy")
-            self._ml_client = MLClient(DefaultAzureCredential(), *ids)
+            self._ml_client = azure_ml_client(self.settings, what="deploy to Azure ML")
         return self._ml_client
 
-    @staticmethod
-    def _endpoint_name(endpoint: str | None) -> str:
+    def _endpoint_name(self, endpoint: str | None) -> str:
         import re
 
-        name = endpoint or os.environ.get("DETOPS_AML_ENDPOINT") or "detops"
+        name = endpoint or self.settings.endpoint or "detops"
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]", name):
             raise ConfigError(f"Azure ML endpoint name {name!r}: 3-32 characters, a letter first, letters, digits, hyphens")
         return name

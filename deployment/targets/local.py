@@ -65,7 +65,9 @@ class LocalTarget(DeployTarget):
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
-        self.port = int(port or os.environ.get("DETOPS_LOCAL_PORT", "8080"))
+        from training.settings import CommonSettings
+
+        self.port = int(port or CommonSettings.load().local_port)
         self.ready_timeout = ready_timeout
         self.extra_env = dict(extra_env or {})
 
@@ -112,7 +114,9 @@ class LocalTarget(DeployTarget):
                 "DETOPS_PORT": str(self.port),
             }
         )
-        if not (env.get("DETOPS_API_KEY") or env.get("DETOPS_API_KEYS")):
+        from deployment.serving.settings import api_key_configured
+
+        if not api_key_configured(env):
             raise ConfigError("set DETOPS_API_KEY (or DETOPS_API_KEYS) from your secret store before deploying")
         plan = Deployment(
             self.name,

@@ -17,7 +17,6 @@ Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_END
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -35,11 +34,14 @@ class SageMakerTarget(DeployTarget):
 
     def __init__(self, sagemaker_client: Any = None, role_arn: str | None = None,
                  instance_type: str | None = None, capture_uri: str | None = None) -> None:
+        from training.settings import AwsSettings
+
         self._sm = sagemaker_client
-        self.role_arn = role_arn or os.environ.get("DETOPS_SM_ROLE_ARN")
-        self.instance_type = instance_type or os.environ.get("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.m5.large")
-        self.capture_uri = capture_uri or os.environ.get("DETOPS_SM_CAPTURE_URI")
-        self.kms_key_id = os.environ.get("DETOPS_SM_KMS_KEY_ID")
+        self.settings = AwsSettings.load()
+        self.role_arn = role_arn or self.settings.sm_role_arn
+        self.instance_type = instance_type or self.settings.sm_instance_type_serving
+        self.capture_uri = capture_uri or self.settings.sm_capture_uri
+        self.kms_key_id = self.settings.sm_kms_key_id
 
     @property
     def sm(self):
@@ -51,7 +53,7 @@ class SageMakerTarget(DeployTarget):
         return self._sm
 
     def _endpoint(self, endpoint: str | None) -> str:
-        name = endpoint or os.environ.get("DETOPS_SM_ENDPOINT") or "detops"
+        name = endpoint or self.settings.sm_endpoint or "detops"
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", name):
