@@ -26,7 +26,6 @@ from deployment.targets import get_target
 from deployment.targets.base import Deployment, DeployTarget
 from training.errors import GateError, NotFoundError
 
-
 #: How many older "live before" records a deployment keeps (for repeated rollbacks).
 MAX_CHAIN = 4
 
