@@ -22,6 +22,7 @@ app = typer.Typer(help="Quality gate, model registry, approval, serving and depl
 models = typer.Typer(help="List and show registered model versions.", no_args_is_help=True)
 app.add_typer(models, name="models")
 
+
 NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
 RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local path, az:// or s3:// URL).")]
 ByOpt = Annotated[
@@ -66,8 +67,17 @@ def _print_version(mv, as_json: bool = False) -> None:
     for k in ("test/AP", "test/AP50", "val/AP", "val/AP50"):
         if k in mv.metrics:
             out.print(f"  {k}: {mv.metrics[k]:.4f}", highlight=False)
-    for k in ("run_url", "dataset_sha256", "code_version", "gate.passed", "gate.forced", "mlflow_run_id",
-              "artifact.sha256", "registered_by.id", "promoted_from"):
+    for k in (
+        "run_url",
+        "dataset_sha256",
+        "code_version",
+        "gate.passed",
+        "gate.forced",
+        "mlflow_run_id",
+        "artifact.sha256",
+        "registered_by.id",
+        "promoted_from",
+    ):
         if k in mv.tags:
             out.print(f"  {k}: {mv.tags[k]}", highlight=False)
     if mv.audit:
@@ -94,6 +104,7 @@ def gate(
         raise GateError("quality gate failed: " + "; ".join(decision.reasons))
     out.print("quality gate passed")
 
+
 @app.command("register")
 def register_cmd(
     run_dir: RunDirOpt,
@@ -118,6 +129,7 @@ def register_cmd(
     )
     _print_version(mv)
 
+
 @app.command()
 def approve(
     name: Annotated[str, typer.Argument(help="Model name.")],
@@ -128,6 +140,7 @@ def approve(
 ) -> None:
     """Approve a PendingManualApproval version (not by the principal that registered it)."""
     _print_version(_service(registry).approve(name, version, _who(registry, by), comment))
+
 
 @app.command()
 def reject(
@@ -144,9 +157,7 @@ def reject(
 @models.command("list")
 def models_list(
     name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
-    status: Annotated[
-        str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")
-    ] = None,
+    status: Annotated[str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     registry: RegistryOpt = None,
 ) -> None:
@@ -159,9 +170,7 @@ def models_list(
         try:
             want = ApprovalStatus(status)
         except ValueError:
-            raise ConfigError(
-                f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}"
-            ) from None
+            raise ConfigError(f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}") from None
     versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
     if as_json:
         out.print_json(
@@ -194,6 +203,7 @@ def models_list(
         )
     out.print(table)
 
+
 @models.command("show")
 def models_show(
     name: Annotated[str, typer.Argument(help="Model name.")],
@@ -203,6 +213,7 @@ def models_show(
 ) -> None:
     """One version: status, metrics, lineage, gate decision and audit trail."""
     _print_version(_service(registry).registry.get_version(name, version), as_json)
+
 
 @app.command()
 def serve(
@@ -235,15 +246,14 @@ def serve(
         raise ConfigError("give --model-dir, or --name and --version")
     uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=30)
 
+
 @app.command()
 def deploy(
     target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
     name: NameOpt,
     version: Annotated[str, typer.Option("--version", help="Model version (must be Approved).")],
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")] = False,
     port: Annotated[
         int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
     ] = None,
@@ -254,10 +264,9 @@ def deploy(
     from deployment.registry import get_registry
 
     kwargs = {"port": port} if (target == "local" and port) else {}
-    d = deploy_mod.deploy(
-        name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs
-    )
+    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
     out.print_json(json.dumps(d.to_dict(), default=str))
+
 
 @app.command()
 def rollback(
@@ -266,8 +275,11 @@ def rollback(
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
     if_serving: Annotated[
         str | None,
-        typer.Option("--if-serving", help="Roll back only if the endpoint serves this version (the one a "
-                     "release tried to ship); otherwise change nothing."),
+        typer.Option(
+            "--if-serving",
+            help="Roll back only if the endpoint serves this version (the one a "
+            "release tried to ship); otherwise change nothing.",
+        ),
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Local target: port.")] = None,
     registry: RegistryOpt = None,
@@ -293,14 +305,19 @@ def smoke_test(
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Azure ML / SageMaker endpoint name.")] = None,
     api_key_env: Annotated[
         str | None,
-        typer.Option("--api-key-env", help="Variable holding the API key (local; default DETOPS_API_KEY) or the "
-                     "endpoint key (Azure ML; default: asked from the workspace)."),
+        typer.Option(
+            "--api-key-env",
+            help="Variable holding the API key (local; default DETOPS_API_KEY) or the endpoint key (Azure ML; "
+            "default: asked from the workspace).",
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
 ) -> None:
     """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
     from deployment.smoke import smoke_test as run
 
+    # Azure ML: the endpoint key comes from the workspace unless a variable is named explicitly (DETOPS_API_KEY
+    # is the container's own key, not the gateway's)
     key_env = api_key_env or ("DETOPS_API_KEY" if target == "local" else "DETOPS_SMOKE_UNSET_KEY")
     result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint)
     out.print_json(json.dumps(result))
@@ -312,39 +329,29 @@ def promote(
     version: Annotated[str, typer.Option("--version", help="Approved version in the source registry.")],
     source_uri: Annotated[
         str,
-        typer.Option("--source-uri", help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI for "
-                     "sagemaker; the destination (prod) is the current settings."),
+        typer.Option(
+            "--source-uri",
+            help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
+            "for sagemaker; the destination (prod) is the current settings.",
+        ),
     ],
     artifact_root: Annotated[
-        str, typer.Option("--artifact-root", help="Destination folder/URL (prod storage) the artifact is copied under.")
+        str, typer.Option("--artifact-root", help="Destination folder/URL the artifact is copied under.")
     ],
-    print_version: Annotated[
-        bool, typer.Option("--print-version", help="Print only the destination version number (for CI).")
-    ] = False,
     registry: RegistryOpt = None,
 ) -> None:
-    """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
+    """Copy an Approved version (same digest, verified) from the dev registry into this one."""
     from deployment.promote import promote as run
     from deployment.registry import get_registry
-    from training.errors import ConfigError
 
-    if _kind(registry) == "azureml":
-        raise ConfigError("promote does not support the azureml registry yet (a shared Azure ML registry, "
-                          "docs/contracts.md); it copies between mlflow or sagemaker registries")
     dest = get_registry(registry)
     source = get_registry(registry, **_source_kwargs(registry, source_uri))
     mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
-    if print_version:
-        print(mv.version)
-        return
     _print_version(mv)
 
 
-def _kind(kind: str | None) -> str:
+def _source_kwargs(kind: str | None, uri: str) -> dict:
     from training.settings import CommonSettings
 
-    return kind or CommonSettings.load().registry
-
-
-def _source_kwargs(kind: str | None, uri: str) -> dict:
-    return {"metadata_uri": uri} if _kind(kind) == "sagemaker" else {"tracking_uri": uri}
+    kind = kind or CommonSettings.load().registry
+    return {"metadata_uri": uri} if kind == "sagemaker" else {"tracking_uri": uri}

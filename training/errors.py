@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     GATE = 4  # a quality or approval gate refused the action
     NOT_FOUND = 5  # a run, model version or resource does not exist
     BACKEND = 6  # a cloud or server backend failed
+    EXPORT = 7  # an export was written but failed its check (TFLite parity); the run folder is kept
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, the shell convention
 
 
@@ -45,6 +46,12 @@ class GateError(DetopsError):
     """A quality gate or an approval state refused the requested action."""
 
     exit_code = ExitCode.GATE
+
+
+class ExportError(DetopsError):
+    """An export was written but failed its check (TFLite parity vs the SavedModel)."""
+
+    exit_code = ExitCode.EXPORT
 
 
 class NotFoundError(DetopsError, LookupError):

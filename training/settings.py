@@ -150,13 +150,6 @@ class CommonSettings(Settings):
     serving_image: str | None = setting(
         "DETOPS_SERVING_IMAGE", None, "Serving image by digest (<registry>/detops-serving@sha256:...).",
         required_by=("register --registry sagemaker", "deploy --target azureml"), source="images workflow (digest) / " + CI)
-    identity: Literal["auto", "aws", "azure", "os", "declared"] = setting(
-        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject/promote: auto (from the registry: sagemaker -> "
-        "aws STS caller, azureml -> Azure token oid, mlflow -> OS user), or declared (trust --by; local only).",
-        used_by=("register", "approve", "reject", "promote"), source=USER)
-    model_sha256: str | None = setting(
-        "DETOPS_MODEL_SHA256", None, "Serving container: the registered artifact digest it verifies the model folder "
-        "against before loading (set by the deploy targets).", used_by=("serve",), source=PLATFORM)
     local_port: int = setting("DETOPS_LOCAL_PORT", 8080, "Port of the local deploy target.", used_by=("deploy --target local",))
     mlflow_tracking_uri: str | None = setting(
         "MLFLOW_TRACKING_URI", None, "MLflow tracking/registry server (default sqlite under DETOPS_HOME; set by Azure ML inside jobs).",
@@ -174,6 +167,13 @@ class CommonSettings(Settings):
     run_url: str | None = setting(
         "DETOPS_RUN_URL", None, "Inside a cloud job: the datastore URL of the run folder (azureml://, s3://, az://).",
         used_by=("run", "prepare"), source=PLATFORM)
+
+    identity: str = setting(
+        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), aws (STS caller), azure (token oid), os, "
+        "or declared (--by; local only).", used_by=("register", "approve", "reject", "promote"))
+    model_sha256: str | None = setting(
+        "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "
+        "model loader refuses a model folder that does not match it.", used_by=("serve",), source=PLATFORM)
 
     def detops_home(self) -> Path:
         """``DETOPS_HOME`` (expanded) or ``~/.detops``; not created here."""
@@ -273,6 +273,8 @@ class AwsSettings(Settings):
                                             used_by=("deploy --target sagemaker",), source=STACK_AWS)
     sm_capture_uri: str | None = setting("DETOPS_SM_CAPTURE_URI", None, "s3:// prefix of endpoint data capture.",
                                          required_by=("deploy --target sagemaker",), source=STACK_AWS)
+    sm_name_prefix: str = setting("DETOPS_SM_NAME_PREFIX", "detops", "Prefix of every SageMaker name detops creates (the CI roles allow <prefix>-* only; training/naming.py).",
+                                  used_by=("submit --backend sagemaker", "deploy --target sagemaker"), source=STACK_AWS)
     sm_endpoint: str | None = setting("DETOPS_SM_ENDPOINT", None, "Endpoint name (default 'detops').",
                                       used_by=("deploy --target sagemaker", "rollback --target sagemaker"), source=STACK_AWS)
     sm_root: str = setting("DETOPS_SM_ROOT", "/opt/ml", "SageMaker container root (moved in tests).",

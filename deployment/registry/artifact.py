@@ -145,8 +145,7 @@ def verify_model_dir(model_dir: str, expected_digest: str | None = None) -> str 
     if expected_digest is None:
         from training.settings import CommonSettings
 
-        expected_digest = CommonSettings.load().model_sha256
-    expected_digest = expected_digest or None
+        expected_digest = CommonSettings.load().model_sha256 or None
     url = model_dir.rstrip("/").removeprefix("file://")
     root = None
     for cand in (url, url.rsplit("/", 1)[0] if "/" in url else None):

@@ -86,12 +86,15 @@ def datastore_path(artifact_uri: str, datastore: str | None = None) -> str:
         )
     rest = artifact_uri.split("://", 1)[1]
     _container, _, path = rest.partition("/")
-    if not datastore:
-        from training.settings import AzureSettings
-
-        datastore = AzureSettings.load().datastore
-    ds = datastore
+    ds = datastore or _datastore_setting()
     return f"azureml://datastores/{ds}/paths/{path.strip('/')}/"
+
+
+def _datastore_setting() -> str:
+    """``DETOPS_AML_DATASTORE`` (default ``workspaceblobstore``), from :class:`training.settings.AzureSettings`."""
+    from training.settings import AzureSettings
+
+    return AzureSettings.load().datastore
 
 
 def validate_model(model: Any) -> Any:
@@ -129,19 +132,15 @@ class AzureMLRegistry(ModelRegistry):
 
     def __init__(self, ml_client: Any = None, datastore: str | None = None) -> None:
         self._ml_client = ml_client
-        if not datastore:
-            from training.settings import AzureSettings
-
-            datastore = AzureSettings.load().datastore
-        self.datastore = datastore
+        self.datastore = datastore or _datastore_setting()
 
     @property
     def ml(self) -> Any:
         """The workspace's ``MLClient`` (created on first use)."""
         if self._ml_client is None:
-            from training.settings import azure_ml_client
+            from deployment.targets.azureml import AzureMLTarget
 
-            self._ml_client = azure_ml_client(what="use the Azure ML model registry")
+            self._ml_client = AzureMLTarget().ml_client()
         return self._ml_client
 
     def _call(self, what: str, fn, *args, **kwargs):

@@ -119,10 +119,13 @@ def identity_source(registry_kind: str | None = None) -> str:
     """``$DETOPS_IDENTITY`` resolved: ``auto`` (the default) follows the registry kind."""
     from training.settings import CommonSettings
 
-    settings = CommonSettings.load()  # ConfigError naming DETOPS_IDENTITY when it is not one of SOURCES
-    source: str = settings.identity
+    common = CommonSettings.load()
+    source = (common.identity or "auto").strip().lower()
+    if source not in SOURCES:
+        raise ConfigError(f"DETOPS_IDENTITY={source!r}: use one of {', '.join(SOURCES)}")
     if source == "auto":
-        source = _AUTO.get(registry_kind or settings.registry, "os")
+        kind = registry_kind or common.registry
+        source = _AUTO.get(kind, "os")
     return source
 
 

@@ -81,6 +81,8 @@ class Detector:
     function); the micro-batcher decides how many calls are in flight.
     """
 
+    runtime = "savedmodel"
+
     def __init__(self, model_dir: str, name: str = "model", version: str = "unknown") -> None:
         import tensorflow as tf
 

@@ -95,7 +95,8 @@ class SageMakerTarget(DeployTarget):
             config["KmsKeyId"] = self.kms_key_id
             capture["KmsKeyId"] = self.kms_key_id
         return {
-            "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE,
+            # Network isolation: the serving container needs no outbound network (IAM requires it: docs/infra.md).
+            "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE, "EnableNetworkIsolation": True,
                       "PrimaryContainer": {"ModelPackageName": package_arn,
                                            "Environment": {"DETOPS_MODEL_NAME": version.name,
                                                            "DETOPS_MODEL_VERSION": str(version.version),

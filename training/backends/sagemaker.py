@@ -270,7 +270,10 @@ class SageMakerBackend(Backend):
         run_id = run_id or new_run_id()
         run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
         num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
-        job_name = f"detops-{cfg.project}-{run_id}".replace("_", "-").replace(".", "-")[:63].rstrip("-")
+        # <prefix>-<project>-<run id>: the prefix is the stack's (DETOPS_SM_NAME_PREFIX), which the IAM role allows
+        from training import naming
+
+        job_name = naming.training_job_name(cfg.project, run_id)
         request = build_training_job(
             job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
             quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,
