@@ -304,18 +304,22 @@ def smoke_test(
     target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")] = "local",
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Azure ML / SageMaker endpoint name.")] = None,
     api_key_env: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--api-key-env",
-            help="Variable holding the API key (local) or endpoint key (Azure ML; default: asked from the workspace).",
+            help="Variable holding the API key (local; default DETOPS_API_KEY) or the endpoint key (Azure ML; "
+            "default: asked from the workspace).",
         ),
-    ] = "DETOPS_API_KEY",
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
 ) -> None:
     """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
     from deployment.smoke import smoke_test as run
 
-    result = run(url, image, api_key_env=api_key_env, timeout=timeout, target=target, endpoint=endpoint)
+    # Azure ML: the endpoint key comes from the workspace unless a variable is named explicitly (DETOPS_API_KEY
+    # is the container's own key, not the gateway's)
+    key_env = api_key_env or ("DETOPS_API_KEY" if target == "local" else "DETOPS_SMOKE_UNSET_KEY")
+    result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint)
     out.print_json(json.dumps(result))
 
 

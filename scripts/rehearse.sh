@@ -114,7 +114,7 @@ release() {
     return 0
   fi
   step "deployment or smoke test failed: roll back"
-  detops rollback --target local --name "$DETOPS_MODEL_NAME" --endpoint "$ENDPOINT_NAME" || return 2
+  detops rollback --target local --name "$DETOPS_MODEL_NAME" --endpoint "$ENDPOINT_NAME" --if-serving "$VERSION" || return 2
   return 1
 }
 

@@ -137,7 +137,7 @@ class CommonSettings(Settings):
     debug: bool = setting("DETOPS_DEBUG", False, "Show tracebacks on errors (same as --debug).", used_by=("*",))
     registry: str = setting(
         "DETOPS_REGISTRY", "mlflow", "Model registry kind when --registry is not given: mlflow (local SQLite or "
-        "MLFLOW_TRACKING_URI), azureml (the workspace's MLflow endpoint), sagemaker (Model Registry).",
+        "MLFLOW_TRACKING_URI), azureml (the workspace's model assets), sagemaker (Model Registry).",
         used_by=("gate", "register", "approve", "reject", "models", "serve", "deploy", "rollback"), source=CI)
     gate_margin: float = setting("DETOPS_GATE_MARGIN", 0.01, "Quality gate: allowed test AP drop vs. the Approved version.",
                                  used_by=("gate", "register"), ge=0)
@@ -175,7 +175,7 @@ class CommonSettings(Settings):
         used_by=("run", "prepare"), source=PLATFORM)
 
     identity: str = setting(
-        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), sts, azure, os, "
+        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), aws (STS caller), azure (token oid), os, "
         "or declared (--by; local only).", used_by=("register", "approve", "reject", "promote"))
     model_sha256: str | None = setting(
         "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "

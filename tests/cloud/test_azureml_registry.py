@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from deployment.registry.azureml import AzureMLRegistry, datastore_path, https_tracking_uri, validate_model, workspace_tracking_uri
+from deployment.registry.azureml import (
+    AzureMLRegistry,
+    datastore_path,
+    https_tracking_uri,
+    validate_model,
+    workspace_tracking_uri,
+)
 from training.errors import ConfigError
 
 URI = "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/0000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
