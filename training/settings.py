@@ -168,6 +168,13 @@ class CommonSettings(Settings):
         "DETOPS_RUN_URL", None, "Inside a cloud job: the datastore URL of the run folder (azureml://, s3://, az://).",
         used_by=("run", "prepare"), source=PLATFORM)
 
+    identity: str = setting(
+        "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), sts, azure, os, "
+        "or declared (--by; local only).", used_by=("register", "approve", "reject", "promote"))
+    model_sha256: str | None = setting(
+        "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "
+        "model loader refuses a model folder that does not match it.", used_by=("serve",), source=PLATFORM)
+
     def detops_home(self) -> Path:
         """``DETOPS_HOME`` (expanded) or ``~/.detops``; not created here."""
         return (self.home or Path.home() / ".detops").expanduser()

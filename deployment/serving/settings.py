@@ -9,7 +9,7 @@ Secrets Manager, a Kubernetes secret), never in a file in the repository.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,8 +38,21 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body; larger gets 413.")
     max_images: int = Field(16, gt=0, description="Most images in one request; more gets 422.")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height); larger gets 413.")
-    max_batch_size: int = Field(8, gt=0, description="Most images in one SavedModel call (micro-batching).")
-    model_workers: int = Field(1, gt=0, le=16, description="SavedModel calls (batches) in flight at once.")
+    runtime: Literal["savedmodel", "tflite-float", "tflite-int8"] = Field(
+        "savedmodel",
+        description="Model runtime: the SavedModel, or the export's TFLite float/int8 model (XNNPACK); "
+        "TFLite only when export/parity.json says that variant passed.",
+    )
+    max_batch_size: int = Field(8, gt=0, description="Most images in one model call (micro-batching).")
+    model_workers: int | None = Field(
+        None, gt=0, le=16, description="Model calls (batches) in flight at once; unset: one per two cores."
+    )
+    intra_op_threads: int | None = Field(
+        None, gt=0, le=256, description="Threads inside one model call (TF intra-op / XNNPACK); unset: from the cores."
+    )
+    inter_op_threads: int | None = Field(
+        None, gt=0, le=256, description="TensorFlow ops run side by side (SavedModel runtime); unset: 2."
+    )
     batch_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests before a batch runs.")
     score_threshold: float = Field(0.0, ge=0, le=1, description="Default minimum score of returned detections.")
     input_uri_prefixes: Annotated[list[str], NoDecode] = Field(

@@ -9,8 +9,10 @@ scoring ``/score`` on port 8080), with Application Insights and the model data c
 (request and response payloads logged to the workspace's blob store).
 
 Only Approved versions reach :meth:`AzureMLTarget.deploy` (:mod:`deployment.deploy` checks); the
-model is the registered workspace model ``azureml:<name>:<version>`` (registered through the
-workspace's MLflow endpoint by :mod:`deployment.registry.azureml`).
+model is the registered model asset ``azureml:<name>:<version>`` (:mod:`deployment.registry.azureml`),
+i.e. what Azure ML registered, and the container gets ``DETOPS_MODEL_SHA256`` to verify the files it
+loads. Each deployment's tags name its version and the version live before it
+(``detops.previous_model_*``, exact rollback).
 
 Settings (environment): ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``
 (to deploy; authentication ``DefaultAzureCredential``), ``DETOPS_SERVING_IMAGE`` (in ACR),
@@ -92,7 +94,8 @@ class AzureMLTarget(DeployTarget):
             return KubernetesOnlineEndpoint(compute=self.compute, **common)
         return ManagedOnlineEndpoint(**common)
 
-    def build_deployment(self, version: ModelVersion, endpoint: str, color: str):
+    def build_deployment(self, version: ModelVersion, endpoint: str, color: str,
+                         previous: dict[str, Any] | None = None):
         """The online deployment entity of ``version`` as colour ``color`` on ``endpoint``.
 
         Serving image with probes on port 8080, App Insights on, data collector on (payload
@@ -138,12 +141,15 @@ class AzureMLTarget(DeployTarget):
             "environment_variables": {
                 "DETOPS_MODEL_NAME": version.name,
                 "DETOPS_MODEL_VERSION": str(version.version),
+                "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
                 "DETOPS_PORT": str(PORT),
             },
             "request_settings": OnlineRequestSettings(request_timeout_ms=30000, max_concurrent_requests_per_instance=4),
             "liveness_probe": ProbeSettings(initial_delay=30, period=10),
             "readiness_probe": ProbeSettings(initial_delay=30, period=10),
-            "tags": {"detops.model_name": version.name, "detops.model_version": str(version.version)},
+            "tags": {"detops.model_name": version.name, "detops.model_version": str(version.version),
+                     **{f"detops.previous_{k}": str(previous[k]) for k in ("model_name", "model_version")
+                        if previous and previous.get(k)}},
         }
         cls = KubernetesOnlineDeployment if self.kubernetes else ManagedOnlineDeployment
         return cls(**kwargs)
@@ -176,8 +182,9 @@ class AzureMLTarget(DeployTarget):
         traffic = {k: int(v) for k, v in (ep.traffic or {}).items()}
         return ep, traffic
 
-    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
-        """Deploy ``version`` to the idle colour, then move all traffic to it.
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
+               previous: dict[str, Any] | None = None) -> Deployment:
+        """Deploy ``version`` to the idle colour, then move all traffic to it (the switch).
 
         Raises:
             ConfigError: missing settings. BackendError: Azure ML refused or failed.
@@ -200,7 +207,7 @@ class AzureMLTarget(DeployTarget):
                 client.online_endpoints.begin_create_or_update(self.build_endpoint(name)).result()
             live = max(traffic, key=traffic.get) if traffic and max(traffic.values()) > 0 else None
             color = _other(live)
-            dep = self.build_deployment(version, name, color)
+            dep = self.build_deployment(version, name, color, previous)
             client.online_deployments.begin_create_or_update(dep).result()
             ep = client.online_endpoints.get(name)
             ep.traffic = {color: 100, **({live: 0} if live else {})}
@@ -209,7 +216,9 @@ class AzureMLTarget(DeployTarget):
         except ConfigError:
             raise
         except Exception as e:  # azure.core.exceptions.HttpResponseError and friends
-            raise BackendError(f"Azure ML deploy to endpoint {name!r}: {type(e).__name__}: {e}") from e
+            from deployment.cloud_errors import azure_error
+
+            raise azure_error(e, f"deploy to endpoint {name!r}") from e
         return Deployment(self.name, name, version.name, str(version.version), str(ep.provisioning_state),
                           url=getattr(ep, "scoring_uri", None), details={"color": color, "traffic": dict(ep.traffic or {})})
 
@@ -226,12 +235,18 @@ class AzureMLTarget(DeployTarget):
         except Exception as e:
             raise BackendError(f"Azure ML endpoint {name!r}: {type(e).__name__}: {e}") from e
         tags = dep.tags or {}
+        previous = None
+        if tags.get("detops.previous_model_version"):
+            previous = {"model_name": tags.get("detops.previous_model_name", tags.get("detops.model_name", "")),
+                        "model_version": tags["detops.previous_model_version"]}
         return Deployment(self.name, name, tags.get("detops.model_name", ""), tags.get("detops.model_version", ""),
                           str(ep.provisioning_state), url=getattr(ep, "scoring_uri", None),
-                          details={"color": color, "traffic": traffic})
+                          details={"color": color, "traffic": traffic, "previous": previous})
 
-    def rollback(self, version: ModelVersion, endpoint: str | None = None) -> Deployment:
-        """Shift traffic back to the idle colour when it holds ``version``; else deploy it there."""
+    def rollback(self, version: ModelVersion, endpoint: str | None = None,
+                 previous: dict[str, Any] | None = None) -> Deployment:
+        """Shift traffic back to the idle colour when it holds ``version`` (its tags keep its own
+        ``previous``); else deploy it there."""
         name = self._endpoint_name(endpoint)
         client = self.ml_client()
         try:
@@ -251,4 +266,4 @@ class AzureMLTarget(DeployTarget):
                                       details={"color": color, "traffic": ep.traffic, "rollback": "traffic shift"})
         except Exception as e:
             raise BackendError(f"Azure ML rollback on endpoint {name!r}: {type(e).__name__}: {e}") from e
-        return self.deploy(version, name)
+        return self.deploy(version, name, previous=(previous or {}).get("previous"))
