@@ -85,8 +85,11 @@ class SageMakerTarget(DeployTarget):
         return {
             "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE,
                       "PrimaryContainer": {"ModelPackageName": package_arn,
+                                           # InvokeEndpoint is IAM-signed and forwards no X-API-Key;
+                                           # the model is unpacked into /opt/ml/model
                                            "Environment": {"DETOPS_MODEL_NAME": version.name,
-                                                           "DETOPS_MODEL_VERSION": str(version.version)}},
+                                                           "DETOPS_MODEL_VERSION": str(version.version),
+                                                           "DETOPS_AUTH": "platform"}},
                       "Tags": tags},
             "endpoint_config": config,
             "endpoint": {"EndpointName": endpoint, "EndpointConfigName": base, "Tags": tags},
