@@ -7,8 +7,8 @@ tracebacks only with ``--debug`` (or ``DETOPS_DEBUG=1``).
 
 from __future__ import annotations
 
-import os
 import sys
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -29,36 +29,52 @@ _state = {"debug": False}
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     """detops: prepare, train, evaluate, export, register, approve, deploy."""
-    _state["debug"] = debug or os.environ.get("DETOPS_DEBUG") == "1"
+    from training.settings import CommonSettings
+
+    _state["debug"] = debug or CommonSettings.load().debug
 
 
 def _mount() -> None:
+    """Join each command group's Typer app onto the root app (its commands stay top-level)."""
     from detops import cli_training
 
-    cli_training.register(app)
-    for mod in ("detops.cli_deploy", "detops.cli_cloud"):
+    app.add_typer(cli_training.app)
+    for mod in ("detops.cli_deploy", "detops.cli_cloud", "detops.cli_settings"):
         try:
-            module = __import__(mod, fromlist=["register"])
+            module = __import__(mod, fromlist=["app"])
         except ModuleNotFoundError as e:  # group not installed in this environment (optional extra)
             if e.name and e.name.startswith("detops"):
                 continue
             raise
-        module.register(app)
+        app.add_typer(module.app)
 
 
 _mount()
 
 
+def _interrupted() -> NoReturn:
+    err.print("interrupted")
+    sys.exit(int(ExitCode.INTERRUPTED))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return (and exit with) an :class:`ExitCode`."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        # Outside standalone mode typer returns an explicit exit's code instead of exiting; it turns
+        # Ctrl-C into exit code 130.
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
+            if rc == ExitCode.INTERRUPTED:
+                _interrupted()
+            sys.exit(rc)
         return ExitCode.OK
     except DetopsError as e:
         if _state["debug"]:
             err.print_exception()
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(int(e.exit_code))
+    except KeyboardInterrupt:
+        _interrupted()
     except typer.Abort:
         err.print("aborted")
         sys.exit(int(ExitCode.ERROR))

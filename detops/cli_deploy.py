@@ -17,13 +17,26 @@ from rich.table import Table
 
 out = Console(soft_wrap=True)
 
+app = typer.Typer(help="Quality gate, model registry, approval, serving and deployment commands.")
+"""The deployment command group; :mod:`detops.cli` mounts it with ``add_typer`` (commands at the top level)."""
+models = typer.Typer(help="List and show registered model versions.", no_args_is_help=True)
+app.add_typer(models, name="models")
+
+
 NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
 RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local path, az:// or s3:// URL).")]
-ByOpt = Annotated[str, typer.Option("--by", help="Identity of the person (or CI principal) acting; audited.")]
+ByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Declared identity; only with DETOPS_IDENTITY=declared (local). Otherwise the acting "
+        "identity is the authenticated principal (AWS STS caller, Azure token oid/name, OS user).",
+    ),
+]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why; stored in the audit trail.")]
 RegistryOpt = Annotated[
     str | None,
-    typer.Option("--registry", help="Registry kind (mlflow, sagemaker); default $DETOPS_REGISTRY or mlflow."),
+    typer.Option("--registry", help="Registry kind (mlflow, azureml, sagemaker); default $DETOPS_REGISTRY or mlflow."),
 ]
 
 
@@ -32,6 +45,12 @@ def _service(registry: str | None):
     from deployment.registry.approval import ApprovalService
 
     return ApprovalService(get_registry(registry))
+
+
+def _who(registry: str | None, by: str | None):
+    from deployment.registry.identity import current_principal
+
+    return current_principal(registry, by)
 
 
 def _print_version(mv, as_json: bool = False) -> None:
@@ -48,7 +67,17 @@ def _print_version(mv, as_json: bool = False) -> None:
     for k in ("test/AP", "test/AP50", "val/AP", "val/AP50"):
         if k in mv.metrics:
             out.print(f"  {k}: {mv.metrics[k]:.4f}", highlight=False)
-    for k in ("run_url", "dataset_sha256", "code_version", "gate.passed", "gate.forced", "mlflow_run_id"):
+    for k in (
+        "run_url",
+        "dataset_sha256",
+        "code_version",
+        "gate.passed",
+        "gate.forced",
+        "mlflow_run_id",
+        "artifact.sha256",
+        "registered_by.id",
+        "promoted_from",
+    ):
         if k in mv.tags:
             out.print(f"  {k}: {mv.tags[k]}", highlight=False)
     if mv.audit:
@@ -57,221 +86,268 @@ def _print_version(mv, as_json: bool = False) -> None:
             out.print(f"    {e.at} {e.action} by {e.actor}" + (f": {e.comment}" if e.comment else ""), highlight=False)
 
 
-def register(app: typer.Typer) -> None:
-    """Mount the deployment commands on the ``detops`` app."""
+@app.command()
+def gate(
+    run_dir: RunDirOpt,
+    name: NameOpt,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="Allowed test AP drop vs. the Approved version (default 0.01).")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Check the quality gate of a run against the current Approved version (exit 4 if it fails)."""
+    from training.errors import GateError
 
-    @app.command()
-    def gate(
-        run_dir: RunDirOpt,
-        name: NameOpt,
-        margin: Annotated[
-            float | None, typer.Option("--margin", help="Allowed test AP drop vs. the Approved version (default 0.01).")
-        ] = None,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Check the quality gate of a run against the current Approved version (exit 4 if it fails)."""
-        from training.errors import GateError
+    decision = _service(registry).gate(run_dir, name, margin)
+    out.print_json(json.dumps(decision.to_dict()))
+    if not decision.passed:
+        raise GateError("quality gate failed: " + "; ".join(decision.reasons))
+    out.print("quality gate passed")
 
-        decision = _service(registry).gate(run_dir, name, margin)
-        out.print_json(json.dumps(decision.to_dict()))
-        if not decision.passed:
-            raise GateError("quality gate failed: " + "; ".join(decision.reasons))
-        out.print("quality gate passed")
 
-    @app.command("register")
-    def register_cmd(
-        run_dir: RunDirOpt,
-        name: NameOpt,
-        by: ByOpt,
-        force: Annotated[
-            bool, typer.Option("--force", help="Register despite a failed gate (needs --comment; audited).")
-        ] = False,
-        comment: Annotated[str, typer.Option("--comment", help="Why (required with --force).")] = "",
-        margin: Annotated[float | None, typer.Option("--margin", help="Gate margin (default 0.01 test AP).")] = None,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Register a complete run's export as a new PendingManualApproval version (after the quality gate)."""
-        from training import tracking
+@app.command("register")
+def register_cmd(
+    run_dir: RunDirOpt,
+    name: NameOpt,
+    by: ByOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Register despite a failed gate (needs --comment; audited).")
+    ] = False,
+    comment: Annotated[str, typer.Option("--comment", help="Why (required with --force).")] = "",
+    margin: Annotated[float | None, typer.Option("--margin", help="Gate margin (default 0.01 test AP).")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Register a complete run's export as a new PendingManualApproval version (after the quality gate)."""
+    from training import tracking
 
+    try:
+        mlflow_run_id = tracking.find_run(run_dir)
+    except Exception:  # noqa: BLE001 - tracking is optional lineage; registration does not depend on it
+        mlflow_run_id = None
+    mv = _service(registry).register(
+        run_dir, name, _who(registry, by), margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id
+    )
+    _print_version(mv)
+
+
+@app.command()
+def approve(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    comment: CommentOpt,
+    by: ByOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Approve a PendingManualApproval version (not by the principal that registered it)."""
+    _print_version(_service(registry).approve(name, version, _who(registry, by), comment))
+
+
+@app.command()
+def reject(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    comment: CommentOpt,
+    by: ByOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Reject a PendingManualApproval or Approved version."""
+    _print_version(_service(registry).reject(name, version, _who(registry, by), comment))
+
+
+@models.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Registered versions with their approval status and test metrics."""
+    from deployment.registry.base import ApprovalStatus
+    from training.errors import ConfigError
+
+    want = None
+    if status:
         try:
-            mlflow_run_id = tracking.find_run(run_dir)
-        except Exception:  # noqa: BLE001 - tracking is optional lineage; registration does not depend on it
-            mlflow_run_id = None
-        mv = _service(registry).register(
-            run_dir, name, by, margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id
-        )
-        _print_version(mv)
-
-    @app.command()
-    def approve(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        version: Annotated[str, typer.Argument(help="Model version.")],
-        by: ByOpt,
-        comment: CommentOpt,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Approve a PendingManualApproval version (not by the identity that registered it)."""
-        _print_version(_service(registry).approve(name, version, by, comment))
-
-    @app.command()
-    def reject(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        version: Annotated[str, typer.Argument(help="Model version.")],
-        by: ByOpt,
-        comment: CommentOpt,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Reject a PendingManualApproval or Approved version."""
-        _print_version(_service(registry).reject(name, version, by, comment))
-
-    models = typer.Typer(help="List and show registered model versions.", no_args_is_help=True)
-    app.add_typer(models, name="models")
-
-    @models.command("list")
-    def models_list(
-        name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
-        status: Annotated[
-            str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Registered versions with their approval status and test metrics."""
-        from deployment.registry.base import ApprovalStatus
-        from training.errors import ConfigError
-
-        want = None
-        if status:
-            try:
-                want = ApprovalStatus(status)
-            except ValueError:
-                raise ConfigError(
-                    f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}"
-                ) from None
-        versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
-        if as_json:
-            out.print_json(
-                json.dumps(
-                    [
-                        {
-                            "name": v.name,
-                            "version": v.version,
-                            "status": v.status.value,
-                            "registered_by": v.registered_by,
-                            "created_at": v.created_at,
-                            "metrics": v.metrics,
-                            "artifact_uri": v.artifact_uri,
-                        }
-                        for v in versions
-                    ]
-                )
+            want = ApprovalStatus(status)
+        except ValueError:
+            raise ConfigError(f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}") from None
+    versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": v.name,
+                        "version": v.version,
+                        "status": v.status.value,
+                        "registered_by": v.registered_by,
+                        "created_at": v.created_at,
+                        "metrics": v.metrics,
+                        "artifact_uri": v.artifact_uri,
+                    }
+                    for v in versions
+                ]
             )
-            return
-        table = Table("name", "version", "status", "test/AP", "test/AP50", "registered by", "created")
-        for v in versions:
-            table.add_row(
-                v.name,
-                v.version,
-                v.status.value,
-                f"{v.metrics.get('test/AP', float('nan')):.4f}",
-                f"{v.metrics.get('test/AP50', float('nan')):.4f}",
-                v.registered_by,
-                v.created_at,
-            )
-        out.print(table)
-
-    @models.command("show")
-    def models_show(
-        name: Annotated[str, typer.Argument(help="Model name.")],
-        version: Annotated[str, typer.Argument(help="Model version.")],
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """One version: status, metrics, lineage, gate decision and audit trail."""
-        _print_version(_service(registry).registry.get_version(name, version), as_json)
-
-    @app.command()
-    def serve(
-        name: Annotated[str | None, typer.Option("--name", help="Registered model name.")] = None,
-        version: Annotated[str | None, typer.Option("--version", help="Model version.")] = None,
-        model_dir: Annotated[
-            str | None, typer.Option("--model-dir", help="SavedModel or export/ folder (instead of --name/--version).")
-        ] = None,
-        host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port")] = 8080,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Run the scoring service in the foreground, for development (any approval status)."""
-        import uvicorn
-
-        from deployment.serving.app import create_app
-        from deployment.serving.settings import load_settings
-        from training.errors import ConfigError
-
-        if model_dir and (name or version):
-            raise ConfigError("give either --model-dir or --name with --version, not both")
-        if model_dir:
-            settings = load_settings(model_dir=model_dir)
-        elif name and version:
-            mv = _service(registry).registry.get_version(name, version)
-            if mv.status.value != "Approved":
-                out.print(f"[yellow]note:[/] {name} version {version} is {mv.status.value} (serve is for development)")
-            settings = load_settings(model_dir=mv.artifact_uri, model_name=name, model_version=str(version))
-        else:
-            raise ConfigError("give --model-dir, or --name and --version")
-        uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=30)
-
-    @app.command()
-    def deploy(
-        target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
-        name: NameOpt,
-        version: Annotated[str, typer.Option("--version", help="Model version (must be Approved).")],
-        endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")
-        ] = False,
-        port: Annotated[
-            int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
-        ] = None,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Deploy an Approved model version (any other status is refused, exit 4)."""
-        from deployment import deploy as deploy_mod
-        from deployment.registry import get_registry
-
-        kwargs = {"port": port} if (target == "local" and port) else {}
-        d = deploy_mod.deploy(
-            name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs
         )
-        out.print_json(json.dumps(d.to_dict(), default=str))
+        return
+    table = Table("name", "version", "status", "test/AP", "test/AP50", "registered by", "created")
+    for v in versions:
+        table.add_row(
+            v.name,
+            v.version,
+            v.status.value,
+            f"{v.metrics.get('test/AP', float('nan')):.4f}",
+            f"{v.metrics.get('test/AP50', float('nan')):.4f}",
+            v.registered_by,
+            v.created_at,
+        )
+    out.print(table)
 
-    @app.command()
-    def rollback(
-        target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
-        name: NameOpt,
-        endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
-        port: Annotated[int | None, typer.Option("--port", help="Local target: port.")] = None,
-        registry: RegistryOpt = None,
-    ) -> None:
-        """Redeploy the previous Approved version of a model on an endpoint."""
-        from deployment import deploy as deploy_mod
-        from deployment.registry import get_registry
 
-        kwargs = {"port": port} if (target == "local" and port) else {}
-        d = deploy_mod.rollback(target, name, endpoint, registry=get_registry(registry), **kwargs)
-        out.print_json(json.dumps(d.to_dict(), default=str))
+@models.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """One version: status, metrics, lineage, gate decision and audit trail."""
+    _print_version(_service(registry).registry.get_version(name, version), as_json)
 
-    @app.command("smoke-test")
-    def smoke_test(
-        url: Annotated[str, typer.Option("--url", help="Base URL of the scoring service.")],
-        image: Annotated[str, typer.Option("--image", help="JPEG or PNG to score (path or fsspec URL).")],
-        api_key_env: Annotated[
-            str, typer.Option("--api-key-env", help="Environment variable holding the API key.")
-        ] = "DETOPS_API_KEY",
-        timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
-    ) -> None:
-        """Check a deployed endpoint: ready, and scores an image (non-zero exit on any failure)."""
-        from deployment.smoke import smoke_test as run
 
-        result = run(url, image, api_key_env=api_key_env, timeout=timeout)
-        out.print_json(json.dumps(result))
+@app.command()
+def serve(
+    name: Annotated[str | None, typer.Option("--name", help="Registered model name.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Model version.")] = None,
+    model_dir: Annotated[
+        str | None, typer.Option("--model-dir", help="SavedModel or export/ folder (instead of --name/--version).")
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    registry: RegistryOpt = None,
+) -> None:
+    """Run the scoring service in the foreground, for development (any approval status)."""
+    import uvicorn
+
+    from deployment.serving.app import create_app
+    from deployment.serving.settings import load_settings
+    from training.errors import ConfigError
+
+    if model_dir and (name or version):
+        raise ConfigError("give either --model-dir or --name with --version, not both")
+    if model_dir:
+        settings = load_settings(model_dir=model_dir)
+    elif name and version:
+        mv = _service(registry).registry.get_version(name, version)
+        if mv.status.value != "Approved":
+            out.print(f"[yellow]note:[/] {name} version {version} is {mv.status.value} (serve is for development)")
+        settings = load_settings(model_dir=mv.artifact_uri, model_name=name, model_version=str(version))
+    else:
+        raise ConfigError("give --model-dir, or --name and --version")
+    uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=30)
+
+
+@app.command()
+def deploy(
+    target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
+    name: NameOpt,
+    version: Annotated[str, typer.Option("--version", help="Model version (must be Approved).")],
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Deploy an Approved model version (any other status is refused, exit 4)."""
+    from deployment import deploy as deploy_mod
+    from deployment.registry import get_registry
+
+    kwargs = {"port": port} if (target == "local" and port) else {}
+    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
+    out.print_json(json.dumps(d.to_dict(), default=str))
+
+
+@app.command()
+def rollback(
+    target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
+    name: NameOpt,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
+    if_serving: Annotated[
+        str | None,
+        typer.Option(
+            "--if-serving",
+            help="Roll back only if the endpoint serves this version (the one a "
+            "release tried to ship); otherwise change nothing.",
+        ),
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Local target: port.")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Put back exactly the version that was live before the current one on an endpoint."""
+    from deployment import deploy as deploy_mod
+    from deployment.registry import get_registry
+
+    kwargs = {"port": port} if (target == "local" and port) else {}
+    d = deploy_mod.rollback(target, name, endpoint, if_serving=if_serving, registry=get_registry(registry), **kwargs)
+    if d.details.get("rollback") == "none":
+        out.print(f"nothing rolled back: {d.details.get('reason')}", highlight=False)
+    out.print_json(json.dumps(d.to_dict(), default=str))
+
+
+@app.command("smoke-test")
+def smoke_test(
+    image: Annotated[str, typer.Option("--image", help="JPEG or PNG to score (path or fsspec URL).")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="Local: base URL. Azure ML: scoring URI (default: the endpoint's).")
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")] = "local",
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Azure ML / SageMaker endpoint name.")] = None,
+    api_key_env: Annotated[
+        str,
+        typer.Option(
+            "--api-key-env",
+            help="Variable holding the API key (local) or endpoint key (Azure ML; default: asked from the workspace).",
+        ),
+    ] = "DETOPS_API_KEY",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+) -> None:
+    """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
+    from deployment.smoke import smoke_test as run
+
+    result = run(url, image, api_key_env=api_key_env, timeout=timeout, target=target, endpoint=endpoint)
+    out.print_json(json.dumps(result))
+
+
+@app.command()
+def promote(
+    name: NameOpt,
+    version: Annotated[str, typer.Option("--version", help="Approved version in the source registry.")],
+    source_uri: Annotated[
+        str,
+        typer.Option(
+            "--source-uri",
+            help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
+            "for sagemaker; the destination (prod) is the current settings.",
+        ),
+    ],
+    artifact_root: Annotated[
+        str, typer.Option("--artifact-root", help="Destination folder/URL the artifact is copied under.")
+    ],
+    registry: RegistryOpt = None,
+) -> None:
+    """Copy an Approved version (same digest, verified) from the dev registry into this one."""
+    from deployment.promote import promote as run
+    from deployment.registry import get_registry
+
+    dest = get_registry(registry)
+    source = get_registry(registry, **_source_kwargs(registry, source_uri))
+    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+    _print_version(mv)
+
+
+def _source_kwargs(kind: str | None, uri: str) -> dict:
+    from training.settings import CommonSettings
+
+    kind = kind or CommonSettings.load().registry
+    return {"metadata_uri": uri} if kind == "sagemaker" else {"tracking_uri": uri}

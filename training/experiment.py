@@ -45,8 +45,36 @@ class Preset:
     losses: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: Model Garden's MobileNetV2 without its final 1x1 conv (1280 filters). That conv only feeds the
+#: classifier of the ImageNet model: Model Garden's backbone still builds it as an extra endpoint
+#: (level 6) that the FPN ignores ("Input dict contained keys ['6']"), so every step paid for a
+#: conv whose weights got no gradient. Registered by :func:`register_backbones`.
+MOBILENETV2_FEATURES = "MobileNetV2Features"
+
+
+def register_backbones() -> None:
+    """Add :data:`MOBILENETV2_FEATURES` to Model Garden's MobileNet specs (idempotent).
+
+    Call before building a model from a config that names it (training, evaluation, export do).
+    Its variables are MobileNetV2's minus the last conv, in the same order, so a MobileNetV2
+    backbone checkpoint (e.g. the converted pretrained one) restores into it.
+    """
+    from official.vision.modeling.backbones import mobilenet
+
+    if MOBILENETV2_FEATURES in mobilenet.SUPPORTED_SPECS_MAP:
+        return
+    base = mobilenet.MNV2_BLOCK_SPECS
+    last = base["block_specs"][-1]
+    assert last[0] == "convbn" and last[3] == 1280, "Model Garden's MobileNetV2 spec changed"
+    mobilenet.SUPPORTED_SPECS_MAP[MOBILENETV2_FEATURES] = {
+        **base,
+        "spec_name": MOBILENETV2_FEATURES,
+        "block_specs": list(base["block_specs"][:-1]),
+    }
+
+
 _MOBILENET_FPN = {
-    "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 1.0}},
+    "backbone": {"type": "mobilenet", "mobilenet": {"model_id": MOBILENETV2_FEATURES, "filter_size_scale": 1.0}},
     "decoder": {"type": "fpn", "fpn": {"num_filters": 128, "use_separable_conv": True}},
     "head": {"num_convs": 3, "num_filters": 128, "use_separable_conv": True},
     "min_level": 3,
@@ -99,7 +127,7 @@ PRESETS: dict[str, Preset] = {
         description="A very small RetinaNet for tests and smoke runs (no pretrained weights).",
         model={
             **_MOBILENET_FPN,
-            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 0.35}},
+            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": MOBILENETV2_FEATURES, "filter_size_scale": 0.35}},
             "decoder": {"type": "fpn", "fpn": {"num_filters": 16, "use_separable_conv": True}},
             "head": {"num_convs": 1, "num_filters": 16, "use_separable_conv": True},
             "max_level": 5,
@@ -176,6 +204,7 @@ def build_experiment(
     overrides: dict[str, Any] | None = None,
     where: str = "experiment overrides",
     pretrained_provider: Callable[[], str] | None = None,
+    seed: int | None = None,
 ):
     """Build and validate the Model Garden ``ExperimentConfig`` of a run.
 
@@ -192,6 +221,9 @@ def build_experiment(
         ``None`` uses the preset's pretrained backbone if it has one (``pretrained_provider``).
       checkpoint_interval: steps between checkpoints (default: about 10 per run, at least 1).
       overrides: nested or dotted Model Garden keys (``task.model.head.num_convs: 2``) applied last.
+      seed: the run's seed, stored as ``task.train_data.seed`` (file and example shuffling of
+        Model Garden's input reader); :func:`training.train.train_model` also seeds TensorFlow's
+        global generator (augmentation, initializers) from it.
 
     Returns:
       ``official.core.config_definitions.ExperimentConfig``, validated.
@@ -203,6 +235,7 @@ def build_experiment(
     from official.core import exp_factory
     from official.vision.configs import retinanet as rcfg  # noqa: F401  (registers the factory)
 
+    register_backbones()
     p = get_preset(preset)
     d = dict(p.defaults)
     steps = int(steps if steps is not None else d["steps"])
@@ -255,6 +288,7 @@ def build_experiment(
                 "global_batch_size": batch_size,
                 "dtype": "float32",
                 "shuffle_buffer_size": 512,
+                "seed": seed,
                 "parser": dict(p.parser),
                 "drop_remainder": True,
             },
@@ -263,6 +297,7 @@ def build_experiment(
                 "is_training": False,
                 "global_batch_size": max(1, min(batch_size, 8)),
                 "dtype": "float32",
+                "seed": seed,
                 "drop_remainder": False,
             },
         },
@@ -309,6 +344,7 @@ def experiment_from_yaml(text: str):
     from official.core import exp_factory
     from official.vision.configs import retinanet as rcfg  # noqa: F401
 
+    register_backbones()
     params = exp_factory.get_exp_config("retinanet")
     params.override(yaml.safe_load(text), is_strict=False)
     return params

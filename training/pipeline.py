@@ -54,8 +54,9 @@ def run_id_from_env() -> str | None:
       ConfigError: the value is not a run id (letters, digits, ``_ . -``; at most 128 characters).
     """
     from training.errors import ConfigError
+    from training.settings import CommonSettings
 
-    value = os.environ.get("DETOPS_RUN_ID", "").strip()
+    value = (CommonSettings.load().run_id or "").strip()
     if not value:
         return None
     if not _RUN_ID.match(value):
@@ -73,13 +74,18 @@ def is_chief() -> bool:
 
 def detops_home() -> Path:
     """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().detops_home()
 
 
 def code_version() -> str:
     """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
+    from training.settings import CommonSettings
+
+    pinned = CommonSettings.load().code_version
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -135,6 +141,8 @@ class Run:
 
         The id is ``run_id``, else ``$DETOPS_RUN_ID`` (set by the cloud jobs), else a new one.
         """
+        from training.settings import CommonSettings
+
         now = dt.datetime.now(dt.UTC)
         run_id = run_id or run_id_from_env() or f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
@@ -150,7 +158,7 @@ class Run:
             "project": cfg.project,
             "created_at": now.isoformat(),
             # the datastore URL a cloud job was given (e.g. azureml://...) rather than its mount path
-            "url": os.environ.get("DETOPS_RUN_URL") or url,
+            "url": CommonSettings.load().run_url or url,
             "status": "running",
             "stages": {},
             "inputs": {},
@@ -257,8 +265,9 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
     say(summary)
     if not clean.records:
         raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
+    check_not_empty(result.report, d.classes if isinstance(d.classes, list) else v.classes, d.path, run.url)
 
-    sp = split_dataset(clean, cfg.split.ratios, cfg.split.seed, predefined=cfg.split.predefined)
+    sp = split_dataset(clean, cfg.split.ratios, cfg.split_seed, predefined=cfg.split.predefined)
     _write_json(run.path("data", "split_report.json"), sp.report)
     plot_split_report(sp.report, run.path("data", "split_report.png"))
     for s in SPLITS:
@@ -295,6 +304,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
         overrides=t.overrides,
         where=f"train.overrides of {cfg.project}",
         pretrained_provider=None if (t.init_checkpoint or "").lower() == "none" else _pretrained,
+        seed=cfg.seed,
     )
     os.makedirs(run.path("model_config"), exist_ok=True)
     source_checkpoint = params.task.init_checkpoint or None
@@ -314,6 +324,26 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
         splits={s: len(sp.splits[s]) for s in SPLITS},
     )
     return run
+
+
+def check_not_empty(report, classes: list[str] | None, source, run_url: str) -> None:
+    """Raise ``DataError`` when no box survived validation or a requested class has no box left.
+
+    ``report`` is the :class:`training.annotations.validate.QualityReport`; ``classes`` the
+    classes the config asks for (``data.classes`` or ``validation.classes``), None for "any".
+    """
+    where = f"see {run_url}/data/quality_report.txt"
+    if report.boxes_kept == 0:
+        reasons = ", ".join(f"{code} {c['boxes']}" for code, c in sorted(report.by_reason().items()))
+        detail = f"{report.boxes_in} boxes read, {report.boxes_rejected} rejected" + (f" ({reasons})" if reasons else "")
+        if report.unparseable:
+            detail += f"; {len(report.unparseable)} annotation entries could not be read (first: {report.unparseable[0]})"
+        raise DataError(f"{source}: no box survived validation: {detail}; {where}")
+    if classes:
+        kept = {name for name, c in (report.per_class or {}).items() if c.get("boxes", 0) > 0}
+        empty = [c for c in classes if c not in kept]
+        if empty:
+            raise DataError(f"{source}: no box of class {', '.join(map(repr, empty))} survived validation; {where}")
 
 
 def bring_checkpoint(run: Run, prefix: str) -> str:
@@ -403,14 +433,17 @@ def train(run: Run, steps: int | None = None, console=None):
         lr = params.trainer.optimizer_config.learning_rate
         if lr.type == "cosine":
             lr.cosine.decay_steps = int(steps)
+    on_progress = getattr(console, "train_progress", None)  # a progress bar (training.report.Reporter)
     result = train_model(
         params,
         checkpoint_dir=run.path("model_training", "checkpoints"),
         tensorboard_dir=run.path("model_training", "tensorboard"),
-        printer=say,
+        printer=None if on_progress else say,
+        on_progress=on_progress,
     )
     run.stage_done("train", global_step=result.global_step, steps_run=result.steps_run,
-                   seconds=round(result.seconds, 1), last_losses=result.losses)
+                   seconds=round(result.seconds, 1), last_losses=result.losses,
+                   steps_per_s=round(result.steps_run / max(result.seconds, 1e-9), 3))
     return result
 
 
@@ -437,7 +470,9 @@ def evaluate(run: Run, splits: list[str] | None = None, console=None) -> dict[st
     _, _, module = load_detector(run)
     ckpt = tf.train.latest_checkpoint(run.path("model_training", "checkpoints"))
     out = {}
-    for s in splits or list(SPLITS):
+    todo = splits or list(SPLITS)
+    _advance(console, 0, total=len(todo))
+    for s in todo:
         if s not in SPLITS:
             raise NotFoundError(f"unknown split {s!r}; use one of {SPLITS}")
         out[s] = evaluate_split(
@@ -448,8 +483,11 @@ def evaluate(run: Run, splits: list[str] | None = None, console=None) -> dict[st
             extra={"checkpoint": os.path.basename(ckpt or "")},
         )
         m = out[s]
-        # one line per split; SageMaker's MetricDefinitions parse it (training.backends.sagemaker)
-        say(f"evaluation {s}: AP={m['AP']:.4f} AP50={m['AP50']:.4f} AP75={m['AP75']:.4f}")
+        if hasattr(console, "advance"):  # a progress bar (training.report.Reporter)
+            _advance(console, 1, info=f"{s} AP50 {m['AP50']:.3f}")
+        else:
+            # one line per split; SageMaker's MetricDefinitions parse it (training.backends.sagemaker)
+            say(f"evaluation {s}: AP={m['AP']:.4f} AP50={m['AP50']:.4f} AP75={m['AP75']:.4f}")
     run.stage_done("evaluate", **{s: {"AP": m["AP"], "AP50": m["AP50"]} for s, m in out.items()})
     return out
 
@@ -466,6 +504,7 @@ def export(run: Run, console=None) -> dict:
 
     say = console.print if console else print
     cfg = RunConfig.model_validate(run.manifest["config"])
+    _advance(console, 0, total=1 + (1 + int(cfg.export.int8) if cfg.export.tflite else 0))
     params, model, module = load_detector(run)
     out_dir = run.path("export")
     if os.path.exists(out_dir):
@@ -478,6 +517,7 @@ def export(run: Run, console=None) -> dict:
     gt = run.path("data", "annotations", "test.json")
     loaded = tf.saved_model.load(sm_dir).signatures["serving_default"]
     sm_metrics = evaluate_split(lambda x: loaded(encoded_images=x), test, gt, os.path.join(out_dir, "parity", "saved_model"), draw=False)
+    _advance(console, 1, info=f"SavedModel AP50 {sm_metrics['AP50']:.3f}")
     parity: dict = {"split": "test"}
     bounds = {"float": cfg.export.max_delta, "int8": cfg.export.max_delta_int8}
     if cfg.export.tflite:
@@ -490,12 +530,30 @@ def export(run: Run, console=None) -> dict:
             parity[name] = ex.parity_check(sm_metrics, m, bounds[name])
             parity[name]["max_delta"] = bounds[name]
             parity[name]["size_bytes"] = os.path.getsize(path)
-            say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), "
-                f"{'passed' if parity[name]['passed'] else 'FAILED'}")
+            verdict = "passed" if parity[name]["passed"] else "FAILED"
+            if hasattr(console, "advance"):  # the final summary prints the figures
+                _advance(console, 1, info=f"TFLite {name} AP50 {m['AP50']:.3f} {verdict}")
+            else:
+                say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), {verdict}")
     parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
     ex.write_json(os.path.join(out_dir, "parity.json"), parity)
     run.stage_done("export", parity_passed=parity["passed"])
     return parity
+
+
+def _advance(console, amount: float, total: float | None = None, info: str | None = None) -> None:
+    """Move the stage's progress bar when ``console`` has one (training.report.Reporter)."""
+    advance = getattr(console, "advance", None)
+    if advance is not None:
+        advance(amount, total=total, info=info)
+
+
+def _stage(console, name: str):
+    """The progress bar context of a stage when ``console`` has one, else a no-op context."""
+    import contextlib
+
+    stage = getattr(console, "stage", None)
+    return stage(name) if stage is not None else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------------------------- all
@@ -564,7 +622,8 @@ def run_stages(
             from training.errors import ConfigError
 
             raise ConfigError("a new run needs a run config (detops run <config.yaml>)")
-        run = prepare(cfg, run_dir=run_dir, console=console)
+        with _stage(console, "prepare"):
+            run = prepare(cfg, run_dir=run_dir, console=console)
     else:
         raise NotFoundError(f"no run at {run_dir} (run.json missing); run the prepare stage first")
     try:
@@ -576,7 +635,8 @@ def run_stages(
             target = steps or int(load_params(run).trainer.train_steps)
             done = run.manifest["stages"].get("train") or {}
             if not run.is_complete("train") or int(done.get("global_step", 0)) < target:
-                result = train(run, steps=steps, console=console)
+                with _stage(console, "train"):
+                    result = train(run, steps=steps, console=console)
                 if result.steps_run:
                     for later in ("evaluate", "export"):
                         if run.manifest["stages"].pop(later, None) is not None:
@@ -585,11 +645,17 @@ def run_stages(
             if not is_chief():
                 return run  # evaluate, export and run.json belong to the chief
         if "evaluate" in wanted and not run.is_complete("evaluate"):
-            evaluate(run, console=console)
+            with _stage(console, "evaluate"):
+                evaluate(run, console=console)
             if track:
                 _track(run, console)
         if "export" in wanted and not run.is_complete("export"):
-            export(run, console=console)
+            with _stage(console, "export"):
+                parity = export(run, console=console)
+            # A failed parity check keeps the run complete (every artifact there, for inspection;
+            # the quality gate refuses it, `register --force` stays possible) but it is not a
+            # success: `detops run` leads its summary with the failure and exits ExitCode.EXPORT.
+            run.manifest["checks"] = {"tflite_parity": bool(parity.get("passed", True))}
         if finish and all(run.is_complete(s) for s in STAGES):
             run.finish("complete")
             if track and _track(run, console):
@@ -649,18 +715,7 @@ def _has_manifest(url: str) -> bool:
 
 
 def print_metrics(metrics: dict[str, dict], console) -> None:
-    """Print COCO metrics per split as a table (rich)."""
-    from rich.table import Table
+    """Print COCO metrics per split (all 12 figures, never cut) and per-class AP50."""
+    from training.report import print_metrics as _print
 
-    from training.evaluate import COCO_STAT_NAMES
-
-    table = Table(title="COCO metrics")
-    table.add_column("split")
-    for name in COCO_STAT_NAMES:
-        table.add_column(name, justify="right")
-    for split, m in metrics.items():
-        table.add_row(split, *(f"{m[n]:.3f}" for n in COCO_STAT_NAMES))
-    console.print(table)
-    for split, m in metrics.items():
-        per = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in m.get("per_class", {}).items())
-        console.print(f"{split} per-class AP50: {per}")
+    _print(metrics, console)

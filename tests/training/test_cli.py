@@ -27,3 +27,55 @@ def test_unknown_run_is_not_found(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--run-dir", str(tmp_path / "nope")])
     assert e.value.code == ExitCode.NOT_FOUND
+
+
+def test_ctrl_c_exits_130(tmp_path, monkeypatch, capsys):
+    from training import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Run, "open", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--run-dir", str(tmp_path)])
+    assert e.value.code == ExitCode.INTERRUPTED == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_each_command_group_is_a_typer_app_usable_alone():
+    """A group's commands can be imported and run without the root app (no closure to reach into)."""
+    from typer.testing import CliRunner
+
+    from detops import cli_cloud, cli_deploy, cli_training
+
+    runner = CliRunner()
+    for group, command in ((cli_training.app, "export"), (cli_deploy.app, "approve"), (cli_cloud.app, "finish")):
+        result = runner.invoke(group, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+    result = runner.invoke(cli_deploy.app, ["models", "list", "--help"])
+    assert result.exit_code == 0 and "--status" in result.output
+    assert callable(cli_deploy.approve) and callable(cli_training.prepare)
+
+
+def test_root_app_keeps_every_command_name_top_level():
+    import typer.main
+
+    from detops.cli import app
+
+    names = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert {
+        "prepare", "train", "evaluate", "export", "run", "gate", "register", "approve", "reject", "models",
+        "serve", "deploy", "rollback", "smoke-test", "submit", "finish",
+    } <= names
+
+
+def test_registry_help_lists_every_registry_kind():
+    from typer.testing import CliRunner
+
+    from deployment.registry import REGISTRIES
+    from detops import cli_deploy
+
+    result = CliRunner().invoke(cli_deploy.app, ["approve", "--help"], env={"COLUMNS": "300"})
+    for kind in REGISTRIES:
+        assert kind in result.output
