@@ -261,8 +261,15 @@ def add_fake_tflite_export(
     (export / "label_map.pbtxt").write_text(label_map_pbtxt(list(class_names)))
     flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
     parity: dict[str, Any] = {
-        v: {"AP50_savedmodel": 0.5, "AP50_tflite": 0.5, "delta_AP50": 0.0, "AP_savedmodel": 0.3,
-            "AP_tflite": 0.3, "delta_AP": 0.0, "passed": ok}
+        v: {
+            "AP50_savedmodel": 0.5,
+            "AP50_tflite": 0.5,
+            "delta_AP50": 0.0,
+            "AP_savedmodel": 0.3,
+            "AP_tflite": 0.3,
+            "delta_AP": 0.0,
+            "passed": ok,
+        }
         for v, ok in flags.items()
     }
     parity["passed"] = all(flags.values())

@@ -122,7 +122,9 @@ class TFLiteDetector:
                 try:
                     x, info = self._preprocess(tf.constant(data))
                 except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-                    out.append(ImageDecodeError(f"the model could not decode the image: {str(e).splitlines()[0][:200]}"))
+                    out.append(
+                        ImageDecodeError(f"the model could not decode the image: {str(e).splitlines()[0][:200]}")
+                    )
                     continue
                 res = runner(images=x.numpy()[None])
                 out.append(self._unpack(res, info.numpy()))
