@@ -66,6 +66,11 @@ class BackendError(DetopsError):
     exit_code = ExitCode.BACKEND
 
 
+class AccessDeniedError(BackendError):
+    """The cloud authenticated the caller but its role may not do this action (IAM / Azure RBAC):
+    one line naming the action and the principal."""
+
+
 def unknown_name_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> NotFoundError:
     """Build a :class:`NotFoundError` for an unknown registry name, listing what exists.
 

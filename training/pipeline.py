@@ -54,8 +54,9 @@ def run_id_from_env() -> str | None:
       ConfigError: the value is not a run id (letters, digits, ``_ . -``; at most 128 characters).
     """
     from training.errors import ConfigError
+    from training.settings import CommonSettings
 
-    value = os.environ.get("DETOPS_RUN_ID", "").strip()
+    value = (CommonSettings.load().run_id or "").strip()
     if not value:
         return None
     if not _RUN_ID.match(value):
@@ -73,13 +74,18 @@ def is_chief() -> bool:
 
 def detops_home() -> Path:
     """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().detops_home()
 
 
 def code_version() -> str:
     """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
+    from training.settings import CommonSettings
+
+    pinned = CommonSettings.load().code_version
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -135,6 +141,8 @@ class Run:
 
         The id is ``run_id``, else ``$DETOPS_RUN_ID`` (set by the cloud jobs), else a new one.
         """
+        from training.settings import CommonSettings
+
         now = dt.datetime.now(dt.UTC)
         run_id = run_id or run_id_from_env() or f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
@@ -150,7 +158,7 @@ class Run:
             "project": cfg.project,
             "created_at": now.isoformat(),
             # the datastore URL a cloud job was given (e.g. azureml://...) rather than its mount path
-            "url": os.environ.get("DETOPS_RUN_URL") or url,
+            "url": CommonSettings.load().run_url or url,
             "status": "running",
             "stages": {},
             "inputs": {},

@@ -553,9 +553,9 @@ def fold_affected_masks(backbone: Any, height: int, width: int) -> dict[str, np.
 
 def default_cache_dir() -> Path:
     """``$DETOPS_HOME/pretrained`` if ``DETOPS_HOME`` is set, else ``~/.detops/pretrained``."""
-    home = os.environ.get("DETOPS_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".detops"
-    return base / "pretrained"
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().detops_home() / "pretrained"
 
 
 def _sha256(path: Path) -> str:

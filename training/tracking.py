@@ -27,6 +27,7 @@ from typing import Any
 
 from training import storage
 from training.errors import DataError, NotFoundError
+from training.settings import CommonSettings
 
 SPLITS = ("train", "val", "test")
 #: Tag set on every MLflow run logged from a run folder; ``find_run`` looks runs up by it.
@@ -38,14 +39,14 @@ _SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR
 
 def detops_home() -> Path:
     """The local state folder: ``$DETOPS_HOME``, else ``~/.detops`` (created on demand)."""
-    home = Path(os.environ.get("DETOPS_HOME") or Path.home() / ".detops").expanduser()
+    home = CommonSettings.load().detops_home()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<detops_home>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    env = CommonSettings.load().mlflow_tracking_uri
     if env:
         return env
     return f"sqlite:///{(detops_home() / 'mlflow.db').as_posix()}"
@@ -183,7 +184,7 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
     exp = client.get_experiment_by_name(project)
     if exp is None:
         kwargs = {}
-        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if uri.startswith("sqlite:") and not CommonSettings.load().mlflow_tracking_uri:
             kwargs["artifact_location"] = default_artifact_root()
         exp_id = client.create_experiment(project, **kwargs)
     else:

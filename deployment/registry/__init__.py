@@ -8,7 +8,6 @@ The approval rules live once in :mod:`deployment.registry.approval`, above every
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
@@ -28,7 +27,10 @@ def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
     ``kwargs`` go to the adapter's constructor (e.g. ``tracking_uri=`` for MLflow).
     Raises :class:`training.errors.NotFoundError` (listing the known kinds) for an unknown name.
     """
-    kind = kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
+    if not kind:
+        from training.settings import CommonSettings
+
+        kind = CommonSettings.load().registry
     if kind not in REGISTRIES:
         raise unknown_name_error("registry", kind, list(REGISTRIES))
     module_name, _, cls_name = REGISTRIES[kind].partition(":")

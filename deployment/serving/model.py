@@ -81,9 +81,14 @@ class Detector:
     function); the micro-batcher decides how many calls are in flight.
     """
 
+    runtime = "savedmodel"
+
     def __init__(self, model_dir: str, name: str = "model", version: str = "unknown") -> None:
         import tensorflow as tf
 
+        from deployment.registry.artifact import verify_model_dir
+
+        self.artifact_sha256 = verify_model_dir(model_dir)  # changed files: refuse to load (never ready)
         self.path = resolve_saved_model(model_dir)
         self.name = name
         self.version = version

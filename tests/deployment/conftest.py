@@ -146,12 +146,35 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(fake_saved_model, fake_detector, tmp_path_factory):
-    """The scoring app (fake model) served by uvicorn on 127.0.0.1 for the session."""
+def fake_tflite_export(fake_saved_model, tmp_path_factory) -> str:
+    """An export folder (path with spaces) with the fake SavedModel, fake TFLite models (float, int8),
+    label map and a passed parity.json."""
+    import shutil
+
+    from deployment.testing import add_fake_tflite_export
+
+    export = tmp_path_factory.mktemp("fake export") / "export"
+    shutil.copytree(fake_saved_model, export / "saved_model")
+    return add_fake_tflite_export(export)
+
+
+@pytest.fixture(scope="session", params=["savedmodel", "tflite-float"])
+def live_server(request, fake_saved_model, tmp_path_factory):
+    """The scoring app served by uvicorn on 127.0.0.1 for the session, once per runtime: the fake
+    SavedModel (loaded once, given to the app), and the fake TFLite float model loaded by the app
+    itself through the parity gate."""
     from deployment.serving.app import create_app
 
-    settings = make_settings(fake_saved_model, input_uri_prefixes=str(tmp_path_factory.mktemp("inputs")))
-    with LiveServer(create_app(settings, detector=fake_detector)) as server:
+    inputs = str(tmp_path_factory.mktemp("inputs"))
+    if request.param == "savedmodel":
+        settings = make_settings(fake_saved_model, input_uri_prefixes=inputs)
+        app = create_app(settings, detector=request.getfixturevalue("fake_detector"))
+    else:
+        export = request.getfixturevalue("fake_tflite_export")
+        settings = make_settings(export, input_uri_prefixes=inputs, runtime=request.param)
+        app = create_app(settings)
+    with LiveServer(app) as server:
+        server.runtime = request.param
         yield server
 
 

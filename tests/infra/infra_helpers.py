@@ -34,3 +34,8 @@ def run_cloud(cloud: str, settings) -> ProgramRun:
 def with_settings(settings, **updates):
     """A copy of ``settings`` with ``updates``, validated again (``model_copy`` alone would not)."""
     return type(settings).model_validate({**settings.model_dump(), **updates})
+
+
+def aks_settings(stack: str):
+    """The Azure ``stack`` settings with the AKS serving option on (as docs/infra.md describes it)."""
+    return with_settings(stack_settings("azure", stack), aks_enabled=True, aks_ssl_cname=f"ml-{stack}.detops.example.com")

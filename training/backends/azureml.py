@@ -29,13 +29,14 @@ variable                       meaning                                          
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
+from training.backends.base import Backend, Submission, new_run_id, out_folder, placeholder_env
 from training.errors import BackendError, ConfigError
 
 
@@ -65,17 +66,21 @@ class AzureMLSettings:
     @classmethod
     def from_env(cls, *, for_submit: bool) -> AzureMLSettings:
         """Read the settings; with ``for_submit`` the workspace and image are required."""
-        req: dict[str, Any] = {"required": for_submit}
+        from training.settings import AzureSettings, CommonSettings, missing_settings
+
+        az, common = AzureSettings.load(), CommonSettings.load()
+        missing: list[tuple[Any, str]] = [(CommonSettings, "training_image")] if not common.training_image else []
+        missing += [(AzureSettings, f) for f in ("subscription_id", "resource_group", "workspace") if not getattr(az, f)]
+        if for_submit and missing:
+            raise missing_settings(missing, "submit to Azure ML")
         return cls(
-            compute=env_setting("DETOPS_AML_COMPUTE", "gpu-cluster"),
-            # required when submitting, else defaulted: always a str
-            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
-                                        what="training image in ACR", **req)),
-            datastore=env_setting("DETOPS_AML_DATASTORE", "workspaceblobstore"),
-            datasets_path=env_setting("DETOPS_AML_DATASETS_PATH", "datasets").strip("/"),
-            subscription_id=env_setting("AZURE_SUBSCRIPTION_ID", what="Azure subscription", **req),
-            resource_group=env_setting("AZURE_RESOURCE_GROUP", what="resource group of the workspace", **req),
-            workspace=env_setting("AZUREML_WORKSPACE", what="Azure ML workspace name", **req),
+            compute=az.compute,
+            image=common.training_image or DRY_RUN_IMAGE,
+            datastore=az.datastore,
+            datasets_path=az.datasets_path.strip("/"),
+            subscription_id=az.subscription_id,
+            resource_group=az.resource_group,
+            workspace=az.workspace,
         )
 
     def datastore_uri(self, *parts: str) -> str:
@@ -283,12 +288,11 @@ class AzureMLBackend(Backend):
     def ml_client(self, settings: AzureMLSettings):
         """An ``azure.ai.ml.MLClient`` for the workspace (``DefaultAzureCredential``)."""
         if self._ml_client is None:
-            from azure.ai.ml import MLClient
-            from azure.identity import DefaultAzureCredential
+            from training.settings import AzureSettings, azure_ml_client
 
-            self._ml_client = MLClient(
-                DefaultAzureCredential(), settings.subscription_id, settings.resource_group, settings.workspace
-            )
+            ids = {"subscription_id": settings.subscription_id, "resource_group": settings.resource_group,
+                   "workspace": settings.workspace}
+            self._ml_client = azure_ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
         return self._ml_client
 
     def submit(
@@ -356,3 +360,58 @@ class AzureMLBackend(Backend):
             raise BackendError(f"Azure ML job submission failed: {type(e).__name__}: {e}") from e
         details["studio_url"] = getattr(created, "studio_url", None)
         return Submission(self.name, created.name, str(created.status), run_url, specs, details)
+
+
+# -- run URLs outside Azure ML -------------------------------------------------------------------
+
+#: ``azureml://datastores/<name>/paths/<path>``, short or with the workspace prefix
+#: (``azureml://subscriptions/<s>/resourcegroups/<rg>/workspaces/<ws>/datastores/<name>/paths/<path>``).
+DATASTORE_URL = re.compile(
+    r"^azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/workspaces/[^/]+/)?"
+    r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$"
+)
+_LOCATIONS: dict[str, tuple[str, str, str]] = {}
+
+
+def datastore_location(name: str, ml_client: Any = None) -> tuple[str, str, str]:
+    """``(account, container, endpoint suffix)`` of an Azure ML blob / ADLS Gen2 datastore.
+
+    Offline when ``name`` is ``DETOPS_AML_DATASTORE`` and ``AZURE_STORAGE_ACCOUNT_NAME`` and
+    ``DETOPS_AML_DATASTORE_CONTAINER`` are set (stack outputs); else asked once per process from
+    the workspace (``MLClient.datastores.get``, the Reader role is enough).
+
+    Raises:
+        ConfigError: neither is possible (names the settings), or the datastore is not blob storage.
+    """
+    from training.settings import AzureSettings, azure_ml_client
+
+    az = AzureSettings.load()
+    if name == az.datastore and az.storage_account_name and az.datastore_container:
+        return az.storage_account_name, az.datastore_container, "core.windows.net"
+    if name not in _LOCATIONS:
+        client = ml_client or azure_ml_client(
+            az, what=f"resolve datastore {name!r} (or set AZURE_STORAGE_ACCOUNT_NAME and DETOPS_AML_DATASTORE_CONTAINER)"
+        )
+        ds = client.datastores.get(name)
+        container = getattr(ds, "container_name", None) or getattr(ds, "filesystem", None)
+        if not container:
+            raise ConfigError(f"datastore {name!r} is {type(ds).__name__}, not blob / ADLS Gen2 storage: cannot open its paths")
+        _LOCATIONS[name] = (ds.account_name, container, getattr(ds, "endpoint", None) or "core.windows.net")
+    return _LOCATIONS[name]
+
+
+def resolve_datastore_url(url: str, ml_client: Any = None) -> str:
+    """``azureml://datastores/<name>/paths/<p>`` -> ``az://<container>@<account>.blob.<suffix>/<p>``
+    (adlfs reads the account from the URL; credentials from the environment / workload identity).
+    Other URLs are returned unchanged.
+
+    Raises:
+        ConfigError: an ``azureml://`` URL that is not a datastore path, or see :func:`datastore_location`.
+    """
+    if not url.startswith("azureml://"):
+        return url
+    m = DATASTORE_URL.match(url)
+    if not m:
+        raise ConfigError(f"{url!r}: only azureml://datastores/<name>/paths/... URLs can be opened outside Azure ML")
+    account, container, suffix = datastore_location(m["datastore"], ml_client)
+    return f"az://{container}@{account}.blob.{suffix}/{m['path']}"

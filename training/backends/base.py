@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 #: Pipeline stages, in order, each one ``detops <stage>`` command.
 STAGES = ("prepare", "train", "evaluate", "export")
@@ -95,20 +95,6 @@ def placeholder_env(**defaults: str) -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
-
-
-@overload
-def env_setting(name: str, default: str, *, required: bool = False, what: str = "") -> str: ...
-@overload
-def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None: ...
-def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None:
-    """Read a setting from the environment; raise ConfigError naming it when required and unset."""
-    from training.errors import ConfigError
-
-    value = os.environ.get(name) or default
-    if required and not value:
-        raise ConfigError(f"set {name}{f' ({what})' if what else ''}")
-    return value
 
 
 def out_folder(out_dir: str | Path | None, backend: str) -> Path:

@@ -45,10 +45,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from training import storage
-from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder
+from training.backends.base import Backend, Submission, new_run_id, out_folder
 from training.errors import BackendError, ConfigError
 
 #: Images used in dry runs when unset (shown, never pulled).
@@ -75,10 +75,11 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 
 
 def client(service: str = "sagemaker"):
-    """A boto3 client; region and endpoint from the environment (``AWS_REGION``, ``AWS_ENDPOINT_URL``)."""
-    import boto3
+    """A boto3 client from the one session factory (:func:`training.settings.aws_client`: region from
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, endpoint from ``AWS_ENDPOINT_URL``)."""
+    from training.settings import aws_client
 
-    return boto3.client(service)
+    return aws_client(service)
 
 
 @dataclass
@@ -95,22 +96,20 @@ class SageMakerSettings:
     @classmethod
     def from_env(cls, *, for_submit: bool) -> SageMakerSettings:
         """Read the settings; with ``for_submit`` the role and the image are required."""
-        spot = (env_setting("DETOPS_SM_SPOT", "true") or "true").lower()
-        if spot not in ("true", "false"):
-            raise ConfigError(f"DETOPS_SM_SPOT must be true or false, got {spot!r}")
-        max_run = env_setting("DETOPS_SM_MAX_RUN", "86400") or "86400"
-        if not max_run.isdigit():
-            raise ConfigError(f"DETOPS_SM_MAX_RUN must be seconds (an integer), got {max_run!r}")
+        from training.settings import AwsSettings, CommonSettings, missing_settings
+
+        aws, common = AwsSettings.load(), CommonSettings.load()
+        missing: list[tuple[Any, str]] = [(AwsSettings, "sm_role_arn")] if not aws.sm_role_arn else []
+        missing += [(CommonSettings, "training_image")] if not common.training_image else []
+        if for_submit and missing:
+            raise missing_settings(missing, "submit to SageMaker")
         return cls(
-            # required when submitting, else defaulted: always a str
-            role_arn=cast(str, env_setting("DETOPS_SM_ROLE_ARN", None if for_submit else DRY_RUN_ROLE,
-                                           required=for_submit, what="SageMaker execution role ARN")),
-            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
-                                        required=for_submit, what="training image in ECR")),
-            instance_type=env_setting("DETOPS_SM_INSTANCE_TYPE", "ml.g5.xlarge"),
-            spot=spot == "true",
-            max_run=int(max_run),
-            kms_key_id=env_setting("DETOPS_SM_KMS_KEY_ID"),
+            role_arn=aws.sm_role_arn or DRY_RUN_ROLE,
+            image=common.training_image or DRY_RUN_IMAGE,
+            instance_type=aws.sm_instance_type,
+            spot=aws.sm_spot,
+            max_run=aws.sm_max_run,
+            kms_key_id=aws.sm_kms_key_id,
         )
 
 
@@ -271,7 +270,10 @@ class SageMakerBackend(Backend):
         run_id = run_id or new_run_id()
         run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
         num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
-        job_name = f"detops-{cfg.project}-{run_id}".replace("_", "-").replace(".", "-")[:63].rstrip("-")
+        # <prefix>-<project>-<run id>: the prefix is the stack's (DETOPS_SM_NAME_PREFIX), which the IAM role allows
+        from training import naming
+
+        job_name = naming.training_job_name(cfg.project, run_id)
         request = build_training_job(
             job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
             quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,

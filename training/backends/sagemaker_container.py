@@ -34,7 +34,9 @@ SM_ROOT = "/opt/ml"
 
 def sm_path(*parts: str, env: dict[str, str] | os._Environ = os.environ) -> Path:
     """A path under SageMaker's ``/opt/ml`` (``$DETOPS_SM_ROOT`` moves it, for tests)."""
-    return Path(env.get("DETOPS_SM_ROOT", SM_ROOT), *parts)
+    from training.settings import AwsSettings
+
+    return Path(AwsSettings.load(env).sm_root or SM_ROOT, *parts)
 
 
 def channel_dir(name: str, env=os.environ) -> Path:
@@ -140,7 +142,9 @@ def assemble_run(run_url: str, staging: Path, env=os.environ) -> Path:
         exp_path.unlink()  # a link into the read-only channel: write a local copy
         exp_path.write_text(yaml.safe_dump(exp, sort_keys=True))
 
-    ckpt_local = Path(env.get("DETOPS_SM_CHECKPOINT_DIR") or sm_path("checkpoints", env=env))
+    from training.settings import AwsSettings
+
+    ckpt_local = Path(AwsSettings.load(env).sm_checkpoint_dir or sm_path("checkpoints", env=env))
     ckpt_local.mkdir(parents=True, exist_ok=True)
     (staging / "model_training").mkdir(exist_ok=True)
     link = staging / "model_training" / "checkpoints"
@@ -217,11 +221,13 @@ def main(env=os.environ) -> int:
     try:
         env.update(hosts_from_resourceconfig(env))  # before any TensorFlow op (MultiWorkerMirroredStrategy)
         workers = distribute.num_workers(env)  # validates SM_HOSTS before any work
-        hp = read_hyperparameters(sm_path("input", "config", "hyperparameters.json", env=env),
-                                  env.get("DETOPS_RUN_URL"))
+        from training.settings import CommonSettings
+
+        common = CommonSettings.load(env)
+        hp = read_hyperparameters(sm_path("input", "config", "hyperparameters.json", env=env), common.run_url)
         run_url = hp["run_url"]
-        expected_id = env.get("DETOPS_RUN_ID")
-        home = Path(env.get("DETOPS_HOME", "/tmp/detops"))
+        expected_id = common.run_id
+        home = Path(common.home or "/tmp/detops")
         staging = assemble_run(run_url, home / "sagemaker-run", env)
         manifest = json.loads((staging / "run.json").read_text())
         if expected_id and manifest.get("id") != expected_id:
@@ -235,7 +241,7 @@ def main(env=os.environ) -> int:
         run.manifest.setdefault("sagemaker", {})["workers"] = workers
         run = pipeline.run_stages(
             run=run, stages=("train", "evaluate", "export"), steps=hp["num_steps"], int8=hp["quantize"],
-            track=bool(env.get("MLFLOW_TRACKING_URI")),
+            track=bool(common.mlflow_tracking_uri),
         )
         if chief:
             model_dir = Path(env.get("SM_MODEL_DIR") or sm_path("model", env=env))
