@@ -203,6 +203,9 @@ def load_model(settings: ServingSettings, plan: ThreadPlan | None = None) -> Mod
         from deployment.serving.model import Detector
 
         return Detector(settings.model_dir, settings.model_name, settings.model_version)
+    from deployment.registry.artifact import verify_model_dir
+
+    verify_model_dir(settings.model_dir)  # registered digest (DETOPS_MODEL_SHA256): changed files are never loaded
     check_parity(settings.model_dir, runtime)
     model_url = export_file(settings.model_dir, TFLITE_FILES[runtime])
     if model_url is None:
