@@ -199,8 +199,8 @@ def make_fake_tflite(path: str | os.PathLike, input_size: int = 64, max_detectio
 
     Signature ``serving_default``: input ``images`` float32 ``[1, S, S, 3]`` (normalized, padded);
     outputs ``detection_boxes`` ``[1, K, 4]`` (ymin, xmin, ymax, xmax in pixels of the padded input),
-    ``detection_classes`` ``[1, K]`` (label-map ids 1..3 as float), ``detection_scores`` ``[1, K]``,
-    ``num_detections`` ``[1]``. Detection ``j`` has class ``j % 3 + 1`` and score
+    ``detection_classes`` ``[1, K]`` (0-based class index as float: label-map id - 1),
+    ``detection_scores`` ``[1, K]``, ``num_detections`` ``[1]``. Detection ``j`` has label-map id ``j % 3 + 1`` and score
     ``sigmoid(m[j % 3]) * (1 - j / K)`` with ``m`` the image's per-channel mean, so results depend on
     the image content, like :func:`make_fake_saved_model`'s.
     """
@@ -223,7 +223,7 @@ def make_fake_tflite(path: str | os.PathLike, input_size: int = 64, max_detectio
             boxes = tf.stack([ymin, xmin, ymin + span / 3.0, xmin + span / 2.5], axis=1)
             return {
                 "detection_boxes": boxes[None],
-                "detection_classes": tf.cast(c + 1, tf.float32)[None],
+                "detection_classes": tf.cast(c, tf.float32)[None],
                 "detection_scores": scores[None],
                 "num_detections": tf.constant([float(k)]),
             }
@@ -261,8 +261,15 @@ def add_fake_tflite_export(
     (export / "label_map.pbtxt").write_text(label_map_pbtxt(list(class_names)))
     flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
     parity: dict[str, Any] = {
-        v: {"AP50_savedmodel": 0.5, "AP50_tflite": 0.5, "delta_AP50": 0.0, "AP_savedmodel": 0.3,
-            "AP_tflite": 0.3, "delta_AP": 0.0, "passed": ok}
+        v: {
+            "AP50_savedmodel": 0.5,
+            "AP50_tflite": 0.5,
+            "delta_AP50": 0.0,
+            "AP_savedmodel": 0.3,
+            "AP_tflite": 0.3,
+            "delta_AP": 0.0,
+            "passed": ok,
+        }
         for v, ok in flags.items()
     }
     parity["passed"] = all(flags.values())

@@ -77,7 +77,7 @@ def ci_variables(
     environment: Annotated[
         str | None, typer.Option("--environment", help="dotenv: the CI environment whose variables to add.")
     ] = None,
-    group_name: Annotated[str, typer.Option("--group", help="azure-devops: variable group name.")] = "detops",
+    group_name: Annotated[str, typer.Option("--group", help="azure-devops: the shared variable group.")] = "detops-common",
     repo: Annotated[
         str | None, typer.Option("--repo", help="github: owner/name (default: the current repository).")
     ] = None,

@@ -197,6 +197,45 @@ def render_markdown() -> str:
     return "\n".join(lines)
 
 
+# -- identities and variables of the CI jobs -------------------------------------------------------
+
+#: GitHub environment (and Azure DevOps variable group ``detops-<environment>``) -> the identity its jobs
+#: log in as: the stack files' ``github.environments`` (infra/*/Pulumi.<stack>.yaml, docs/infra.md).
+#: infra-reader is read-only; only its environments may run on a pull request.
+ENVIRONMENT_IDENTITY = {
+    "infra-preview-dev": "infra-reader",
+    "infra-preview-prod": "infra-reader",
+    "infra-dev": "infra-deployer",
+    "infra-production": "infra-deployer",
+    "training": "trainer",
+    "model-registration": "registrar",
+    "model-approval": "approver",
+    "staging": "deployer",
+    "production": "deployer",
+}
+#: The identities (infra/settings.py PURPOSES, with hyphens): Azure DevOps service connections are
+#: ``detops-<cloud>-<identity>``; a variable group ``detops-<identity>`` may hold its AWS_ROLE_ARN.
+IDENTITIES = ("infra-reader", "infra-deployer", "trainer", "registrar", "approver", "deployer")
+
+
+def group_identity(suffix: str) -> str | None:
+    """The identity of variable group ``detops-<suffix>`` (a CI environment's or an identity's own), or None."""
+    return ENVIRONMENT_IDENTITY.get(suffix) or (suffix if suffix in IDENTITIES else None)
+#: Settings that differ per identity: environment-level variables (GitHub) / per-environment
+#: variable groups (Azure DevOps), never repository-level or workflow-level.
+IDENTITY_SETTINGS = ("AZURE_CLIENT_ID", "AWS_ROLE_ARN")
+#: CI variables set by hand (docs/cicd.md): the model's name, and variables that are not detops settings.
+CI_ONLY_VARIABLES = {"DETOPS_MODEL_NAME", "INFRA_CLOUD", "PULUMI_STACK", "PULUMI_BACKEND_URL", "DETOPS_REVIEWERS", "ENDPOINT_NAME",
+                     "ENDPOINT_URL", "MODEL_VERSION", "SMOKE_IMAGE"}
+
+
+def common_variables() -> set[str]:
+    """Names a deployment's shared CI variables hold (repository variables / the detops-common group):
+    every setting that comes from a stack output or is set by hand in CI, minus the per-identity ones."""
+    sources = {contract.STACK, contract.STACK_AZURE, contract.STACK_AWS, contract.CI}
+    return {s.name for s in all_settings() if s.source in sources and s.name not in IDENTITY_SETTINGS}
+
+
 # -- stack outputs -> CI variables -----------------------------------------------------------------
 
 #: Stack output holding per-CI-environment variables: ``{environment: {SETTING: value}}``
@@ -235,6 +274,9 @@ def ci_variables(outputs: Mapping[str, Any], extra_names: Iterable[str] = ()) ->
             if not isinstance(value, Mapping):
                 raise ConfigError(f"stack output {key} must be an object {{environment: {{NAME: value}}}}")
             for envname, variables in sorted(value.items()):
+                if envname not in ENVIRONMENT_IDENTITY:
+                    raise ConfigError(f"stack output {key}: unknown CI environment {envname!r} "
+                                      f"(known: {', '.join(ENVIRONMENT_IDENTITY)})")
                 bad = sorted(set(variables) - known)
                 if bad:
                     raise ConfigError(f"stack output {key}.{envname}: {', '.join(bad)} is not a setting (docs/settings.md)")
@@ -259,14 +301,14 @@ def github_commands(v: CiVariables, repo: str | None = None) -> list[str]:
     return cmds
 
 
-def azure_devops_commands(v: CiVariables, group: str) -> list[str]:
-    """``az pipelines variable-group`` commands: one group ``<group>`` and one ``<group>-<environment>`` each."""
+def azure_devops_commands(v: CiVariables, group: str = "detops-common") -> list[str]:
+    """``az pipelines variable-group`` commands: the shared group, and ``detops-<environment>`` per environment."""
     def create(name: str, variables: Mapping[str, str]) -> str:
         pairs = " ".join(f"{k}={shlex.quote(val)}" for k, val in variables.items())
         return f"az pipelines variable-group create --name {shlex.quote(name)} --authorize false --variables {pairs}"
 
     cmds = [create(group, v.repository)] if v.repository else []
-    cmds += [create(f"{group}-{envname}", variables) for envname, variables in v.environments.items() if variables]
+    cmds += [create(f"detops-{envname}", variables) for envname, variables in v.environments.items() if variables]
     return cmds
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "AwsSettings",
     "AzureDevOpsSettings",
     "AzureSettings",
+    "BootstrapSettings",
     "GitHubSettings",
     "load_settings",
     "read_stack_file",
@@ -336,6 +337,37 @@ class AwsSettings(_Common):
         if not re.fullmatch(r"ml\.[a-z0-9]+\.\w+", value):
             raise ValueError(f"{value!r} is not a SageMaker instance type such as 'ml.m5.large'")
         return value
+
+
+class BootstrapSettings(_Strict):
+    """Settings of ``infra/bootstrap`` (namespace ``detops-bootstrap``), one stack per environment.
+
+    ``cloud``: which backend to make. ``stack_name_prefixes``: the ``name_prefix`` of the application
+    stacks this bootstrap serves (the infra deployer may manage their resource group / IAM roles only).
+    ``github.environments``: only ``infra_reader`` and ``infra_deployer`` are used here.
+    """
+
+    cloud: Literal["aws", "azure"]
+    environment: Literal["dev", "prod"]
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9]{1,9}$")
+    region: str
+    account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
+    subscription_id: str | None = None
+    stack_name_prefixes: tuple[str, ...] = Field(min_length=1)
+    github: GitHubSettings
+    github_oidc_provider_arn: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _target(self) -> BootstrapSettings:
+        if self.cloud == "aws" and not self.account_id:
+            raise ValueError("cloud aws needs account_id (the only account this bootstrap may touch)")
+        if self.cloud == "azure" and not (self.subscription_id and _GUID.fullmatch(self.subscription_id)):
+            raise ValueError("cloud azure needs subscription_id (a GUID)")
+        for purpose in ("infra_reader", "infra_deployer"):
+            if not self.github.subjects(purpose):
+                raise ValueError(f"github.environments.{purpose} must name at least one environment")
+        return self
 
 
 def _format_error(err: dict[str, Any], namespace: str, model: type[BaseModel]) -> str:

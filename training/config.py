@@ -42,6 +42,9 @@ class DataConfig(_Strict):
     classes: list[str] | str | None = None
     class_from_filename: bool | str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Pinned version of the dataset: SHA-256 of its records as read (``training.pipeline.dataset_hash``),
+    #: so a data change is a commit of this value; ``prepare`` refuses a dataset that differs.
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ValidationConfig(_Strict):

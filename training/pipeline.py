@@ -236,6 +236,28 @@ def dataset_hash(records) -> str:
     return h.hexdigest()
 
 
+def pinned_sha256(data) -> str | None:
+    """The dataset version a run must use: ``DETOPS_DATASET_SHA256`` if set, else the config's ``data.sha256``."""
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().dataset_sha256 or data.sha256
+
+
+def check_dataset_pin(records, data, where: str) -> str:
+    """Hash the records as read; raise :class:`DataError` with both hashes when they differ from the pin.
+
+    Returns the hash (recorded in ``run.json`` as ``inputs.dataset.read_sha256``).
+    """
+    actual = dataset_hash(records)
+    pinned = pinned_sha256(data)
+    if pinned and pinned != actual:
+        raise DataError(
+            f"{where}: the dataset changed: its sha256 is {actual}, the run config pins {pinned} "
+            "(data.sha256 / DETOPS_DATASET_SHA256); commit the new hash to train on this data"
+        )
+    return actual
+
+
 def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: str | None = None) -> Run:
     """Ingest, validate, split and convert: the run's ``data/``, ``tf_records/`` and ``model_config/``.
 
@@ -253,6 +275,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
     d = cfg.data
     say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
     ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
+    read_sha256 = check_dataset_pin(ds.records, d, where=str(d.path))
     v = cfg.validation
     result = validate(
         ds, ValidationPolicy(out_of_bounds=v.out_of_bounds, size_mismatch=v.size_mismatch, duplicates=v.duplicates, classes=v.classes)
@@ -313,7 +336,8 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
     Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
     rep = result.report
     run.manifest["inputs"] = {
-        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records)},
+        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records),
+                    "read_sha256": read_sha256, "pinned_sha256": pinned_sha256(d)},
         "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
         "init_checkpoint": _checkpoint_record(run, source_checkpoint, params.task.init_checkpoint),
     }

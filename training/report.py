@@ -83,7 +83,6 @@ def quiet_logs(verbose: bool = False, log_dir: str | None = None) -> Iterator[Lo
     terminal = os.fdopen(os.dup(saved_fd), "w", buffering=1)
     os.dup2(log_fd, 2)  # C++ (TensorFlow runtime) and Python's sys.stderr now write to the file
     os.close(log_fd)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

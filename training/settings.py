@@ -150,6 +150,12 @@ class CommonSettings(Settings):
     serving_image: str | None = setting(
         "DETOPS_SERVING_IMAGE", None, "Serving image by digest (<registry>/detops-serving@sha256:...).",
         required_by=("register --registry sagemaker", "deploy --target azureml"), source="images workflow (digest) / " + CI)
+    training_repository: str | None = setting(
+        "DETOPS_TRAINING_REPOSITORY", None, "Repository the images workflow pushes the training images to (ACR or ECR).",
+        used_by=("images workflow",), source=STACK)
+    serving_repository: str | None = setting(
+        "DETOPS_SERVING_REPOSITORY", None, "Repository the images workflow pushes the serving image to (ACR or ECR).",
+        used_by=("images workflow",), source=STACK)
     local_port: int = setting("DETOPS_LOCAL_PORT", 8080, "Port of the local deploy target.", used_by=("deploy --target local",))
     mlflow_tracking_uri: str | None = setting(
         "MLFLOW_TRACKING_URI", None, "MLflow tracking/registry server (default sqlite under DETOPS_HOME; set by Azure ML inside jobs).",
@@ -182,7 +188,7 @@ class CommonSettings(Settings):
 
 # -- Azure ----------------------------------------------------------------------------------------
 
-_AML = ("submit --backend azureml", "register --registry azureml", "gate --registry azureml", "approve --registry azureml",
+_AML = ("submit --backend azureml", "wait --backend azureml", "cancel --backend azureml", "register --registry azureml", "gate --registry azureml", "approve --registry azureml",
         "reject --registry azureml", "models --registry azureml", "deploy --target azureml", "rollback --target azureml")
 
 
@@ -247,7 +253,7 @@ def azure_ml_client(settings: AzureSettings | None = None, credential: Any = Non
 
 _SM = ("submit --backend sagemaker", "register --registry sagemaker", "gate --registry sagemaker",
        "approve --registry sagemaker", "reject --registry sagemaker", "models --registry sagemaker",
-       "deploy --target sagemaker", "rollback --target sagemaker")
+       "deploy --target sagemaker", "rollback --target sagemaker", "wait --backend sagemaker", "cancel --backend sagemaker")
 
 
 class AwsSettings(Settings):

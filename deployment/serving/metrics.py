@@ -31,7 +31,9 @@ class Metrics:
             "detops_model_info", "Model served (value 1)", ["model_name", "model_version"], registry=r
         )
         self.model_info.labels(name, version).set(1)
-        self.model_runtime = Gauge("detops_model_runtime", "Runtime serving the model (value 1)", ["runtime"], registry=r)
+        self.model_runtime = Gauge(
+            "detops_model_runtime", "Runtime serving the model (value 1)", ["runtime"], registry=r
+        )
         self.model_runtime.labels(runtime).set(1)
         self.images = Counter("detops_images_scored", "Images scored", registry=r)
         self.batch_size = Histogram(

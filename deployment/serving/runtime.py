@@ -189,8 +189,9 @@ def check_parity(model_dir: str, runtime: str) -> dict[str, Any]:
 def load_model(settings: ServingSettings, plan: ThreadPlan | None = None) -> ModelRunner:
     """Load the model of ``settings.model_dir`` in ``settings.runtime`` (the one place a model is loaded).
 
-    SavedModel: :class:`~deployment.serving.model.Detector`. TFLite: the parity verdict is checked
-    first (:func:`check_parity`), then :class:`~deployment.serving.tflite.TFLiteDetector` with one
+    SavedModel: :class:`~deployment.serving.model.Detector` (which verifies the artifact digest).
+    TFLite: the artifact digest (:func:`deployment.registry.artifact.verify_model_dir`) and the
+    parity verdict (:func:`check_parity`) are checked first, then :class:`~deployment.serving.tflite.TFLiteDetector` with one
     interpreter per model worker. Raises :class:`ConfigError` (unknown runtime, failed parity) or
     :class:`NotFoundError` (no model file).
     """
@@ -205,7 +206,7 @@ def load_model(settings: ServingSettings, plan: ThreadPlan | None = None) -> Mod
         return Detector(settings.model_dir, settings.model_name, settings.model_version)
     from deployment.registry.artifact import verify_model_dir
 
-    verify_model_dir(settings.model_dir)  # registered digest (DETOPS_MODEL_SHA256): changed files are never loaded
+    verify_model_dir(settings.model_dir)  # files changed since registration: refuse, as for the SavedModel
     check_parity(settings.model_dir, runtime)
     model_url = export_file(settings.model_dir, TFLITE_FILES[runtime])
     if model_url is None:

@@ -8,10 +8,11 @@ Secrets Manager, a Kubernetes secret), never in a file in the repository.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
@@ -28,11 +29,23 @@ class ServingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETOPS_", extra="ignore", populate_by_name=True)
 
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        validation_alias=AliasChoices("DETOPS_API_KEYS", "DETOPS_API_KEY", "api_keys"),
-        description="Accepted API keys (header X-API-Key or Authorization: Bearer). Required.",
+    auth: Literal["key", "platform"] = Field(
+        "key",
+        description="'key': the app checks DETOPS_API_KEYS on every route but the probes. 'platform': the "
+        "platform in front authenticates (Azure ML online endpoint key/token, SageMaker IAM-signed "
+        "InvokeEndpoint) and the container port is reachable only through it; the app checks no key.",
     )
-    model_dir: str = Field(description="SavedModel folder, or a run's export/ folder holding saved_model/.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("DETOPS_API_KEYS", "DETOPS_API_KEY", "api_keys"),
+        description="Accepted API keys (header X-API-Key or Authorization: Bearer). Required with auth=key.",
+    )
+    model_dir: str = Field(
+        default_factory=lambda: os.path.join(os.environ.get("DETOPS_SM_ROOT", "/opt/ml"), "model"),
+        validation_alias=AliasChoices("DETOPS_MODEL_DIR", "AZUREML_MODEL_DIR", "model_dir"),
+        description="SavedModel folder, a run's export/ folder, or a folder with one of them nested inside "
+        "(Azure ML's $AZUREML_MODEL_DIR). Default: SageMaker's /opt/ml/model.",
+    )
     model_name: str = Field("model", description="Registered model name the service reports (and the workflows pass as --name).")
     model_version: str = Field("unknown", description="Model version the service reports.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body; larger gets 413.")
@@ -78,11 +91,16 @@ class ServingSettings(BaseSettings):
     def _split_prefixes(cls, v):
         return _split(v)
 
+    @model_validator(mode="after")
+    def _keys_unless_platform_auth(self) -> ServingSettings:
+        if self.auth == "key" and not self.api_keys:
+            raise ValueError("at least one API key is required (DETOPS_API_KEY or DETOPS_API_KEYS), "
+                             "or DETOPS_AUTH=platform behind a platform that authenticates")
+        return self
+
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
-        if not v:
-            raise ValueError("at least one API key is required (DETOPS_API_KEY or DETOPS_API_KEYS)")
         for key in v:
             if len(key.get_secret_value()) < MIN_KEY_LENGTH:
                 raise ValueError(f"API keys must have at least {MIN_KEY_LENGTH} characters")

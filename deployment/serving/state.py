@@ -14,7 +14,7 @@ from deployment.serving.batching import MicroBatcher
 from deployment.serving.capture import DataCapture
 from deployment.serving.metrics import Metrics
 from deployment.serving.model import Detection, ImageDecodeError
-from deployment.serving.runtime import ModelRunner, ThreadPlan, load_model, thread_plan
+from deployment.serving.runtime import ModelRunner, ThreadPlan, load_model
 from deployment.serving.settings import ServingSettings
 
 

@@ -5,8 +5,10 @@ ImageNet mean/std normalized, resized with its aspect ratio kept and zero-padded
 :meth:`training.inference.DetectorModule.preprocess_one` (the same Model Garden ops are used here,
 so what ``export/parity.json`` measured is what is served). Its outputs ``detection_boxes``
 (``[1, K, 4]`` ymin, xmin, ymax, xmax in pixels of the padded input), ``detection_classes``
-(label-map ids), ``detection_scores`` and ``num_detections`` are mapped back to the input image
-like the SavedModel's, so responses have the same shape on both runtimes.
+(0-based foreground class index: label-map id - 1), ``detection_scores`` and ``num_detections`` are
+mapped back to the input image like the SavedModel's (label-map ids, class names, scores descending),
+so responses have the same shape on both runtimes. Only the first ``num_detections`` rows are read:
+the op leaves the rest of its buffers undefined.
 
 Threads: one interpreter per model worker (an interpreter is not thread-safe), each with
 ``threads`` XNNPACK threads; decoding and resizing run in the calling worker thread (TensorFlow ops
@@ -120,7 +122,9 @@ class TFLiteDetector:
                 try:
                     x, info = self._preprocess(tf.constant(data))
                 except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-                    out.append(ImageDecodeError(f"the model could not decode the image: {str(e).splitlines()[0][:200]}"))
+                    out.append(
+                        ImageDecodeError(f"the model could not decode the image: {str(e).splitlines()[0][:200]}")
+                    )
                     continue
                 res = runner(images=x.numpy()[None])
                 out.append(self._unpack(res, info.numpy()))
@@ -135,7 +139,7 @@ class TFLiteDetector:
         boxes = np.asarray(res["detection_boxes"])[0][:k]
         pixels = np.clip(boxes / scale, 0, size)
         norm = pixels / np.maximum(size, 1)
-        classes = np.asarray(res["detection_classes"])[0][:k].astype(np.int64)
+        classes = np.asarray(res["detection_classes"])[0][:k].astype(np.int64) + 1  # label-map ids
         scores = np.asarray(res["detection_scores"])[0][:k]
         order = np.argsort(-scores, kind="stable")  # contract: descending scores
         return [

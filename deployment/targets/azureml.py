@@ -143,6 +143,9 @@ class AzureMLTarget(DeployTarget):
                 "DETOPS_MODEL_VERSION": str(version.version),
                 "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
                 "DETOPS_PORT": str(PORT),
+                # the endpoint's key auth (auth_mode: key) checks callers before the container;
+                # the model is mounted under $AZUREML_MODEL_DIR, which the app searches
+                "DETOPS_AUTH": "platform",
             },
             "request_settings": OnlineRequestSettings(request_timeout_ms=30000, max_concurrent_requests_per_instance=4),
             "liveness_probe": ProbeSettings(initial_delay=30, period=10),

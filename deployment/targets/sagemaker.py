@@ -98,9 +98,12 @@ class SageMakerTarget(DeployTarget):
             # Network isolation: the serving container needs no outbound network (IAM requires it: docs/infra.md).
             "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE, "EnableNetworkIsolation": True,
                       "PrimaryContainer": {"ModelPackageName": package_arn,
+                                           # InvokeEndpoint is IAM-signed and forwards no X-API-Key;
+                                           # the model is unpacked into /opt/ml/model
                                            "Environment": {"DETOPS_MODEL_NAME": version.name,
                                                            "DETOPS_MODEL_VERSION": str(version.version),
-                                                           "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", "")}},
+                                                           "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
+                                                           "DETOPS_AUTH": "platform"}},
                       "Tags": tags},
             "endpoint_config": config,
             "endpoint": {"EndpointName": endpoint, "EndpointConfigName": base, "Tags": tags},

@@ -261,6 +261,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "DETOPS_SM_KMS_KEY_ID": key_arn,
         "DETOPS_SM_REGISTRY_URI": outputs["sagemaker_registry_uri"],
         "DETOPS_SM_CAPTURE_URI": outputs["sagemaker_capture_uri"],
+        "DETOPS_TRAINING_REPOSITORY": training_repo.repository.repository_url,
+        "DETOPS_SERVING_REPOSITORY": serving_repo.repository.repository_url,
     })
     ci_environments: dict[str, Any] = {}
     for purpose, role in roles.items():

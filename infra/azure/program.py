@@ -377,6 +377,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "DETOPS_AML_DATASTORE_CONTAINER": containers["runs"].name,
         "DETOPS_DATASETS": "az://datasets",
         "DETOPS_DATASTORE": "az://runs",
+        "DETOPS_TRAINING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-training"),
+        "DETOPS_SERVING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-serving"),
     })
     if aks is not None:
         outputs["DETOPS_AML_DEPLOY_COMPUTE"] = aks.compute.name

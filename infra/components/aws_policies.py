@@ -33,6 +33,8 @@ PENDING = "PendingManualApproval"
 APPROVAL_DECISIONS = ("Approved", "Rejected")
 REGISTRY_PREFIX = "registry"  # s3://<runs bucket>/registry/<model>/<version>.json (registry metadata)
 CAPTURE_PREFIX = "captures"  # s3://<runs bucket>/captures/ (endpoint data capture, written by SageMaker)
+#: The sha256 manifest registration writes into a run's export/ (deployment.registry.artifact.MANIFEST_FILE).
+ARTIFACT_MANIFEST = "detops-manifest.json"
 
 Statement = dict[str, Any]
 
@@ -195,6 +197,13 @@ def registrar_policy(scope: AwsScope) -> dict[str, Any]:
             "Effect": "Allow",
             "Action": ["s3:PutObject"],
             "Resource": _objects(scope.runs_bucket_arn, prefix=f"{REGISTRY_PREFIX}/"),
+        },
+        {
+            # The digest manifest of the export being registered; nothing else of a run is writable.
+            "Sid": "WriteArtifactManifest",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": [pulumi.Output.concat(scope.runs_bucket_arn, "/*/export/", ARTIFACT_MANIFEST)],
         },
         _kms(scope, encrypt=True),
         *_read_registry(scope),

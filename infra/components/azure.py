@@ -42,16 +42,23 @@ ROLE_IDS: Mapping[str, str] = {
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
 }
 
+#: Roles only the bootstrap grants, to the infra deployer, on the application stacks' resource groups
+#: (RBAC Administrator with an ABAC condition limiting it to :data:`ROLE_IDS`).
+INFRA_ROLE_IDS: Mapping[str, str] = {
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Role Based Access Control Administrator": "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+}
+
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # Audience Entra ID expects in federated tokens ("Workload identity federation" docs).
 ENTRA_TOKEN_AUDIENCE = "api://AzureADTokenExchange"
 
 
 def role_definition_id(subscription_id: pulumi.Input[str], role: str) -> pulumi.Output[str]:
-    """Full resource id of a built-in role in a subscription; ``role`` is a key of :data:`ROLE_IDS`."""
-    return pulumi.Output.concat(
-        "/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/", ROLE_IDS[role]
-    )
+    """Full resource id of a built-in role in a subscription; ``role`` is a key of :data:`ROLE_IDS`
+    (or of :data:`INFRA_ROLE_IDS`)."""
+    guid = ROLE_IDS.get(role) or INFRA_ROLE_IDS[role]
+    return pulumi.Output.concat("/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/", guid)
 
 
 @dataclass

@@ -267,16 +267,30 @@ def _aks_no_node_public_ip(props: Mapping[str, Any]) -> list[str]:
     ]
 
 
+READER_ROLE = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+_RESOURCE_SCOPE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", re.IGNORECASE)
+_GROUP_SCOPE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+$", re.IGNORECASE)
+
+
 def _role_assignment_least_privilege(props: Mapping[str, Any]) -> list[str]:
+    """Owner and User Access Administrator never. Contributor, Reader and RBAC Administrator only on one
+    resource group (the infra identities of infra/bootstrap), RBAC Administrator only with an ABAC
+    condition on the role definitions it may assign. Every other role on one resource."""
     problems = []
     role_id = str(props.get("roleDefinitionId") or "")
     guid = role_id.rsplit("/", 1)[-1].lower()
-    if guid in PRIVILEGED_AZURE_ROLES:
-        problems.append(f"role {PRIVILEGED_AZURE_ROLES[guid]!r} is too broad; grant a data-plane or service role")
+    scope = str(props.get("scope") or "")
+    name = PRIVILEGED_AZURE_ROLES.get(guid)
     if not guid:
         problems.append("roleDefinitionId is missing")
-    scope = str(props.get("scope") or "")
-    if not re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", scope, re.IGNORECASE):
+    if name in ("Owner", "User Access Administrator"):
+        problems.append(f"role {name!r} is too broad; grant a data-plane or service role")
+    elif name in ("Contributor", "Role Based Access Control Administrator") or guid == READER_ROLE:
+        if not _GROUP_SCOPE.match(scope) and not (guid == READER_ROLE and _RESOURCE_SCOPE.match(scope)):
+            problems.append(f"role {name or 'Reader'!r} only on one resource group (got scope {scope!r})")
+        if name == "Role Based Access Control Administrator" and "RoleDefinitionId" not in str(props.get("condition") or ""):
+            problems.append("Role Based Access Control Administrator needs an ABAC condition naming the assignable roles")
+    elif not _RESOURCE_SCOPE.match(scope):
         problems.append(f"scope must be a single resource, not a subscription, group or tenant (got {scope!r})")
     return problems
 
@@ -317,8 +331,15 @@ def _aks_private_api(props: Mapping[str, Any]) -> list[str]:
     return ["apiServerAccessProfile: enablePrivateCluster must be true or authorizedIPRanges set (no open API server)"]
 
 
+#: Tag that states why a prod resource keeps a public endpoint (only the bootstrap's state backend, which
+#: GitHub-hosted runners reach with Entra ID tokens); the rule accepts it only with a reason in it.
+PUBLIC_ACCESS_REASON_TAG = "public-access-reason"
+
+
 def _prod_public_access(props: Mapping[str, Any]) -> list[str]:
     if _get(props, "tags", "environment") != "prod":
+        return []
+    if len(str(_get(props, "tags", PUBLIC_ACCESS_REASON_TAG) or "").strip()) >= 20:
         return []
     value = props.get("publicNetworkAccess") or _get(props, "properties", "publicNetworkAccess")
     if value != "Disabled":
@@ -634,7 +655,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     _rule("azure-aks-managed-identity", "AKS runs as a managed identity, no service principal secret.", [AZ_AKS], _aks_managed_identity),
     _rule("azure-aks-azure-rbac", "AKS uses Entra ID with Azure RBAC for Kubernetes authorization.", [AZ_AKS], _aks_azure_rbac),
     _rule("azure-aks-no-node-public-ip", "AKS nodes get no public IP.", [AZ_AKS, AZ_AKS_POOL], _aks_no_node_public_ip),
-    _rule("azure-role-assignment-least-privilege", "Role assignments grant no Owner/Contributor/access-admin role and are scoped to one resource.", [AZ_ROLE_ASSIGNMENT], _role_assignment_least_privilege),
+    _rule("azure-role-assignment-least-privilege", "No Owner or access administrator; Contributor/Reader/RBAC admin (with an ABAC condition) only on one resource group; other roles on one resource.", [AZ_ROLE_ASSIGNMENT], _role_assignment_least_privilege),
     _rule("azure-federated-credential-trusted", "Federated credentials trust GitHub Actions (branch/environment subjects) or Azure DevOps only.", [AZ_FEDERATED], _federated_credential_trusted),
     _rule("azure-ml-extension-https", "The Azure ML AKS extension serves inference over HTTPS only.", [AZ_EXTENSION], _aml_extension_secure),
     _rule("azure-app-insights-workspace-based", "Application Insights is workspace-based.", [AZ_APP_INSIGHTS], _app_insights_workspace),

@@ -130,15 +130,18 @@ class LiveServer:
         import httpx
 
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("live server did not become ready")
+        # Wait on the server's own state, not on a clock: uvicorn sets ``started`` once the lifespan
+        # (model load, warm-up) finished and the socket listens; a failed startup ends the thread.
+        # The guard only stops a hang; a loaded machine may need minutes to load a model.
+        guard = time.monotonic() + 900
+        while self.thread.is_alive() and not self.server.started and time.monotonic() < guard:
+            time.sleep(0.05)
+        if not self.server.started:
+            raise RuntimeError("live server did not start (its startup error is logged above)")
+        r = httpx.get(f"{self.url}/readyz", timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"live server started but is not ready: {r.status_code} {r.text[:200]}")
+        return self
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

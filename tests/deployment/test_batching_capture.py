@@ -233,7 +233,6 @@ def test_capture_flushes_by_count_and_time(tmp_path):
     assert len(cap.files_written) == 1 and len(timed.files_written) == 1
 
 
-
 def test_capture_sampling(tmp_path):
     none = DataCapture(str(tmp_path), 0.0, "m", "1")
     assert not any(none.sampled() for _ in range(100))

@@ -354,7 +354,7 @@ def test_settings_require_a_key(monkeypatch, fake_saved_model):
     from deployment.serving.settings import ServingSettings, load_settings
     from training.errors import ConfigError
 
-    assert ServingSettings.model_fields["api_keys"].is_required()
+    assert ServingSettings.model_fields["auth"].default == "key"  # keys required unless DETOPS_AUTH=platform
     with pytest.raises(ConfigError, match="DETOPS_API_KEYS"):
         load_settings(model_dir=fake_saved_model)
     with pytest.raises(ConfigError, match="at least 16"):

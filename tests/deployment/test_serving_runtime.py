@@ -81,8 +81,12 @@ def test_tflite_detections_follow_the_image_content(export_with, make_settings, 
 
 @pytest.mark.parametrize(
     ("verdict", "runtime"),
-    [(False, "tflite-float"), (False, "tflite-int8"), ({"float": True, "int8": False}, "tflite-int8"),
-     ({"float": False, "int8": True}, "tflite-float")],
+    [
+        (False, "tflite-float"),
+        (False, "tflite-int8"),
+        ({"float": True, "int8": False}, "tflite-int8"),
+        ({"float": False, "int8": True}, "tflite-float"),
+    ],
 )
 def test_failed_parity_refuses_the_tflite_runtime(export_with, make_settings, verdict, runtime):
     from deployment.serving.runtime import load_model

@@ -29,6 +29,17 @@ pytestmark = pytest.mark.integration
 
 MODEL_BY = {"registrar": "ci-registrar", "approver": "reviewer-bob"}
 
+import importlib.util  # noqa: E402
+
+#: Until the registry branch (issue 12) lands, `register` calls UpdateModelPackage for a status that does
+#: not change, which the registrar is denied (exactly the bug issue 12 reports). That branch also adds
+#: deployment/registry/artifact.py; with it, these tests must pass (strict: an unexpected pass fails too).
+REGISTER_WITHOUT_NOOP_UPDATE = importlib.util.find_spec("deployment.registry.artifact") is not None
+needs_registry_fix = pytest.mark.xfail(
+    not REGISTER_WITHOUT_NOOP_UPDATE, strict=True,
+    reason="register still calls UpdateModelPackage with an unchanged status (issue 12, registry branch)",
+)
+
 
 @pytest.fixture(scope="module")
 def aws_dev():
@@ -161,7 +172,8 @@ def _publish_run(tmp_path: Path, run_url: str) -> None:
 def _one_line_denial(error: BaseException, action: str) -> str:
     message = str(error)
     assert "\n" not in message, message
-    assert f"is not authorized to perform: {action}" in message, message
+    assert action in message and ("is not authorized to perform" in message or "access denied" in message.lower()), message
+    assert "assumed-role/" in message, message  # names the principal
     return message
 
 
@@ -172,6 +184,7 @@ def _service():
     return ApprovalService(SageMakerRegistry(), allow_self_approval=False)
 
 
+@needs_registry_fix
 def test_register_approve_deploy_each_under_its_own_role(world) -> None:
     from deployment import deploy as deploy_mod
     from deployment.registry.base import ApprovalStatus
@@ -193,6 +206,7 @@ def test_register_approve_deploy_each_under_its_own_role(world) -> None:
             "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint", "iam:PassRole", "s3:PutObject"} <= used
 
 
+@needs_registry_fix
 def test_actions_outside_a_role_are_denied_with_one_line(world) -> None:
     from deployment import deploy as deploy_mod
     from deployment.targets.sagemaker import SageMakerTarget
@@ -344,3 +358,10 @@ def test_role_policies_use_real_actions_and_condition_keys(aws_dev) -> None:
                         if key not in keys:
                             problems.append(f"{policy.name} {statement.get('Sid')}: {key} does not apply to {action}")
     assert problems == []
+
+
+def test_the_registrar_may_write_the_manifest_file_the_application_writes() -> None:
+    artifact = pytest.importorskip("deployment.registry.artifact", reason="the digest manifest arrives with the registry branch")
+    from infra.components.aws_policies import ARTIFACT_MANIFEST
+
+    assert artifact.MANIFEST_FILE == ARTIFACT_MANIFEST

@@ -273,6 +273,14 @@ def test_aks_azureml_constraints(case: str) -> None:
     assert [v.resource for v in broken] == [culprit], broken
 
 
+def test_public_access_exemption_needs_a_reason() -> None:
+    base = {"tags": {"environment": "prod"}, "publicNetworkAccess": "Enabled"}
+    assert rules.check_resource(rules.AZ_STORAGE, {**base, "tags": {"environment": "prod", "public-access-reason": "x"}})
+    reason = "Pulumi state for GitHub-hosted runners; Entra ID only"
+    found = rules.check_resource(rules.AZ_STORAGE, {**base, "tags": {"environment": "prod", "public-access-reason": reason}})
+    assert "azure-public-network-disabled-in-prod" not in {v.rule for v in found}
+
+
 def test_sagemaker_conditions_rule_details() -> None:
     approved = {"StringEquals": {"sagemaker:ModelApprovalStatus": ["PendingManualApproval", "Approved"]}}
     assert rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _sm("sagemaker:CreateModelPackage", approved)})

@@ -36,7 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.backends.base import Backend, Submission, new_run_id, out_folder, placeholder_env
+from training.backends.base import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    Backend,
+    JobControl,
+    Submission,
+    new_run_id,
+    out_folder,
+    placeholder_env,
+)
 from training.errors import BackendError, ConfigError
 
 
@@ -277,7 +287,12 @@ def dump_specs(job, step_jobs: dict[str, Any], folder: Path) -> dict[str, str]:
     return specs
 
 
-class AzureMLBackend(Backend):
+#: Azure ML job statuses that mean "ended well" / "ended badly" (anything else is still running).
+AML_COMPLETED = {"Completed"}
+AML_FAILED = {"Failed", "Canceled", "NotResponding"}
+
+
+class AzureMLBackend(Backend, JobControl):
     """Submit the pipeline as an Azure ML pipeline job (see the module docstring)."""
 
     name = "azureml"
@@ -294,6 +309,23 @@ class AzureMLBackend(Backend):
                    "workspace": settings.workspace}
             self._ml_client = azure_ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
         return self._ml_client
+
+    def job_state(self, job: str) -> tuple[str, str]:
+        """State of pipeline job ``job`` in the workspace."""
+        try:
+            status = str(self.ml_client(AzureMLSettings.from_env(for_submit=False)).jobs.get(job).status)
+        except Exception as e:  # azure.core.exceptions.*
+            raise BackendError(f"Azure ML job {job}: {type(e).__name__}: {e}") from e
+        return (COMPLETED if status in AML_COMPLETED else FAILED if status in AML_FAILED else RUNNING), status
+
+    def cancel(self, job: str) -> str:
+        """Cancel pipeline job ``job`` (and its steps)."""
+        client = self.ml_client(AzureMLSettings.from_env(for_submit=False))
+        try:
+            client.jobs.begin_cancel(job)
+            return str(client.jobs.get(job).status)
+        except Exception as e:  # azure.core.exceptions.*
+            raise BackendError(f"cancelling Azure ML job {job}: {type(e).__name__}: {e}") from e
 
     def submit(
         self,

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from training import storage
-from training.backends.base import Backend, Submission, new_run_id, out_folder
+from training.backends.base import COMPLETED, FAILED, RUNNING, Backend, JobControl, Submission, new_run_id, out_folder
 from training.errors import BackendError, ConfigError
 
 #: Images used in dry runs when unset (shown, never pulled).
@@ -191,7 +191,7 @@ def build_training_job(
     return req
 
 
-class SageMakerBackend(Backend):
+class SageMakerBackend(Backend, JobControl):
     """Prepare here, then train/evaluate/export in a SageMaker training job (module docstring)."""
 
     name = "sagemaker"
@@ -206,6 +206,28 @@ class SageMakerBackend(Backend):
         if self._client is None:
             self._client = client("sagemaker")
         return self._client
+
+    def job_state(self, job: str) -> tuple[str, str]:
+        """State of training job ``job`` (``InProgress``/``Stopping`` = running)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            desc = self.client.describe_training_job(TrainingJobName=job)
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"SageMaker training job {job}: {e}") from e
+        status = desc["TrainingJobStatus"]
+        text = status + (f": {desc['FailureReason']}" if desc.get("FailureReason") else "")
+        return (COMPLETED if status == "Completed" else FAILED if status in ("Failed", "Stopped") else RUNNING), text
+
+    def cancel(self, job: str) -> str:
+        """Stop training job ``job`` (``StopTrainingJob``; a checkpointed spot job keeps its checkpoints)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.stop_training_job(TrainingJobName=job)
+            return str(self.client.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"stopping SageMaker training job {job}: {e}") from e
 
     def start(self, request: dict[str, Any], *, wait: bool = True, console: Any = None) -> dict[str, Any]:
         """Create the training job; with ``wait`` poll (printing status changes) until it ends.
