@@ -215,7 +215,9 @@ cloud_rehearsal() {
   else
     detops submit "$config" --backend "$DETOPS_BACKEND" --dry-run --out "$work/specs" "${tiny[@]}" | tee "$work/submit.log"
   fi
-  eval "$("$PY" scripts/submission.py "$work/submit.log" | sed 's/^run_dir=/RUN_DIR=/; s/^job=/JOB=/')"
+  "$PY" scripts/submission.py "$work/submit.log" > "$work/submission.txt"  # as the workflow's $GITHUB_OUTPUT
+  RUN_DIR="$(sed -n 's/^run_dir=//p' "$work/submission.txt")"
+  JOB="$(sed -n 's/^job=//p' "$work/submission.txt")"
   [ -n "$RUN_DIR" ] && [ -n "$JOB" ] || fail "submit printed no run folder or job"
   echo "run folder $RUN_DIR, job $JOB"
 
