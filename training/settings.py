@@ -274,7 +274,7 @@ class AwsSettings(Settings):
     sm_kms_key_id: str | None = setting("DETOPS_SM_KMS_KEY_ID", None, "KMS key for job output, volumes and endpoints.",
                                         used_by=("submit --backend sagemaker", "deploy --target sagemaker"), source=STACK_AWS)
     sm_registry_uri: str | None = setting("DETOPS_SM_REGISTRY_URI", None, "s3://bucket/prefix for model version metadata documents.",
-                                          required_by=_SM[1:6], source=STACK_AWS)
+                                          required_by=_SM[1:6] + ("deploy --registry sagemaker", "rollback --registry sagemaker"), source=STACK_AWS)
     sm_instance_type_serving: str = setting("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.m5.large", "Endpoint instance type.",
                                             used_by=("deploy --target sagemaker",), source=STACK_AWS)
     sm_capture_uri: str | None = setting("DETOPS_SM_CAPTURE_URI", None, "s3:// prefix of endpoint data capture.",
