@@ -126,7 +126,7 @@ release() {
   detops models show "$DETOPS_MODEL_NAME" "$VERSION"
   step "deploy version $VERSION to local endpoint $ENDPOINT_NAME"
   if detops deploy --target local --name "$DETOPS_MODEL_NAME" --version "$VERSION" --endpoint "$ENDPOINT_NAME" \
-    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY; }; then
+    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY; }; then
     return 0
   fi
   step "deployment or smoke test failed: roll back"
@@ -290,7 +290,7 @@ set -e
 export DETOPS_API_KEY="$good_key"
 step "after the rollback"
 [ "$(serving_version)" = "$FIRST" ] || fail "endpoint serves $(serving_version), not the rolled-back version $FIRST"
-detops smoke-test --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
+detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
 detops models list --name "$DETOPS_MODEL_NAME"
 
 printf '\nREHEARSAL PASSED: versions %s and %s registered and approved; %s served; %s failed its smoke test and was rolled back to %s\n' \

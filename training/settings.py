@@ -156,6 +156,12 @@ class CommonSettings(Settings):
     serving_repository: str | None = setting(
         "DETOPS_SERVING_REPOSITORY", None, "Repository the images workflow pushes the serving image to (ACR or ECR).",
         used_by=("images workflow",), source=STACK)
+    promote_source_uri: str | None = setting(
+        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks); "
+        "unset: one stack, no promotion.", used_by=("promote",), source=CI)
+    promote_artifact_root: str | None = setting(
+        "DETOPS_PROMOTE_ARTIFACT_ROOT", None, "Release: prod storage root for the promoted copy of the artifact.",
+        used_by=("promote",), source=STACK)
     local_port: int = setting("DETOPS_LOCAL_PORT", 8080, "Port of the local deploy target.", used_by=("deploy --target local",))
     mlflow_tracking_uri: str | None = setting(
         "MLFLOW_TRACKING_URI", None, "MLflow tracking/registry server (default sqlite under DETOPS_HOME; set by Azure ML inside jobs).",
