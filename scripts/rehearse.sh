@@ -118,6 +118,31 @@ approve_version() {
   detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$REVIEWER" --comment "rehearsal: metrics and gate reviewed"
 }
 
+# promote_to_production: the release workflow's production job with separate dev and prod stacks:
+# promote the approved version from the dev registry (MLFLOW_TRACKING_URI) into the prod registry (a
+# second MLflow store), digest verified, then deploy the promoted copy and smoke-test it.
+promote_to_production() {
+  local prod_uri="sqlite:///$work/mlflow-prod.db" prod_version MLFLOW_TRACKING_URI_DEV="$MLFLOW_TRACKING_URI"
+  local prod_port
+  prod_port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  step "production: promote version $VERSION from the dev registry (same digest, verified)"
+  (
+    export DETOPS_IDENTITY=os MLFLOW_TRACKING_URI="$prod_uri"
+    detops promote --name "$DETOPS_MODEL_NAME" --version "$VERSION" --source-uri "$MLFLOW_TRACKING_URI_DEV" \
+      --artifact-root "$work/prod-models" --print-version > "$work/prod-version.txt"
+  )
+  prod_version="$(cat "$work/prod-version.txt")"
+  [ -n "$prod_version" ] || fail "promote printed no production version"
+  step "deploy the promoted version $prod_version to the production endpoint and smoke-test it"
+  (
+    export MLFLOW_TRACKING_URI="$prod_uri"
+    detops deploy --target local --name "$DETOPS_MODEL_NAME" --version "$prod_version" --endpoint "$ENDPOINT_NAME-prod" --port "$prod_port"
+    detops smoke-test --target local --endpoint "$ENDPOINT_NAME-prod" --url "http://127.0.0.1:$prod_port" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
+  ) || fail "the promoted version did not deploy or failed its smoke test"
+  "$PY" -c 'import sys; from deployment.targets.local import LocalTarget; LocalTarget().stop(sys.argv[1])' \
+    "$ENDPOINT_NAME-prod" >/dev/null 2>&1 || true
+}
+
 # release: the release workflow's job (show, deploy, smoke test, roll back when either fails).
 # Returns 0 when the smoke test passed, 1 when it failed and the endpoint was rolled back, 2 when
 # the rollback failed too.
@@ -267,6 +292,7 @@ FIRST="$VERSION"
 approve_version
 release || fail "the first release's smoke test failed"
 [ "$(serving_version)" = "$FIRST" ] || fail "endpoint does not serve version $FIRST"
+promote_to_production
 
 # 2. A second candidate whose deployment is broken: the service comes up with a rotated API key the
 #    release job does not hold, so the smoke test gets 401. The release must roll back to $FIRST.
