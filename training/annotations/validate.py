@@ -56,43 +56,11 @@ from typing import Any, Literal
 
 from training.annotations._common import is_escaping, order_classes
 from training.annotations.record import Box, Dataset, ImageRecord, Issue
-from training.errors import ConfigError
+from training.config import ValidationPolicy
 
 IMAGE_CODES = ("path_escape", "missing_image", "unreadable_image", "size_mismatch", "duplicate")
 BOX_CODES = ("non_finite", "inverted", "zero_area", "unknown_class", "out_of_bounds", "outside_image")
 _EXIF_ORIENTATION = 0x0112
-
-
-@dataclass
-class ValidationPolicy:
-    """What validation does with problems it finds (see the module docstring for each rule).
-
-    ``out_of_bounds``: ``"clip"`` (default; the clipped boxes are counted) or ``"reject"``.
-    ``classes``: the allowed class names, in label-map order; ``None`` allows every label.
-    ``size_mismatch``: ``"reject"`` (default: a different size usually means another or a resized
-    image, so the boxes would be off) or ``"trust_image"`` (keep, use the real size, clip boxes).
-    ``duplicates``: ``"reject"`` (default; the later copy by record order) or ``"keep"`` (report only).
-    ``workers``: threads decoding images (I/O- and zlib/libjpeg-bound; Pillow releases the GIL).
-    """
-
-    out_of_bounds: Literal["clip", "reject"] = "clip"
-    classes: list[str] | None = None
-    size_mismatch: Literal["reject", "trust_image"] = "reject"
-    duplicates: Literal["reject", "keep"] = "reject"
-    workers: int = 8
-
-    def __post_init__(self) -> None:
-        for name, allowed in (
-            ("out_of_bounds", ("clip", "reject")),
-            ("size_mismatch", ("reject", "trust_image")),
-            ("duplicates", ("reject", "keep")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"validation policy: {name}={getattr(self, name)!r}; expected one of {allowed}")
-        if self.classes is not None:
-            self.classes = list(self.classes)
-        if self.workers < 1:
-            raise ConfigError(f"validation policy: workers must be >= 1, not {self.workers}")
 
 
 @dataclass
@@ -377,7 +345,7 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
     report = QualityReport(
         root=dataset.root,
         format=dataset.format,
-        policy=dataclasses.asdict(policy),
+        policy=policy.model_dump(),
         unparseable=list(dataset.rejected),
         warnings=list(dataset.warnings),
     )
