@@ -60,7 +60,7 @@ def evaluate(
     from training import pipeline
 
     metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
-    pipeline.print_metrics(metrics, out)
+    print_metrics(metrics)
 
 @app.command()
 def export(run_dir: RunDirOpt) -> None:
@@ -83,5 +83,23 @@ def run(
 
     cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
     result = pipeline.run_all(cfg, run_dir=run_dir, console=out)
-    pipeline.print_metrics({"test": result.metrics["test"]}, out)
+    print_metrics({"test": result.metrics["test"]})
     out.print(f"run folder: {result.run.url}")
+
+
+def print_metrics(metrics: dict[str, dict]) -> None:
+    """Print COCO metrics per split as a table, then each split's per-class AP50."""
+    from rich.table import Table
+
+    from training.names import COCO_METRIC_NAMES
+
+    table = Table(title="COCO metrics")
+    table.add_column("split")
+    for name in COCO_METRIC_NAMES:
+        table.add_column(name, justify="right")
+    for split, m in metrics.items():
+        table.add_row(split, *(f"{m[n]:.3f}" for n in COCO_METRIC_NAMES))
+    out.print(table)
+    for split, m in metrics.items():
+        per = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in m.get("per_class", {}).items())
+        out.print(f"{split} per-class AP50: {per}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+from training.names import COCO_METRIC_NAMES as COCO_STAT_NAMES
 
 
 def read_split_images(pattern: str):

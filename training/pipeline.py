@@ -1,176 +1,25 @@
-"""The local pipeline: prepare -> train -> evaluate -> export, into one run folder.
+"""The pipeline's stage functions: prepare -> train -> evaluate -> export (and :func:`run_all`).
 
-Run layout (DESIGN.md, after seed 000), under ``<datastore>/<project>/runs/<YYYYmmddTHHMMSS>-<id>/``::
-
-    run.json                                  manifest: inputs + hashes, versions, config, status
-    data/annotations/{train,val,test}.json    COCO ground truth per split
-    data/quality_report.{json,txt}, data/split_report.{json,png}
-    tf_records/{split}-XXXXX-of-YYYYY.tfrecord, tf_records/label_map.pbtxt
-    model_config/experiment.yaml              the resolved Model Garden ExperimentConfig
-    model_training/checkpoints/, model_training/tensorboard/
-    evaluation/{train,val,test}/metrics.json (+ pr_curves.png, per_class_ap.png, sample_*.png)
-    export/saved_model/, export/model.tflite, export/model_int8.tflite, export/parity.json
-
-Work happens in a local folder (TensorFlow writes checkpoints and TFRecords there). With a local
-datastore that folder *is* the run folder; with ``az://`` or ``s3://`` it is a staging folder that
-is published through fsspec when a stage ends, ``run.json`` last, so a run is never marked complete
-before all its artifacts are there.
+Each stage reads and writes one run folder through :class:`training.run.Run` (the run-folder
+contract: layout, ``run.json``, stage status, publishing) and records itself as finished there.
+Stages return their results; tables and summaries are printed by the CLI (:mod:`detops.cli_training`).
+``console`` (anything with a ``print`` method, e.g. a rich Console) receives progress lines.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
-import secrets
 import shutil
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from training import storage
 from training.config import RunConfig, load_run_config  # noqa: F401  (re-exported for the CLI)
 from training.errors import DataError, NotFoundError
-
-SPLITS = ("train", "val", "test")
-
-
-def detops_home() -> Path:
-    """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    return Path(os.environ.get("DETOPS_HOME", Path.home() / ".detops"))
-
-
-def code_version() -> str:
-    """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-            ).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the packages that decide a model's behaviour."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("detops", "tensorflow", "tf-models-official", "tf-keras", "numpy", "pycocotools"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-@dataclass
-class Run:
-    """A run folder: ``url`` (final location) and ``local_dir`` (where the stages write).
-
-    ``manifest`` mirrors ``run.json``. Use :meth:`create` for a new run and :meth:`open` for an
-    existing one.
-    """
-
-    url: str
-    local_dir: str
-    manifest: dict = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        """The run id, ``<YYYYmmddTHHMMSS>-<6 hex>``."""
-        return self.manifest["id"]
-
-    def path(self, *parts: str) -> str:
-        """A local path inside the run folder."""
-        return os.path.join(self.local_dir, *parts)
-
-    @classmethod
-    def create(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
-        """Create a new run folder under ``<datastore>/<project>/runs/`` (or at ``run_dir``)."""
-        now = dt.datetime.now(dt.UTC)
-        run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-        url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
-        if storage.is_local(url):
-            url = str(Path(url.removeprefix("file://")).resolve())
-            local = url
-        else:
-            local = str(detops_home() / "staging" / run_id)
-        os.makedirs(local, exist_ok=True)
-        run = cls(url=url, local_dir=local)
-        run.manifest = {
-            "id": run_id,
-            "project": cfg.project,
-            "created_at": now.isoformat(),
-            "url": url,
-            "status": "running",
-            "stages": {},
-            "inputs": {},
-            "versions": versions(),
-            "code_version": code_version(),
-            "config": json.loads(cfg.model_dump_json()),
-        }
-        run.save()
-        return run
-
-    @classmethod
-    def open(cls, url: str) -> Run:
-        """Open an existing run (a remote one is downloaded to a staging folder first).
-
-        Raises:
-          NotFoundError: no ``run.json`` at ``url``.
-        """
-        if storage.is_local(url):
-            local = str(Path(url.removeprefix("file://")).resolve())
-            if not os.path.exists(os.path.join(local, "run.json")):
-                raise NotFoundError(f"no run at {url} (run.json missing)")
-            run = cls(url=local, local_dir=local)
-        else:
-            if not storage.exists(storage.join(url, "run.json")):
-                raise NotFoundError(f"no run at {url} (run.json missing)")
-            manifest = storage.read_json(storage.join(url, "run.json"))
-            local = str(detops_home() / "staging" / manifest["id"])
-            fs, path = storage.filesystem(url)
-            os.makedirs(local, exist_ok=True)
-            fs.get(path.rstrip("/") + "/", local, recursive=True)
-            run = cls(url=url, local_dir=local)
-        with open(run.path("run.json")) as f:
-            run.manifest = json.load(f)
-        return run
-
-    def save(self) -> None:
-        """Write ``run.json`` locally."""
-        with open(self.path("run.json"), "w") as f:
-            json.dump(self.manifest, f, indent=2)
-
-    def stage_done(self, stage: str, **info) -> None:
-        """Record a finished stage (and its figures) in the manifest; publish when remote."""
-        self.manifest["stages"][stage] = {"status": "complete", "at": dt.datetime.now(dt.UTC).isoformat(), **info}
-        self.save()
-        self.publish()
-
-    def finish(self, status: str = "complete") -> None:
-        """Mark the run ``complete`` (or ``failed``) and publish it, ``run.json`` last."""
-        self.manifest["status"] = status
-        self.manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-        self.save()
-        self.publish()
-
-    def publish(self) -> None:
-        """Upload the staging folder to ``url`` (no-op for a local datastore)."""
-        if self.url != self.local_dir:
-            storage.publish_run(self.local_dir, self.url)
-
+from training.names import SPLITS
+from training.run import Run, has_manifest
 
 # ----------------------------------------------------------------------------------------- prepare
 
@@ -187,55 +36,98 @@ def dataset_hash(records) -> str:
 def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
     """Ingest, validate, split and convert: the run's ``data/``, ``tf_records/`` and ``model_config/``.
 
+    Creates a new run folder (at ``run_dir`` if given) and records the ``prepare`` stage in it.
+
     Raises:
       DataError: nothing left after validation, or an empty split. ConfigError: bad settings.
     """
-    from training.annotations import ValidationPolicy, label_map_pbtxt, read_dataset, to_coco, validate
-    from training.annotations.record import Dataset
-    from training.experiment import build_experiment, experiment_to_yaml
-    from training.split import plot_split_report, split_dataset
-    from training.tfrecord import write_split
-
     say = console.print if console else (lambda *a, **k: None)
     run = Run.create(cfg, run_dir)
     d = cfg.data
     say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
-    ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
-    v = cfg.validation
-    result = validate(
-        ds, ValidationPolicy(out_of_bounds=v.out_of_bounds, size_mismatch=v.size_mismatch, duplicates=v.duplicates, classes=v.classes)
-    )
+    result = _ingest(cfg, run, say)
     clean = result.dataset
+    sp = _split(cfg, clean, run, say)
+    _convert(clean, sp, run)
+    params = _write_experiment(cfg, run, num_classes=len(clean.classes))
+    rep = result.report
+    run.manifest["inputs"] = {
+        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records)},
+        "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
+        "init_checkpoint": params.task.init_checkpoint,
+    }
+    run.manifest["classes"] = clean.classes
+    run.stage_done(
+        "prepare",
+        images_in=rep.images_in, images_kept=rep.images_kept, boxes_in=rep.boxes_in, boxes_kept=rep.boxes_kept,
+        splits={s: len(sp.splits[s]) for s in SPLITS},
+    )
+    return run
+
+
+def _ingest(cfg: RunConfig, run: Run, say):
+    """Read the dataset and validate it; writes ``data/quality_report.{json,txt}``.
+
+    Returns the :class:`training.annotations.validate.ValidationResult`. Raises DataError when no
+    image is left.
+    """
+    from training.annotations import read_dataset, validate
+
+    d = cfg.data
+    ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
+    result = validate(ds, cfg.validation)
     os.makedirs(run.path("data", "annotations"), exist_ok=True)
-    _write_json(run.path("data", "quality_report.json"), result.report.to_dict())
+    storage.write_json(run.path("data", "quality_report.json"), result.report.to_dict())
     summary = result.report.summary()
     Path(run.path("data", "quality_report.txt")).write_text(summary + "\n")
     say(summary)
-    if not clean.records:
+    if not result.dataset.records:
         raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
+    return result
+
+
+def _split(cfg: RunConfig, clean, run: Run, say):
+    """Split ``clean`` into train/val/test; writes ``data/split_report.{json,png}``.
+
+    Returns the :class:`training.split.SplitResult`. Raises DataError when a split is empty.
+    """
+    from training.split import plot_split_report, split_dataset
 
     sp = split_dataset(clean, cfg.split.ratios, cfg.split.seed, predefined=cfg.split.predefined)
-    _write_json(run.path("data", "split_report.json"), sp.report)
+    storage.write_json(run.path("data", "split_report.json"), sp.report)
     plot_split_report(sp.report, run.path("data", "split_report.png"))
     for s in SPLITS:
         st = sp.report["splits"][s]
         say(f"  {s:5s}: {st['images']} images, {st['boxes']} boxes {st['boxes_per_class']}")
         if not sp.splits[s]:
             raise DataError(f"the {s} split is empty; adjust split.ratios or the predefined files")
+    return sp
+
+
+def _convert(clean, sp, run: Run) -> None:
+    """Write ``tf_records/label_map.pbtxt``, and per split its COCO JSON and TFRecord shards."""
+    from training.annotations import label_map_pbtxt, to_coco
+    from training.annotations.record import Dataset
+    from training.tfrecord import write_split
 
     os.makedirs(run.path("tf_records"), exist_ok=True)
     Path(run.path("tf_records", "label_map.pbtxt")).write_text(label_map_pbtxt(clean.classes))
     for s in SPLITS:
         sub = Dataset(root=clean.root, records=sp.splits[s], classes=clean.classes, format=clean.format)
         coco = to_coco(sub)
-        _write_json(run.path("data", "annotations", f"{s}.json"), coco)
+        storage.write_json(run.path("data", "annotations", f"{s}.json"), coco)
         ids = {im["file_name"]: im["id"] for im in coco["images"]}
         write_split(clean, sp.splits[s], s, run.path("tf_records"), ids)
+
+
+def _write_experiment(cfg: RunConfig, run: Run, num_classes: int):
+    """Build the Model Garden ExperimentConfig from ``cfg.train``; writes ``model_config/experiment.yaml``."""
+    from training.experiment import build_experiment, experiment_to_yaml
 
     t = cfg.train
     params = build_experiment(
         preset=t.preset,
-        num_classes=len(clean.classes),
+        num_classes=num_classes,
         train_records=run.path("tf_records", "train-*.tfrecord"),
         val_records=run.path("tf_records", "val-*.tfrecord"),
         val_annotation_file=run.path("data", "annotations", "val.json"),
@@ -252,30 +144,13 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None) -> Run:
     )
     os.makedirs(run.path("model_config"), exist_ok=True)
     Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
-    rep = result.report
-    run.manifest["inputs"] = {
-        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records)},
-        "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
-        "init_checkpoint": params.task.init_checkpoint,
-    }
-    run.manifest["classes"] = clean.classes
-    run.stage_done(
-        "prepare",
-        images_in=rep.images_in, images_kept=rep.images_kept, boxes_in=rep.boxes_in, boxes_kept=rep.boxes_kept,
-        splits={s: len(sp.splits[s]) for s in SPLITS},
-    )
-    return run
+    return params
 
 
 def _pretrained() -> str:
     from training.pretrained import pretrained_backbone_checkpoint
 
     return pretrained_backbone_checkpoint()
-
-
-def _write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -318,7 +193,12 @@ def train(run: Run, steps: int | None = None, console=None):
 
 
 def load_detector(run: Run):
-    """A :class:`training.inference.DetectorModule` on the run's latest checkpoint."""
+    """The run's model restored from its latest checkpoint.
+
+    Returns:
+      ``(params, model, module)``: the ExperimentConfig (:func:`load_params`), the Keras detection
+      model, and a :class:`training.inference.DetectorModule` wrapping it with the run's classes.
+    """
     from training.inference import DetectorModule, build_model, restore
 
     params = load_params(run)
@@ -389,7 +269,7 @@ def export(run: Run, console=None) -> dict:
             say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), "
                 f"{'passed' if parity[name]['passed'] else 'FAILED'}")
     parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
-    ex.write_json(os.path.join(out_dir, "parity.json"), parity)
+    storage.write_json(os.path.join(out_dir, "parity.json"), parity)
     run.stage_done("export", parity_passed=parity["passed"])
     return parity
 
@@ -409,10 +289,12 @@ class RunResult:
 def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResult:
     """prepare -> train -> evaluate -> export (-> MLflow tracking) into one run folder.
 
-    With ``run_dir`` naming an existing run, finished stages are skipped and training resumes from
-    the last checkpoint. The run is marked ``failed`` if a stage raises, ``complete`` at the end.
+    With ``run_dir`` naming an existing run, prepare is not repeated (the run must record it as
+    finished, else DataError); train then resumes from the last checkpoint up to the configured
+    steps, and evaluate and export run again. The run is marked ``failed`` if a stage raises,
+    ``complete`` at the end.
     """
-    if run_dir and _has_manifest(run_dir):
+    if run_dir and has_manifest(run_dir):
         run = Run.open(run_dir)
     else:
         run = prepare(cfg, run_dir=run_dir, console=console)
@@ -432,27 +314,3 @@ def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResu
         run.finish("failed")
         raise
     return RunResult(run=run, metrics=metrics, parity=parity)
-
-
-def _has_manifest(url: str) -> bool:
-    if storage.is_local(url):
-        return os.path.exists(os.path.join(url.removeprefix("file://"), "run.json"))
-    return storage.exists(storage.join(url, "run.json"))
-
-
-def print_metrics(metrics: dict[str, dict], console) -> None:
-    """Print COCO metrics per split as a table (rich)."""
-    from rich.table import Table
-
-    from training.evaluate import COCO_STAT_NAMES
-
-    table = Table(title="COCO metrics")
-    table.add_column("split")
-    for name in COCO_STAT_NAMES:
-        table.add_column(name, justify="right")
-    for split, m in metrics.items():
-        table.add_row(split, *(f"{m[n]:.3f}" for n in COCO_STAT_NAMES))
-    console.print(table)
-    for split, m in metrics.items():
-        per = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in m.get("per_class", {}).items())
-        console.print(f"{split} per-class AP50: {per}")

@@ -56,13 +56,34 @@ def read_bytes(url: str) -> bytes:
 
 
 def write_json(url: str, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON."""
+    """Write ``obj`` as indented UTF-8 JSON (``default=str`` for dates and paths), ending in a newline.
+
+    ``url`` is a local path or an fsspec URL; parent folders are created.
+    """
     write_bytes(url, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def read_json(url: str) -> Any:
-    """Read a JSON document."""
+    """Read a JSON document (``ValueError`` if it is not JSON; see :func:`read_json_object`)."""
     return json.loads(read_bytes(url).decode())
+
+
+def read_json_object(url: str, what: str = "a JSON object") -> dict[str, Any]:
+    """Read a JSON document that must be an object, e.g. ``run.json``, ``metrics.json``, ``parity.json``.
+
+    Raises:
+      DataError: naming ``url``, when the file is not valid JSON (with the parser's message) or
+        not an object (``what`` says what was expected, e.g. "a JSON object of COCO metrics").
+    """
+    from training.errors import DataError
+
+    try:
+        doc = read_json(url)
+    except ValueError as e:
+        raise DataError(f"{url}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise DataError(f"{url}: expected {what}")
+    return doc
 
 
 def write_text(url: str, text: str) -> None:

@@ -22,25 +22,20 @@ import math
 import os
 import re
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from training import storage
-from training.errors import DataError, NotFoundError
+from training.errors import NotFoundError
+from training.home import detops_home as detops_home  # one resolution; re-exported for deployment
+from training.names import COCO_METRIC_NAMES, SPLITS
 
-SPLITS = ("train", "val", "test")
 #: Tag set on every MLflow run logged from a run folder; ``find_run`` looks runs up by it.
 RUN_ID_TAG = "detops.run_id"
 RUN_URL_TAG = "detops.run_url"
 _MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-_SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+_SCALAR_METRICS = COCO_METRIC_NAMES
 
 
-def detops_home() -> Path:
-    """The local state folder: ``$DETOPS_HOME``, else ``~/.detops`` (created on demand)."""
-    home = Path(os.environ.get("DETOPS_HOME") or Path.home() / ".detops").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
 
 
 def default_tracking_uri() -> str:
@@ -100,12 +95,7 @@ def read_metrics(run_url: str) -> dict[str, float]:
         url = storage.join(run_url, "evaluation", split, "metrics.json")
         if not storage.exists(url):
             continue
-        try:
-            doc = storage.read_json(url)
-        except ValueError as e:
-            raise DataError(f"{url}: not valid JSON ({e})") from e
-        if not isinstance(doc, dict):
-            raise DataError(f"{url}: expected a JSON object of COCO metrics")
+        doc = storage.read_json_object(url, "a JSON object of COCO metrics")
         for key, value in doc.items():
             if key == "per_class" and isinstance(value, dict):
                 for cls, per in value.items():
@@ -123,13 +113,7 @@ def read_manifest(run_url: str) -> dict[str, Any]:
     url = storage.join(run_url, "run.json")
     if not storage.exists(url):
         raise NotFoundError(f"{url}: no run manifest (is {run_url!r} a detops run folder?)")
-    try:
-        doc = storage.read_json(url)
-    except ValueError as e:
-        raise DataError(f"{url}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise DataError(f"{url}: expected a JSON object")
-    return doc
+    return storage.read_json_object(url)
 
 
 def _artifact_paths(run_url: str) -> list[tuple[str, str]]:
