@@ -7,19 +7,21 @@ The approval rules live once in :mod:`deployment.registry.approval`, above every
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
-from training.errors import unknown_name_error
+from training.catalog import Catalog
 
 #: Registry kind -> "module:Class", imported lazily (cloud SDKs load only when asked for).
-REGISTRIES: dict[str, str] = {
-    "mlflow": "deployment.registry.mlflow:MlflowRegistry",
-    "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
-    "azureml": "deployment.registry.azureml:AzureMLRegistry",
-}
+REGISTRIES: Catalog[str] = Catalog(
+    "registry",
+    {
+        "mlflow": "deployment.registry.mlflow:MlflowRegistry",
+        "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
+        "azureml": "deployment.registry.azureml:AzureMLRegistry",
+    },
+)
 
 
 def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
@@ -29,11 +31,7 @@ def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
     Raises :class:`training.errors.NotFoundError` (listing the known kinds) for an unknown name.
     """
     kind = kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
-    if kind not in REGISTRIES:
-        raise unknown_name_error("registry", kind, list(REGISTRIES))
-    module_name, _, cls_name = REGISTRIES[kind].partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**kwargs)
+    return REGISTRIES.load(kind, **kwargs)
 
 
 __all__ = ["REGISTRIES", "ApprovalStatus", "AuditEntry", "ModelRegistry", "ModelVersion", "get_registry"]

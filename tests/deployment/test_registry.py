@@ -11,11 +11,17 @@ from training.errors import NotFoundError
 
 
 def test_lookup_names():
-    assert REGISTRIES == {
-        "mlflow": "deployment.registry.mlflow:MlflowRegistry",
-        "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
-        "azureml": "deployment.registry.azureml:AzureMLRegistry",
-    }
+    """Every registry kind resolves to an implementation of the one ModelRegistry interface."""
+    import importlib
+
+    from deployment.registry.base import ModelRegistry
+
+    assert set(REGISTRIES) == {"mlflow", "sagemaker", "azureml"}
+    for kind in REGISTRIES:
+        module_name, _, cls_name = REGISTRIES.lookup(kind).partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        assert issubclass(cls, ModelRegistry) and cls is not ModelRegistry, kind
+    assert type(get_registry("mlflow")) is MlflowRegistry
 
 
 def test_unknown_registry_lists_known_and_suggests():
