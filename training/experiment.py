@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from collections.abc import Callable
 from typing import Any
 
-from training.errors import ConfigError, unknown_name_error
+from training.errors import ConfigError, did_you_mean, unknown_name_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,21 +126,29 @@ def get_preset(name: str) -> Preset:
 
 
 def _check_keys(overrides: dict[str, Any], tree: dict[str, Any], prefix: str, where: str) -> None:
-    """Raise ConfigError for the first key of ``overrides`` that ``tree`` does not have."""
+    """Raise one ConfigError naming every key of ``overrides`` that ``tree`` lacks or types wrongly."""
+    problems = _key_problems(overrides, tree, prefix)
+    if problems:
+        raise ConfigError("\n".join(f"{where}: {p}" for p in problems))
+
+
+def _key_problems(overrides: dict[str, Any], tree: dict[str, Any], prefix: str) -> list[str]:
+    """Each unknown key (with its near match) or wrongly typed value of ``overrides``, in order."""
+    problems = []
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"
         if key not in tree:
-            close = difflib.get_close_matches(key, list(tree), n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown experiment key {dotted!r}.{hint}")
+            problems.append(f"unknown experiment key {dotted!r}.{did_you_mean(key, tree, prefix)}")
+            continue
         current = tree[key]
         if isinstance(value, dict) and isinstance(current, dict) and current:
-            _check_keys(value, current, f"{dotted}.", where)
+            problems += _key_problems(value, current, f"{dotted}.")
         elif isinstance(current, (int, float)) and not isinstance(current, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: {dotted} must be a number, not {value!r}")
+                problems.append(f"{dotted} must be a number, not {value!r}")
         elif isinstance(current, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}: {dotted} must be true or false, not {value!r}")
+            problems.append(f"{dotted} must be true or false, not {value!r}")
+    return problems
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

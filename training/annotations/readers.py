@@ -31,7 +31,7 @@ from training.annotations.csv_format import read_csv
 from training.annotations.record import Dataset
 from training.annotations.voc import read_voc
 from training.catalog import Catalog
-from training.errors import ConfigError
+from training.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,13 @@ def read_dataset(
     spec = READERS.lookup(format)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        import difflib
-
         known = list(spec.options) + list(COMMON_OPTIONS)
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{format} reader: unknown option {unknown[0]!r}.{hint} Options: {', '.join(sorted(known))}.")
+        raise ConfigError(
+            "\n".join(
+                f"{format} reader: unknown option {u!r}.{did_you_mean(u, known)} Options: {', '.join(sorted(known))}."
+                for u in unknown
+            )
+        )
     inputs = as_path_list(path)
     if not inputs:
         raise ConfigError(f"{format} reader: no annotation path given")
