@@ -53,9 +53,9 @@ def test_mlflow_adapter_roundtrip(registry, model_name):
     assert got.metrics == {"test/AP": 0.25} and got.tags == {"k": "v"}
     assert [v.version for v in registry.list_versions(model_name)] == ["1", "2"]
     assert {v.name for v in registry.list_versions()} >= {model_name}
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"version '3' not found"):
         registry.get_version(model_name, "3")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"model 'no-such-model-xyz' version '1' not found"):
         registry.get_version("no-such-model-xyz", "1")
 
 

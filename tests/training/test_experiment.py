@@ -69,7 +69,7 @@ def test_unknown_preset_lists_known():
 
 
 def test_bad_values_rejected():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="image_size >= 32"):
         build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, image_size=8)
 
 
