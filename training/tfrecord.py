@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from training import storage
 from training.annotations.record import Dataset, ImageRecord
+from training.boxes import xyxy_to_normalized_xyxy
 
 RECORDS_PER_SHARD = 256
 
@@ -93,10 +94,11 @@ def make_example(
 
     xmin, ymin, xmax, ymax, labels, texts, areas = [], [], [], [], [], [], []
     for b in record.boxes:
-        xmin.append(min(max(b.xmin / width, 0.0), 1.0))
-        ymin.append(min(max(b.ymin / height, 0.0), 1.0))
-        xmax.append(min(max(b.xmax / width, 0.0), 1.0))
-        ymax.append(min(max(b.ymax / height, 0.0), 1.0))
+        x0, y0, x1, y1 = xyxy_to_normalized_xyxy([b.xmin, b.ymin, b.xmax, b.ymax], width, height, clip=True).tolist()
+        xmin.append(x0)
+        ymin.append(y0)
+        xmax.append(x1)
+        ymax.append(y1)
         labels.append(class_ids[b.label])
         texts.append(b.label.encode())
         areas.append(b.area)
