@@ -166,6 +166,90 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _numbers(d: dict[str, Any], checkpoint_interval: int | None, max_level: int, preset: str, where: str):
+    """Checked ``(steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval)``.
+
+    ``d`` holds the preset's defaults with the caller's values over them. Warmup is capped below
+    ``steps``; the checkpoint interval defaults to about 10 per run and is rounded to a multiple of
+    ``steps_per_loop`` (Orbit requires it). Raises ConfigError for sizes below the minimums or an
+    image size that is not a multiple of ``2**max_level``.
+    """
+    steps, batch_size, image_size = int(d["steps"]), int(d["batch_size"]), int(d["image_size"])
+    lr = float(d["learning_rate"])
+    warmup = max(0, min(int(d["warmup_steps"]), steps - 1))
+    if steps < 1 or batch_size < 1 or image_size < 32:
+        raise ConfigError(f"{where}: steps and batch_size must be >= 1 and image_size >= 32")
+    if checkpoint_interval is None:
+        checkpoint_interval = max(1, steps // 10)
+    steps_per_loop = max(1, min(checkpoint_interval, 10))
+    # Orbit requires checkpoint_interval to be a multiple of steps_per_loop.
+    checkpoint_interval = max(steps_per_loop, (checkpoint_interval // steps_per_loop) * steps_per_loop)
+    stride = 2**max_level
+    if image_size % stride:
+        raise ConfigError(
+            f"{where}: image_size {image_size} must be a multiple of {stride} (2**max_level of preset {preset!r}); "
+            f"e.g. {max(stride, round(image_size / stride) * stride)}"
+        )
+    return steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval
+
+
+def _data_configs(train_records: str, val_records: str, batch_size: int, parser: dict[str, Any]) -> dict[str, Any]:
+    """``train_data`` and ``validation_data`` of the RetinaNet task (validation batches of at most 8)."""
+    return {
+        "train_data": {
+            "input_path": train_records,
+            "is_training": True,
+            "global_batch_size": batch_size,
+            "dtype": "float32",
+            "shuffle_buffer_size": 512,
+            "parser": parser,
+            "drop_remainder": True,
+        },
+        "validation_data": {
+            "input_path": val_records,
+            "is_training": False,
+            "global_batch_size": max(1, min(batch_size, 8)),
+            "dtype": "float32",
+            "drop_remainder": False,
+        },
+    }
+
+
+def _trainer_config(steps: int, steps_per_loop: int, checkpoint_interval: int, lr: float, warmup: int) -> dict[str, Any]:
+    """The trainer section: SGD with momentum, cosine decay over ``steps`` from ``lr`` after a linear warmup."""
+    schedule: dict[str, Any] = {
+        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
+        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
+    }
+    if warmup > 0:
+        schedule["warmup"] = {
+            "type": "linear",
+            "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
+        }
+    return {
+        "train_steps": steps,
+        "steps_per_loop": steps_per_loop,
+        "summary_interval": steps_per_loop,
+        "checkpoint_interval": checkpoint_interval,
+        "validation_interval": steps,
+        "validation_steps": -1,
+        "max_to_keep": 3,
+        "optimizer_config": schedule,
+    }
+
+
+def _apply_overrides(params, overrides: dict[str, Any] | None, where: str) -> None:
+    """Apply user ``overrides`` (nested or dotted keys) to ``params`` after checking every key."""
+    if not overrides:
+        return
+    nested = _nest(overrides)
+    _check_keys(nested, params.as_dict(), "", where)
+    try:
+        params.override(nested, is_strict=True)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
 def build_experiment(
     *,
     preset: str = DEFAULT_PRESET,
@@ -211,91 +295,36 @@ def build_experiment(
     from official.vision.configs import retinanet as rcfg  # noqa: F401  (registers the factory)
 
     p = get_preset(preset)
-    d = dict(p.defaults)
-    steps = int(steps if steps is not None else d["steps"])
-    batch_size = int(batch_size if batch_size is not None else d["batch_size"])
-    image_size = int(image_size if image_size is not None else d["image_size"])
-    lr = float(learning_rate if learning_rate is not None else d["learning_rate"])
-    warmup = int(warmup_steps if warmup_steps is not None else d["warmup_steps"])
-    warmup = max(0, min(warmup, steps - 1))
-    if steps < 1 or batch_size < 1 or image_size < 32:
-        raise ConfigError(f"{where}: steps and batch_size must be >= 1 and image_size >= 32")
-    if checkpoint_interval is None:
-        checkpoint_interval = max(1, steps // 10)
-    steps_per_loop = max(1, min(checkpoint_interval, 10))
-    # Orbit requires checkpoint_interval to be a multiple of steps_per_loop.
-    checkpoint_interval = max(steps_per_loop, (checkpoint_interval // steps_per_loop) * steps_per_loop)
-
+    given = dict(steps=steps, batch_size=batch_size, image_size=image_size, learning_rate=learning_rate,
+                 warmup_steps=warmup_steps)
+    d = {**p.defaults, **{k: v for k, v in given.items() if v is not None}}
+    steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval = _numbers(
+        d, checkpoint_interval, int(p.model["max_level"]), preset, where
+    )
     if init_checkpoint is None and d.get("pretrained") and pretrained_provider is not None:
         init_checkpoint = pretrained_provider()
-
-    stride = 2 ** int(p.model["max_level"])
-    if image_size % stride:
-        raise ConfigError(
-            f"{where}: image_size {image_size} must be a multiple of {stride} (2**max_level of preset {preset!r}); "
-            f"e.g. {max(stride, round(image_size / stride) * stride)}"
-        )
     params = exp_factory.get_exp_config("retinanet")
     model = copy.deepcopy(p.model)
     model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
-    schedule: dict[str, Any] = {
-        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
-        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
+    task = {
+        "model": model,
+        "init_checkpoint": init_checkpoint or None,
+        "init_checkpoint_modules": "backbone",
+        "annotation_file": val_annotation_file,
+        "per_category_metrics": True,
+        "losses": dict(p.losses),
+        **_data_configs(train_records, val_records, batch_size, dict(p.parser)),
     }
-    if warmup > 0:
-        schedule["warmup"] = {
-            "type": "linear",
-            "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
-        }
     base = {
         "runtime": {"mixed_precision_dtype": "float32", "distribution_strategy": "mirrored"},
-        "task": {
-            "model": model,
-            "init_checkpoint": init_checkpoint or None,
-            "init_checkpoint_modules": "backbone",
-            "annotation_file": val_annotation_file,
-            "per_category_metrics": True,
-            "losses": dict(p.losses),
-            "train_data": {
-                "input_path": train_records,
-                "is_training": True,
-                "global_batch_size": batch_size,
-                "dtype": "float32",
-                "shuffle_buffer_size": 512,
-                "parser": dict(p.parser),
-                "drop_remainder": True,
-            },
-            "validation_data": {
-                "input_path": val_records,
-                "is_training": False,
-                "global_batch_size": max(1, min(batch_size, 8)),
-                "dtype": "float32",
-                "drop_remainder": False,
-            },
-        },
-        "trainer": {
-            "train_steps": steps,
-            "steps_per_loop": steps_per_loop,
-            "summary_interval": steps_per_loop,
-            "checkpoint_interval": checkpoint_interval,
-            "validation_interval": steps,
-            "validation_steps": -1,
-            "max_to_keep": 3,
-            "optimizer_config": schedule,
-        },
+        "task": task,
+        "trainer": _trainer_config(steps, steps_per_loop, checkpoint_interval, lr, warmup),
     }
     try:
         params.override(base, is_strict=True)
     except (KeyError, ValueError, TypeError) as e:  # a preset bug, not user input
         raise ConfigError(f"preset {preset!r} does not fit Model Garden's config: {e}") from e
-
-    if overrides:
-        nested = _nest(overrides)
-        _check_keys(nested, params.as_dict(), "", where)
-        try:
-            params.override(nested, is_strict=True)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise ConfigError(f"{where}: {e}") from e
+    _apply_overrides(params, overrides, where)
     try:
         params.validate()
     except (KeyError, ValueError) as e:

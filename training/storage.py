@@ -204,16 +204,33 @@ def publish_run(local_run_dir: str, dest_url: str, *, status: str | None = None)
     fs, root = filesystem(dest_url)
     root = root.rstrip("/")
     remote_manifest = join(root, RUN_MANIFEST)
-    if fs.exists(remote_manifest):
-        with fs.open(remote_manifest, "rb") as f:
-            try:
-                previous = json.loads(f.read().decode())
-            except ValueError:
-                previous = {}
-        if previous.get("status") == "complete":
-            previous["status"] = "running"
-            with fs.open(remote_manifest, "wb") as f:
-                f.write((json.dumps(previous, indent=2, default=str) + "\n").encode())
+    _mark_remote_running(fs, remote_manifest)
+    counts = _upload_artifacts(fs, local_run_dir, root, dest_url)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(remote_manifest, "wb") as f:
+        f.write(manifest_bytes)
+    counts["uploaded"] += 1
+    return counts
+
+
+def _mark_remote_running(fs: fsspec.AbstractFileSystem, remote_manifest: str) -> None:
+    """Step 1 of :func:`publish_run`: a remote ``run.json`` saying ``complete`` now says ``running``."""
+    if not fs.exists(remote_manifest):
+        return
+    with fs.open(remote_manifest, "rb") as f:
+        try:
+            previous = json.loads(f.read().decode())
+        except ValueError:
+            previous = {}
+    if previous.get("status") == "complete":
+        previous["status"] = "running"
+        with fs.open(remote_manifest, "wb") as f:
+            f.write((json.dumps(previous, indent=2, default=str) + "\n").encode())
+
+
+def _upload_artifacts(fs: fsspec.AbstractFileSystem, local_run_dir: str, root: str, dest_url: str) -> dict[str, int]:
+    """Step 2 of :func:`publish_run`: every file but ``run.json``, skipping unchanged remote copies."""
+    from training.errors import NotFoundError
 
     counts = {"uploaded": 0, "skipped": 0}
     made: set[str] = set()
@@ -241,9 +258,4 @@ def publish_run(local_run_dir: str, dest_url: str, *, status: str | None = None)
                     f"cannot upload to {dest_url}: {e} (the bucket or container must exist; infra creates it)"
                 ) from e
             counts["uploaded"] += 1
-
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(remote_manifest, "wb") as f:
-        f.write(manifest_bytes)
-    counts["uploaded"] += 1
     return counts

@@ -132,21 +132,7 @@ class LocalTarget(DeployTarget):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-1500:]
-                raise BackendError(f"local service exited with code {proc.returncode}; log {log_path}:\n{tail}")
-            try:
-                r = httpx.get(f"{url}/readyz", timeout=2.0)
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self._kill(proc.pid)
-                raise BackendError(f"local service not ready after {self.ready_timeout:.0f}s; log {log_path}")
-            time.sleep(0.5)
+        self._wait_ready(proc, url, log_path)
         prev = self._read_state(endpoint) or {}
         history = list(prev.get("history", [])) + [str(version.version)]
         state = {
@@ -170,6 +156,29 @@ class LocalTarget(DeployTarget):
             url,
             {"pid": proc.pid, "log": str(log_path)},
         )
+
+    def _wait_ready(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+        """Poll ``/readyz`` until it answers 200.
+
+        Raises:
+            BackendError: the process exited (with the log's tail), or ``ready_timeout`` passed (the
+                process is killed).
+        """
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise BackendError(f"local service exited with code {proc.returncode}; log {log_path}:\n{tail}")
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self._kill(proc.pid)
+                raise BackendError(f"local service not ready after {self.ready_timeout:.0f}s; log {log_path}")
+            time.sleep(0.5)
 
     def describe(self, endpoint: str | None = None) -> Deployment | None:
         """The deployment recorded for ``endpoint`` with status ``running`` or ``stopped``; None if none."""
