@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +35,9 @@ SIZE = 300  # the frozen graph's fixed input size
 
 
 def _default_images() -> Path:
-    root = os.environ.get("DETOPS_DATASETS")
+    from training.settings import CommonSettings
+
+    root = CommonSettings.load().datasets
     base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "datasets"
     return base / "bccd" / "BCCD" / "JPEGImages"
 

@@ -9,9 +9,15 @@ through DETOPS_DATASETS) and prints, as JSON:
   MobileNetV2 forward+backward passes at the same input size and batch) measured in the same run,
   before and after, so that figures from a shared, noisy machine can be compared.
 
+With ``--seeds N`` it runs the pipeline N times with the run seeds ``--first-seed`` ..
+``--first-seed + N - 1`` (each in its own process, ``--parallel`` at a time) and prints each run's
+figures and, over the runs, the mean and spread (max - min) of test AP50 and AP, of the TFLite
+parity deltas, of the training speed and of the whole run's wall time.
+
 Usage::
 
     DETOPS_DATASETS=../shared/datasets .venv/bin/python benchmarks/bccd_map.py [--set train.steps=480 ...]
+    .venv/bin/python benchmarks/bccd_map.py --seeds 3              # reproducibility: mean and spread
     .venv/bin/python benchmarks/bccd_map.py --from-scratch    # same run without the pretrained backbone
 """
 
@@ -20,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +66,15 @@ def main() -> int:
     ap.add_argument("--datastore", default=None, help="default: a temporary folder")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="config override key=value")
     ap.add_argument("--from-scratch", action="store_true", help="no pretrained backbone (train.init_checkpoint=none)")
+    ap.add_argument("--seeds", type=int, default=0, help="run N seeds and print mean and spread (max - min)")
+    ap.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
+    ap.add_argument("--parallel", type=int, default=1, help="with --seeds: runs at a time (each its own process)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference CPU workload")
+    ap.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = ap.parse_args()
     os.environ.setdefault("DETOPS_DATASETS", str(ROOT.parent / "shared" / "datasets"))
+    if args.seeds:
+        return multi_seed(args)
 
     from rich.console import Console
 
@@ -74,7 +89,8 @@ def main() -> int:
     batch = cfg.train.batch_size or preset["batch_size"]
     console = Console(stderr=True)
 
-    ref_before = reference_workload(size, batch)
+    ref_before = 0.0 if args.no_reference else reference_workload(size, batch)
+    t_start = time.perf_counter()
     t0 = time.perf_counter()
     run = pipeline.prepare(cfg, console=console)
     t_prepare = time.perf_counter() - t0
@@ -88,7 +104,8 @@ def main() -> int:
     parity = pipeline.export(run, console=console)
     t_export = time.perf_counter() - t0
     run.finish("complete")
-    ref_after = reference_workload(size, batch)
+    t_total = time.perf_counter() - t_start
+    ref_after = 0.0 if args.no_reference else reference_workload(size, batch)
     ref = (ref_before + ref_after) / 2
 
     test = metrics["test"]
@@ -110,13 +127,93 @@ def main() -> int:
         "train_AP50": round(metrics["train"]["AP50"], 4),
         "tflite_parity": {k: v for k, v in parity.items() if isinstance(v, dict)},
         "seconds": {"prepare": round(t_prepare, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1),
-                    "export": round(t_export, 1)},
+                    "export": round(t_export, 1), "total": round(t_total, 1)},
         "train_steps_per_s": round(tr.steps_run / max(tr.seconds, 1e-9), 3),
-        "reference_seconds": {"before": round(ref_before, 2), "after": round(ref_after, 2)},
-        "train_time_ratio": round(t_train / ref, 1),
+        "seed": cfg.seed,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(result, indent=2))
-    return 0
+    if not args.no_reference:
+        result["reference_seconds"] = {"before": round(ref_before, 2), "after": round(ref_after, 2)}
+        result["train_time_ratio"] = round(t_train / ref, 1)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0 if parity.get("passed", False) else 7
+
+
+def _mean_spread(values: list[float]) -> dict:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "spread": round(max(values) - min(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def multi_seed(args) -> int:
+    """Run the pipeline once per seed, each in its own process; print per-seed figures, mean, spread."""
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    out_dir = Path(tempfile.mkdtemp(prefix="detops-seeds-"))
+    procs: dict[int, tuple[subprocess.Popen, Path]] = {}
+    pending = list(seeds)
+    t0 = time.perf_counter()
+    while pending or procs:
+        while pending and len(procs) < max(1, args.parallel):
+            seed = pending.pop(0)
+            out = out_dir / f"seed{seed}.json"
+            cmd = [sys.executable, __file__, "--config", args.config, "--no-reference", "--out", str(out),
+                   "--set", f"seed={seed}", *sum((["--set", s] for s in args.sets), [])]
+            if args.datastore:
+                cmd += ["--datastore", args.datastore]
+            if args.from_scratch:
+                cmd.append("--from-scratch")
+            log = open(out_dir / f"seed{seed}.log", "w")
+            procs[seed] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), out)
+            print(f"seed {seed}: started (log {out_dir / f'seed{seed}.log'})", file=sys.stderr)
+        for seed, (proc, out) in list(procs.items()):
+            if proc.poll() is not None:
+                print(f"seed {seed}: exit {proc.returncode}", file=sys.stderr)
+                del procs[seed]
+        time.sleep(5)
+    runs = {s: json.loads((out_dir / f"seed{s}.json").read_text()) for s in seeds if (out_dir / f"seed{s}.json").exists()}
+    if not runs:
+        print(json.dumps({"error": "no run finished", "logs": str(out_dir)}))
+        return 1
+    vals = list(runs.values())
+
+    def col(f):
+        return [f(r) for r in vals]
+
+    summary = {
+        "seeds": list(runs),
+        "parallel": args.parallel,
+        "overrides": args.sets,
+        "per_seed": {
+            s: {
+                "test_AP50": r["test_AP50"], "test_AP": r["test_AP"], "per_class_AP50": r["test_per_class_AP50"],
+                "float_delta_AP50": r["tflite_parity"].get("float", {}).get("delta_AP50"),
+                "int8_delta_AP50": r["tflite_parity"].get("int8", {}).get("delta_AP50"),
+                "parity_passed": all(v.get("passed") for v in r["tflite_parity"].values()),
+                "train_steps_per_s": r["train_steps_per_s"], "wall_seconds": r["seconds"]["total"],
+                "load_average_1m": r.get("load_average_1m"), "run": r["run"],
+            }
+            for s, r in runs.items()
+        },
+        "test_AP50": _mean_spread(col(lambda r: r["test_AP50"])),
+        "test_AP": _mean_spread(col(lambda r: r["test_AP"])),
+        "float_delta_AP50": _mean_spread(col(lambda r: r["tflite_parity"]["float"]["delta_AP50"])),
+        "int8_delta_AP50": _mean_spread(col(lambda r: r["tflite_parity"].get("int8", {}).get("delta_AP50", 0.0))),
+        "train_steps_per_s": _mean_spread(col(lambda r: r["train_steps_per_s"])),
+        "run_wall_seconds": _mean_spread(col(lambda r: r["seconds"]["total"])),
+        "benchmark_wall_seconds": round(time.perf_counter() - t0, 1),
+        "steps": vals[0]["steps"], "image_size": vals[0]["image_size"], "batch_size": vals[0]["batch_size"],
+    }
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0 if len(runs) == len(seeds) and all(v["parity_passed"] for v in summary["per_seed"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,26 +1,31 @@
-"""Serving latency and throughput on loopback, as ratios against the in-process SavedModel call.
+"""Serving throughput and latency per runtime on loopback, as ratios against in-process calls.
 
-What it measures, all in one run on the same images:
+What it measures, all in one run on the same images, for each runtime (``savedmodel``,
+``tflite-float``, ``tflite-int8``; a TFLite runtime whose parity failed is skipped and says so):
 
-- reference: the SavedModel's ``serving_default`` called in this process, one image per call,
-  from 1 thread and from 8 threads (p50/p99 latency in ms, throughput in images/s);
-- service: ``python -m deployment.serving`` (uvicorn on 127.0.0.1, micro-batching on) receiving
-  ``POST /invocations`` with the raw JPEG from 1 and from 8 concurrent clients, a fixed number of
-  requests each (bounded load);
-- ratios: service / reference for p50, p99 and throughput at each concurrency, and the service's
-  throughput at 8 over that at 1 (the gain from request batching).
+- in-process: the runtime's own model class (:func:`deployment.serving.runtime.load_model`, all cores
+  for one call) on batches of 1, 4, 8 and 16 images: images/s per batch size, the best of them (the
+  compute limit of this machine) and the batch gain (best images/s over batch-1 images/s); p50/p99 of
+  the single-image call;
+- service: ``python -m deployment.serving`` with ``DETOPS_RUNTIME=<runtime>`` (uvicorn on 127.0.0.1,
+  micro-batching on, workers and threads from the cores) receiving ``POST /invocations`` with the raw
+  JPEG from 1 and from 8 concurrent clients: images/s, p50/p99;
+- ratios: service c8 over the best in-process batch throughput, service c8 over service c1, service
+  c1 p50 over the in-process single call, and each TFLite runtime's c8 over the SavedModel's.
 
-The reference and the service alternate in ``--rounds`` rounds at each concurrency, so that a change
-in machine load (a shared machine) hits both sides of a ratio alike.
+The measurements alternate in ``--rounds`` rounds (every runtime, in-process and service, in each
+round), so that a change in machine load (a shared machine) hits both sides of a ratio alike.
 
-Aims (docs/serving.md): p50 at concurrency 1 within 1.10x of the in-process call; throughput at
-concurrency 8 at least 1.5x that at concurrency 1.
+Aims (issue 14, docs/serving.md): service c8 >= 0.90x the best in-process batch throughput; service
+c8 >= 1.5x service c1 where the batch gain is at least 1.6x; service c1 p50 within 1.10x of the
+in-process single call.
 
 Usage::
 
     python benchmarks/serving_latency.py --model-dir <run>/export        # a real export
     python benchmarks/serving_latency.py --fake                          # the test's fake SavedModel
-    options: --requests 64 --images 8 --max-batch-size 8 --port 18480 --out result.json
+    options: --runtimes savedmodel,tflite-float,tflite-int8 --requests 32 --rounds 3 --images 8
+             --max-batch-size 8 --model-workers N --port 18480 --out result.json
 
 Images: BCCD test images from ``$DETOPS_DATASETS/bccd`` (else ../shared/datasets).
 """
@@ -35,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -58,55 +62,51 @@ def _summary(latencies_s: list[float], wall_s: float) -> dict[str, float]:
         "p50_ms": round(_percentile(latencies_s, 0.50) * 1000, 2),
         "p99_ms": round(_percentile(latencies_s, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies_s) * 1000, 2),
-        "throughput_rps": round(len(latencies_s) / wall_s, 2),
+        "images_per_s": round(len(latencies_s) / wall_s, 2),
     }
 
 
 def load_images(n: int) -> list[bytes]:
     """``n`` BCCD test images (JPEG bytes), cycling if the split is smaller."""
-    root = Path(os.environ.get("DETOPS_DATASETS") or ROOT.parent / "shared" / "datasets") / "bccd" / "BCCD"
+    from training.settings import CommonSettings
+
+    root = Path(CommonSettings.load().datasets or ROOT.parent / "shared" / "datasets") / "bccd" / "BCCD"
     ids = (root / "ImageSets" / "Main" / "test.txt").read_text().split()
     return [(root / "JPEGImages" / f"{ids[i % len(ids)]}.jpg").read_bytes() for i in range(n)]
 
 
-def load_reference(model_dir: str):
-    """The SavedModel's ``serving_default`` loaded in this process (the reference)."""
-    import tensorflow as tf
-
-    from deployment.serving.model import resolve_saved_model
-
-    return tf.saved_model.load(resolve_saved_model(model_dir)).signatures["serving_default"]
+BATCH_SIZES = (1, 4, 8, 16)
 
 
-def in_process(fn, images: list[bytes], requests: int, concurrency: int) -> tuple[list[float], float]:
-    """Call ``fn`` (``serving_default``) on one image per call from ``concurrency`` threads, ``requests`` calls."""
-    import tensorflow as tf
+def load_runner(model_dir: str, runtime: str):
+    """The runtime's model class loaded in this process with every core for one call (the reference)."""
+    from deployment.serving.runtime import ThreadPlan, available_cpus, load_model
+    from deployment.serving.settings import load_settings
 
-    for img in images[:2]:
-        fn(encoded_images=tf.constant([img]))  # warm up
-    lat: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(requests))
+    settings = load_settings(api_keys="x" * 16, model_dir=model_dir, runtime=runtime)
+    cpus = available_cpus()
+    runner = load_model(settings, ThreadPlan(cpus, 1, cpus, 2))
+    runner.warmup()
+    return runner
 
-    def worker():
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
+
+def in_process_batches(runner, images: list[bytes], per_size: int) -> dict[int, tuple[list[float], float]]:
+    """``per_size`` images through ``runner.predict`` in batches of each size of :data:`BATCH_SIZES`.
+
+    Returns ``{batch_size: (per-call latencies in s, wall time in s)}``.
+    """
+    out = {}
+    for bs in BATCH_SIZES:
+        lat: list[float] = []
+        calls = max(1, per_size // bs)
+        t_start = time.perf_counter()
+        for c in range(calls):
+            batch = [images[(c * bs + j) % len(images)] for j in range(bs)]
             t0 = time.perf_counter()
-            fn(encoded_images=tf.constant([images[i % len(images)]]))
-            dt = time.perf_counter() - t0
-            with lock:
-                lat.append(dt)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return lat, time.perf_counter() - t0
+            runner.predict(batch)
+            lat.append(time.perf_counter() - t0)
+        out[bs] = (lat, time.perf_counter() - t_start)
+    return out
 
 
 async def _http_load(
@@ -117,7 +117,7 @@ async def _http_load(
     lat: list[float] = []
     next_i = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         headers = {"Content-Type": "image/jpeg", "X-API-Key": key}
         for img in images[:2]:  # warm up connections and the service
             (await client.post("/invocations", content=img, headers=headers)).raise_for_status()
@@ -136,8 +136,10 @@ async def _http_load(
     return lat, wall
 
 
-def start_service(model_dir: str, port: int, key: str, max_batch_size: int, workers: int = 1) -> subprocess.Popen:
-    """Start ``python -m deployment.serving`` on 127.0.0.1:``port`` and wait for ``/readyz``."""
+def start_service(
+    model_dir: str, port: int, key: str, max_batch_size: int, runtime: str = "savedmodel", workers: int | None = None
+) -> subprocess.Popen:
+    """Start ``python -m deployment.serving`` on 127.0.0.1:``port`` with ``runtime``; wait for ``/readyz``."""
     import httpx
 
     env = dict(os.environ)
@@ -146,20 +148,22 @@ def start_service(model_dir: str, port: int, key: str, max_batch_size: int, work
         DETOPS_MODEL_DIR=model_dir,
         DETOPS_MODEL_NAME="bench",
         DETOPS_MODEL_VERSION="0",
+        DETOPS_RUNTIME=runtime,
         DETOPS_MAX_BATCH_SIZE=str(max_batch_size),
-        DETOPS_MODEL_WORKERS=str(workers),
         DETOPS_LOG_LEVEL="warning",
         PYTHONPATH=str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
     )
+    if workers:
+        env["DETOPS_MODEL_WORKERS"] = str(workers)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployment.serving", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"service exited with {proc.returncode}")
+            raise SystemExit(f"{runtime} service exited with {proc.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return proc
@@ -167,21 +171,115 @@ def start_service(model_dir: str, port: int, key: str, max_batch_size: int, work
             pass
         time.sleep(0.5)
     proc.terminate()
-    raise SystemExit("service not ready after 300 s")
+    raise SystemExit(f"{runtime} service not ready after 600 s")
+
+
+def usable_runtimes(model_dir: str, wanted: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The runtimes of ``wanted`` this export can serve, and why each other one is skipped."""
+    from deployment.serving.runtime import TFLITE_FILES, check_parity, export_file
+    from training.errors import DetopsError
+
+    ok, skipped = [], {}
+    for r in wanted:
+        if r != "savedmodel":
+            try:
+                check_parity(model_dir, r)
+                if export_file(model_dir, TFLITE_FILES[r]) is None:
+                    raise FileNotFoundError(TFLITE_FILES[r])
+            except (DetopsError, FileNotFoundError) as e:
+                skipped[r] = str(e)
+                continue
+        ok.append(r)
+    return ok, skipped
+
+
+class _Acc:
+    """Latencies and wall time accumulated over rounds."""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.wall = 0.0
+
+    def add(self, lat: list[float], wall: float) -> None:
+        self.lat += lat
+        self.wall += wall
+
+    def summary(self, images_per_call: int = 1) -> dict[str, float]:
+        s = _summary(self.lat, self.wall)
+        s["images_per_s"] = round(len(self.lat) * images_per_call / self.wall, 2)
+        return s
+
+
+def _ratios(result: dict, runtimes: list[str]) -> None:
+    for r in runtimes:
+        ip, svc = result["in_process"][r], result["service"][r]
+        best_bs = max(BATCH_SIZES, key=lambda b: ip[f"batch{b}"]["images_per_s"])
+        best = ip[f"batch{best_bs}"]["images_per_s"]
+        gain = best / ip["batch1"]["images_per_s"]
+        c8_over_c1 = svc["c8"]["images_per_s"] / svc["c1"]["images_per_s"]
+        result["ratios"][r] = {
+            "best_batch_size": best_bs,
+            "best_in_process_images_per_s": best,
+            "in_process_batch_gain": round(gain, 3),
+            "service_c8_over_best_in_process": round(svc["c8"]["images_per_s"] / best, 3),
+            "service_c8_over_c1": round(c8_over_c1, 3),
+            "service_c1_p50_over_in_process_single_call": round(svc["c1"]["p50_ms"] / ip["batch1"]["p50_ms"], 3),
+            "service_c1_p99_over_in_process_single_call": round(svc["c1"]["p99_ms"] / ip["batch1"]["p99_ms"], 3),
+        }
+        rr = result["ratios"][r]
+        result["aims"][r] = {
+            "c8_at_least_0.90x_best_in_process": rr["service_c8_over_best_in_process"] >= 0.90,
+            "c8_at_least_1.5x_c1_where_batch_gain_1.6x": (gain < 1.6) or c8_over_c1 >= 1.5,
+            "p50_c1_within_1.10x": rr["service_c1_p50_over_in_process_single_call"] <= 1.10,
+        }
+    if "savedmodel" in runtimes:
+        sm = result["service"]["savedmodel"]["c8"]["images_per_s"]
+        for r in runtimes:
+            if r != "savedmodel":
+                result["ratios"][r]["service_c8_over_savedmodel_c8"] = round(
+                    result["service"][r]["c8"]["images_per_s"] / sm, 3
+                )
+
+
+def _measure(args, model_dir: str, runtimes: list[str], images: list[bytes], key: str, result: dict) -> None:
+    procs = {}
+    try:
+        for i, r in enumerate(runtimes):  # every service up first; idle ones cost no CPU
+            procs[r] = start_service(model_dir, args.port + i, key, args.max_batch_size, r, args.model_workers)
+        runners = {r: load_runner(model_dir, r) for r in runtimes}
+        acc: dict = {r: {k: _Acc() for k in [*(f"batch{b}" for b in BATCH_SIZES), "c1", "c8"]} for r in runtimes}
+        per_round = max(2, args.requests // args.rounds)
+        for _ in range(args.rounds):  # alternate, so that load drift hits both sides alike
+            for i, r in enumerate(runtimes):
+                url = f"http://127.0.0.1:{args.port + i}"
+                for bs, (lat, wall) in in_process_batches(runners[r], images, per_round).items():
+                    acc[r][f"batch{bs}"].add(lat, wall)
+                for c in (1, 8):
+                    acc[r][f"c{c}"].add(*asyncio.run(_http_load(url, key, images, per_round, c)))
+        for r in runtimes:
+            result["in_process"][r] = {f"batch{b}": acc[r][f"batch{b}"].summary(b) for b in BATCH_SIZES}
+            result["service"][r] = {c: acc[r][c].summary() for c in ("c1", "c8")}
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(60)
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (see the module docstring); print the result JSON and return it."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model-dir", help="SavedModel or a run's export/ folder")
+    src.add_argument("--model-dir", help="a run's export/ folder (or its saved_model/)")
     src.add_argument("--fake", action="store_true", help="use deployment.testing's fake SavedModel")
     p.add_argument("--fake-work", type=int, default=4, help="convolutions per image in the fake model")
-    p.add_argument("--requests", type=int, default=64, help="requests per measurement")
-    p.add_argument("--rounds", type=int, default=4, help="alternating in-process/service rounds per concurrency")
+    p.add_argument("--runtimes", default="savedmodel,tflite-float,tflite-int8", help="comma-separated")
+    p.add_argument("--requests", type=int, default=48, help="images per measurement over all rounds")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     p.add_argument("--images", type=int, default=8, help="distinct BCCD test images")
     p.add_argument("--max-batch-size", type=int, default=8)
-    p.add_argument("--model-workers", type=int, default=1, help="batches in flight in the service")
-    p.add_argument("--port", type=int, default=18480)
+    p.add_argument("--model-workers", type=int, default=None, help="batches in flight (default: from the cores)")
+    p.add_argument("--port", type=int, default=18480, help="first port; one per runtime")
     p.add_argument("--out", help="write the result JSON here too")
     args = p.parse_args(argv)
 
@@ -192,59 +290,30 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir = make_fake_saved_model(Path(tempfile.mkdtemp()) / "fake model", work=args.fake_work)
         model = f"fake SavedModel (deployment.testing, work={args.fake_work})"
     else:
-        model_dir = args.model_dir
-        model = model_dir
+        model_dir = model = args.model_dir
+    runtimes, skipped = usable_runtimes(model_dir, [r.strip() for r in args.runtimes.split(",") if r.strip()])
     images = load_images(args.images)
-    key = os.urandom(18).hex()
+    from deployment.serving.runtime import available_cpus
 
     result: dict = {
         "model": model,
-        "requests_per_measurement": args.requests,
+        "runtimes": runtimes,
+        "skipped_runtimes": skipped,
+        "images_per_measurement": args.requests,
         "rounds": args.rounds,
         "max_batch_size": args.max_batch_size,
-        "model_workers": args.model_workers,
+        "model_workers": args.model_workers or "auto",
         "images": len(images),
-        "cpu_count": os.cpu_count(),
+        "cpus_available": available_cpus(),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "in_process": {},
         "service": {},
         "ratios": {},
+        "aims": {},
     }
-    # The service starts first; then each concurrency is measured in-process and over HTTP back to
-    # back, so that both sides of a ratio see the same machine load.
-    proc = start_service(model_dir, args.port, key, args.max_batch_size, args.model_workers)
-    try:
-        fn = load_reference(model_dir)
-        per_round = max(1, args.requests // args.rounds)
-        for c in (1, 8):
-            ref_lat, ref_wall, svc_lat, svc_wall = [], 0.0, [], 0.0
-            for _ in range(args.rounds):  # alternate, so that load drift hits both sides alike
-                lat, wall = in_process(fn, images, per_round, c)
-                ref_lat += lat
-                ref_wall += wall
-                lat, wall = asyncio.run(_http_load(f"http://127.0.0.1:{args.port}", key, images, per_round, c))
-                svc_lat += lat
-                svc_wall += wall
-            result["in_process"][f"c{c}"] = _summary(ref_lat, ref_wall)
-            result["service"][f"c{c}"] = _summary(svc_lat, svc_wall)
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    for c in ("c1", "c8"):
-        s, r = result["service"][c], result["in_process"][c]
-        result["ratios"][c] = {
-            "p50": round(s["p50_ms"] / r["p50_ms"], 3),
-            "p99": round(s["p99_ms"] / r["p99_ms"], 3),
-            "throughput": round(s["throughput_rps"] / r["throughput_rps"], 3),
-        }
-    svc = result["service"]
-    result["ratios"]["service_throughput_c8_over_c1"] = round(
-        svc["c8"]["throughput_rps"] / svc["c1"]["throughput_rps"], 3
-    )
-    result["aims"] = {
-        "p50_c1_within_1.10x": result["ratios"]["c1"]["p50"] <= 1.10,
-        "throughput_c8_at_least_1.5x_c1": result["ratios"]["service_throughput_c8_over_c1"] >= 1.5,
-    }
+    _measure(args, model_dir, runtimes, images, os.urandom(18).hex(), result)
+    _ratios(result, runtimes)
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -201,3 +201,86 @@ def make_fake_run(
     parity["max_delta"] = 0.02
     (export / "parity.json").write_text(json.dumps(parity))
     return str(run)
+
+
+def make_fake_tflite(path: str | os.PathLike, input_size: int = 64, max_detections: int = 10) -> str:
+    """Write a TFLite model with the export's interface (training/export.py) to ``path``; return the path.
+
+    Signature ``serving_default``: input ``images`` float32 ``[1, S, S, 3]`` (normalized, padded);
+    outputs ``detection_boxes`` ``[1, K, 4]`` (ymin, xmin, ymax, xmax in pixels of the padded input),
+    ``detection_classes`` ``[1, K]`` (0-based class index as float: label-map id - 1),
+    ``detection_scores`` ``[1, K]``, ``num_detections`` ``[1]``. Detection ``j`` has label-map id ``j % 3 + 1`` and score
+    ``sigmoid(m[j % 3]) * (1 - j / K)`` with ``m`` the image's per-channel mean, so results depend on
+    the image content, like :func:`make_fake_saved_model`'s.
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    s, k = int(input_size), int(max_detections)
+
+    class FakeTFLite(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="images")])
+        def detect(self, images):
+            m = tf.reduce_mean(images[0], axis=[0, 1])  # [3]
+            j = tf.range(k, dtype=tf.float32)
+            c = tf.range(k) % 3
+            scores = tf.sigmoid(tf.gather(m, c)) * (1.0 - j / k)
+            span = s / 2.0
+            ymin = 1.0 + j * (span / k) * (0.6 + 0.2 * tf.sigmoid(m[0]))
+            xmin = 1.0 + j * (span / k) * (0.6 + 0.2 * tf.sigmoid(m[1]))
+            boxes = tf.stack([ymin, xmin, ymin + span / 3.0, xmin + span / 2.5], axis=1)
+            return {
+                "detection_boxes": boxes[None],
+                "detection_classes": tf.cast(c, tf.float32)[None],
+                "detection_scores": scores[None],
+                "num_detections": tf.constant([float(k)]),
+            }
+
+    module = FakeTFLite()
+    with tempfile.TemporaryDirectory(prefix="detops-fake-tflite-") as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.detect.get_concrete_function()})
+        data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+    return str(path)
+
+
+def add_fake_tflite_export(
+    export_dir: str | os.PathLike,
+    parity_passed: bool | dict[str, bool] = True,
+    class_names: tuple[str, ...] = DEFAULT_CLASSES,
+    tflite_src: str | None = None,
+) -> str:
+    """Add ``model.tflite``, ``model_int8.tflite`` (the same fake float model), ``label_map.pbtxt`` and
+    ``parity.json`` (``passed`` per variant, as :func:`make_fake_run`) to an export folder; return it.
+
+    ``tflite_src``: an existing fake TFLite file to copy (else one is made with :func:`make_fake_tflite`).
+    """
+    import shutil
+
+    from training.annotations.writers import label_map_pbtxt
+
+    export = Path(export_dir)
+    export.mkdir(parents=True, exist_ok=True)
+    src = tflite_src or make_fake_tflite(export / "model.tflite")
+    for name in ("model.tflite", "model_int8.tflite"):
+        if Path(src) != export / name:
+            shutil.copyfile(src, export / name)
+    (export / "label_map.pbtxt").write_text(label_map_pbtxt(list(class_names)))
+    flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
+    parity: dict[str, Any] = {
+        v: {
+            "AP50_savedmodel": 0.5,
+            "AP50_tflite": 0.5,
+            "delta_AP50": 0.0,
+            "AP_savedmodel": 0.3,
+            "AP_tflite": 0.3,
+            "delta_AP": 0.0,
+            "passed": ok,
+        }
+        for v, ok in flags.items()
+    }
+    parity["passed"] = all(flags.values())
+    (export / "parity.json").write_text(json.dumps(parity))
+    return str(export)

@@ -7,7 +7,6 @@ tracebacks only with ``--debug`` (or ``DETOPS_DEBUG=1``).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import NoReturn
 
@@ -30,7 +29,9 @@ _state = {"debug": False}
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     """detops: prepare, train, evaluate, export, register, approve, deploy."""
-    _state["debug"] = debug or os.environ.get("DETOPS_DEBUG") == "1"
+    from training.settings import CommonSettings
+
+    _state["debug"] = debug or CommonSettings.load().debug
 
 
 def _mount() -> None:
@@ -38,7 +39,7 @@ def _mount() -> None:
     from detops import cli_training
 
     app.add_typer(cli_training.app)
-    for mod in ("detops.cli_deploy", "detops.cli_cloud"):
+    for mod in ("detops.cli_deploy", "detops.cli_cloud", "detops.cli_settings"):
         try:
             module = __import__(mod, fromlist=["app"])
         except ModuleNotFoundError as e:  # group not installed in this environment (optional extra)

@@ -1,4 +1,5 @@
-"""Cloud commands: ``submit`` (run the pipeline on a backend) and ``finish`` (mark a run complete).
+"""Cloud commands: ``submit`` (run the pipeline on a backend), ``wait`` / ``cancel`` (a submitted cloud
+job) and ``finish`` (mark a run complete).
 
 ``detops submit CONFIG --backend local|azureml|sagemaker [--dry-run] [--wait/--no-wait]
 [--set key=value]... [--out DIR] [--nodes N]`` -- CI workflows call exactly these flags.
@@ -15,7 +16,7 @@ from rich.console import Console
 
 out = Console()
 
-app = typer.Typer(help="Cloud commands: submit a run to a backend, finish a run.")
+app = typer.Typer(help="Cloud commands: submit a run to a backend, wait for or cancel its job, finish a run.")
 """This command group; :mod:`detops.cli` mounts it with ``add_typer`` (commands at the top level)."""
 
 
@@ -41,6 +42,52 @@ def submit(
     if dry_run:
         out.print(f"[bold]dry run[/]: would create on {backend}:")
     out.print_json(json.dumps(result.to_dict(), default=str))
+
+def _job_control(backend: str):
+    from training.backends import get_backend
+    from training.backends.base import JobControl
+    from training.errors import ConfigError
+
+    b = get_backend(backend)
+    if not isinstance(b, JobControl):
+        raise ConfigError(f"backend {backend!r} runs in the foreground: no cloud job to wait for or cancel")
+    return b
+
+
+@app.command("wait")
+def wait_cmd(
+    job: Annotated[str, typer.Option("--job", help="Job name `submit` printed (its `name`).")],
+    backend: Annotated[str, typer.Option("--backend", help="azureml or sagemaker.")],
+    timeout_minutes: Annotated[
+        float, typer.Option("--timeout-minutes", min=0, help="Wait at most this long (0: ask once).")
+    ] = 50.0,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=1, help="Seconds between status calls.")] = 30.0,
+    still_running_ok: Annotated[
+        bool, typer.Option("--still-running-ok", help="Exit 0 when the job is still running at the timeout.")
+    ] = False,
+) -> None:
+    """Wait (bounded) for a submitted cloud job: exit 0 when it completed, 6 when it failed or was
+    cancelled, 4 when it is still running at the timeout (0 with --still-running-ok)."""
+    from training.backends.base import COMPLETED, FAILED
+    from training.errors import BackendError, GateError
+
+    state, text = _job_control(backend).wait(job, timeout_s=timeout_minutes * 60, poll_s=poll_seconds, console=out)
+    out.print_json(json.dumps({"job": job, "backend": backend, "state": state, "status": text}))
+    if state == FAILED:
+        raise BackendError(f"{backend} job {job} ended {text}")
+    if state != COMPLETED and not still_running_ok:
+        raise GateError(f"{backend} job {job} is still {text} after {timeout_minutes:g} minutes")
+
+
+@app.command()
+def cancel(
+    job: Annotated[str, typer.Option("--job", help="Job name `submit` printed.")],
+    backend: Annotated[str, typer.Option("--backend", help="azureml or sagemaker.")],
+) -> None:
+    """Cancel a submitted cloud job (CI runs this when a workflow is cancelled)."""
+    status = _job_control(backend).cancel(job)
+    out.print_json(json.dumps({"job": job, "backend": backend, "status": status}))
+
 
 @app.command()
 def finish(

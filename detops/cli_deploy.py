@@ -22,9 +22,17 @@ app = typer.Typer(help="Quality gate, model registry, approval, serving and depl
 models = typer.Typer(help="List and show registered model versions.", no_args_is_help=True)
 app.add_typer(models, name="models")
 
+
 NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
 RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local path, az:// or s3:// URL).")]
-ByOpt = Annotated[str, typer.Option("--by", help="Identity of the person (or CI principal) acting; audited.")]
+ByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Declared identity; only with DETOPS_IDENTITY=declared (local). Otherwise the acting "
+        "identity is the authenticated principal (AWS STS caller, Azure token oid/name, OS user).",
+    ),
+]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why; stored in the audit trail.")]
 RegistryOpt = Annotated[
     str | None,
@@ -37,6 +45,12 @@ def _service(registry: str | None):
     from deployment.registry.approval import ApprovalService
 
     return ApprovalService(get_registry(registry))
+
+
+def _who(registry: str | None, by: str | None):
+    from deployment.registry.identity import current_principal
+
+    return current_principal(registry, by)
 
 
 def _print_version(mv, as_json: bool = False) -> None:
@@ -53,7 +67,17 @@ def _print_version(mv, as_json: bool = False) -> None:
     for k in ("test/AP", "test/AP50", "val/AP", "val/AP50"):
         if k in mv.metrics:
             out.print(f"  {k}: {mv.metrics[k]:.4f}", highlight=False)
-    for k in ("run_url", "dataset_sha256", "code_version", "gate.passed", "gate.forced", "mlflow_run_id"):
+    for k in (
+        "run_url",
+        "dataset_sha256",
+        "code_version",
+        "gate.passed",
+        "gate.forced",
+        "mlflow_run_id",
+        "artifact.sha256",
+        "registered_by.id",
+        "promoted_from",
+    ):
         if k in mv.tags:
             out.print(f"  {k}: {mv.tags[k]}", highlight=False)
     if mv.audit:
@@ -80,11 +104,12 @@ def gate(
         raise GateError("quality gate failed: " + "; ".join(decision.reasons))
     out.print("quality gate passed")
 
+
 @app.command("register")
 def register_cmd(
     run_dir: RunDirOpt,
     name: NameOpt,
-    by: ByOpt,
+    by: ByOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Register despite a failed gate (needs --comment; audited).")
     ] = False,
@@ -100,39 +125,39 @@ def register_cmd(
     except Exception:  # noqa: BLE001 - tracking is optional lineage; registration does not depend on it
         mlflow_run_id = None
     mv = _service(registry).register(
-        run_dir, name, by, margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id
+        run_dir, name, _who(registry, by), margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id
     )
     _print_version(mv)
+
 
 @app.command()
 def approve(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[str, typer.Argument(help="Model version.")],
-    by: ByOpt,
     comment: CommentOpt,
+    by: ByOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Approve a PendingManualApproval version (not by the identity that registered it)."""
-    _print_version(_service(registry).approve(name, version, by, comment))
+    """Approve a PendingManualApproval version (not by the principal that registered it)."""
+    _print_version(_service(registry).approve(name, version, _who(registry, by), comment))
+
 
 @app.command()
 def reject(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[str, typer.Argument(help="Model version.")],
-    by: ByOpt,
     comment: CommentOpt,
+    by: ByOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Reject a PendingManualApproval or Approved version."""
-    _print_version(_service(registry).reject(name, version, by, comment))
+    _print_version(_service(registry).reject(name, version, _who(registry, by), comment))
 
 
 @models.command("list")
 def models_list(
     name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
-    status: Annotated[
-        str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")
-    ] = None,
+    status: Annotated[str | None, typer.Option("--status", help="PendingManualApproval, Approved or Rejected.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     registry: RegistryOpt = None,
 ) -> None:
@@ -145,9 +170,7 @@ def models_list(
         try:
             want = ApprovalStatus(status)
         except ValueError:
-            raise ConfigError(
-                f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}"
-            ) from None
+            raise ConfigError(f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}") from None
     versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
     if as_json:
         out.print_json(
@@ -180,6 +203,7 @@ def models_list(
         )
     out.print(table)
 
+
 @models.command("show")
 def models_show(
     name: Annotated[str, typer.Argument(help="Model name.")],
@@ -189,6 +213,7 @@ def models_show(
 ) -> None:
     """One version: status, metrics, lineage, gate decision and audit trail."""
     _print_version(_service(registry).registry.get_version(name, version), as_json)
+
 
 @app.command()
 def serve(
@@ -221,15 +246,14 @@ def serve(
         raise ConfigError("give --model-dir, or --name and --version")
     uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=30)
 
+
 @app.command()
 def deploy(
     target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
     name: NameOpt,
     version: Annotated[str, typer.Option("--version", help="Model version (must be Approved).")],
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deployed; change nothing.")] = False,
     port: Annotated[
         int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
     ] = None,
@@ -240,38 +264,94 @@ def deploy(
     from deployment.registry import get_registry
 
     kwargs = {"port": port} if (target == "local" and port) else {}
-    d = deploy_mod.deploy(
-        name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs
-    )
+    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
     out.print_json(json.dumps(d.to_dict(), default=str))
+
 
 @app.command()
 def rollback(
     target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")],
     name: NameOpt,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Endpoint name.")] = None,
+    if_serving: Annotated[
+        str | None,
+        typer.Option(
+            "--if-serving",
+            help="Roll back only if the endpoint serves this version (the one a "
+            "release tried to ship); otherwise change nothing.",
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Local target: port.")] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Redeploy the previous Approved version of a model on an endpoint."""
+    """Put back exactly the version that was live before the current one on an endpoint."""
     from deployment import deploy as deploy_mod
     from deployment.registry import get_registry
 
     kwargs = {"port": port} if (target == "local" and port) else {}
-    d = deploy_mod.rollback(target, name, endpoint, registry=get_registry(registry), **kwargs)
+    d = deploy_mod.rollback(target, name, endpoint, if_serving=if_serving, registry=get_registry(registry), **kwargs)
+    if d.details.get("rollback") == "none":
+        out.print(f"nothing rolled back: {d.details.get('reason')}", highlight=False)
     out.print_json(json.dumps(d.to_dict(), default=str))
+
 
 @app.command("smoke-test")
 def smoke_test(
-    url: Annotated[str, typer.Option("--url", help="Base URL of the scoring service.")],
     image: Annotated[str, typer.Option("--image", help="JPEG or PNG to score (path or fsspec URL).")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="Local: base URL. Azure ML: scoring URI (default: the endpoint's).")
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="local, azureml or sagemaker.")] = "local",
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Azure ML / SageMaker endpoint name.")] = None,
     api_key_env: Annotated[
-        str, typer.Option("--api-key-env", help="Environment variable holding the API key.")
-    ] = "DETOPS_API_KEY",
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="Variable holding the API key (local; default DETOPS_API_KEY) or the endpoint key (Azure ML; "
+            "default: asked from the workspace).",
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
 ) -> None:
-    """Check a deployed endpoint: ready, and scores an image (non-zero exit on any failure)."""
+    """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
     from deployment.smoke import smoke_test as run
 
-    result = run(url, image, api_key_env=api_key_env, timeout=timeout)
+    # Azure ML: the endpoint key comes from the workspace unless a variable is named explicitly (DETOPS_API_KEY
+    # is the container's own key, not the gateway's)
+    key_env = api_key_env or ("DETOPS_API_KEY" if target == "local" else "DETOPS_SMOKE_UNSET_KEY")
+    result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint)
     out.print_json(json.dumps(result))
+
+
+@app.command()
+def promote(
+    name: NameOpt,
+    version: Annotated[str, typer.Option("--version", help="Approved version in the source registry.")],
+    source_uri: Annotated[
+        str,
+        typer.Option(
+            "--source-uri",
+            help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
+            "for sagemaker; the destination (prod) is the current settings.",
+        ),
+    ],
+    artifact_root: Annotated[
+        str, typer.Option("--artifact-root", help="Destination folder/URL the artifact is copied under.")
+    ],
+    registry: RegistryOpt = None,
+) -> None:
+    """Copy an Approved version (same digest, verified) from the dev registry into this one."""
+    from deployment.promote import promote as run
+    from deployment.registry import get_registry
+
+    dest = get_registry(registry)
+    source = get_registry(registry, **_source_kwargs(registry, source_uri))
+    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+    _print_version(mv)
+
+
+def _source_kwargs(kind: str | None, uri: str) -> dict:
+    from training.settings import CommonSettings
+
+    kind = kind or CommonSettings.load().registry
+    return {"metadata_uri": uri} if kind == "sagemaker" else {"tracking_uri": uri}

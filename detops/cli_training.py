@@ -5,6 +5,7 @@ Each parses its options, calls one function of :mod:`training.pipeline` and repo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,10 @@ ConfigArg = Annotated[Path, typer.Argument(help="Run config YAML (see configs/bc
 RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run folder (local path, az:// or s3:// URL).")]
 DatastoreOpt = Annotated[
     str | None, typer.Option("--datastore", help="Datastore root; overrides the config's `datastore`.")
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show TensorFlow, absl and Python warnings on the terminal (else: log file)."),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -38,8 +43,9 @@ def prepare(
     from training import pipeline
 
     cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-    run = pipeline.prepare(cfg, run_dir=run_dir)
+    run = pipeline.prepare(cfg, run_dir=run_dir, console=out)  # prints the data-quality summary
     out.print(f"prepared {run.url}")
+
 
 @app.command()
 def train(
@@ -51,6 +57,7 @@ def train(
 
     pipeline.train(pipeline.Run.open(run_dir), steps=steps)
 
+
 @app.command()
 def evaluate(
     run_dir: RunDirOpt,
@@ -58,48 +65,82 @@ def evaluate(
 ) -> None:
     """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
     from training import pipeline
+    from training.report import print_metrics
 
     metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
-    print_metrics(metrics)
+    print_metrics(metrics, out)
+
 
 @app.command()
 def export(run_dir: RunDirOpt) -> None:
-    """Export SavedModel and TFLite (float, int8) with a parity check; writes export/."""
+    """Export SavedModel and TFLite (float, int8) with a parity check; writes export/ (exit 7 if parity fails)."""
     from training import pipeline
+    from training.errors import ExportError
+    from training.report import parity_failure
 
-    pipeline.export(pipeline.Run.open(run_dir))
+    failure = parity_failure(pipeline.export(pipeline.Run.open(run_dir)))
+    if failure:
+        raise ExportError(failure)
+
 
 @app.command()
 def run(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config YAML (needed unless --run-dir names a prepared run).")
+    ] = None,
     datastore: DatastoreOpt = None,
     set_: SetOpt = None,
     run_dir: Annotated[
         str | None, typer.Option("--run-dir", help="Resume this run folder instead of a new one.")
     ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help="Run only this stage (repeatable): prepare, train, evaluate, export."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """The whole local pipeline: prepare -> train -> evaluate -> export, into one run folder."""
-    from training import pipeline
+    """The pipeline: prepare -> train -> evaluate -> export into one run folder, skipping the
+    stages run.json records complete (the Azure ML steps run it one --stage at a time).
 
-    cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-    result = pipeline.run_all(cfg, run_dir=run_dir, console=out)
-    print_metrics({"test": result.metrics["test"]})
-    out.print(f"run folder: {result.run.url}")
+    Shows one progress bar per stage and ends with a summary (verdict first, run folder, test
+    metrics, per-class AP50, TFLite parity, wall time per stage, next command). TensorFlow, absl
+    and Python warnings go to ``logs/detops.log`` in the run folder (``--verbose`` shows them).
+    Exits 7 (ExitCode.EXPORT) when the TFLite parity check failed; the run folder is kept complete.
+    """
+    from training import pipeline, report
+    from training.errors import ExportError
 
-
-def print_metrics(metrics: dict[str, dict]) -> None:
-    """Print COCO metrics per split as a table, then each split's per-class AP50."""
-    from rich.table import Table
-
-    from training.names import COCO_METRIC_NAMES
-
-    table = Table(title="COCO metrics")
-    table.add_column("split")
-    for name in COCO_METRIC_NAMES:
-        table.add_column(name, justify="right")
-    for split, m in metrics.items():
-        table.add_row(split, *(f"{m[n]:.3f}" for n in COCO_METRIC_NAMES))
-    out.print(table)
-    for split, m in metrics.items():
-        per = ", ".join(f"{k} {v['AP50']:.3f}" for k, v in m.get("per_class", {}).items())
-        out.print(f"{split} per-class AP50: {per}")
+    cfg = None
+    if config is not None:
+        cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
+    with report.quiet_logs(verbose, log_dir=str(pipeline.detops_home() / "logs")) as logs:
+        reporter = report.Reporter(out)
+        try:
+            run = pipeline.run_stages(
+                cfg, run_dir, stages=tuple(stage or pipeline.STAGES), steps=steps, console=reporter
+            )
+        except BaseException:
+            if logs.path:
+                logs.terminal.write(f"log (TensorFlow, absl, warnings): {logs.path}\n")
+            raise
+        log_path = logs.copy_into(run.local_dir)
+        if log_path and run.url != run.local_dir:
+            run.publish()
+            log_path = f"{run.url}/{report.LOG_NAME}"
+    metrics = pipeline.read_run_metrics(run)
+    parity_file = Path(run.path("export", "parity.json"))
+    parity = json.loads(parity_file.read_text()) if parity_file.exists() else None
+    failure = report.print_summary(
+        out,
+        run_url=run.url,
+        project=run.manifest.get("project", "detops"),
+        status=run.manifest.get("status", "?"),
+        metrics=metrics,
+        parity=parity,
+        stage_seconds={**report.stage_seconds_from_manifest(run.manifest), **reporter.stage_seconds},
+        train_info=run.manifest.get("stages", {}).get("train"),
+        log_path=log_path,
+    )
+    if failure:
+        raise ExportError(failure)

@@ -1,16 +1,29 @@
 # syntax=docker/dockerfile:1
-# detops serving image: the FastAPI scoring app (deployment/serving) on port 8080, for AKS / Azure ML
-# online deployments and SageMaker endpoints (GET /ping, POST /invocations). CPU inference.
+# detops serving image: the FastAPI scoring app (deployment/serving) on port 8080, for Azure ML online
+# deployments (managed or Kubernetes) and SageMaker endpoints (GET /ping, POST /invocations). CPU inference
+# on tensorflow-cpu; none of the training packages (requirements/serving.txt).
 #   docker build -f docker/serving.Dockerfile -t <acr-or-ecr>/detops-serving:<version> .
 # The model folder comes from the platform: $AZUREML_MODEL_DIR (Azure ML), /opt/ml/model (SageMaker),
 # or DETOPS_MODEL_DIR. API keys come from the environment (a secret store), never from the image.
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-FROM ${PYTHON_IMAGE}
+# Base: python:3.11.14-slim-bookworm, pinned by the digest of its multi-architecture index (docs/cloud.md).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements/build.txt requirements/build.txt
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements/build.txt
+COPY pyproject.toml README.md ./
+COPY training training
+COPY deployment deployment
+COPY detops detops
+RUN python -m pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE} AS serving
 ARG TENSORFLOW_VERSION=2.20.0
 
 LABEL org.opencontainers.image.title="detops-serving" \
-      org.opencontainers.image.description="TensorFlow object detection scoring service (FastAPI)" \
+      org.opencontainers.image.description="TensorFlow ${TENSORFLOW_VERSION} (CPU) object detection scoring service (FastAPI)" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,15 +36,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DETOPS_HOME=/tmp/detops
 
 WORKDIR /opt/detops
-
-COPY requirements/constraints.txt requirements/constraints.txt
-COPY pyproject.toml README.md ./
-COPY training training
-COPY deployment deployment
-COPY detops detops
-RUN pip install --no-cache-dir -c requirements/constraints.txt \
-      "tensorflow==${TENSORFLOW_VERSION}" ".[serve,azure,aws]" \
- && python -c "import deployment.serving.app"
+COPY requirements/serving.txt requirements/serving.txt
+COPY docker/install.sh /usr/local/bin/detops-install
+COPY --from=builder /wheels /wheels
+RUN sh /usr/local/bin/detops-install serving /wheels/detops-*.whl && rm -rf /wheels
 
 COPY docker/serve-entrypoint.sh /usr/local/bin/detops-serve-entrypoint
 RUN chmod 0755 /usr/local/bin/detops-serve-entrypoint \

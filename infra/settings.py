@@ -29,6 +29,7 @@ __all__ = [
     "AwsSettings",
     "AzureDevOpsSettings",
     "AzureSettings",
+    "BootstrapSettings",
     "GitHubSettings",
     "load_settings",
     "read_stack_file",
@@ -58,44 +59,81 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
 
-class GitHubSettings(_Strict):
-    """Which GitHub Actions workflows may sign in (OIDC), as ``repo:<repository>:...`` subjects.
+_ENV_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-    ``repository`` is ``owner/name``; ``branch`` is the protected branch whose pushes may train and
-    register; ``environments`` are GitHub deployment environments (with required reviewers) that may deploy.
+#: The purposes that get an identity of their own, in the order docs/infra.md lists them.
+PURPOSES = ("infra_reader", "infra_deployer", "trainer", "registrar", "approver", "deployer")
+#: Purposes whose identities the application stacks create; the infra identities come from infra/bootstrap.
+APP_PURPOSES = ("trainer", "registrar", "approver", "deployer")
+
+
+class PurposeEnvironments(_Strict):
+    """GitHub deployment environments per identity: a workflow job running in one of them (``environment:``)
+    may sign in as that identity and as no other. An empty list creates no identity for the purpose
+    (a prod stack that never trains has no trainer).
+
+    ``infra_reader``: ``pulumi preview`` (read only; pull requests). ``infra_deployer``: ``pulumi up``.
+    ``trainer``: prepare and train. ``registrar``: register versions (PendingManualApproval only).
+    ``approver``: approve/reject (an environment with required reviewers). ``deployer``: deploy and smoke test.
+    """
+
+    infra_reader: tuple[str, ...] = ()
+    infra_deployer: tuple[str, ...] = ()
+    trainer: tuple[str, ...] = ()
+    registrar: tuple[str, ...] = ()
+    approver: tuple[str, ...] = ()
+    deployer: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_purpose_per_environment(self) -> PurposeEnvironments:
+        seen: dict[str, str] = {}
+        for purpose in PURPOSES:
+            for name in getattr(self, purpose):
+                if not _ENV_NAME.fullmatch(name):
+                    raise ValueError(f"{purpose}: environment name {name!r} may hold letters, digits, '_', '.', '-' only")
+                if name in seen:
+                    raise ValueError(
+                        f"environment {name!r} is listed for {seen[name]} and {purpose}: "
+                        "each environment signs in as one identity only"
+                    )
+                seen[name] = purpose
+        return self
+
+
+class GitHubSettings(_Strict):
+    """Which GitHub Actions jobs may sign in (OIDC), as ``repo:<repository>:environment:<name>`` subjects.
+
+    ``repository`` is ``owner/name``; ``environments`` maps each purpose to its deployment environments.
+    No identity trusts a bare branch or pull-request subject: any workflow file could claim those.
     """
 
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9_./-]+$")
-    environments: tuple[str, ...] = ()
+    environments: PurposeEnvironments = Field(default_factory=PurposeEnvironments)
 
-    @field_validator("environments")
-    @classmethod
-    def _environment_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ValueError(f"environment name {name!r} may hold letters, digits, '_', '.', '-' only")
-        return value
+    def subjects(self, purpose: str) -> list[str]:
+        """The ``sub`` claims GitHub puts in the OIDC tokens of ``purpose``'s environments."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
+        return [f"repo:{self.repository}:environment:{name}" for name in getattr(self.environments, purpose)]
 
     def oidc_subjects(self) -> list[str]:
-        """The ``sub`` claims GitHub puts in its OIDC tokens for this repository's branch and environments."""
-        subjects = [f"repo:{self.repository}:ref:refs/heads/{self.branch}"]
-        subjects += [f"repo:{self.repository}:environment:{env}" for env in self.environments]
-        return subjects
+        """Every subject of every purpose (what this stack trusts at all)."""
+        return [subject for purpose in PURPOSES for subject in self.subjects(purpose)]
 
 
 class AzureDevOpsSettings(_Strict):
-    """An Azure DevOps service connection using workload identity federation (OIDC).
+    """Azure DevOps service connections using workload identity federation (OIDC), one per purpose.
 
-    The issuer is ``https://vstoken.dev.azure.com/<organization_id>`` and the subject
-    ``sc://<organization>/<project>/<service_connection>`` (Azure DevOps documentation,
+    The issuer is ``https://vstoken.dev.azure.com/<organization_id>`` and each subject
+    ``sc://<organization>/<project>/<service connection>`` (Azure DevOps documentation,
     "Workload identity federation for Azure Resource Manager service connections").
+    ``service_connections`` maps a purpose (``trainer``, ``registrar`` ...) to its connection's name.
     """
 
     organization: str = Field(pattern=r"^[A-Za-z0-9-]+$")
     organization_id: str
     project: str = Field(min_length=1)
-    service_connection: str = Field(min_length=1)
+    service_connections: dict[str, str] = Field(min_length=1)
 
     @field_validator("organization_id")
     @classmethod
@@ -104,15 +142,32 @@ class AzureDevOpsSettings(_Strict):
             raise ValueError("must be the organization's GUID (Organization settings > Overview)")
         return value.lower()
 
+    @field_validator("service_connections")
+    @classmethod
+    def _purposes(cls, value: dict[str, str]) -> dict[str, str]:
+        for purpose, connection in value.items():
+            if purpose not in PURPOSES:
+                close = difflib.get_close_matches(purpose, PURPOSES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(PURPOSES)}"
+                raise ValueError(f"unknown purpose {purpose!r}{hint}")
+            if not connection.strip():
+                raise ValueError(f"{purpose}: empty service connection name")
+        if len(set(value.values())) != len(value):
+            raise ValueError("each purpose needs its own service connection")
+        return value
+
     @property
     def issuer(self) -> str:
         """OIDC issuer URL of this organization."""
         return f"https://vstoken.dev.azure.com/{self.organization_id}"
 
-    @property
-    def subject(self) -> str:
-        """OIDC subject of the service connection."""
-        return f"sc://{self.organization}/{self.project}/{self.service_connection}"
+    def subject(self, purpose: str) -> str | None:
+        """OIDC subject of ``purpose``'s service connection, or None when it has none."""
+        connection = self.service_connections.get(purpose)
+        return f"sc://{self.organization}/{self.project}/{connection}" if connection else None
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 
 class _Common(_Strict):
@@ -120,6 +175,17 @@ class _Common(_Strict):
     log_retention_days: int = Field(default=30, ge=7, le=730)
     github: GitHubSettings
     tags: dict[str, str] = Field(default_factory=dict)
+    #: Monthly cost budget of the stack (account/billing currency); alerts at 50/80/100 % actual, 100 % forecast.
+    budget_monthly_amount: float = Field(default=500.0, gt=0, le=1_000_000)
+    budget_alert_emails: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("budget_alert_emails")
+    @classmethod
+    def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if not _EMAIL.fullmatch(address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return value
 
 
 class AzureSettings(_Common):
@@ -134,6 +200,10 @@ class AzureSettings(_Common):
 
     name_prefix: str = Field(pattern=r"^[a-z][a-z0-9]{1,9}$")
     region: str
+    #: The only subscription this stack may touch: a wrong ``az login`` fails instead of deploying elsewhere.
+    subscription_id: str
+    #: An existing resource group (made by infra/bootstrap, where the infra deployer is scoped); None: create one.
+    resource_group_name: str | None = Field(default=None, pattern=r"^[-\w._()]{1,90}$")
     gpu_vm_size: str = "Standard_NC4as_T4_v3"
     gpu_min_nodes: int = Field(default=0, ge=0, le=100)
     gpu_max_nodes: int = Field(default=2, ge=1, le=100)
@@ -142,7 +212,15 @@ class AzureSettings(_Common):
     gpu_node_public_ip: bool = False
     cpu_vm_size: str = "Standard_D4s_v5"
     cpu_max_nodes: int = Field(default=2, ge=1, le=100)
-    aks_enabled: bool = True
+    #: Serving: Azure ML managed online endpoints (default, no cluster to run). AKS is an option:
+    #: attached Kubernetes compute with the Azure ML extension, configured as the extension supports.
+    aks_enabled: bool = False
+    #: TLS of the extension's inference router: the DNS name clients call and the Kubernetes secret
+    #: (cert.pem, key.pem in namespace azureml) synced from Key Vault; required when aks_enabled.
+    aks_ssl_cname: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+    aks_ssl_secret: str = Field(default="azureml-tls", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    aks_inference_router_ha: bool = True
+    aks_system_min_nodes: int = Field(default=3, ge=1, le=100)
     aks_kubernetes_version: str | None = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
     aks_system_vm_size: str = "Standard_D4s_v5"
     aks_cpu_vm_size: str = "Standard_D4s_v5"
@@ -150,6 +228,8 @@ class AzureSettings(_Common):
     aks_gpu_vm_size: str = "Standard_NC4as_T4_v3"
     aks_gpu_max_nodes: int = Field(default=1, ge=1, le=100)
     acr_sku: Literal["Basic", "Standard", "Premium"] = "Standard"
+    #: Private endpoints for storage (blob, file), Key Vault, ACR and the workspace; public network access
+    #: off. Required in prod; dev may keep public access for laptops (stated in docs/infra.md).
     private_endpoints: bool = False
     vnet_address_space: str = Field(default="10.42.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
     azure_devops: AzureDevOpsSettings | None = None
@@ -185,7 +265,25 @@ class AzureSettings(_Common):
             )
         if self.private_endpoints and self.acr_sku != "Premium":
             raise ValueError("acr_sku must be 'Premium' when private_endpoints is true (ACR private link)")
+        if self.environment == "prod" and not self.private_endpoints:
+            raise ValueError("prod needs private_endpoints: true (public network access off)")
+        if self.aks_enabled and not self.aks_ssl_cname:
+            raise ValueError(
+                "aks_enabled needs aks_ssl_cname: the Azure ML extension serves HTTPS only "
+                "(allowInsecureConnections=False) and then requires sslCname and a certificate"
+            )
+        if self.aks_enabled and self.aks_inference_router_ha and self.aks_system_min_nodes < 3:
+            raise ValueError(
+                f"aks_inference_router_ha needs at least 3 system nodes (aks_system_min_nodes is {self.aks_system_min_nodes})"
+            )
         return self
+
+    @field_validator("subscription_id")
+    @classmethod
+    def _subscription(cls, value: str) -> str:
+        if not _GUID.fullmatch(value):
+            raise ValueError("must be the subscription's GUID (az account show --query id)")
+        return value.lower()
 
 
 class AwsSettings(_Common):
@@ -200,14 +298,21 @@ class AwsSettings(_Common):
     GitHub OIDC provider (an account holds one per issuer URL); when empty the program creates it.
     """
 
-    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,19}$")
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,19}[a-z0-9]$")
     region: str
+    #: The only account this stack may touch (the provider's ``allowedAccountIds``).
+    account_id: str = Field(pattern=r"^\d{12}$")
     training_instance_type: str = "ml.g4dn.xlarge"
     serving_instance_type: str = "ml.m5.large"
     max_training_instances: int = Field(default=1, ge=1, le=20)
     ecr_keep_images: int = Field(default=30, ge=1, le=1000)
     kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
     manage_training_log_group: bool = True
+    #: CloudWatch alarms per endpoint: invocation 5XX errors per 5 minutes, and p90 ModelLatency (ms).
+    alarm_5xx_errors: int = Field(default=1, ge=1)
+    alarm_latency_p90_ms: int = Field(default=1000, ge=1)
+    #: Release stages; each gets an endpoint name ``<name_prefix>-<stage>`` (training.naming.endpoint_name).
+    endpoint_stages: tuple[str, ...] = Field(default=("staging",), min_length=1)
     github_oidc_provider_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
     )
@@ -232,6 +337,37 @@ class AwsSettings(_Common):
         if not re.fullmatch(r"ml\.[a-z0-9]+\.\w+", value):
             raise ValueError(f"{value!r} is not a SageMaker instance type such as 'ml.m5.large'")
         return value
+
+
+class BootstrapSettings(_Strict):
+    """Settings of ``infra/bootstrap`` (namespace ``detops-bootstrap``), one stack per environment.
+
+    ``cloud``: which backend to make. ``stack_name_prefixes``: the ``name_prefix`` of the application
+    stacks this bootstrap serves (the infra deployer may manage their resource group / IAM roles only).
+    ``github.environments``: only ``infra_reader`` and ``infra_deployer`` are used here.
+    """
+
+    cloud: Literal["aws", "azure"]
+    environment: Literal["dev", "prod"]
+    name_prefix: str = Field(pattern=r"^[a-z][a-z0-9]{1,9}$")
+    region: str
+    account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
+    subscription_id: str | None = None
+    stack_name_prefixes: tuple[str, ...] = Field(min_length=1)
+    github: GitHubSettings
+    github_oidc_provider_arn: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _target(self) -> BootstrapSettings:
+        if self.cloud == "aws" and not self.account_id:
+            raise ValueError("cloud aws needs account_id (the only account this bootstrap may touch)")
+        if self.cloud == "azure" and not (self.subscription_id and _GUID.fullmatch(self.subscription_id)):
+            raise ValueError("cloud azure needs subscription_id (a GUID)")
+        for purpose in ("infra_reader", "infra_deployer"):
+            if not self.github.subjects(purpose):
+                raise ValueError(f"github.environments.{purpose} must name at least one environment")
+        return self
 
 
 def _format_error(err: dict[str, Any], namespace: str, model: type[BaseModel]) -> str:

@@ -38,6 +38,7 @@ export DETOPS_LOCAL_PORT="${DETOPS_LOCAL_PORT:-$("$PY" -c 'import socket; s=sock
 DETOPS_API_KEY="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
 export DETOPS_API_KEY
 unset DETOPS_ALLOW_SELF_APPROVAL
+export DETOPS_IDENTITY=declared      # one machine plays both the CI principal and the reviewer (--by)
 DETOPS_MODEL_NAME="rehearsal-detector"
 ENDPOINT_NAME="rehearsal"
 ENDPOINT_URL="http://127.0.0.1:${DETOPS_LOCAL_PORT}"
@@ -113,7 +114,7 @@ release() {
     return 0
   fi
   step "deployment or smoke test failed: roll back"
-  detops rollback --target local --name "$DETOPS_MODEL_NAME" --endpoint "$ENDPOINT_NAME" || return 2
+  detops rollback --target local --name "$DETOPS_MODEL_NAME" --endpoint "$ENDPOINT_NAME" --if-serving "$VERSION" || return 2
   return 1
 }
 

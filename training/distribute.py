@@ -69,9 +69,12 @@ def tf_config_from_sagemaker(env: Mapping[str, str] = os.environ) -> dict[str, A
         raise ConfigError("SM_HOSTS is set but SM_CURRENT_HOST is missing")
     if current not in hosts:
         raise ConfigError(f"SM_CURRENT_HOST {current!r} is not one of SM_HOSTS {hosts}")
-    port_text = env.get("DETOPS_WORKER_PORT", str(SAGEMAKER_WORKER_PORT))
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"DETOPS_WORKER_PORT must be a port number 1-65535, got {port_text!r}")
+    from training.settings import AwsSettings
+
+    try:
+        port_text = str(AwsSettings.load(env).worker_port)
+    except ConfigError as e:
+        raise ConfigError(f"DETOPS_WORKER_PORT must be a port number 1-65535 ({e})") from None
 
     def addr(host: str) -> str:
         return host if ":" in host else f"{host}:{port_text}"

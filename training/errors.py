@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     GATE = 4  # a quality or approval gate refused the action
     NOT_FOUND = 5  # a run, model version or resource does not exist
     BACKEND = 6  # a cloud or server backend failed
+    EXPORT = 7  # an export was written but failed its check (TFLite parity); the run folder is kept
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, the shell convention
 
 
@@ -50,6 +51,12 @@ class GateError(DetopsError):
     exit_code = ExitCode.GATE
 
 
+class ExportError(DetopsError):
+    """An export was written but failed its check (TFLite parity vs the SavedModel)."""
+
+    exit_code = ExitCode.EXPORT
+
+
 class NotFoundError(DetopsError, LookupError):
     """A named run, model version, preset or resource does not exist."""
 
@@ -60,6 +67,11 @@ class BackendError(DetopsError):
     """A backend (cloud service, local server) failed or is unreachable."""
 
     exit_code = ExitCode.BACKEND
+
+
+class AccessDeniedError(BackendError):
+    """The cloud authenticated the caller but its role may not do this action (IAM / Azure RBAC):
+    one line naming the action and the principal."""
 
 
 def near_match(name: str, known: Iterable[str]) -> str | None:

@@ -5,7 +5,9 @@ Metrics are pycocotools' ``COCOeval`` (bbox) over the split's COCO ground-truth 
 
 * ``AP``: mAP@[.5:.95] (mean over IoU 0.50:0.05:0.95 and classes), ``AP50``, ``AP75``;
 * ``APs``/``APm``/``APl``: AP for small (< 32² px), medium, large (> 96² px) ground-truth areas;
-* ``AR1``/``AR10``/``AR100``: average recall with at most 1/10/100 detections per image.
+* ``AR1``/``AR10``/``AR100``: average recall with at most 1/10/100 detections per image;
+* ``ARs``/``ARm``/``ARl``: AR100 for small, medium, large ground-truth areas (the 12 figures of
+  ``COCOeval.summarize()``, in its order).
 
 A value of ``-1`` means undefined (e.g. no ground truth of that area), as pycocotools reports it.
 """

@@ -44,8 +44,36 @@ class Preset:
     losses: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: Model Garden's MobileNetV2 without its final 1x1 conv (1280 filters). That conv only feeds the
+#: classifier of the ImageNet model: Model Garden's backbone still builds it as an extra endpoint
+#: (level 6) that the FPN ignores ("Input dict contained keys ['6']"), so every step paid for a
+#: conv whose weights got no gradient. Registered by :func:`register_backbones`.
+MOBILENETV2_FEATURES = "MobileNetV2Features"
+
+
+def register_backbones() -> None:
+    """Add :data:`MOBILENETV2_FEATURES` to Model Garden's MobileNet specs (idempotent).
+
+    Call before building a model from a config that names it (training, evaluation, export do).
+    Its variables are MobileNetV2's minus the last conv, in the same order, so a MobileNetV2
+    backbone checkpoint (e.g. the converted pretrained one) restores into it.
+    """
+    from official.vision.modeling.backbones import mobilenet
+
+    if MOBILENETV2_FEATURES in mobilenet.SUPPORTED_SPECS_MAP:
+        return
+    base = mobilenet.MNV2_BLOCK_SPECS
+    last = base["block_specs"][-1]
+    assert last[0] == "convbn" and last[3] == 1280, "Model Garden's MobileNetV2 spec changed"
+    mobilenet.SUPPORTED_SPECS_MAP[MOBILENETV2_FEATURES] = {
+        **base,
+        "spec_name": MOBILENETV2_FEATURES,
+        "block_specs": list(base["block_specs"][:-1]),
+    }
+
+
 _MOBILENET_FPN = {
-    "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 1.0}},
+    "backbone": {"type": "mobilenet", "mobilenet": {"model_id": MOBILENETV2_FEATURES, "filter_size_scale": 1.0}},
     "decoder": {"type": "fpn", "fpn": {"num_filters": 128, "use_separable_conv": True}},
     "head": {"num_convs": 3, "num_filters": 128, "use_separable_conv": True},
     "min_level": 3,
@@ -98,7 +126,7 @@ PRESETS: dict[str, Preset] = {
         description="A very small RetinaNet for tests and smoke runs (no pretrained weights).",
         model={
             **_MOBILENET_FPN,
-            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 0.35}},
+            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": MOBILENETV2_FEATURES, "filter_size_scale": 0.35}},
             "decoder": {"type": "fpn", "fpn": {"num_filters": 16, "use_separable_conv": True}},
             "head": {"num_convs": 1, "num_filters": 16, "use_separable_conv": True},
             "max_level": 5,
@@ -193,8 +221,27 @@ def _numbers(d: dict[str, Any], checkpoint_interval: int | None, max_level: int,
     return steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval
 
 
-def _data_configs(train_records: str, val_records: str, batch_size: int, parser: dict[str, Any]) -> dict[str, Any]:
-    """``train_data`` and ``validation_data`` of the RetinaNet task (validation batches of at most 8)."""
+def _task_config(p: Preset, num_classes: int, image_size: int, init_checkpoint: str | None,
+                 val_annotation_file: str | None) -> dict[str, Any]:
+    """The RetinaNet task's model (``num_classes + 1`` with background, square input), losses and
+    init checkpoint (the backbone only), without the data sections."""
+    model = copy.deepcopy(p.model)
+    model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
+    return {
+        "model": model,
+        "init_checkpoint": init_checkpoint or None,
+        "init_checkpoint_modules": "backbone",
+        "annotation_file": val_annotation_file,
+        "per_category_metrics": True,
+        "losses": dict(p.losses),
+    }
+
+
+def _data_configs(
+    train_records: str, val_records: str, batch_size: int, parser: dict[str, Any], seed: int | None
+) -> dict[str, Any]:
+    """``train_data`` and ``validation_data`` of the RetinaNet task (validation batches of at most 8;
+    ``seed`` for the input reader's shuffling)."""
     return {
         "train_data": {
             "input_path": train_records,
@@ -202,6 +249,7 @@ def _data_configs(train_records: str, val_records: str, batch_size: int, parser:
             "global_batch_size": batch_size,
             "dtype": "float32",
             "shuffle_buffer_size": 512,
+            "seed": seed,
             "parser": parser,
             "drop_remainder": True,
         },
@@ -210,6 +258,7 @@ def _data_configs(train_records: str, val_records: str, batch_size: int, parser:
             "is_training": False,
             "global_batch_size": max(1, min(batch_size, 8)),
             "dtype": "float32",
+            "seed": seed,
             "drop_remainder": False,
         },
     }
@@ -267,6 +316,7 @@ def build_experiment(
     overrides: dict[str, Any] | None = None,
     where: str = "experiment overrides",
     pretrained_provider: Callable[[], str] | None = None,
+    seed: int | None = None,
 ):
     """Build and validate the Model Garden ``ExperimentConfig`` of a run.
 
@@ -283,6 +333,9 @@ def build_experiment(
         ``None`` uses the preset's pretrained backbone if it has one (``pretrained_provider``).
       checkpoint_interval: steps between checkpoints (default: about 10 per run, at least 1).
       overrides: nested or dotted Model Garden keys (``task.model.head.num_convs: 2``) applied last.
+      seed: the run's seed, stored as ``task.train_data.seed`` (file and example shuffling of
+        Model Garden's input reader); :func:`training.train.train_model` also seeds TensorFlow's
+        global generator (augmentation, initializers) from it.
 
     Returns:
       ``official.core.config_definitions.ExperimentConfig``, validated.
@@ -294,6 +347,7 @@ def build_experiment(
     from official.core import exp_factory
     from official.vision.configs import retinanet as rcfg  # noqa: F401  (registers the factory)
 
+    register_backbones()
     p = get_preset(preset)
     given = dict(steps=steps, batch_size=batch_size, image_size=image_size, learning_rate=learning_rate,
                  warmup_steps=warmup_steps)
@@ -304,17 +358,8 @@ def build_experiment(
     if init_checkpoint is None and d.get("pretrained") and pretrained_provider is not None:
         init_checkpoint = pretrained_provider()
     params = exp_factory.get_exp_config("retinanet")
-    model = copy.deepcopy(p.model)
-    model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
-    task = {
-        "model": model,
-        "init_checkpoint": init_checkpoint or None,
-        "init_checkpoint_modules": "backbone",
-        "annotation_file": val_annotation_file,
-        "per_category_metrics": True,
-        "losses": dict(p.losses),
-        **_data_configs(train_records, val_records, batch_size, dict(p.parser)),
-    }
+    task = _task_config(p, num_classes, image_size, init_checkpoint, val_annotation_file)
+    task.update(_data_configs(train_records, val_records, batch_size, dict(p.parser), seed))
     base = {
         "runtime": {"mixed_precision_dtype": "float32", "distribution_strategy": "mirrored"},
         "task": task,
@@ -345,6 +390,7 @@ def experiment_from_yaml(text: str):
     from official.core import exp_factory
     from official.vision.configs import retinanet as rcfg  # noqa: F401
 
+    register_backbones()
     params = exp_factory.get_exp_config("retinanet")
     params.override(yaml.safe_load(text), is_strict=False)
     return params

@@ -54,6 +54,9 @@ def build_model(params, batch_size: int | None = None):
     import tf_keras
     from official.vision.modeling import factory
 
+    from training.experiment import register_backbones
+
+    register_backbones()
     input_specs = tf_keras.layers.InputSpec(shape=[batch_size, *_padded_size(params), 3])
     return factory.build_retinanet(input_specs=input_specs, model_config=params.task.model)
 

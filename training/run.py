@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -44,15 +45,49 @@ if TYPE_CHECKING:
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
-    """A run id in the run layout's format, ``<YYYYmmddTHHMMSS>-<6 hex>`` (UTC; ``now`` for tests)."""
+    """A new run id in the run layout's format, ``<YYYYmmddTHHMMSS>-<6 hex>`` (UTC; ``now`` for tests)."""
     now = now or dt.datetime.now(dt.UTC)
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def run_id_from_env() -> str | None:
+    """``$DETOPS_RUN_ID``: the run id a cloud job was submitted with (None when unset).
+
+    The Azure ML pipeline steps and the SageMaker training job set it, so the run folder keeps the
+    id the submitter printed instead of minting a new one.
+
+    Raises:
+      ConfigError: the value is not a run id (letters, digits, ``_ . -``; at most 128 characters).
+    """
+    from training.errors import ConfigError
+    from training.settings import CommonSettings
+
+    value = (CommonSettings.load().run_id or "").strip()
+    if not value:
+        return None
+    if not _RUN_ID.match(value):
+        raise ConfigError(f"DETOPS_RUN_ID {value!r} is not a run id (letters, digits, '_', '.', '-')")
+    return value
+
+
+def is_chief() -> bool:
+    """True in the process that writes ``run.json`` and publishes (the only one, or the chief of a
+    ``TF_CONFIG`` / SageMaker cluster: :func:`training.distribute.is_chief`)."""
+    from training.distribute import is_chief as _is_chief
+
+    return _is_chief(os.environ)
+
+
 def code_version() -> str:
     """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    if os.environ.get("DETOPS_CODE_VERSION"):
-        return os.environ["DETOPS_CODE_VERSION"]
+    from training.settings import CommonSettings
+
+    pinned = CommonSettings.load().code_version
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -103,10 +138,15 @@ class Run:
         return os.path.join(self.local_dir, *parts)
 
     @classmethod
-    def create(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
-        """Create a new run folder under ``<datastore>/<project>/runs/`` (or at ``run_dir``)."""
+    def create(cls, cfg: RunConfig, run_dir: str | None = None, run_id: str | None = None) -> Run:
+        """Create a new run folder under ``<datastore>/<project>/runs/<id>`` (or at ``run_dir``).
+
+        The id is ``run_id``, else ``$DETOPS_RUN_ID`` (set by the cloud jobs), else a new one.
+        """
+        from training.settings import CommonSettings
+
         now = dt.datetime.now(dt.UTC)
-        run_id = new_run_id(now)
+        run_id = run_id or run_id_from_env() or new_run_id(now)
         url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
         if storage.is_local(url):
             url = str(Path(url.removeprefix("file://")).resolve())
@@ -119,7 +159,8 @@ class Run:
             "id": run_id,
             "project": cfg.project,
             "created_at": now.isoformat(),
-            "url": url,
+            # the datastore URL a cloud job was given (e.g. azureml://...) rather than its mount path
+            "url": CommonSettings.load().run_url or url,
             "status": "running",
             "stages": {},
             "inputs": {},
@@ -156,9 +197,15 @@ class Run:
         return run
 
     def save(self) -> None:
-        """Write ``run.json`` locally."""
+        """Write ``run.json`` locally (the chief only: other workers of a cluster never write it)."""
+        if not is_chief():
+            return
         with open(self.path("run.json"), "w") as f:
             json.dump(self.manifest, f, indent=2)
+
+    def is_complete(self, stage: str) -> bool:
+        """True when ``run.json`` records ``stage`` as complete."""
+        return (self.manifest.get("stages", {}).get(stage) or {}).get("status") == "complete"
 
     def stage_done(self, stage: str, **info) -> None:
         """Record a finished stage (and its figures) in the manifest; publish when remote."""
@@ -174,8 +221,8 @@ class Run:
         self.publish()
 
     def publish(self) -> None:
-        """Upload the staging folder to ``url`` (no-op for a local datastore)."""
-        if self.url != self.local_dir:
+        """Upload the staging folder to ``url`` (no-op for a local datastore and for non-chief workers)."""
+        if self.url != self.local_dir and is_chief():
             storage.publish_run(self.local_dir, self.url)
 
     def missing_stages(self, stages: tuple[str, ...] = STAGES) -> list[str]:
@@ -191,4 +238,4 @@ def has_manifest(url: str) -> bool:
     return storage.exists(storage.join(url, "run.json"))
 
 
-__all__ = ["Run", "code_version", "has_manifest", "new_run_id", "versions"]
+__all__ = ["Run", "code_version", "has_manifest", "is_chief", "new_run_id", "run_id_from_env", "versions"]

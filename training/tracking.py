@@ -27,20 +27,18 @@ from typing import Any
 from training import storage
 from training.errors import NotFoundError
 from training.home import detops_home as detops_home  # one resolution; re-exported for deployment
-from training.names import COCO_METRIC_NAMES, SPLITS
+from training.names import SPLITS
+from training.settings import CommonSettings
 
 #: Tag set on every MLflow run logged from a run folder; ``find_run`` looks runs up by it.
 RUN_ID_TAG = "detops.run_id"
 RUN_URL_TAG = "detops.run_url"
 _MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-_SCALAR_METRICS = COCO_METRIC_NAMES
-
-
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<detops_home>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    env = CommonSettings.load().mlflow_tracking_uri
     if env:
         return env
     return f"sqlite:///{(detops_home() / 'mlflow.db').as_posix()}"
@@ -190,7 +188,7 @@ def _experiment_id(client, uri: str, project: str) -> str:
     if exp is not None:
         return exp.experiment_id
     kwargs = {}
-    if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if uri.startswith("sqlite:") and not CommonSettings.load().mlflow_tracking_uri:
         kwargs["artifact_location"] = default_artifact_root()
     return client.create_experiment(project, **kwargs)
 

@@ -9,6 +9,8 @@
 * TensorBoard scalars (losses, learning rate) every ``trainer.summary_interval`` steps into
   ``tensorboard_dir``;
 * a progress line with steps/s and ETA after each loop of ``trainer.steps_per_loop`` steps;
+* every random source is seeded from ``task.train_data.seed`` (:func:`seed_everything`), so the
+  same config on the same machine trains the same weights;
 * the distribution strategy comes from the environment (``TF_CONFIG``; SageMaker's ``SM_HOSTS``)
   through :func:`training.distribute.strategy_from_env`, so the same code scales to several workers.
 """
@@ -35,8 +37,8 @@ class TrainResult:
 class _Progress:
     """Orbit train action: prints steps/s and ETA after each loop of steps."""
 
-    def __init__(self, total: int, start: int, printer):
-        self.total, self.start, self.printer = total, start, printer
+    def __init__(self, total: int, start: int, printer, on_progress=None):
+        self.total, self.start, self.printer, self.on_progress = total, start, printer, on_progress
         self.t0 = time.monotonic()
         self.step_fn = None
         self.last: dict[str, float] = {}
@@ -50,6 +52,32 @@ class _Progress:
         self.last = {k: float(v) for k, v in (output or {}).items() if getattr(v, "shape", ()) == ()}
         loss = self.last.get("total_loss", self.last.get("training_loss", float("nan")))
         self.printer(f"step {step}/{self.total}  loss {loss:.4f}  {rate:.2f} steps/s  ETA {eta:.0f}s")
+        if self.on_progress is not None:
+            self.on_progress(step, self.total, loss, rate)
+
+
+def seed_everything(seed: int | None, deterministic_ops: bool = False) -> None:
+    """Seed every random source of a training process from one integer.
+
+    ``tf_keras.utils.set_random_seed`` seeds Python's ``random``, NumPy and TensorFlow's global
+    generator: weight initializers and the augmentation ops of Model Garden's parser (random flip,
+    scale jitter; they carry fixed op-level seeds, so the global seed decides their sequence).
+    The input reader's file/example shuffling gets the seed through ``task.train_data.seed``
+    (:func:`training.experiment.build_experiment`). ``deterministic_ops`` turns on TensorFlow's op
+    determinism; it is off because with Model Garden's input pipeline (TF 2.20) creating the
+    training iterator then fails ("MakeIterator ... input[0] == '^args_3', is not found"). Without
+    it, the parser's random ops run in a parallel ``map``, so which image gets which flip/scale
+    can vary between two runs of the same seed: the figures agree within the spread measured by
+    ``benchmarks/bccd_map.py --seeds``, not bit for bit. ``None`` does nothing (an unseeded run).
+    """
+    if seed is None:
+        return
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(int(seed))
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
 
 
 def default_strategy():
@@ -69,6 +97,7 @@ def train_model(
     tensorboard_dir: str | None = None,
     strategy=None,
     printer=None,
+    on_progress=None,
 ) -> TrainResult:
     """Train (or resume) the RetinaNet of ``params`` up to ``params.trainer.train_steps``.
 
@@ -78,6 +107,8 @@ def train_model(
       tensorboard_dir: where train summaries go (default: ``<checkpoint_dir>/train``).
       strategy: a ``tf.distribute.Strategy``; default :func:`default_strategy`.
       printer: called with one progress line per loop (default: the ``detops.train`` logger).
+      on_progress: optional ``(global_step, total_steps, loss, steps_per_s)`` callback per loop
+        (a progress bar, :meth:`training.report.Reporter.train_progress`).
 
     Returns:
       :class:`TrainResult`; ``steps_run`` is 0 when the checkpoint already reached the target.
@@ -87,11 +118,15 @@ def train_model(
     from official.core import task_factory, train_lib
     from official.vision import registry_imports  # noqa: F401  (registers the RetinaNet task)
 
+    from training.experiment import register_backbones
+
+    register_backbones()
+    seed_everything(params.task.train_data.seed)
     strategy = strategy or default_strategy()
     printer = printer or log.info
     total = int(params.trainer.train_steps)
     start = _latest_step(checkpoint_dir)
-    progress = _Progress(total, start, printer)
+    progress = _Progress(total, start, printer, on_progress)
     t0 = time.monotonic()
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=checkpoint_dir)

@@ -7,7 +7,6 @@ The approval rules live once in :mod:`deployment.registry.approval`, above every
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
@@ -30,7 +29,10 @@ def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
     ``kwargs`` go to the adapter's constructor (e.g. ``tracking_uri=`` for MLflow).
     Raises :class:`training.errors.NotFoundError` (listing the known kinds) for an unknown name.
     """
-    kind = kind or os.environ.get("DETOPS_REGISTRY") or "mlflow"
+    if not kind:
+        from training.settings import CommonSettings
+
+        kind = CommonSettings.load().registry
     return REGISTRIES.load(kind, **kwargs)
 
 

@@ -18,11 +18,12 @@ version can be deployed (:meth:`ApprovalService.require_approved`, called by
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 
+from deployment.registry import artifact
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from deployment.registry.gate import GateDecision, evaluate_gate
+from deployment.registry.identity import Principal, as_principal
 from training import storage
 from training.errors import ConfigError, GateError
 from training.tracking import read_manifest, read_metrics
@@ -45,6 +46,27 @@ def _require(value: str | None, what: str) -> str:
     return value
 
 
+def _principal(by: str | Principal, what: str) -> Principal:
+    p = as_principal(by)
+    _require(p.id, what)
+    return p
+
+
+#: Tag holding the registrant's principal id (compared by four-eyes; ``registered_by`` is the name).
+REGISTRANT_ID_TAG = "registered_by.id"
+
+
+def registrant_id(mv: ModelVersion) -> str:
+    """The principal id that registered ``mv`` (falls back to ``registered_by`` for older versions)."""
+    return mv.tags.get(REGISTRANT_ID_TAG) or mv.registered_by
+
+
+def _entry(p: Principal, action: str, comment: str, details: dict | None = None) -> AuditEntry:
+    d = dict(details or {})
+    d["principal"] = p.to_dict()
+    return AuditEntry(p.name, _now(), action, comment, d)
+
+
 def _version_key(v: ModelVersion) -> tuple[int, str]:
     return (int(v.version), v.version) if v.version.isdigit() else (10**12, v.version)
 
@@ -61,7 +83,9 @@ class ApprovalService:
     def __init__(self, registry: ModelRegistry, allow_self_approval: bool | None = None) -> None:
         self.registry = registry
         if allow_self_approval is None:
-            allow_self_approval = os.environ.get("DETOPS_ALLOW_SELF_APPROVAL", "").lower() in ("1", "true", "yes")
+            from training.settings import CommonSettings
+
+            allow_self_approval = CommonSettings.load().allow_self_approval
         self.allow_self_approval = allow_self_approval
 
     # -- queries ---------------------------------------------------------------------------------
@@ -100,7 +124,7 @@ class ApprovalService:
         self,
         run_url: str,
         name: str,
-        by: str,
+        by: str | Principal,
         *,
         margin: float | None = None,
         force: bool = False,
@@ -111,8 +135,13 @@ class ApprovalService:
 
         The version carries the run's metrics (``test/AP50`` ...), the dataset sha256, the code
         version, the run URL/id (and ``mlflow_run_id`` when the run was tracked) and the gate decision
-        (tags ``gate.passed`` and ``gate.decision`` as JSON). Audit entries: ``gate`` (with the numbers),
-        ``force`` when forced, then ``register``.
+        (tags ``gate.passed`` and ``gate.decision`` as JSON), the sha256 manifest of ``export/``
+        (tags ``artifact.manifest`` and ``artifact.sha256``, :mod:`deployment.registry.artifact`; the
+        manifest is also written as ``export/detops-manifest.json``) and the registrant's principal id
+        (tag ``registered_by.id``). ``by`` is the authenticated principal
+        (:func:`deployment.registry.identity.current_principal`); a plain string is a declared identity.
+        Audit entries (each with the principal): ``gate`` (with the numbers), ``force`` when forced,
+        then ``register``.
 
         Raises:
             ConfigError: ``by`` is empty, or ``force`` without a ``comment``.
@@ -120,7 +149,7 @@ class ApprovalService:
                 the gate without ``force``.
             NotFoundError / DataError: the run folder or its files are missing / malformed.
         """
-        by = _require(by, "--by (who registers)")
+        who = _principal(by, "the registrant's identity")
         if force:
             comment = _require(comment, "--comment (why the gate is forced)")
         manifest = read_manifest(run_url)
@@ -138,6 +167,9 @@ class ApprovalService:
         if not decision.passed and not force:
             raise GateError(f"quality gate failed for {run_url}: " + "; ".join(decision.reasons))
 
+        files = artifact.compute_manifest(export_url)
+        digest = artifact.manifest_digest(files)
+        storage.write_json(storage.join(export_url, artifact.MANIFEST_FILE), artifact.manifest_document(files))
         dataset = (manifest.get("inputs") or {}).get("dataset") or {}
         tags = {
             "run_id": run_id,
@@ -147,38 +179,41 @@ class ApprovalService:
             "gate.passed": str(decision.passed).lower(),
             "gate.forced": str(bool(force and not decision.passed)).lower(),
             "gate.decision": json.dumps(decision.to_dict()),
+            artifact.DIGEST_TAG: digest,
+            artifact.MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":")),  # = manifest_tags()
+            REGISTRANT_ID_TAG: who.id,
         }
         if mlflow_run_id:
             tags["mlflow_run_id"] = mlflow_run_id
-        mv = self.registry.create_version(name, export_url, by, read_metrics(run_url), tags)
+        mv = self.registry.create_version(name, export_url, who.name, read_metrics(run_url), tags)
         pending = ApprovalStatus.PENDING
-        self.registry.set_status(name, mv.version, pending, AuditEntry(by, _now(), "gate", "", decision.to_dict()))
+        self.registry.set_status(name, mv.version, pending, _entry(who, "gate", "", decision.to_dict()))
         if not decision.passed:
-            self.registry.set_status(
-                name, mv.version, pending, AuditEntry(by, _now(), "force", comment, {"reasons": decision.reasons})
-            )
+            self.registry.set_status(name, mv.version, pending, _entry(who, "force", comment, {"reasons": decision.reasons}))
         return self.registry.set_status(
-            name, mv.version, pending, AuditEntry(by, _now(), "register", comment, {"run_url": run_url})
+            name, mv.version, pending, _entry(who, "register", comment, {"run_url": run_url, "artifact_sha256": digest})
         )
 
-    def _transition(self, name: str, version: str, to: ApprovalStatus, by: str, comment: str, action: str):
-        by = _require(by, "--by (who decides)")
+    def _transition(
+        self, name: str, version: str, to: ApprovalStatus, by: str | Principal, comment: str, action: str
+    ) -> ModelVersion:
+        who = _principal(by, "the deciding identity")
         comment = _require(comment, "--comment (why)")
         mv = self.registry.get_version(name, str(version))
         if to not in _ALLOWED[mv.status]:
             raise GateError(f"model {name!r} version {version} is {mv.status.value}; cannot {action} it")
-        if to == ApprovalStatus.APPROVED and by == mv.registered_by and not self.allow_self_approval:
+        if to == ApprovalStatus.APPROVED and who.id == registrant_id(mv) and not self.allow_self_approval:
             raise GateError(
-                f"{by!r} registered model {name!r} version {version} and may not approve it "
-                "(another person must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
+                f"{who.name!r} (principal {who.id}) registered model {name!r} version {version} and may not "
+                "approve it (another principal must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
             )
-        entry = AuditEntry(by, _now(), action, comment, {"from": mv.status.value, "to": to.value})
+        entry = _entry(who, action, comment, {"from": mv.status.value, "to": to.value})
         return self.registry.set_status(name, str(version), to, entry)
 
-    def approve(self, name: str, version: str, by: str, comment: str) -> ModelVersion:
-        """PendingManualApproval -> Approved, by someone other than the registrant; audited."""
+    def approve(self, name: str, version: str, by: str | Principal, comment: str) -> ModelVersion:
+        """PendingManualApproval -> Approved, by a principal other than the registrant (ids compared); audited."""
         return self._transition(name, version, ApprovalStatus.APPROVED, by, comment, "approve")
 
-    def reject(self, name: str, version: str, by: str, comment: str) -> ModelVersion:
+    def reject(self, name: str, version: str, by: str | Principal, comment: str) -> ModelVersion:
         """PendingManualApproval or Approved -> Rejected; audited."""
         return self._transition(name, version, ApprovalStatus.REJECTED, by, comment, "reject")

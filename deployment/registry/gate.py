@@ -18,7 +18,6 @@ a comment, audited) registers a candidate that failed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,14 +32,9 @@ GATE_METRIC = "test/AP"
 
 def default_margin() -> float:
     """``$DETOPS_GATE_MARGIN`` as a float, else :data:`DEFAULT_MARGIN` (0.01 AP)."""
-    raw = os.environ.get("DETOPS_GATE_MARGIN")
-    if raw is None or raw == "":
-        return DEFAULT_MARGIN
-    try:
-        value = float(raw)
-    except ValueError as e:
-        raise ConfigError(f"DETOPS_GATE_MARGIN={raw!r} is not a number") from e
-    return value
+    from training.settings import CommonSettings
+
+    return CommonSettings.load().gate_margin  # ConfigError naming DETOPS_GATE_MARGIN when not a number
 
 
 @dataclass

@@ -35,6 +35,39 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def version_from_tags(name: str, version: str, source: str, tags: dict[str, str]) -> ModelVersion:
+    """A :class:`ModelVersion` from this module's tag layout (also used for Azure ML model assets)."""
+    status_raw = tags.get(STATUS_TAG, ApprovalStatus.PENDING.value)
+    try:
+        status = ApprovalStatus(status_raw)
+    except ValueError as e:
+        raise BackendError(f"model {name} version {version}: unknown approval_status {status_raw!r}") from e
+    metrics = {}
+    other = {}
+    for k, v in tags.items():
+        if k.startswith(METRIC_PREFIX):
+            try:
+                metrics[k[len(METRIC_PREFIX) :]] = float(v)
+            except ValueError:
+                other[k] = v
+        elif k.startswith(AUDIT_PREFIX):
+            continue
+        elif k not in _RESERVED:
+            other[k] = v
+    audit = [AuditEntry(**json.loads(tags[k])) for k in sorted(t for t in tags if t.startswith(AUDIT_PREFIX))]
+    return ModelVersion(
+        name=name,
+        version=str(version),
+        status=status,
+        artifact_uri=source,
+        registered_by=tags.get(BY_TAG, ""),
+        created_at=tags.get(CREATED_TAG, ""),
+        metrics=metrics,
+        tags=other,
+        audit=audit,
+    )
+
+
 class MlflowRegistry(ModelRegistry):
     """Model versions in an MLflow model registry (local SQLite by default, or any tracking URI).
 
@@ -53,39 +86,7 @@ class MlflowRegistry(ModelRegistry):
 
     # -- helpers -------------------------------------------------------------------------------
     def _to_version(self, mv) -> ModelVersion:
-        tags = dict(mv.tags or {})
-        status_raw = tags.get(STATUS_TAG, ApprovalStatus.PENDING.value)
-        try:
-            status = ApprovalStatus(status_raw)
-        except ValueError as e:
-            raise BackendError(f"model {mv.name} version {mv.version}: unknown approval_status {status_raw!r}") from e
-        metrics = {}
-        audit = []
-        other = {}
-        for k, v in tags.items():
-            if k.startswith(METRIC_PREFIX):
-                try:
-                    metrics[k[len(METRIC_PREFIX) :]] = float(v)
-                except ValueError:
-                    other[k] = v
-            elif k.startswith(AUDIT_PREFIX):
-                continue
-            elif k not in _RESERVED:
-                other[k] = v
-        for k in sorted(t for t in tags if t.startswith(AUDIT_PREFIX)):
-            d = json.loads(tags[k])
-            audit.append(AuditEntry(**d))
-        return ModelVersion(
-            name=mv.name,
-            version=str(mv.version),
-            status=status,
-            artifact_uri=mv.source,
-            registered_by=tags.get(BY_TAG, ""),
-            created_at=tags.get(CREATED_TAG, ""),
-            metrics=metrics,
-            tags=other,
-            audit=audit,
-        )
+        return version_from_tags(mv.name, str(mv.version), mv.source, dict(mv.tags or {}))
 
     def _append_audit(self, name: str, version: str, entry: AuditEntry, existing: dict[str, str]) -> None:
         n = sum(1 for k in existing if k.startswith(AUDIT_PREFIX))

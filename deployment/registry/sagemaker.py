@@ -39,15 +39,17 @@ class SageMakerRegistry(ModelRegistry):
 
     def __init__(self, metadata_uri: str | None = None, serving_image: str | None = None,
                  sagemaker_client: Any = None) -> None:
-        import os
+        from training.settings import AwsSettings, CommonSettings, missing_settings
 
-        metadata_uri = metadata_uri or os.environ.get("DETOPS_SM_REGISTRY_URI")
-        if not metadata_uri or not metadata_uri.startswith("s3://"):
-            raise ConfigError("set DETOPS_SM_REGISTRY_URI to s3://bucket/prefix (model version metadata)")
-        self.metadata_uri: str = metadata_uri
-        self.serving_image = serving_image or os.environ.get("DETOPS_SERVING_IMAGE")
-        if not self.serving_image:
-            raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ECR)")
+        metadata_uri = metadata_uri or AwsSettings.load().sm_registry_uri
+        self.serving_image = serving_image or CommonSettings.load().serving_image
+        missing: list[tuple[Any, str]] = [] if metadata_uri else [(AwsSettings, "sm_registry_uri")]
+        missing += [] if self.serving_image else [(CommonSettings, "serving_image")]
+        if missing:
+            raise missing_settings(missing, "use the SageMaker Model Registry")
+        if not str(metadata_uri).startswith("s3://"):
+            raise ConfigError(f"DETOPS_SM_REGISTRY_URI must be s3://bucket/prefix (model version metadata), got {metadata_uri!r}")
+        self.metadata_uri: str = str(metadata_uri)
         if sagemaker_client is None:
             from training.backends.sagemaker import client
 
@@ -61,14 +63,12 @@ class SageMakerRegistry(ModelRegistry):
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from deployment.cloud_errors import aws_error
+
         try:
             return fn(**kwargs)
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            msg = e.response.get("Error", {}).get("Message", str(e))
-            if code in ("ValidationException", "ResourceNotFound") and ("not found" in msg.lower() or "does not exist" in msg.lower()):
-                raise NotFoundError(f"{what}: {msg}") from e
-            raise BackendError(f"SageMaker {what}: {code} {msg}") from e
+            raise aws_error(e, what) from e
         except BotoCoreError as e:
             raise BackendError(f"SageMaker {what}: {e}") from e
 
@@ -101,13 +101,19 @@ class SageMakerRegistry(ModelRegistry):
         except ValueError as e:
             raise BackendError(f"model {name} version {version}: unknown ModelApprovalStatus {status_raw!r}") from e
         containers = desc.get("InferenceSpecification", {}).get("Containers", [{}])
+        source = containers[0].get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri", "")
         tags = dict(doc.get("tags", {}))
         tags["sagemaker:model_package_arn"] = desc["ModelPackageArn"]
+        from deployment.registry.artifact import DIGEST_TAG
+
+        pinned = (desc.get("CustomerMetadataProperties") or {}).get(DIGEST_TAG)
+        if pinned:  # the package's own record wins over the (writable) metadata document
+            tags[DIGEST_TAG] = pinned
         return ModelVersion(
             name=name,
             version=version,
             status=status,
-            artifact_uri=doc.get("artifact_uri") or containers[0].get("ModelDataUrl", ""),
+            artifact_uri=(source.rstrip("/") if source else "") or doc.get("artifact_uri") or containers[0].get("ModelDataUrl", ""),
             registered_by=doc.get("registered_by", ""),
             created_at=doc.get("created_at") or str(desc.get("CreationTime", "")),
             metrics={k: float(v) for k, v in doc.get("metrics", {}).items()},
@@ -115,13 +121,46 @@ class SageMakerRegistry(ModelRegistry):
             audit=[AuditEntry(**a) for a in doc.get("audit", [])],
         )
 
+    def package_request(self, name: str, artifact_uri: str, registered_by: str, tags: dict[str, str]) -> dict[str, Any]:
+        """The ``CreateModelPackage`` request (boto3 kwargs) for the ``export/`` folder at ``artifact_uri``.
+
+        The folder is uncompressed model data: ``ModelDataSource.S3DataSource`` with
+        ``S3DataType: S3Prefix``, ``CompressionType: None`` and a URI ending in ``/`` (``ModelDataUrl``
+        would have to name one ``.tar.gz``). SageMaker copies the prefix to ``/opt/ml/model`` in the
+        container. The artifact digest and the registrant go to ``CustomerMetadataProperties``
+        (values <= 256 characters).
+        """
+        from deployment.registry.artifact import DIGEST_TAG
+
+        data_uri = artifact_uri.rstrip("/") + "/"
+        meta = {
+            "registered_by": registered_by[:256],
+            "run_url": str(tags.get("run_url", ""))[:256],
+            DIGEST_TAG: str(tags.get(DIGEST_TAG, "")),
+        }
+        return {
+            "ModelPackageGroupName": name,
+            "ModelPackageDescription": f"registered by {registered_by} from {tags.get('run_url', artifact_uri)}"[:1000],
+            "ModelApprovalStatus": ApprovalStatus.PENDING.value,
+            "InferenceSpecification": {
+                "Containers": [{
+                    "Image": self.serving_image,
+                    "ModelDataSource": {"S3DataSource": {"S3Uri": data_uri, "S3DataType": "S3Prefix",
+                                                         "CompressionType": "None"}},
+                }],
+                "SupportedContentTypes": ["image/jpeg", "image/png", "application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "CustomerMetadataProperties": {k: v for k, v in meta.items() if v},
+        }
+
     # -- ModelRegistry -------------------------------------------------------------------------
     def create_version(self, name: str, artifact_uri: str, registered_by: str,
                        metrics: dict[str, float], tags: dict[str, str]) -> ModelVersion:
         """Create a model package (``PendingManualApproval``) in group ``name`` (created if absent).
 
         ``artifact_uri`` is the run's ``export/`` folder on S3; the package points at it as
-        uncompressed model data (``ModelDataSource`` S3Prefix), served by ``DETOPS_SERVING_IMAGE``.
+        uncompressed model data (:meth:`package_request`), served by ``DETOPS_SERVING_IMAGE``.
         """
         if not artifact_uri.startswith("s3://"):
             raise ConfigError(f"SageMaker model packages need an s3:// artifact, got {artifact_uri!r}")
@@ -133,21 +172,9 @@ class SageMakerRegistry(ModelRegistry):
             self._call(f"create model package group {name!r}", self.sm.create_model_package_group,
                        ModelPackageGroupName=name,
                        ModelPackageGroupDescription="detops object detector; versions gated by approval")
-        data_url = artifact_uri.rstrip("/") + "/"
+        request = self.package_request(name, artifact_uri, registered_by, tags)
         created = _now()
-        meta = {"registered_by": registered_by[:256], "run_url": str(tags.get("run_url", ""))[:256]}
-        resp = self._call(
-            f"create model package in {name!r}", self.sm.create_model_package,
-            ModelPackageGroupName=name,
-            ModelPackageDescription=f"registered by {registered_by} from {tags.get('run_url', artifact_uri)}"[:1000],
-            ModelApprovalStatus=ApprovalStatus.PENDING.value,
-            InferenceSpecification={
-                "Containers": [{"Image": self.serving_image, "ModelDataUrl": data_url}],
-                "SupportedContentTypes": ["image/jpeg", "image/png", "application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-            CustomerMetadataProperties={k: v for k, v in meta.items() if v},
-        )
+        resp = self._call(f"create model package in {name!r}", self.sm.create_model_package, **request)
         desc = self._call("describe model package", self.sm.describe_model_package,
                           ModelPackageName=resp["ModelPackageArn"])
         version = str(desc["ModelPackageVersion"])
@@ -178,11 +205,19 @@ class SageMakerRegistry(ModelRegistry):
         return out
 
     def set_status(self, name: str, version: str, status: ApprovalStatus, entry: AuditEntry) -> ModelVersion:
-        """``UpdateModelPackage(ModelApprovalStatus=...)`` and append ``entry`` to the audit document."""
+        """``UpdateModelPackage(ModelApprovalStatus=...)`` when the status changes, and append ``entry``
+        to the audit document.
+
+        No UpdateModelPackage is sent when the package already has ``status`` (the audit entries of
+        ``register`` keep PendingManualApproval): the CI role that registers holds no
+        ``sagemaker:UpdateModelPackage``, only the approver role does.
+        """
         arn = self.package_arn(name, version)
-        self._call("update model package", self.sm.update_model_package, ModelPackageArn=arn,
-                   ModelApprovalStatus=ApprovalStatus(status).value,
-                   ApprovalDescription=f"{entry.action} by {entry.actor}: {entry.comment}"[:1000])
+        current = self._call("describe model package", self.sm.describe_model_package, ModelPackageName=arn)
+        if current.get("ModelApprovalStatus") != ApprovalStatus(status).value:
+            self._call("update model package", self.sm.update_model_package, ModelPackageArn=arn,
+                       ModelApprovalStatus=ApprovalStatus(status).value,
+                       ApprovalDescription=f"{entry.action} by {entry.actor}: {entry.comment}"[:1000])
         url = self._doc_url(name, str(version))
         try:
             doc = storage.read_json(url)

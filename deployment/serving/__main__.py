@@ -8,7 +8,6 @@ serving container (AKS / Azure ML, SageMaker: port 8080, ``/invocations`` and ``
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,18 +15,19 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from deployment.serving.app import create_app
-    from deployment.serving.settings import load_settings
+    from deployment.serving.settings import ServerSettings, load_settings
 
+    server = ServerSettings()
     p = argparse.ArgumentParser(prog="python -m deployment.serving")
-    p.add_argument("--host", default=os.environ.get("DETOPS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("DETOPS_PORT", "8080")))
+    p.add_argument("--host", default=server.host)
+    p.add_argument("--port", type=int, default=server.port)
     args = p.parse_args(argv)
     app = create_app(load_settings())
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        log_level=os.environ.get("DETOPS_LOG_LEVEL", "info"),
+        log_level=server.log_level,
         timeout_graceful_shutdown=30,
     )
 

@@ -87,12 +87,8 @@ class DataCapture:
         """Queue one record (inputs: ``{"bytes": b"..."}`` or ``{"uri": "..."}`` each); never blocks."""
         if self._closed:
             return False
-        images = []
-        for item in inputs:
-            if "bytes" in item:
-                images.append({"b64": base64.b64encode(item["bytes"]).decode("ascii")})
-            else:
-                images.append({k: v for k, v in item.items() if k != "bytes"})
+        # Base64 of the images is left to the writer thread (see _encode): nothing heavy on the request path.
+        images = [dict(item) for item in inputs]
         record = {
             "request_id": request_id,
             "captured_at": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -120,12 +116,23 @@ class DataCapture:
             f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.jsonl",
         )
 
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> str:
+        images = []
+        for item in record["input"]["images"]:
+            if "bytes" in item:
+                images.append({"b64": base64.b64encode(item["bytes"]).decode("ascii")})
+            else:
+                images.append({k: v for k, v in item.items() if k != "bytes"})
+        line = {**record, "input": {**record["input"], "images": images}}
+        return json.dumps(line, default=str) + "\n"
+
     def _write(self, buf: list[dict[str, Any]]) -> bool:
         if not buf:
             return True
         path = self._path()
         try:
-            storage.write_bytes(path, "".join(json.dumps(r, default=str) + "\n" for r in buf).encode())
+            storage.write_bytes(path, "".join(self._encode(r) for r in buf).encode())
         except Exception as e:  # noqa: BLE001 - storage backends raise many types; keep the records
             log.error("data capture write to %s failed (%s); will retry", path, e)
             self.on_event("error", 1)

@@ -71,7 +71,31 @@ def resolve_saved_model(model_dir: str) -> str:
                 fs.get(path.rstrip("/") + "/", tmp, recursive=True)
                 os.replace(tmp, local)
             return str(local)
+    if storage.is_local(url) and os.path.isdir(url):
+        nested = find_nested_saved_model(url)
+        if nested:
+            return nested
     raise NotFoundError(f"no SavedModel (saved_model.pb) in {model_dir!r} or its saved_model/ folder")
+
+
+def find_nested_saved_model(root: str, max_depth: int = 3) -> str | None:
+    """The one SavedModel folder at most ``max_depth`` levels under ``root``, or None.
+
+    Azure ML mounts a registered folder *inside* ``$AZUREML_MODEL_DIR`` (``<dir>/<folder name>/...``,
+    e.g. ``<dir>/export/saved_model/saved_model.pb``); SageMaker unpacks model.tar.gz into
+    /opt/ml/model as packed. Raises :class:`ConfigError` when several SavedModels are found.
+    """
+    found = []
+    base = root.rstrip("/").count("/")
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath.count("/") - base >= max_depth:
+            dirnames[:] = []
+        if "saved_model.pb" in filenames:
+            found.append(dirpath)
+            dirnames[:] = []
+    if len(found) > 1:
+        raise ConfigError(f"{root}: several SavedModels {sorted(found)}; set DETOPS_MODEL_DIR to one")
+    return found[0] if found else None
 
 
 class Detector:
@@ -81,9 +105,14 @@ class Detector:
     function); the micro-batcher decides how many calls are in flight.
     """
 
+    runtime = "savedmodel"
+
     def __init__(self, model_dir: str, name: str = "model", version: str = "unknown") -> None:
         import tensorflow as tf
 
+        from deployment.registry.artifact import verify_model_dir
+
+        self.artifact_sha256 = verify_model_dir(model_dir)  # changed files: refuse to load (never ready)
         self.path = resolve_saved_model(model_dir)
         self.name = name
         self.version = version

@@ -8,9 +8,11 @@ Secrets Manager, a Kubernetes secret), never in a file in the repository.
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
@@ -27,18 +29,43 @@ class ServingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETOPS_", extra="ignore", populate_by_name=True)
 
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        validation_alias=AliasChoices("DETOPS_API_KEYS", "DETOPS_API_KEY", "api_keys"),
-        description="Accepted API keys (header X-API-Key or Authorization: Bearer). Required.",
+    auth: Literal["key", "platform"] = Field(
+        "key",
+        description="'key': the app checks DETOPS_API_KEYS on every route but the probes. 'platform': the "
+        "platform in front authenticates (Azure ML online endpoint key/token, SageMaker IAM-signed "
+        "InvokeEndpoint) and the container port is reachable only through it; the app checks no key.",
     )
-    model_dir: str = Field(description="SavedModel folder, or a run's export/ folder holding saved_model/.")
-    model_name: str = "model"
-    model_version: str = "unknown"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("DETOPS_API_KEYS", "DETOPS_API_KEY", "api_keys"),
+        description="Accepted API keys (header X-API-Key or Authorization: Bearer). Required with auth=key.",
+    )
+    model_dir: str = Field(
+        default_factory=lambda: os.path.join(os.environ.get("DETOPS_SM_ROOT", "/opt/ml"), "model"),
+        validation_alias=AliasChoices("DETOPS_MODEL_DIR", "AZUREML_MODEL_DIR", "model_dir"),
+        description="SavedModel folder, a run's export/ folder, or a folder with one of them nested inside "
+        "(Azure ML's $AZUREML_MODEL_DIR). Default: SageMaker's /opt/ml/model.",
+    )
+    model_name: str = Field("model", description="Registered model name the service reports (and the workflows pass as --name).")
+    model_version: str = Field("unknown", description="Model version the service reports.")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body; larger gets 413.")
     max_images: int = Field(16, gt=0, description="Most images in one request; more gets 422.")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height); larger gets 413.")
-    max_batch_size: int = Field(8, gt=0, description="Most images in one SavedModel call (micro-batching).")
-    model_workers: int = Field(1, gt=0, le=16, description="SavedModel calls (batches) in flight at once.")
+    runtime: Literal["savedmodel", "tflite-float", "tflite-int8"] = Field(
+        "savedmodel",
+        description="Model runtime: the SavedModel, or the export's TFLite float/int8 model (XNNPACK); "
+        "TFLite only when export/parity.json says that variant passed.",
+    )
+    max_batch_size: int = Field(8, gt=0, description="Most images in one model call (micro-batching).")
+    model_workers: int | None = Field(
+        None, gt=0, le=16, description="Model calls (batches) in flight at once; unset: one per two cores."
+    )
+    intra_op_threads: int | None = Field(
+        None, gt=0, le=256, description="Threads inside one model call (TF intra-op / XNNPACK); unset: from the cores."
+    )
+    inter_op_threads: int | None = Field(
+        None, gt=0, le=256, description="TensorFlow ops run side by side (SavedModel runtime); unset: 2."
+    )
     batch_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests before a batch runs.")
     score_threshold: float = Field(0.0, ge=0, le=1, description="Default minimum score of returned detections.")
     input_uri_prefixes: Annotated[list[str], NoDecode] = Field(
@@ -48,8 +75,8 @@ class ServingSettings(BaseSettings):
     max_uri_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest image read from a storage URI.")
     capture_uri: str | None = Field(None, description="Datastore folder for request/response capture (JSONL).")
     capture_sample_rate: float = Field(0.0, ge=0, le=1, description="Fraction of requests captured.")
-    capture_flush_records: int = Field(100, gt=0)
-    capture_flush_seconds: float = Field(5.0, gt=0)
+    capture_flush_records: int = Field(100, gt=0, description="Captured records buffered before a capture file is written.")
+    capture_flush_seconds: float = Field(5.0, gt=0, description="Longest wait before buffered captures are written.")
     invocations_require_key: bool = Field(
         True, description="Require the API key on /invocations (set false behind SageMaker's IAM-signed endpoint)."
     )
@@ -64,15 +91,35 @@ class ServingSettings(BaseSettings):
     def _split_prefixes(cls, v):
         return _split(v)
 
+    @model_validator(mode="after")
+    def _keys_unless_platform_auth(self) -> ServingSettings:
+        if self.auth == "key" and not self.api_keys:
+            raise ValueError("at least one API key is required (DETOPS_API_KEY or DETOPS_API_KEYS), "
+                             "or DETOPS_AUTH=platform behind a platform that authenticates")
+        return self
+
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
-        if not v:
-            raise ValueError("at least one API key is required (DETOPS_API_KEY or DETOPS_API_KEYS)")
         for key in v:
             if len(key.get_secret_value()) < MIN_KEY_LENGTH:
                 raise ValueError(f"API keys must have at least {MIN_KEY_LENGTH} characters")
         return v
+
+
+class ServerSettings(BaseSettings):
+    """Where ``python -m deployment.serving`` listens (no secrets; read before the model loads)."""
+
+    model_config = SettingsConfigDict(env_prefix="DETOPS_", extra="ignore", env_ignore_empty=True)
+
+    host: str = Field("127.0.0.1", description="Address the scoring service binds.")
+    port: int = Field(8080, gt=0, lt=65536, description="Port the scoring service listens on.")
+    log_level: str = Field("info", description="uvicorn log level (critical, error, warning, info, debug, trace).")
+
+
+def api_key_configured(env: Mapping[str, str]) -> bool:
+    """True when ``env`` (a service's environment) holds ``DETOPS_API_KEY`` or ``DETOPS_API_KEYS``."""
+    return bool(env.get("DETOPS_API_KEY") or env.get("DETOPS_API_KEYS"))
 
 
 def load_settings(**overrides) -> ServingSettings:

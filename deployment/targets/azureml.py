@@ -9,8 +9,10 @@ scoring ``/score`` on port 8080), with Application Insights and the model data c
 (request and response payloads logged to the workspace's blob store).
 
 Only Approved versions reach :meth:`AzureMLTarget.deploy` (:mod:`deployment.deploy` checks); the
-model is the registered workspace model ``azureml:<name>:<version>`` (registered through the
-workspace's MLflow endpoint by :mod:`deployment.registry.azureml`).
+model is the registered model asset ``azureml:<name>:<version>`` (:mod:`deployment.registry.azureml`),
+i.e. what Azure ML registered, and the container gets ``DETOPS_MODEL_SHA256`` to verify the files it
+loads. Each deployment's tags name its version and the version live before it
+(``detops.previous_model_*``, exact rollback).
 
 Settings (environment): ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``
 (to deploy; authentication ``DefaultAzureCredential``), ``DETOPS_SERVING_IMAGE`` (in ACR),
@@ -25,7 +27,6 @@ from a Key Vault reference set by infra, never from this code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,15 @@ class AzureMLTarget(DeployTarget):
     name = "azureml"
 
     def __init__(self, ml_client: Any = None, compute: str | None = None, image: str | None = None) -> None:
+        from training.settings import AzureSettings, CommonSettings
+
         self._ml_client = ml_client
-        self.compute = compute or os.environ.get("DETOPS_AML_DEPLOY_COMPUTE", "managed")
-        self.image = image or os.environ.get("DETOPS_SERVING_IMAGE")
+        self.settings = AzureSettings.load()  # ConfigError naming DETOPS_AML_INSTANCE_COUNT etc. when invalid
+        self.compute = compute or self.settings.deploy_compute
+        self.image = image or CommonSettings.load().serving_image
         default_type = "Standard_DS3_v2" if self.compute == "managed" else "defaultinstancetype"
-        self.instance_type = os.environ.get("DETOPS_AML_INSTANCE_TYPE", default_type)
-        count = os.environ.get("DETOPS_AML_INSTANCE_COUNT", "1")
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError(f"DETOPS_AML_INSTANCE_COUNT must be a positive integer, got {count!r}")
-        self.instance_count = int(count)
+        self.instance_type = self.settings.instance_type or default_type
+        self.instance_count = self.settings.instance_count
 
     @property
     def kubernetes(self) -> bool:
@@ -66,20 +67,15 @@ class AzureMLTarget(DeployTarget):
     def ml_client(self):
         """``azure.ai.ml.MLClient`` of the workspace (created on first use; a dry run never calls it)."""
         if self._ml_client is None:
-            from azure.ai.ml import MLClient
-            from azure.identity import DefaultAzureCredential
+            from training.settings import azure_ml_client
 
-            ids = [os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")]
-            if not all(ids):
-                raise ConfigError("set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE to deploy")
-            self._ml_client = MLClient(DefaultAzureCredential(), *ids)
+            self._ml_client = azure_ml_client(self.settings, what="deploy to Azure ML")
         return self._ml_client
 
-    @staticmethod
-    def _endpoint_name(endpoint: str | None) -> str:
+    def _endpoint_name(self, endpoint: str | None) -> str:
         import re
 
-        name = endpoint or os.environ.get("DETOPS_AML_ENDPOINT") or "detops"
+        name = endpoint or self.settings.endpoint or "detops"
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]", name):
             raise ConfigError(f"Azure ML endpoint name {name!r}: 3-32 characters, a letter first, letters, digits, hyphens")
         return name
@@ -98,7 +94,8 @@ class AzureMLTarget(DeployTarget):
             return KubernetesOnlineEndpoint(compute=self.compute, **common)
         return ManagedOnlineEndpoint(**common)
 
-    def build_deployment(self, version: ModelVersion, endpoint: str, color: str):
+    def build_deployment(self, version: ModelVersion, endpoint: str, color: str,
+                         previous: dict[str, Any] | None = None):
         """The online deployment entity of ``version`` as colour ``color`` on ``endpoint``.
 
         Serving image with probes on port 8080, App Insights on, data collector on (payload
@@ -144,12 +141,18 @@ class AzureMLTarget(DeployTarget):
             "environment_variables": {
                 "DETOPS_MODEL_NAME": version.name,
                 "DETOPS_MODEL_VERSION": str(version.version),
+                "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
                 "DETOPS_PORT": str(PORT),
+                # the endpoint's key auth (auth_mode: key) checks callers before the container;
+                # the model is mounted under $AZUREML_MODEL_DIR, which the app searches
+                "DETOPS_AUTH": "platform",
             },
             "request_settings": OnlineRequestSettings(request_timeout_ms=30000, max_concurrent_requests_per_instance=4),
             "liveness_probe": ProbeSettings(initial_delay=30, period=10),
             "readiness_probe": ProbeSettings(initial_delay=30, period=10),
-            "tags": {"detops.model_name": version.name, "detops.model_version": str(version.version)},
+            "tags": {"detops.model_name": version.name, "detops.model_version": str(version.version),
+                     **{f"detops.previous_{k}": str(previous[k]) for k in ("model_name", "model_version")
+                        if previous and previous.get(k)}},
         }
         cls = KubernetesOnlineDeployment if self.kubernetes else ManagedOnlineDeployment
         return cls(**kwargs)
@@ -182,8 +185,9 @@ class AzureMLTarget(DeployTarget):
         traffic = {k: int(v) for k, v in (ep.traffic or {}).items()}
         return ep, traffic
 
-    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
-        """Deploy ``version`` to the idle colour, then move all traffic to it.
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
+               previous: dict[str, Any] | None = None) -> Deployment:
+        """Deploy ``version`` to the idle colour, then move all traffic to it (the switch).
 
         Raises:
             ConfigError: missing settings. BackendError: Azure ML refused or failed.
@@ -206,7 +210,7 @@ class AzureMLTarget(DeployTarget):
                 client.online_endpoints.begin_create_or_update(self.build_endpoint(name)).result()
             live = max(traffic, key=traffic.get) if traffic and max(traffic.values()) > 0 else None
             color = _other(live)
-            dep = self.build_deployment(version, name, color)
+            dep = self.build_deployment(version, name, color, previous)
             client.online_deployments.begin_create_or_update(dep).result()
             ep = client.online_endpoints.get(name)
             ep.traffic = {color: 100, **({live: 0} if live else {})}
@@ -215,7 +219,9 @@ class AzureMLTarget(DeployTarget):
         except ConfigError:
             raise
         except Exception as e:  # azure.core.exceptions.HttpResponseError and friends
-            raise BackendError(f"Azure ML deploy to endpoint {name!r}: {type(e).__name__}: {e}") from e
+            from deployment.cloud_errors import azure_error
+
+            raise azure_error(e, f"deploy to endpoint {name!r}") from e
         return Deployment(self.name, name, version.name, str(version.version), str(ep.provisioning_state),
                           url=getattr(ep, "scoring_uri", None), details={"color": color, "traffic": dict(ep.traffic or {})})
 
@@ -232,12 +238,18 @@ class AzureMLTarget(DeployTarget):
         except Exception as e:
             raise BackendError(f"Azure ML endpoint {name!r}: {type(e).__name__}: {e}") from e
         tags = dep.tags or {}
+        previous = None
+        if tags.get("detops.previous_model_version"):
+            previous = {"model_name": tags.get("detops.previous_model_name", tags.get("detops.model_name", "")),
+                        "model_version": tags["detops.previous_model_version"]}
         return Deployment(self.name, name, tags.get("detops.model_name", ""), tags.get("detops.model_version", ""),
                           str(ep.provisioning_state), url=getattr(ep, "scoring_uri", None),
-                          details={"color": color, "traffic": traffic})
+                          details={"color": color, "traffic": traffic, "previous": previous})
 
-    def rollback(self, version: ModelVersion, endpoint: str | None = None) -> Deployment:
-        """Shift traffic back to the idle colour when it holds ``version``; else deploy it there."""
+    def rollback(self, version: ModelVersion, endpoint: str | None = None,
+                 previous: dict[str, Any] | None = None) -> Deployment:
+        """Shift traffic back to the idle colour when it holds ``version`` (its tags keep its own
+        ``previous``); else deploy it there."""
         name = self._endpoint_name(endpoint)
         client = self.ml_client()
         try:
@@ -257,4 +269,4 @@ class AzureMLTarget(DeployTarget):
                                       details={"color": color, "traffic": ep.traffic, "rollback": "traffic shift"})
         except Exception as e:
             raise BackendError(f"Azure ML rollback on endpoint {name!r}: {type(e).__name__}: {e}") from e
-        return self.deploy(version, name)
+        return self.deploy(version, name, previous=(previous or {}).get("previous"))

@@ -42,18 +42,27 @@ class DeployTarget(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
-        """Deploy ``version`` (already checked to be Approved) to ``endpoint`` and return the result.
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
+               previous: dict[str, Any] | None = None) -> Deployment:
+        """Deploy ``version`` (already checked to be Approved, its artifact verified) to ``endpoint``.
 
-        With ``dry_run`` nothing is created; the returned :class:`Deployment` (status ``planned``)
-        describes what would be.
+        ``previous`` (``{"model_name", "model_version", ...}`` or None) is what was live before; the
+        target stores it with the new deployment *before* it switches traffic, and :meth:`describe`
+        returns it in ``details["previous"]`` (exact rollback, :func:`deployment.deploy.rollback`).
+        The container gets ``DETOPS_MODEL_SHA256`` (the registered artifact digest) so that it
+        verifies the files it loads. With ``dry_run`` nothing is created; the returned
+        :class:`Deployment` (status ``planned``) describes what would be.
         """
 
     @abc.abstractmethod
     def describe(self, endpoint: str | None = None) -> Deployment | None:
-        """What runs at ``endpoint`` now (name and version), or None when nothing is deployed there."""
+        """What runs at ``endpoint`` now (name, version, ``details["previous"]``), or None when
+        nothing is deployed there."""
 
-    def rollback(self, version: ModelVersion, endpoint: str | None = None) -> Deployment:
-        """Put ``version`` (the previous Approved one, chosen by :func:`deployment.deploy.rollback`)
-        back on ``endpoint``. Default: deploy it again; targets with traffic splitting may override."""
-        return self.deploy(version, endpoint)
+    def rollback(self, version: ModelVersion, endpoint: str | None = None,
+                 previous: dict[str, Any] | None = None) -> Deployment:
+        """Put ``version`` (the one recorded as live before, chosen by :func:`deployment.deploy.rollback`)
+        back on ``endpoint``; ``previous`` is that record (with its own ``previous``, kept as the new
+        record). Default: deploy it again; targets that keep the old deployment (Azure ML colours,
+        SageMaker endpoint configs) switch back to it."""
+        return self.deploy(version, endpoint, previous=(previous or {}).get("previous"))

@@ -65,7 +65,9 @@ class LocalTarget(DeployTarget):
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
-        self.port = int(port or os.environ.get("DETOPS_LOCAL_PORT", "8080"))
+        from training.settings import CommonSettings
+
+        self.port = int(port or CommonSettings.load().local_port)
         self.ready_timeout = ready_timeout
         self.extra_env = dict(extra_env or {})
 
@@ -87,8 +89,12 @@ class LocalTarget(DeployTarget):
             return None
         return json.loads(f.read_text())
 
-    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
+               previous: dict | None = None) -> Deployment:
         """Start the service for ``version`` and wait until it is ready (see class docstring).
+
+        The state file names the new version (and ``previous``) as soon as the old process is
+        stopped -- the traffic switch -- so a service that then fails to become ready is rolled back.
 
         Raises:
             ConfigError: no API key in the environment.
@@ -103,11 +109,14 @@ class LocalTarget(DeployTarget):
                 "DETOPS_MODEL_DIR": version.artifact_uri,
                 "DETOPS_MODEL_NAME": version.name,
                 "DETOPS_MODEL_VERSION": str(version.version),
+                "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
                 "DETOPS_HOST": self.host,
                 "DETOPS_PORT": str(self.port),
             }
         )
-        if not (env.get("DETOPS_API_KEY") or env.get("DETOPS_API_KEYS")):
+        from deployment.serving.settings import api_key_configured
+
+        if not api_key_configured(env):
             raise ConfigError("set DETOPS_API_KEY (or DETOPS_API_KEYS) from your secret store before deploying")
         plan = Deployment(
             self.name,
@@ -132,9 +141,7 @@ class LocalTarget(DeployTarget):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_ready(proc, url, log_path)
-        prev = self._read_state(endpoint) or {}
-        history = list(prev.get("history", [])) + [str(version.version)]
+        prev_state = self._read_state(endpoint) or {}
         state = {
             "endpoint": endpoint,
             "url": url,
@@ -143,10 +150,12 @@ class LocalTarget(DeployTarget):
             "model_version": str(version.version),
             "artifact_uri": version.artifact_uri,
             "log": str(log_path),
-            "history": history,
+            "previous": previous,
+            "history": list(prev_state.get("history", [])) + [str(version.version)],
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._state_file(endpoint).write_text(json.dumps(state, indent=2))
+        self._wait_ready(proc, url, log_path)
         return Deployment(
             self.name,
             endpoint,
@@ -195,7 +204,7 @@ class LocalTarget(DeployTarget):
             st["model_version"],
             status,
             st["url"],
-            {"pid": st["pid"], "log": st["log"], "history": st.get("history", [])},
+            {"pid": st["pid"], "log": st["log"], "previous": st.get("previous"), "history": st.get("history", [])},
         )
 
     @staticmethod

@@ -17,7 +17,6 @@ Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_END
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -35,11 +34,14 @@ class SageMakerTarget(DeployTarget):
 
     def __init__(self, sagemaker_client: Any = None, role_arn: str | None = None,
                  instance_type: str | None = None, capture_uri: str | None = None) -> None:
+        from training.settings import AwsSettings
+
         self._sm = sagemaker_client
-        self.role_arn = role_arn or os.environ.get("DETOPS_SM_ROLE_ARN")
-        self.instance_type = instance_type or os.environ.get("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.m5.large")
-        self.capture_uri = capture_uri or os.environ.get("DETOPS_SM_CAPTURE_URI")
-        self.kms_key_id = os.environ.get("DETOPS_SM_KMS_KEY_ID")
+        self.settings = AwsSettings.load()
+        self.role_arn = role_arn or self.settings.sm_role_arn
+        self.instance_type = instance_type or self.settings.sm_instance_type_serving
+        self.capture_uri = capture_uri or self.settings.sm_capture_uri
+        self.kms_key_id = self.settings.sm_kms_key_id
 
     @property
     def sm(self):
@@ -51,20 +53,30 @@ class SageMakerTarget(DeployTarget):
         return self._sm
 
     def _endpoint(self, endpoint: str | None) -> str:
-        name = endpoint or os.environ.get("DETOPS_SM_ENDPOINT") or "detops"
+        name = endpoint or self.settings.sm_endpoint or "detops"
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", name):
             raise ConfigError(f"SageMaker endpoint name {name!r}: 1-63 letters, digits or hyphens")
         return name
 
-    def specs(self, version: ModelVersion, endpoint: str, package_arn: str, stamp: str) -> dict[str, dict[str, Any]]:
-        """The ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint`` requests (boto3 kwargs)."""
+    def specs(self, version: ModelVersion, endpoint: str, package_arn: str, stamp: str,
+              previous: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """The ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint`` requests (boto3 kwargs).
+
+        The endpoint config's tags name the model version and what was live before it
+        (``detops:previous_model_name`` / ``_model_version`` / ``_endpoint_config``: exact rollback);
+        the container gets ``DETOPS_MODEL_SHA256``, the registered artifact digest it verifies at load.
+        """
         if not self.capture_uri or not self.capture_uri.startswith("s3://"):
             raise ConfigError("set DETOPS_SM_CAPTURE_URI to an s3:// prefix for endpoint data capture")
         base = f"{endpoint}-v{version.version}-{stamp}"[:63].rstrip("-")
         tags = [{"Key": "detops:model_name", "Value": version.name},
                 {"Key": "detops:model_version", "Value": str(version.version)}]
+        config_tags = list(tags)
+        if previous and previous.get("model_version"):
+            config_tags += [{"Key": f"detops:previous_{k}", "Value": str(previous[k])}
+                            for k in ("model_name", "model_version", "endpoint_config") if previous.get(k)]
         capture: dict[str, Any] = {
             "EnableCapture": True,
             "InitialSamplingPercentage": 100,
@@ -77,16 +89,21 @@ class SageMakerTarget(DeployTarget):
             "ProductionVariants": [{"VariantName": "primary", "ModelName": base, "InstanceType": self.instance_type,
                                     "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}],
             "DataCaptureConfig": capture,
-            "Tags": tags,
+            "Tags": config_tags,
         }
         if self.kms_key_id:
             config["KmsKeyId"] = self.kms_key_id
             capture["KmsKeyId"] = self.kms_key_id
         return {
-            "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE,
+            # Network isolation: the serving container needs no outbound network (IAM requires it: docs/infra.md).
+            "model": {"ModelName": base, "ExecutionRoleArn": self.role_arn or DRY_RUN_ROLE, "EnableNetworkIsolation": True,
                       "PrimaryContainer": {"ModelPackageName": package_arn,
+                                           # InvokeEndpoint is IAM-signed and forwards no X-API-Key;
+                                           # the model is unpacked into /opt/ml/model
                                            "Environment": {"DETOPS_MODEL_NAME": version.name,
-                                                           "DETOPS_MODEL_VERSION": str(version.version)}},
+                                                           "DETOPS_MODEL_VERSION": str(version.version),
+                                                           "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
+                                                           "DETOPS_AUTH": "platform"}},
                       "Tags": tags},
             "endpoint_config": config,
             "endpoint": {"EndpointName": endpoint, "EndpointConfigName": base, "Tags": tags},
@@ -100,8 +117,12 @@ class SageMakerTarget(DeployTarget):
 
         return SageMakerRegistry(sagemaker_client=self.sm).package_arn(version.name, version.version)
 
-    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False) -> Deployment:
+    def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
+               previous: dict[str, Any] | None = None) -> Deployment:
         """Create the model, the endpoint config (with data capture) and create/update the endpoint.
+
+        The switch is ``UpdateEndpoint`` (SageMaker keeps serving the old config when the update
+        fails); everything before it creates new resources only.
 
         Raises:
             GateError: the package is not Approved in SageMaker (or ``version`` is not Approved).
@@ -124,7 +145,7 @@ class SageMakerTarget(DeployTarget):
             pkg = self.sm.describe_model_package(ModelPackageName=arn)
             if pkg.get("ModelApprovalStatus") != ApprovalStatus.APPROVED.value:
                 raise GateError(f"SageMaker model package {arn} is {pkg.get('ModelApprovalStatus')}, not Approved")
-            req = self.specs(version, name, arn, stamp)
+            req = self.specs(version, name, arn, stamp, previous)
             self.sm.create_model(**req["model"])
             self.sm.create_endpoint_config(**req["endpoint_config"])
             try:
@@ -138,7 +159,11 @@ class SageMakerTarget(DeployTarget):
             else:
                 self.sm.create_endpoint(**req["endpoint"])
             desc = self.sm.describe_endpoint(EndpointName=name)
-        except (ClientError, BotoCoreError) as e:
+        except ClientError as e:
+            from deployment.cloud_errors import aws_error
+
+            raise aws_error(e, f"deploy to endpoint {name!r}") from e
+        except BotoCoreError as e:
             raise BackendError(f"SageMaker deploy to endpoint {name!r}: {e}") from e
         return Deployment(self.name, name, version.name, str(version.version), desc["EndpointStatus"],
                           details={"endpoint_arn": desc.get("EndpointArn"), "endpoint_config": req["endpoint"]["EndpointConfigName"],
@@ -162,6 +187,42 @@ class SageMakerTarget(DeployTarget):
             raise BackendError(f"SageMaker endpoint {name!r}: {e}") from e
         if "detops:model_name" not in tags:
             raise NotFoundError(f"endpoint {name!r} was not deployed by detops (no detops:model_name tag)")
+        previous = None
+        if tags.get("detops:previous_model_version"):
+            previous = {"model_name": tags.get("detops:previous_model_name", tags["detops:model_name"]),
+                        "model_version": tags["detops:previous_model_version"],
+                        "endpoint_config": tags.get("detops:previous_endpoint_config")}
         return Deployment(self.name, name, tags["detops:model_name"], tags["detops:model_version"],
                           desc["EndpointStatus"], details={"endpoint_config": config_name,
-                                                           "data_capture": cfg.get("DataCaptureConfig", {})})
+                                                           "data_capture": cfg.get("DataCaptureConfig", {}),
+                                                           "previous": previous})
+
+    def rollback(self, version: ModelVersion, endpoint: str | None = None,
+                 previous: dict[str, Any] | None = None) -> Deployment:
+        """Switch ``endpoint`` back to the endpoint config that served ``version`` before (it still
+        names its own model and its own ``previous``); deploy ``version`` afresh when that config is gone
+        or does not name ``version``."""
+        from botocore.exceptions import ClientError
+
+        name = self._endpoint(endpoint)
+        config = (previous or {}).get("endpoint_config")
+        if config:
+            try:
+                cfg = self.sm.describe_endpoint_config(EndpointConfigName=config)
+                tags = {t["Key"]: t["Value"]
+                        for t in self.sm.list_tags(ResourceArn=cfg["EndpointConfigArn"]).get("Tags", [])}
+            except ClientError:
+                tags = {}
+            if tags.get("detops:model_name") == version.name and tags.get("detops:model_version") == str(version.version):
+                try:
+                    self.sm.update_endpoint(EndpointName=name, EndpointConfigName=config,
+                                            RetainAllVariantProperties=False)
+                except ClientError as e:
+                    from deployment.cloud_errors import aws_error
+
+                    raise aws_error(e, f"roll back endpoint {name!r}") from e
+                d = self.describe(name)
+                assert d is not None
+                d.details["rollback_via"] = "previous endpoint config"
+                return d
+        return self.deploy(version, name, previous=(previous or {}).get("previous"))

@@ -2,7 +2,10 @@
 
 Resources: a project KMS key; S3 buckets for data and runs (artifacts); ECR repositories for the
 training and serving images; CloudWatch log groups; the SageMaker execution role; a SageMaker model
-package group (the model registry); the GitHub OIDC provider and the CI role.
+package group (the model registry); the GitHub OIDC provider and one role per purpose (trainer,
+registrar, approver, deployer: :mod:`infra.components.aws_policies`), each trusting only its own GitHub
+environments; CloudWatch alarms (5XX errors, p90 latency) per release endpoint to an encrypted SNS
+topic; a monthly cost budget with e-mail alerts. The provider may touch ``settings.account_id`` only.
 
 The returned outputs are the stack outputs (``pulumi stack output --json``) that ``detops`` reads to
 configure its AWS backends; docs/infra.md lists them.
@@ -16,10 +19,11 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.aws import (
+    github_oidc_provider,
     EcrRepository,
     EcrRepositoryArgs,
-    GitHubCiRole,
-    GitHubCiRoleArgs,
+    GitHubRole,
+    GitHubRoleArgs,
     ProjectKey,
     ProjectKeyArgs,
     SageMakerRole,
@@ -27,7 +31,9 @@ from infra.components.aws import (
     SecureBucket,
     SecureBucketArgs,
 )
-from infra.settings import AwsSettings
+from infra.components.aws_policies import CAPTURE_PREFIX, POLICIES, REGISTRY_PREFIX, AwsScope
+from infra.settings import APP_PURPOSES, AwsSettings
+from training import naming
 
 PROJECT = "detops-aws"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -42,7 +48,10 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     p = settings.name_prefix
     tags = {"project": "detops", "environment": settings.environment, "managed-by": "pulumi", **settings.tags}
     provider = aws.Provider(
-        f"{p}-aws", region=settings.region, default_tags=aws.ProviderDefaultTagsArgs(tags=tags)
+        f"{p}-aws",
+        region=settings.region,
+        allowed_account_ids=[settings.account_id],
+        default_tags=aws.ProviderDefaultTagsArgs(tags=tags),
     )
     opts = pulumi.ResourceOptions(provider=provider)
     invoke = pulumi.InvokeOptions(provider=provider)
@@ -115,29 +124,105 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     )
     model_group = aws.sagemaker.ModelPackageGroup(
         f"{p}-models",
-        model_package_group_name=f"{p}-detector",
+        model_package_group_name=naming.model_package_group_name(p),
         model_package_group_description="detops object detector versions (approval: PendingManualApproval -> Approved)",
         opts=opts,
     )
-    ci = GitHubCiRole(
-        f"{p}-ci",
-        GitHubCiRoleArgs(
-            account_id=account_id,
-            region=settings.region,
-            partition=partition,
-            subjects=settings.github.oidc_subjects(),
-            bucket_arns=[data.bucket.arn, runs.bucket.arn],
-            repository_arns=[training_repo.repository.arn, serving_repo.repository.arn],
-            sagemaker_role_arn=sagemaker_role.role.arn,
-            model_package_group_name=model_group.model_package_group_name,
-            log_group_arns=log_group_arns,
-            kms_key_arn=key_arn,
-            name_prefix=p,
-            oidc_provider_arn=settings.github_oidc_provider_arn,
-        ),
-        opts,
+    endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
+
+    if settings.github_oidc_provider_arn:
+        provider_arn: pulumi.Input[str] = settings.github_oidc_provider_arn
+    else:
+        provider_arn = github_oidc_provider(f"{p}-github-oidc", opts).arn
+    scope = AwsScope(
+        partition=partition,
+        region=settings.region,
+        account_id=account_id,
+        name_prefix=p,
+        data_bucket_arn=data.bucket.arn,
+        runs_bucket_arn=runs.bucket.arn,
+        training_repository_arn=training_repo.repository.arn,
+        serving_repository_arn=serving_repo.repository.arn,
+        sagemaker_role_arn=sagemaker_role.role.arn,
+        kms_key_arn=key_arn,
+        model_package_group_name=model_group.model_package_group_name,
+        log_group_arns=log_group_arns,
+        training_instance_types=[settings.training_instance_type],
+        serving_instance_types=[settings.serving_instance_type],
     )
-    return {
+    roles = {
+        purpose: GitHubRole(
+            f"{p}-{purpose}",
+            GitHubRoleArgs(
+                purpose=purpose, subjects=settings.github.subjects(purpose), provider_arn=provider_arn,
+                policy=POLICIES[purpose](scope),
+            ),
+            opts,
+        )
+        for purpose in APP_PURPOSES
+        if settings.github.subjects(purpose)
+    }
+
+    # Operations: one encrypted SNS topic for alarms, 5XX and latency alarms per endpoint, a monthly budget.
+    alerts = aws.sns.Topic(f"{p}-alerts", kms_master_key_id=key_arn, opts=opts)
+    for index, address in enumerate(settings.budget_alert_emails):
+        aws.sns.TopicSubscription(f"{p}-alerts-email-{index}", topic=alerts.arn, protocol="email", endpoint=address, opts=opts)
+    for stage, endpoint in endpoints.items():
+        dimensions = {"EndpointName": endpoint, "VariantName": "primary"}
+        aws.cloudwatch.MetricAlarm(
+            f"{p}-{stage}-5xx",
+            alarm_description=f"{endpoint}: invocation 5XX errors",
+            namespace="AWS/SageMaker",
+            metric_name="Invocation5XXErrors",
+            dimensions=dimensions,
+            statistic="Sum",
+            period=300,
+            evaluation_periods=1,
+            threshold=settings.alarm_5xx_errors,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[alerts.arn],
+            ok_actions=[alerts.arn],
+            opts=opts,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{p}-{stage}-latency",
+            alarm_description=f"{endpoint}: p90 model latency above {settings.alarm_latency_p90_ms} ms",
+            namespace="AWS/SageMaker",
+            metric_name="ModelLatency",  # microseconds
+            dimensions=dimensions,
+            extended_statistic="p90",
+            period=300,
+            evaluation_periods=3,
+            threshold=settings.alarm_latency_p90_ms * 1000,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[alerts.arn],
+            ok_actions=[alerts.arn],
+            opts=opts,
+        )
+    aws.budgets.Budget(
+        f"{p}-budget",
+        budget_type="COST",
+        limit_amount=f"{settings.budget_monthly_amount:.2f}",
+        limit_unit="USD",
+        time_unit="MONTHLY",
+        account_id=account_id,
+        notifications=[
+            aws.budgets.BudgetNotificationArgs(
+                comparison_operator="GREATER_THAN",
+                notification_type=kind,
+                threshold=threshold,
+                threshold_type="PERCENTAGE",
+                subscriber_email_addresses=list(settings.budget_alert_emails),
+            )
+            for kind, threshold in (("ACTUAL", 50), ("ACTUAL", 80), ("ACTUAL", 100), ("FORECASTED", 100))
+        ],
+        opts=opts,
+    )
+
+    runs_url = pulumi.Output.concat("s3://", runs.bucket.bucket)
+    outputs: dict[str, Any] = {
         "cloud": "aws",
         "environment": settings.environment,
         "region": settings.region,
@@ -148,11 +233,43 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "training_ecr_repository_url": training_repo.repository.repository_url,
         "serving_ecr_repository_url": serving_repo.repository.repository_url,
         "sagemaker_role_arn": sagemaker_role.role.arn,
+        "sagemaker_name_prefix": p,
         "model_package_group_name": model_group.model_package_group_name,
+        "sagemaker_registry_uri": pulumi.Output.concat(runs_url, "/", REGISTRY_PREFIX),
+        "sagemaker_capture_uri": pulumi.Output.concat(runs_url, "/", CAPTURE_PREFIX, "/"),
+        "sagemaker_endpoints": endpoints,
         "training_log_group": TRAINING_LOG_GROUP,
         "endpoint_log_group": log_groups["endpoint"].name,
+        "alerts_topic_arn": alerts.arn,
         "training_instance_type": settings.training_instance_type,
         "serving_instance_type": settings.serving_instance_type,
         "max_training_instances": settings.max_training_instances,
-        "ci_role_arn": ci.role.arn,
     }
+    for purpose, role in roles.items():
+        outputs[f"{purpose}_role_arn"] = role.role.arn
+    # The same values under the settings' names (docs/settings.md): `detops settings ci-variables` turns
+    # them into CI variables; CI_ENVIRONMENTS gives each GitHub environment its own role (AWS_ROLE_ARN).
+    data_url = pulumi.Output.concat("s3://", data.bucket.bucket)
+    outputs.update({
+        "AWS_REGION": settings.region,
+        "DETOPS_DATASETS": data_url,
+        "DETOPS_DATASTORE": runs_url,
+        "DETOPS_SM_ROLE_ARN": sagemaker_role.role.arn,
+        "DETOPS_SM_NAME_PREFIX": p,
+        "DETOPS_SM_INSTANCE_TYPE": settings.training_instance_type,
+        "DETOPS_SM_INSTANCE_TYPE_SERVING": settings.serving_instance_type,
+        "DETOPS_SM_KMS_KEY_ID": key_arn,
+        "DETOPS_SM_REGISTRY_URI": outputs["sagemaker_registry_uri"],
+        "DETOPS_SM_CAPTURE_URI": outputs["sagemaker_capture_uri"],
+        "DETOPS_TRAINING_REPOSITORY": training_repo.repository.repository_url,
+        "DETOPS_SERVING_REPOSITORY": serving_repo.repository.repository_url,
+    })
+    ci_environments: dict[str, Any] = {}
+    for purpose, role in roles.items():
+        for env in getattr(settings.github.environments, purpose):
+            variables: dict[str, Any] = {"AWS_ROLE_ARN": role.role.arn}
+            if purpose == "deployer":
+                variables["DETOPS_SM_ENDPOINT"] = endpoints.get(env, next(iter(endpoints.values())))
+            ci_environments[env] = variables
+    outputs["CI_ENVIRONMENTS"] = ci_environments
+    return outputs

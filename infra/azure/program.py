@@ -1,9 +1,15 @@
 """One detops environment on Azure: ``create_stack(settings)`` declares every resource.
 
-Resources: resource group; storage account with the ``datasets``, ``runs``, ``models`` and ``captures``
-containers; Key Vault; Log Analytics + Application Insights; ACR; Azure ML workspace with a GPU and a
-CPU cluster; optionally AKS with the Azure ML extension attached as Kubernetes compute; the CI identity
-(OIDC federation for GitHub Actions and Azure DevOps); optionally private endpoints.
+Resources: resource group (or an existing one, made by infra/bootstrap); storage account (Entra ID
+only) with the ``datasets``, ``runs``, ``models``, ``captures`` and ``approvals`` containers; Key Vault
+(default deny); Log Analytics + Application Insights; ACR; Azure ML workspace with a GPU and a CPU
+cluster and the ``runs`` container registered as a datastore; one identity per purpose (trainer,
+registrar, approver, deployer; OIDC federation for GitHub Actions and Azure DevOps) and the serving
+identity of the online endpoints; diagnostic settings to Log Analytics; a monthly budget; optionally
+(always in prod) private endpoints and DNS zones; optionally AKS with the Azure ML extension.
+
+Serving: Azure ML managed online endpoints by default. AKS is an option (``aks_enabled``), configured
+the way the Azure ML extension supports; see docs/infra.md ("Serving on Azure").
 
 The returned outputs are the stack outputs (``pulumi stack output --json``) that ``detops`` reads to
 configure its Azure backends; docs/infra.md lists them.
@@ -13,7 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulumi_azure_native import authorization, resources
+from datetime import UTC, datetime
+
+import pulumi
+import pulumi_azure_native as azure_native
+from pulumi_azure_native import authorization, consumption, machinelearningservices, resources
 
 from infra.components.azure import (
     PRIVATE_DNS_ZONES,
@@ -37,29 +47,75 @@ from infra.components.azure import (
     RoleGrant,
     Storage,
     StorageArgs,
+    diagnostic_setting,
 )
-from infra.settings import AzureSettings
+from infra.settings import APP_PURPOSES, AzureSettings
 
 PROJECT = "detops-azure"
-CONTAINERS = ("datasets", "runs", "models", "captures")
+CONTAINERS = ("datasets", "runs", "models", "captures", "approvals")
+RUNS_DATASTORE = "detops_runs"
 GPU_CLUSTER = "gpu-cluster"
 CPU_CLUSTER = "cpu-cluster"
 AKS_COMPUTE = "aks-compute"
 
 
+def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list[RoleGrant]:
+    """Least-privilege role assignments of one purpose's identity (docs/infra.md, "Identities").
+
+    The approval record lives in the ``approvals`` container, which only the approver may write: the
+    registrar (who can write model assets and their tags) cannot approve its own registration.
+    """
+    reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
+    table: dict[str, list[RoleGrant]] = {
+        "trainer": [
+            RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
+            RoleGrant(reader, containers["datasets"].id, "datasets-reader"),
+            RoleGrant(contributor, containers["runs"].id, "runs-contributor"),
+            RoleGrant("AcrPush", acr_id, "acr-push"),
+        ],
+        "registrar": [
+            RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
+            RoleGrant(reader, containers["runs"].id, "runs-reader"),
+            RoleGrant(contributor, containers["models"].id, "models-contributor"),
+            RoleGrant(reader, containers["approvals"].id, "approvals-reader"),
+        ],
+        "approver": [
+            RoleGrant("Reader", workspace_id, "ml-reader"),
+            RoleGrant(reader, containers["models"].id, "models-reader"),
+            RoleGrant(contributor, containers["approvals"].id, "approvals-contributor"),
+        ],
+        "deployer": [
+            RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
+            RoleGrant(reader, containers["models"].id, "models-reader"),
+            RoleGrant(reader, containers["approvals"].id, "approvals-reader"),
+            RoleGrant("AcrPush", acr_id, "acr-push"),
+            RoleGrant("Key Vault Secrets User", vault_id, "kv-secrets-user"),
+        ],
+    }
+    return table[purpose]
+
+
 def create_stack(settings: AzureSettings) -> dict[str, Any]:
     """Declare the environment described by ``settings``; return the stack outputs by name.
 
-    Values are ``pulumi.Output`` or plain strings. Raises nothing beyond what the Pulumi SDK raises for
-    bad inputs (settings are validated before, by :mod:`infra.settings`).
+    Every resource uses one explicit provider pinned to ``settings.subscription_id``, so a wrong
+    ``az login`` cannot deploy into another subscription. Values are ``pulumi.Output`` or plain strings.
     """
     p = settings.name_prefix
-    public = not settings.private_endpoints
+    private = settings.private_endpoints
+    public = not private
     tags = {"project": "detops", "environment": settings.environment, "managed-by": "pulumi", **settings.tags}
-    client = authorization.get_client_config_output()
+    provider = azure_native.Provider(f"{p}-azure", subscription_id=settings.subscription_id)
+    opts = pulumi.ResourceOptions(provider=provider)
+    client = authorization.get_client_config_output(opts=pulumi.InvokeOptions(provider=provider))
+    subscription_id = settings.subscription_id
 
-    group = resources.ResourceGroup(f"{p}-rg", location=settings.region, tags=tags)
-    rg = group.name
+    if settings.resource_group_name:
+        rg: Any = settings.resource_group_name
+        rg_id: Any = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
+    else:
+        group = resources.ResourceGroup(f"{p}-rg", location=settings.region, tags=tags, opts=opts)
+        rg, rg_id = group.name, group.id
 
     store = Storage(
         f"{p}st",
@@ -69,28 +125,30 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
             containers=CONTAINERS,
             sku="Standard_ZRS" if settings.environment == "prod" else "Standard_LRS",
             public_network_access=public,
+            versioning=True,
             tags=tags,
         ),
+        opts,
     )
     vault = KeyVault(
         f"{p}-kv",
         KeyVaultArgs(
-            resource_group_name=rg,
-            location=settings.region,
-            tenant_id=client.tenant_id,
-            public_network_access=public,
-            tags=tags,
+            resource_group_name=rg, location=settings.region, tenant_id=client.tenant_id,
+            public_network_access=public, tags=tags,
         ),
+        opts,
     )
     monitoring = Monitoring(
         f"{p}-mon",
         MonitoringArgs(resource_group_name=rg, location=settings.region, retention_days=settings.log_retention_days, tags=tags),
+        opts,
     )
     registry = ContainerRegistry(
         f"{p}acr",
         ContainerRegistryArgs(
             resource_group_name=rg, location=settings.region, sku=settings.acr_sku, public_network_access=public, tags=tags
         ),
+        opts,
     )
     ml = MlWorkspace(
         f"{p}-mlw",
@@ -102,6 +160,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
             app_insights_id=monitoring.app_insights.id,
             container_registry_id=registry.registry.id,
             public_network_access=public,
+            managed_network=not settings.aks_enabled,
             clusters=[
                 ClusterSpec(
                     name=GPU_CLUSTER,
@@ -121,9 +180,53 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
             ],
             tags=tags,
         ),
+        opts,
     )
+    containers = store.containers
+    # The runs container as an identity-based datastore (no key, no SAS: shared keys are off).
+    datastore = machinelearningservices.Datastore(
+        f"{p}-runs-datastore",
+        name=RUNS_DATASTORE,
+        resource_group_name=rg,
+        workspace_name=ml.workspace.name,
+        properties=machinelearningservices.AzureBlobDatastoreArgs(
+            datastore_type="AzureBlob",
+            account_name=store.account.name,
+            container_name=containers["runs"].name,
+            credentials=machinelearningservices.NoneDatastoreCredentialsArgs(credentials_type="None"),
+            service_data_access_auth_identity="WorkspaceSystemAssignedIdentity",
+            description="detops runs (one folder per run)",
+        ),
+        opts=opts,
+    )
+
+    net = None
+    if private or settings.aks_enabled:
+        targets = []
+        if private:
+            targets = [
+                PrivateLinkTarget("blob", store.account.id, "blob", PRIVATE_DNS_ZONES["blob"]),
+                PrivateLinkTarget("file", store.account.id, "file", PRIVATE_DNS_ZONES["file"]),
+                PrivateLinkTarget("vault", vault.vault.id, "vault", PRIVATE_DNS_ZONES["vault"]),
+                PrivateLinkTarget("registry", registry.registry.id, "registry", PRIVATE_DNS_ZONES["registry"]),
+                PrivateLinkTarget("workspace", ml.workspace.id, "amlworkspace", PRIVATE_DNS_ZONES["amlworkspace"]),
+            ]
+        net = PrivateEndpoints(
+            f"{p}-pe",
+            PrivateEndpointsArgs(
+                resource_group_name=rg,
+                location=settings.region,
+                address_space=settings.vnet_address_space,
+                targets=targets,
+                aks_subnet=settings.aks_enabled,
+                tags=tags,
+            ),
+            opts,
+        )
+
     aks = None
     if settings.aks_enabled:
+        assert net is not None and net.aks_subnet is not None and settings.aks_ssl_cname
         aks = AksCompute(
             f"{p}-aks",
             AksComputeArgs(
@@ -131,12 +234,16 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
                 location=settings.region,
                 workspace_name=ml.workspace.name,
                 acr_id=registry.registry.id,
-                subscription_id=client.subscription_id,
+                subscription_id=subscription_id,
                 system_vm_size=settings.aks_system_vm_size,
                 kubernetes_version=settings.aks_kubernetes_version,
                 compute_name=AKS_COMPUTE,
                 sku_tier="Standard" if settings.environment == "prod" else "Free",
-                inference_router_ha=settings.environment == "prod",
+                inference_router_ha=settings.aks_inference_router_ha,
+                system_min_nodes=settings.aks_system_min_nodes,
+                ssl_cname=settings.aks_ssl_cname,
+                ssl_secret=settings.aks_ssl_secret,
+                subnet_id=net.aks_subnet.id,
                 node_pools=[
                     NodePoolSpec(name="cpu", vm_size=settings.aks_cpu_vm_size, max_count=settings.aks_cpu_max_nodes),
                     NodePoolSpec(
@@ -149,51 +256,85 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
                 ],
                 tags=tags,
             ),
+            opts,
         )
 
-    containers = store.containers
-    ci = CiIdentity(
-        f"{p}-ci",
+    identities = {}
+    ado = settings.azure_devops
+    for purpose in APP_PURPOSES:
+        subjects = settings.github.subjects(purpose)
+        ado_subject = ado.subject(purpose) if ado else None
+        if not subjects and not ado_subject:
+            continue
+        identities[purpose] = CiIdentity(
+            f"{p}-{purpose}",
+            CiIdentityArgs(
+                resource_group_name=rg,
+                location=settings.region,
+                subscription_id=subscription_id,
+                github_subjects=subjects,
+                azure_devops=(ado.issuer, ado_subject) if ado and ado_subject else None,
+                grants=_grants(purpose, workspace_id=ml.workspace.id, containers=containers,
+                               acr_id=registry.registry.id, vault_id=vault.vault.id),
+                purpose=purpose,
+                tags=tags,
+            ),
+            opts,
+        )
+    # The identity managed online endpoints run as: pull the image, read models, write captured requests.
+    serving = CiIdentity(
+        f"{p}-serving",
         CiIdentityArgs(
             resource_group_name=rg,
             location=settings.region,
-            subscription_id=client.subscription_id,
-            github_subjects=settings.github.oidc_subjects(),
-            azure_devops=(settings.azure_devops.issuer, settings.azure_devops.subject) if settings.azure_devops else None,
+            subscription_id=subscription_id,
+            github_subjects=[],
             grants=[
-                RoleGrant("AzureML Data Scientist", ml.workspace.id, "ml-data-scientist"),
-                RoleGrant("Storage Blob Data Reader", containers["datasets"].id, "datasets-reader"),
-                RoleGrant("Storage Blob Data Contributor", containers["runs"].id, "runs-contributor"),
-                RoleGrant("Storage Blob Data Contributor", containers["models"].id, "models-contributor"),
-                RoleGrant("AcrPush", registry.registry.id, "acr-push"),
-                RoleGrant("Key Vault Secrets User", vault.vault.id, "kv-secrets-user"),
+                RoleGrant("AcrPull", registry.registry.id, "acr-pull"),
+                RoleGrant("Storage Blob Data Reader", containers["models"].id, "models-reader"),
+                RoleGrant("Storage Blob Data Contributor", containers["captures"].id, "captures-contributor"),
             ],
+            purpose="serving",
             tags=tags,
         ),
+        opts,
     )
 
-    if settings.private_endpoints:
-        PrivateEndpoints(
-            f"{p}-pe",
-            PrivateEndpointsArgs(
-                resource_group_name=rg,
-                location=settings.region,
-                address_space=settings.vnet_address_space,
-                targets=[
-                    PrivateLinkTarget("blob", store.account.id, "blob", PRIVATE_DNS_ZONES["blob"]),
-                    PrivateLinkTarget("vault", vault.vault.id, "vault", PRIVATE_DNS_ZONES["vault"]),
-                    PrivateLinkTarget("registry", registry.registry.id, "registry", PRIVATE_DNS_ZONES["registry"]),
-                    PrivateLinkTarget("workspace", ml.workspace.id, "amlworkspace", PRIVATE_DNS_ZONES["amlworkspace"]),
-                ],
-                tags=tags,
-            ),
-        )
+    # Operations: every log and metric of the workspace, registry, vault (and AKS) to Log Analytics; a budget.
+    logs_id = monitoring.log_analytics.id
+    watched = {"workspace": ml.workspace.id, "acr": registry.registry.id, "kv": vault.vault.id}
+    if aks is not None:
+        watched["aks"] = aks.cluster.id
+    for label, resource_id in watched.items():
+        diagnostic_setting(f"{p}-{label}-diagnostics", resource_id, logs_id, opts)
+    start = datetime.now(UTC).strftime("%Y-%m-01T00:00:00Z")
+    consumption.Budget(
+        f"{p}-budget",
+        budget_name=f"{p}-monthly",
+        scope=rg_id,
+        amount=settings.budget_monthly_amount,
+        category="Cost",
+        time_grain="Monthly",
+        time_period=consumption.BudgetTimePeriodArgs(start_date=start),
+        notifications={
+            f"{kind.lower()}-{threshold}": consumption.NotificationArgs(
+                enabled=True,
+                operator="GreaterThanOrEqualTo",
+                threshold=threshold,
+                threshold_type=kind,
+                contact_emails=list(settings.budget_alert_emails),
+            )
+            for kind, threshold in (("Actual", 50), ("Actual", 80), ("Actual", 100), ("Forecasted", 100))
+        },
+        # The start date must be the current month's first day at creation; later ups keep it.
+        opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["timePeriod"]),
+    )
 
     outputs: dict[str, Any] = {
         "cloud": "azure",
         "environment": settings.environment,
         "region": settings.region,
-        "subscription_id": client.subscription_id,
+        "subscription_id": subscription_id,
         "tenant_id": client.tenant_id,
         "resource_group_name": rg,
         "storage_account_name": store.account.name,
@@ -201,6 +342,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "runs_container": containers["runs"].name,
         "models_container": containers["models"].name,
         "captures_container": containers["captures"].name,
+        "approvals_container": containers["approvals"].name,
+        "runs_datastore_name": datastore.name,
         "key_vault_name": vault.vault.name,
         "key_vault_uri": vault.vault.properties.apply(lambda props: props.vault_uri),
         "log_analytics_workspace_id": monitoring.log_analytics.id,
@@ -210,10 +353,41 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "workspace_name": ml.workspace.name,
         "gpu_cluster_name": ml.clusters[GPU_CLUSTER].name,
         "cpu_cluster_name": ml.clusters[CPU_CLUSTER].name,
-        "ci_client_id": ci.identity.client_id,
-        "ci_principal_id": ci.identity.principal_id,
+        "serving_target": "kubernetes" if aks is not None else "managed",
+        "serving_identity_id": serving.identity.id,
+        "serving_identity_client_id": serving.identity.client_id,
+        "public_network_access": "Enabled" if public else "Disabled",
     }
+    for purpose, identity in identities.items():
+        outputs[f"{purpose}_client_id"] = identity.identity.client_id
+        outputs[f"{purpose}_principal_id"] = identity.identity.principal_id
     if aks is not None:
         outputs["aks_cluster_name"] = aks.cluster.name
         outputs["aks_compute_name"] = aks.compute.name
+    # The same values under the settings' names (docs/settings.md): `detops settings ci-variables` turns
+    # them into CI variables; CI_ENVIRONMENTS gives each GitHub environment its own identity (AZURE_CLIENT_ID).
+    outputs.update({
+        "AZURE_SUBSCRIPTION_ID": subscription_id,
+        "AZURE_TENANT_ID": client.tenant_id,
+        "AZURE_RESOURCE_GROUP": rg,
+        "AZUREML_WORKSPACE": ml.workspace.name,
+        "AZURE_STORAGE_ACCOUNT_NAME": store.account.name,
+        "DETOPS_AML_COMPUTE": ml.clusters[GPU_CLUSTER].name,
+        "DETOPS_AML_DATASTORE": datastore.name,
+        "DETOPS_AML_DATASTORE_CONTAINER": containers["runs"].name,
+        "DETOPS_DATASETS": "az://datasets",
+        "DETOPS_DATASTORE": "az://runs",
+        "DETOPS_TRAINING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-training"),
+        "DETOPS_SERVING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-serving"),
+    })
+    if aks is not None:
+        outputs["DETOPS_AML_DEPLOY_COMPUTE"] = aks.compute.name
+    ci_environments: dict[str, Any] = {}
+    for purpose, identity in identities.items():
+        for env in getattr(settings.github.environments, purpose):
+            variables: dict[str, Any] = {"AZURE_CLIENT_ID": identity.identity.client_id}
+            if purpose == "deployer":
+                variables["DETOPS_AML_ENDPOINT"] = f"{p}-{env}"
+            ci_environments[env] = variables
+    outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

@@ -72,6 +72,15 @@ class ProjectKey(pulumi.ComponentResource):
                             }
                         },
                     },
+                    {
+                        # CloudWatch alarms publish to the project's encrypted SNS topic.
+                        "Sid": "CloudWatchAlarmsToSns",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                        "Resource": "*",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+                    },
                 ],
             }
         )
@@ -337,169 +346,72 @@ class SageMakerRole(pulumi.ComponentResource):
 
 
 @dataclass
-class GitHubCiRoleArgs:
-    """Role that GitHub Actions assumes with its OIDC token (no access keys).
+class GitHubRoleArgs:
+    """A role that GitHub Actions assumes with its OIDC token (no access keys), for ONE purpose.
 
-    ``subjects``: exact ``sub`` claims allowed (``repo:owner/name:ref:refs/heads/main``,
-    ``repo:owner/name:environment:prod``). ``oidc_provider_arn``: an existing provider of the account, or
-    None to create one (an account holds one provider per issuer URL). The permission arguments scope
-    what CI may touch: buckets (read/write), repositories (push), the SageMaker role it may pass, the
-    model package group, log groups to read, and ``name_prefix`` for SageMaker jobs/models/endpoints.
+    ``purpose``: trainer, registrar, approver, deployer, infra-reader, infra-deployer (the role's
+    description and tag). ``subjects``: the exact ``sub`` claims allowed, one per GitHub deployment
+    environment of this purpose (``repo:owner/name:environment:dev-training``); an environment with
+    required reviewers is where a person approves. ``provider_arn``: the account's GitHub OIDC provider.
+    ``policy``: the role's inline policy document (see :mod:`infra.components.aws_policies`).
+    ``managed_policy_arns``: AWS managed policies to attach (the infra deployer only).
     """
 
-    account_id: pulumi.Input[str]
-    region: str
-    partition: pulumi.Input[str]
+    purpose: str
     subjects: Sequence[str]
-    bucket_arns: Sequence[pulumi.Input[str]]
-    repository_arns: Sequence[pulumi.Input[str]]
-    sagemaker_role_arn: pulumi.Input[str]
-    model_package_group_name: pulumi.Input[str]
-    log_group_arns: Sequence[pulumi.Input[str]]
-    kms_key_arn: pulumi.Input[str]
-    name_prefix: str
-    oidc_provider_arn: str | None = None
+    provider_arn: pulumi.Input[str]
+    policy: Mapping[str, Any]
+    managed_policy_arns: Sequence[str] = ()
+    max_session_seconds: int = 3600
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-class GitHubCiRole(pulumi.ComponentResource):
-    """Attributes ``provider`` (None when reused), ``provider_arn``, ``role`` and ``policy``.
-
-    Registering a model version leaves it ``PendingManualApproval``; CI gets no
-    ``sagemaker:UpdateModelPackage``, so approval stays with a person.
-    """
-
-    def __init__(self, name: str, args: GitHubCiRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("detops:aws:GitHubCiRole", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.provider: aws.iam.OpenIdConnectProvider | None = None
-        if args.oidc_provider_arn:
-            self.provider_arn: pulumi.Input[str] = args.oidc_provider_arn
-        else:
-            self.provider = aws.iam.OpenIdConnectProvider(
-                f"{name}-github-oidc", url=GITHUB_OIDC_URL, client_id_lists=[STS_AUDIENCE], tags=dict(args.tags), opts=child
-            )
-            self.provider_arn = self.provider.arn
-        trust = _json(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Federated": self.provider_arn},
-                        "Action": "sts:AssumeRoleWithWebIdentity",
-                        "Condition": {
-                            "StringEquals": {
-                                f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
-                                f"{GITHUB_OIDC_HOST}:sub": list(args.subjects),
-                            }
-                        },
-                    }
-                ],
-            }
-        )
-        self.role = aws.iam.Role(
-            name,
-            assume_role_policy=trust,
-            description="detops CI (GitHub Actions OIDC)",
-            max_session_duration=3600,
-            tags=dict(args.tags),
-            opts=child,
-        )
-
-        def sagemaker_arn(kind: str, pattern: pulumi.Input[str]) -> pulumi.Output[str]:
-            return pulumi.Output.concat(
-                "arn:", args.partition, ":sagemaker:", args.region, ":", args.account_id, ":", kind, "/", pattern
-            )
-
-        prefix = f"{args.name_prefix}-*"
-        document = {
+def github_trust_policy(provider_arn: pulumi.Input[str], subjects: Sequence[str]) -> pulumi.Output[str]:
+    """Trust policy: ``sts:AssumeRoleWithWebIdentity`` for the GitHub OIDC audience and exactly ``subjects``."""
+    return _json(
+        {
             "Version": "2012-10-17",
             "Statement": [
-                {"Sid": "ListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": list(args.bucket_arns)},
                 {
-                    "Sid": "ReadWriteObjects",
                     "Effect": "Allow",
-                    "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                    "Resource": _objects(args.bucket_arns),
-                },
-                {
-                    "Sid": "UseProjectKey",
-                    "Effect": "Allow",
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-                    "Resource": [args.kms_key_arn],
-                },
-                {
-                    "Sid": "PushImages",
-                    "Effect": "Allow",
-                    "Action": [
-                        "ecr:BatchCheckLayerAvailability",
-                        "ecr:BatchGetImage",
-                        "ecr:GetDownloadUrlForLayer",
-                        "ecr:InitiateLayerUpload",
-                        "ecr:UploadLayerPart",
-                        "ecr:CompleteLayerUpload",
-                        "ecr:PutImage",
-                        "ecr:DescribeImages",
-                        "ecr:DescribeImageScanFindings",
-                    ],
-                    "Resource": list(args.repository_arns),
-                },
-                {"Sid": "RegistryToken", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
-                {
-                    "Sid": "PassSageMakerRole",
-                    "Effect": "Allow",
-                    "Action": ["iam:PassRole"],
-                    "Resource": [args.sagemaker_role_arn],
-                    "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-                },
-                {
-                    "Sid": "TrainAndDeploy",
-                    "Effect": "Allow",
-                    "Action": [
-                        "sagemaker:CreateTrainingJob",
-                        "sagemaker:DescribeTrainingJob",
-                        "sagemaker:StopTrainingJob",
-                        "sagemaker:CreateModel",
-                        "sagemaker:DescribeModel",
-                        "sagemaker:DeleteModel",
-                        "sagemaker:CreateEndpointConfig",
-                        "sagemaker:DescribeEndpointConfig",
-                        "sagemaker:DeleteEndpointConfig",
-                        "sagemaker:CreateEndpoint",
-                        "sagemaker:UpdateEndpoint",
-                        "sagemaker:DescribeEndpoint",
-                        "sagemaker:DeleteEndpoint",
-                        "sagemaker:AddTags",
-                    ],
-                    "Resource": [
-                        sagemaker_arn("training-job", prefix),
-                        sagemaker_arn("model", prefix),
-                        sagemaker_arn("endpoint-config", prefix),
-                        sagemaker_arn("endpoint", prefix),
-                    ],
-                },
-                {
-                    "Sid": "RegisterModelVersions",
-                    "Effect": "Allow",
-                    "Action": [
-                        "sagemaker:CreateModelPackage",
-                        "sagemaker:DescribeModelPackage",
-                        "sagemaker:ListModelPackages",
-                        "sagemaker:DescribeModelPackageGroup",
-                    ],
-                    "Resource": [
-                        sagemaker_arn("model-package-group", args.model_package_group_name),
-                        sagemaker_arn("model-package", pulumi.Output.concat(args.model_package_group_name, "/*")),
-                    ],
-                },
-                {
-                    "Sid": "ReadLogs",
-                    "Effect": "Allow",
-                    "Action": ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
-                    "Resource": [pulumi.Output.concat(arn, ":*") for arn in args.log_group_arns],
-                },
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
+                            f"{GITHUB_OIDC_HOST}:sub": list(subjects),
+                        }
+                    },
+                }
             ],
         }
-        self.policy = aws.iam.RolePolicy(f"{name}-access", role=self.role.id, policy=_json(document), opts=child)
+    )
+
+
+def github_oidc_provider(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.iam.OpenIdConnectProvider:
+    """The account's GitHub Actions OIDC provider (an account holds one per issuer URL), audience STS only."""
+    return aws.iam.OpenIdConnectProvider(name, url=GITHUB_OIDC_URL, client_id_lists=[STS_AUDIENCE], opts=opts)
+
+
+class GitHubRole(pulumi.ComponentResource):
+    """Attributes ``role``, ``policy`` (inline :class:`aws.iam.RolePolicy`) and ``attachments``."""
+
+    def __init__(self, name: str, args: GitHubRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("detops:aws:GitHubRole", name, None, opts)
+        if not args.subjects:
+            raise ValueError(f"{name}: a {args.purpose} role needs at least one GitHub environment to trust")
+        child = pulumi.ResourceOptions(parent=self)
+        self.role = aws.iam.Role(
+            name,
+            assume_role_policy=github_trust_policy(args.provider_arn, args.subjects),
+            description=f"detops {args.purpose} (GitHub Actions OIDC)",
+            max_session_duration=args.max_session_seconds,
+            tags={**args.tags, "detops:purpose": args.purpose},
+            opts=child,
+        )
+        self.policy = aws.iam.RolePolicy(f"{name}-access", role=self.role.id, policy=_json(args.policy), opts=child)
+        self.attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-{arn.rsplit('/', 1)[-1].lower()}", role=self.role.name, policy_arn=arn, opts=child)
+            for arn in args.managed_policy_arns
+        ]
         self.register_outputs({"role_arn": self.role.arn})

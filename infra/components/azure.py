@@ -23,6 +23,7 @@ from pulumi_azure_native import (
     kubernetesconfiguration,
     machinelearningservices,
     managedidentity,
+    monitor,
     network,
     operationalinsights,
     privatedns,
@@ -37,6 +38,15 @@ ROLE_IDS: Mapping[str, str] = {
     "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Crypto User": "12338af0-0e69-4776-bea7-57ae8d297424",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+}
+
+#: Roles only the bootstrap grants, to the infra deployer, on the application stacks' resource groups
+#: (RBAC Administrator with an ABAC condition limiting it to :data:`ROLE_IDS`).
+INFRA_ROLE_IDS: Mapping[str, str] = {
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Role Based Access Control Administrator": "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
 }
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -45,10 +55,10 @@ ENTRA_TOKEN_AUDIENCE = "api://AzureADTokenExchange"
 
 
 def role_definition_id(subscription_id: pulumi.Input[str], role: str) -> pulumi.Output[str]:
-    """Full resource id of a built-in role in a subscription; ``role`` is a key of :data:`ROLE_IDS`."""
-    return pulumi.Output.concat(
-        "/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/", ROLE_IDS[role]
-    )
+    """Full resource id of a built-in role in a subscription; ``role`` is a key of :data:`ROLE_IDS`
+    (or of :data:`INFRA_ROLE_IDS`)."""
+    guid = ROLE_IDS.get(role) or INFRA_ROLE_IDS[role]
+    return pulumi.Output.concat("/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/", guid)
 
 
 @dataclass
@@ -65,6 +75,7 @@ class StorageArgs:
     sku: str = "Standard_LRS"
     public_network_access: bool = True
     soft_delete_days: int = 7
+    versioning: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -87,7 +98,13 @@ class Storage(pulumi.ComponentResource):
             enable_https_traffic_only=True,
             minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
             allow_cross_tenant_replication=False,
+            # Entra ID only (no account keys, no SAS): Azure ML uses identity-based datastores.
+            allow_shared_key_access=False,
             public_network_access="Enabled" if args.public_network_access else "Disabled",
+            network_rule_set=storage.NetworkRuleSetArgs(
+                default_action=storage.DefaultAction.ALLOW if args.public_network_access else storage.DefaultAction.DENY,
+                bypass="AzureServices",
+            ),
             tags=dict(args.tags),
             opts=child,
         )
@@ -100,6 +117,7 @@ class Storage(pulumi.ComponentResource):
             container_delete_retention_policy=storage.DeleteRetentionPolicyArgs(
                 enabled=True, days=args.soft_delete_days
             ),
+            is_versioning_enabled=args.versioning,
             opts=child,
         )
         self.containers: dict[str, storage.BlobContainer] = {
@@ -145,11 +163,10 @@ class KeyVault(pulumi.ComponentResource):
                 soft_delete_retention_in_days=args.soft_delete_days,
                 enable_purge_protection=True,
                 public_network_access="Enabled" if args.public_network_access else "Disabled",
+                # Default deny; trusted Azure services (the Azure ML workspace) bypass; private endpoint in prod.
                 network_acls=keyvault.NetworkRuleSetArgs(
                     bypass=keyvault.NetworkRuleBypassOptions.AZURE_SERVICES,
-                    default_action=keyvault.NetworkRuleAction.ALLOW
-                    if args.public_network_access
-                    else keyvault.NetworkRuleAction.DENY,
+                    default_action=keyvault.NetworkRuleAction.DENY,
                 ),
             ),
             tags=dict(args.tags),
@@ -258,6 +275,9 @@ class MlWorkspaceArgs:
     container_registry_id: pulumi.Input[str]
     clusters: Sequence[ClusterSpec]
     public_network_access: bool = True
+    #: The workspace's managed network (AllowInternetOutbound). It does not cover Kubernetes compute
+    #: ("Workspace managed network isolation", limitations): off when AKS is attached.
+    managed_network: bool = True
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -283,8 +303,10 @@ class MlWorkspace(pulumi.ComponentResource):
             application_insights=args.app_insights_id,
             container_registry=args.container_registry_id,
             managed_network=machinelearningservices.ManagedNetworkSettingsArgs(
-                isolation_mode="AllowInternetOutbound"
+                isolation_mode="AllowInternetOutbound" if args.managed_network else "Disabled"
             ),
+            # Storage has shared keys off: the workspace reaches its system datastores with its identity.
+            system_datastores_auth_mode="identity",
             public_network_access="Enabled" if args.public_network_access else "Disabled",
             v1_legacy_mode=False,
             tags=dict(args.tags),
@@ -349,18 +371,27 @@ class AksComputeArgs:
     subscription_id: pulumi.Input[str]
     system_vm_size: str
     node_pools: Sequence[NodePoolSpec]
+    ssl_cname: str
+    subnet_id: pulumi.Input[str]
     compute_name: str = "aks-compute"
     kubernetes_version: str | None = None
     sku_tier: str = "Free"
-    inference_router_ha: bool = False
+    inference_router_ha: bool = True
+    system_min_nodes: int = 3
+    ssl_secret: str = "azureml-tls"
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class AksCompute(pulumi.ComponentResource):
     """Attributes ``cluster``, ``node_pools``, ``extension`` (Microsoft.AzureML.Kubernetes), ``compute``.
 
-    The cluster uses a managed identity, Entra ID with Azure RBAC for Kubernetes authorization, and has
-    local accounts disabled (no static kubeconfig credentials); no node has a public IP.
+    Configured the way the Azure ML extension supports ("Deploy Azure Machine Learning extension on AKS
+    or Arc Kubernetes cluster", limitations and configuration settings): a managed identity; local
+    accounts left enabled ("Azure Machine Learning doesn't support disabling local accounts for AKS"),
+    with Entra ID + Azure RBAC for people; a private API server in the stack's VNet; no node public IP;
+    HTTPS-only inference (``allowInsecureConnections=False``) with ``sslCname`` and the certificate in the
+    Kubernetes secret ``ssl_secret`` (synced from Key Vault, docs/infra.md); ``inferenceRouterHA`` only
+    with a system pool of at least 3 nodes (the router runs 3 replicas).
     """
 
     def __init__(self, name: str, args: AksComputeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -375,7 +406,9 @@ class AksCompute(pulumi.ComponentResource):
             identity=containerservice.ManagedClusterIdentityArgs(type="SystemAssigned"),
             aad_profile=containerservice.ManagedClusterAADProfileArgs(managed=True, enable_azure_rbac=True),
             enable_rbac=True,
-            disable_local_accounts=True,
+            # The Azure ML extension does not support AKS with local accounts disabled.
+            disable_local_accounts=False,
+            api_server_access_profile=containerservice.ManagedClusterAPIServerAccessProfileArgs(enable_private_cluster=True),
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier=args.sku_tier),
             oidc_issuer_profile=containerservice.ManagedClusterOIDCIssuerProfileArgs(enabled=True),
             security_profile=containerservice.ManagedClusterSecurityProfileArgs(
@@ -392,11 +425,12 @@ class AksCompute(pulumi.ComponentResource):
                     vm_size=args.system_vm_size,
                     os_type="Linux",
                     type="VirtualMachineScaleSets",
-                    count=1,
+                    count=args.system_min_nodes,
                     enable_auto_scaling=True,
-                    min_count=1,
-                    max_count=3,
+                    min_count=args.system_min_nodes,
+                    max_count=max(args.system_min_nodes, 5),
                     enable_node_public_ip=False,
+                    vnet_subnet_id=args.subnet_id,
                     # Untainted: the Azure ML extension's pods run here, so user pools can scale to 0.
                 )
             ],
@@ -419,6 +453,7 @@ class AksCompute(pulumi.ComponentResource):
                 min_count=pool.min_count,
                 max_count=pool.max_count,
                 enable_node_public_ip=False,
+                vnet_subnet_id=args.subnet_id,
                 node_taints=list(pool.taints),
                 node_labels=dict(pool.labels),
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
@@ -452,9 +487,13 @@ class AksCompute(pulumi.ComponentResource):
             configuration_settings={
                 "enableTraining": "True",
                 "enableInference": "True",
+                # An internal load balancer: the router is reached inside the VNet, like the API server.
                 "inferenceRouterServiceType": "LoadBalancer",
+                "internalLoadBalancerProvider": "azure",
                 "inferenceRouterHA": "True" if args.inference_router_ha else "False",
                 "allowInsecureConnections": "False",
+                "sslCname": args.ssl_cname,
+                "sslSecret": args.ssl_secret,
                 "installNvidiaDevicePlugin": "True",
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.node_pools.values())),
@@ -468,9 +507,11 @@ class AksCompute(pulumi.ComponentResource):
             identity=machinelearningservices.ManagedServiceIdentityArgs(type="SystemAssigned"),
             properties=machinelearningservices.KubernetesArgs(
                 compute_type="Kubernetes",
+                disable_local_auth=True,
                 resource_id=self.cluster.id,
                 properties=machinelearningservices.KubernetesPropertiesArgs(namespace="azureml"),
             ),
+            tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.extension]),
         )
         self.register_outputs({"cluster_name": self.cluster.name, "compute_name": args.compute_name})
@@ -500,6 +541,7 @@ class CiIdentityArgs:
     github_subjects: Sequence[str]
     grants: Sequence[RoleGrant]
     azure_devops: tuple[str, str] | None = None
+    purpose: str = "ci"
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -517,7 +559,7 @@ class CiIdentity(pulumi.ComponentResource):
             name,
             resource_group_name=args.resource_group_name,
             location=args.location,
-            tags=dict(args.tags),
+            tags={**args.tags, "detops-purpose": args.purpose},
             opts=child,
         )
         federations: list[tuple[str, str, str]] = [
@@ -548,7 +590,7 @@ class CiIdentity(pulumi.ComponentResource):
                 role_definition_id=role_definition_id(args.subscription_id, grant.role),
                 principal_id=self.identity.principal_id,
                 principal_type="ServicePrincipal",
-                description=f"detops CI: {grant.role}",
+                description=f"detops {args.purpose}: {grant.role}",
                 opts=child,
             )
             for grant in args.grants
@@ -574,12 +616,15 @@ class PrivateEndpointsArgs:
     location: str
     address_space: str
     targets: Sequence[PrivateLinkTarget]
+    #: Also a subnet for AKS nodes (AKS in the VNet, next to the private endpoints it uses).
+    aks_subnet: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 # Private DNS zone names per sub-resource ("Azure Private Endpoint private DNS zone values").
 PRIVATE_DNS_ZONES: Mapping[str, tuple[str, ...]] = {
     "blob": ("privatelink.blob.core.windows.net",),
+    "file": ("privatelink.file.core.windows.net",),
     "vault": ("privatelink.vaultcore.azure.net",),
     "registry": ("privatelink.azurecr.io",),
     "amlworkspace": ("privatelink.api.azureml.ms", "privatelink.notebooks.azure.net"),
@@ -587,7 +632,9 @@ PRIVATE_DNS_ZONES: Mapping[str, tuple[str, ...]] = {
 
 
 class PrivateEndpoints(pulumi.ComponentResource):
-    """Attributes ``vnet``, ``subnet``, ``endpoints`` (label -> PrivateEndpoint), ``zones`` (name -> zone)."""
+    """Attributes ``vnet``, ``subnet`` (endpoints), ``aks_subnet`` (or None), ``endpoints`` (label ->
+    PrivateEndpoint), ``zones`` (name -> zone). Subnets: the first /24 of the address space for
+    endpoints, the second for AKS nodes."""
 
     def __init__(self, name: str, args: PrivateEndpointsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("detops:azure:PrivateEndpoints", name, None, opts)
@@ -600,17 +647,28 @@ class PrivateEndpoints(pulumi.ComponentResource):
             tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["subnets"]),
         )
-        prefix_base, _ = args.address_space.split("/")
-        first_octets = ".".join(prefix_base.split(".")[:3])
+        import ipaddress
+
+        subnets = ipaddress.ip_network(args.address_space, strict=False).subnets(new_prefix=24)
+        endpoints_prefix, aks_prefix = str(next(subnets)), str(next(subnets))
         self.subnet = network.Subnet(
             f"{name}-endpoints",
             resource_group_name=args.resource_group_name,
             virtual_network_name=self.vnet.name,
-            address_prefix=f"{first_octets}.0/24",
+            address_prefix=endpoints_prefix,
             private_endpoint_network_policies="Enabled",
             default_outbound_access=False,
             opts=child,
         )
+        self.aks_subnet: network.Subnet | None = None
+        if args.aks_subnet:
+            self.aks_subnet = network.Subnet(
+                f"{name}-aks",
+                resource_group_name=args.resource_group_name,
+                virtual_network_name=self.vnet.name,
+                address_prefix=aks_prefix,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.subnet]),
+            )
         self.zones: dict[str, privatedns.PrivateZone] = {}
         self.endpoints: dict[str, network.PrivateEndpoint] = {}
         for target in args.targets:
@@ -633,6 +691,7 @@ class PrivateEndpoints(pulumi.ComponentResource):
                     location="global",
                     virtual_network=privatedns.SubResourceArgs(id=self.vnet.id),
                     registration_enabled=False,
+                    tags=dict(args.tags),
                     opts=child,
                 )
                 self.zones[zone_name] = zone
@@ -664,3 +723,18 @@ class PrivateEndpoints(pulumi.ComponentResource):
             )
             self.endpoints[target.label] = endpoint
         self.register_outputs({"vnet_id": self.vnet.id})
+
+
+def diagnostic_setting(
+    name: str, resource_id: pulumi.Input[str], workspace_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
+) -> monitor.DiagnosticSetting:
+    """Send every log (category group ``allLogs``) and ``AllMetrics`` of ``resource_id`` to Log Analytics."""
+    return monitor.DiagnosticSetting(
+        name,
+        name="to-log-analytics",
+        resource_uri=resource_id,
+        workspace_id=workspace_id,
+        logs=[monitor.DiagnosticsLogSettingsArgs(category_group="allLogs", enabled=True)],
+        metrics=[monitor.DiagnosticsMetricSettingsArgs(category="AllMetrics", enabled=True)],
+        opts=opts,
+    )

@@ -256,12 +256,6 @@ def _aks_azure_rbac(props: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _aks_local_accounts(props: Mapping[str, Any]) -> list[str]:
-    if props.get("disableLocalAccounts") is not True:
-        return ["disableLocalAccounts must be true (no static cluster-admin kubeconfig)"]
-    return []
-
-
 def _aks_no_node_public_ip(props: Mapping[str, Any]) -> list[str]:
     pools = props.get("agentPoolProfiles")
     if pools is None:  # an AgentPool resource
@@ -273,16 +267,30 @@ def _aks_no_node_public_ip(props: Mapping[str, Any]) -> list[str]:
     ]
 
 
+READER_ROLE = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+_RESOURCE_SCOPE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", re.IGNORECASE)
+_GROUP_SCOPE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+$", re.IGNORECASE)
+
+
 def _role_assignment_least_privilege(props: Mapping[str, Any]) -> list[str]:
+    """Owner and User Access Administrator never. Contributor, Reader and RBAC Administrator only on one
+    resource group (the infra identities of infra/bootstrap), RBAC Administrator only with an ABAC
+    condition on the role definitions it may assign. Every other role on one resource."""
     problems = []
     role_id = str(props.get("roleDefinitionId") or "")
     guid = role_id.rsplit("/", 1)[-1].lower()
-    if guid in PRIVILEGED_AZURE_ROLES:
-        problems.append(f"role {PRIVILEGED_AZURE_ROLES[guid]!r} is too broad; grant a data-plane or service role")
+    scope = str(props.get("scope") or "")
+    name = PRIVILEGED_AZURE_ROLES.get(guid)
     if not guid:
         problems.append("roleDefinitionId is missing")
-    scope = str(props.get("scope") or "")
-    if not re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", scope, re.IGNORECASE):
+    if name in ("Owner", "User Access Administrator"):
+        problems.append(f"role {name!r} is too broad; grant a data-plane or service role")
+    elif name in ("Contributor", "Role Based Access Control Administrator") or guid == READER_ROLE:
+        if not _GROUP_SCOPE.match(scope) and not (guid == READER_ROLE and _RESOURCE_SCOPE.match(scope)):
+            problems.append(f"role {name or 'Reader'!r} only on one resource group (got scope {scope!r})")
+        if name == "Role Based Access Control Administrator" and "RoleDefinitionId" not in str(props.get("condition") or ""):
+            problems.append("Role Based Access Control Administrator needs an ABAC condition naming the assignable roles")
+    elif not _RESOURCE_SCOPE.match(scope):
         problems.append(f"scope must be a single resource, not a subscription, group or tenant (got {scope!r})")
     return problems
 
@@ -316,6 +324,49 @@ def _aml_extension_secure(props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _aks_private_api(props: Mapping[str, Any]) -> list[str]:
+    profile = props.get("apiServerAccessProfile") or {}
+    if _get(profile, "enablePrivateCluster") is True or _as_list(_get(profile, "authorizedIPRanges")):
+        return []
+    return ["apiServerAccessProfile: enablePrivateCluster must be true or authorizedIPRanges set (no open API server)"]
+
+
+#: Tag that states why a prod resource keeps a public endpoint (only the bootstrap's state backend, which
+#: GitHub-hosted runners reach with Entra ID tokens); the rule accepts it only with a reason in it.
+PUBLIC_ACCESS_REASON_TAG = "public-access-reason"
+
+
+def _prod_public_access(props: Mapping[str, Any]) -> list[str]:
+    if _get(props, "tags", "environment") != "prod":
+        return []
+    if len(str(_get(props, "tags", PUBLIC_ACCESS_REASON_TAG) or "").strip()) >= 20:
+        return []
+    value = props.get("publicNetworkAccess") or _get(props, "properties", "publicNetworkAccess")
+    if value != "Disabled":
+        return [f"publicNetworkAccess must be 'Disabled' in prod (got {value!r}); traffic goes through private endpoints"]
+    return []
+
+
+def _storage_shared_key(props: Mapping[str, Any]) -> list[str]:
+    if props.get("allowSharedKeyAccess") is not False:
+        return ["allowSharedKeyAccess must be set to false (Entra ID only; no account keys or SAS)"]
+    return []
+
+
+def _vault_default_deny(props: Mapping[str, Any]) -> list[str]:
+    action = _get(props, "properties", "networkAcls", "defaultAction")
+    if action != "Deny":
+        return [f"properties.networkAcls.defaultAction must be 'Deny' (got {action!r})"]
+    return []
+
+
+def _ml_compute_local_auth(props: Mapping[str, Any]) -> list[str]:
+    kind = _get(props, "properties", "computeType")
+    if kind in ("AmlCompute", "Kubernetes", "ComputeInstance") and _get(props, "properties", "disableLocalAuth") is not True:
+        return [f"properties.disableLocalAuth must be true for {kind} compute (Entra ID only)"]
+    return []
+
+
 def _app_insights_workspace(props: Mapping[str, Any]) -> list[str]:
     if not props.get("workspaceResourceId"):
         return ["workspaceResourceId must be set (workspace-based Application Insights)"]
@@ -342,7 +393,12 @@ AWS_OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
 
 # Actions without resource-level permissions (AWS Service Authorization Reference): "Resource": "*" is
 # the only possible value for them.
-STAR_RESOURCE_ACTIONS = frozenset({"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "sts:GetCallerIdentity"})
+# The SageMaker registry listings are granted on "*": a listing names no single package (the roles'
+# Describe/Create/Update stay on the stack's group).
+STAR_RESOURCE_ACTIONS = frozenset({
+    "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "sts:GetCallerIdentity",
+    "sagemaker:ListModelPackages", "sagemaker:ListModelPackageGroups",
+})
 _PUBLIC_ACLS = {"public-read", "public-read-write", "authenticated-read"}
 
 
@@ -495,6 +551,73 @@ def _iam_policy_least_privilege(props: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _ecr_kms(props: Mapping[str, Any]) -> list[str]:
+    configs = _as_list(props.get("encryptionConfigurations"))
+    if not configs or _get(configs[0], "encryptionType") != "KMS" or not _get(configs[0], "kmsKey"):
+        return ["encryptionConfigurations must use encryptionType KMS with the project key (kmsKey)"]
+    return []
+
+
+#: SageMaker actions that must carry a condition on the named key in every Allow (AWS Service
+#: Authorization Reference condition keys); the value check is the second element (None: any value).
+SAGEMAKER_CONDITIONS: Mapping[str, tuple[str, Callable[[list[str]], bool] | None, str]] = {
+    "sagemaker:createmodelpackage": (
+        "sagemaker:ModelApprovalStatus", lambda values: values == ["PendingManualApproval"],
+        "registration only as PendingManualApproval (approval stays with a person)",
+    ),
+    "sagemaker:updatemodelpackage": ("sagemaker:ModelApprovalStatus", None, "the approval statuses the role may set"),
+    "sagemaker:createtrainingjob": ("sagemaker:VolumeKmsKeyArn", None, "the project key for training volumes"),
+    "sagemaker:createendpointconfig": ("sagemaker:VolumeKmsKeyArn", None, "the project key for endpoint volumes"),
+    "sagemaker:createmodel": ("sagemaker:NetworkIsolation", lambda values: values == ["true"], "network isolation"),
+}
+
+
+def _condition_values(statement: Mapping[str, Any], key: str) -> list[str] | None:
+    found = None
+    for operator, entries in (statement.get("Condition") or {}).items():
+        if not isinstance(entries, Mapping) or operator.startswith(("StringNot", "ArnNot")):
+            continue
+        for name, value in entries.items():
+            if name.lower() == key.lower():
+                found = (found or []) + [str(v).lower() if isinstance(v, bool) else str(v) for v in _as_list(value)]
+    return found
+
+
+def _iam_sagemaker_conditions(props: Mapping[str, Any]) -> list[str]:
+    document, problems = _json_document(props.get("policy"), "policy")
+    if document is None:
+        return problems
+    for index, statement in enumerate(_statements(document)):
+        if statement.get("Effect") != "Allow":
+            continue
+        label = statement.get("Sid") or f"statement {index}"
+        for action in (str(a).lower() for a in _as_list(statement.get("Action"))):
+            if action not in SAGEMAKER_CONDITIONS:
+                continue
+            key, accept, why = SAGEMAKER_CONDITIONS[action]
+            values = _condition_values(statement, key)
+            if values is None:
+                problems.append(f"{label}: {action} needs a condition on {key} ({why})")
+            elif accept is not None and not accept([v.lower() if v in ("True", "False") else v for v in values]):
+                problems.append(f"{label}: {action} condition on {key} allows {values} ({why})")
+    return problems
+
+
+def _iam_no_partial_wildcards(props: Mapping[str, Any]) -> list[str]:
+    document, problems = _json_document(props.get("policy"), "policy")
+    if document is None:
+        return problems
+    for index, statement in enumerate(_statements(document)):
+        if statement.get("Effect") != "Allow":
+            continue
+        label = statement.get("Sid") or f"statement {index}"
+        for action in (str(a) for a in _as_list(statement.get("Action"))):
+            name = action.split(":", 1)[-1]
+            if ("*" in name or "?" in name) and name != "*":
+                problems.append(f"{label}: action {action!r} is a partial wildcard (list the actions)")
+    return problems
+
+
 def _log_group_retention_encryption(props: Mapping[str, Any]) -> list[str]:
     problems = []
     if not props.get("retentionInDays"):
@@ -531,12 +654,16 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     _rule("azure-aml-compute-no-public-ip", "AmlCompute nodes get no public IP and no public SSH.", [AZ_ML_COMPUTE], _aml_compute_no_public_ip),
     _rule("azure-aks-managed-identity", "AKS runs as a managed identity, no service principal secret.", [AZ_AKS], _aks_managed_identity),
     _rule("azure-aks-azure-rbac", "AKS uses Entra ID with Azure RBAC for Kubernetes authorization.", [AZ_AKS], _aks_azure_rbac),
-    _rule("azure-aks-local-accounts-disabled", "AKS local accounts are disabled.", [AZ_AKS], _aks_local_accounts),
     _rule("azure-aks-no-node-public-ip", "AKS nodes get no public IP.", [AZ_AKS, AZ_AKS_POOL], _aks_no_node_public_ip),
-    _rule("azure-role-assignment-least-privilege", "Role assignments grant no Owner/Contributor/access-admin role and are scoped to one resource.", [AZ_ROLE_ASSIGNMENT], _role_assignment_least_privilege),
+    _rule("azure-role-assignment-least-privilege", "No Owner or access administrator; Contributor/Reader/RBAC admin (with an ABAC condition) only on one resource group; other roles on one resource.", [AZ_ROLE_ASSIGNMENT], _role_assignment_least_privilege),
     _rule("azure-federated-credential-trusted", "Federated credentials trust GitHub Actions (branch/environment subjects) or Azure DevOps only.", [AZ_FEDERATED], _federated_credential_trusted),
     _rule("azure-ml-extension-https", "The Azure ML AKS extension serves inference over HTTPS only.", [AZ_EXTENSION], _aml_extension_secure),
     _rule("azure-app-insights-workspace-based", "Application Insights is workspace-based.", [AZ_APP_INSIGHTS], _app_insights_workspace),
+    _rule("azure-aks-private-api-server", "AKS API servers are private or limited to authorized IP ranges.", [AZ_AKS], _aks_private_api),
+    _rule("azure-public-network-disabled-in-prod", "In prod, storage, Key Vault, ACR and the Azure ML workspace have public network access disabled.", [AZ_STORAGE, AZ_VAULT, AZ_ACR, AZ_ML_WORKSPACE], _prod_public_access),
+    _rule("azure-storage-shared-key-disabled", "Storage accounts accept Entra ID only (allowSharedKeyAccess false).", [AZ_STORAGE], _storage_shared_key),
+    _rule("azure-key-vault-default-deny", "Key Vault network ACLs deny by default.", [AZ_VAULT], _vault_default_deny),
+    _rule("azure-ml-compute-local-auth-disabled", "Azure ML compute disables local authentication.", [AZ_ML_COMPUTE], _ml_compute_local_auth),
     # AWS
     _rule("aws-s3-public-access-block", "S3 public access blocks set all four switches.", [AWS_PAB], _s3_public_access_block),
     _rule("aws-s3-sse-kms", "S3 default encryption is SSE-KMS with the project key.", [AWS_SSE], _s3_sse_kms),
@@ -551,6 +678,9 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     _rule("aws-iam-oidc-trust-pinned", "Web-identity trust pins audience and exact repository/branch/environment subjects.", [AWS_ROLE], _iam_oidc_trust_pinned),
     _rule("aws-iam-least-privilege", "IAM policies name their resources; no service-wide wildcards.", [AWS_ROLE_POLICY, AWS_POLICY], _iam_policy_least_privilege),
     _rule("aws-log-group-retention-kms", "Log groups have a retention and use the project key.", [AWS_LOG_GROUP], _log_group_retention_encryption),
+    _rule("aws-ecr-kms-encryption", "ECR repositories are encrypted with the project KMS key.", [AWS_ECR], _ecr_kms),
+    _rule("aws-iam-sagemaker-conditions", "SageMaker create/update permissions carry their conditions (ModelApprovalStatus, VolumeKmsKeyArn, NetworkIsolation).", [AWS_ROLE_POLICY, AWS_POLICY], _iam_sagemaker_conditions),
+    _rule("aws-iam-no-partial-wildcards", "IAM Allow statements list their actions (no 's3:Put*').", [AWS_ROLE_POLICY, AWS_POLICY], _iam_no_partial_wildcards),
     _rule("aws-github-oidc-audience", "The GitHub OIDC provider accepts only the STS audience.", [AWS_OIDC_PROVIDER], _oidc_provider_audience),
 )
 
@@ -594,6 +724,74 @@ def _ecr_lifecycle(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
     ]
 
 
+REQUIRED_TAGS = ("project", "environment", "managed-by")
+
+
+def _required_tags(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """Azure resources that have a location carry the required tags; every AWS provider sets them as
+    default tags (pulumi-aws applies them to every taggable resource it creates)."""
+    problems = []
+    for resource in resources:
+        if resource.type.startswith("azure-native:") and resource.props.get("location"):
+            tags = resource.props.get("tags") or {}
+            missing = [t for t in REQUIRED_TAGS if not _get(tags, t)]
+            if missing:
+                problems.append((resource.name, f"tags lack {', '.join(missing)}"))
+        elif resource.type == "pulumi:providers:aws":
+            default, _ = _json_document(resource.props.get("defaultTags"), "defaultTags")
+            tags = (default or {}).get("tags") or {}
+            missing = [t for t in REQUIRED_TAGS if not _get(tags, t)]
+            if missing:
+                problems.append((resource.name, f"defaultTags lack {', '.join(missing)}"))
+    return problems
+
+
+def _aks_azureml_fit(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """AKS with the Azure ML extension is configured the way the extension supports ("Deploy Azure
+    Machine Learning extension on AKS", limitations; "Workspace managed network isolation", limitations):
+    local accounts NOT disabled; HTTPS with sslCname and a certificate (sslSecret, or sslCertPemFile and
+    sslKeyPemFile as protected settings); inferenceRouterHA only with >= 3 system nodes; no managed
+    network on a workspace with Kubernetes compute."""
+    extensions = [r for r in resources if r.type == AZ_EXTENSION and r.props.get("extensionType") == "Microsoft.AzureML.Kubernetes"]
+    if not extensions:
+        return []
+    problems = []
+    clusters = [r for r in resources if r.type == AZ_AKS]
+    for cluster in clusters:
+        if cluster.props.get("disableLocalAccounts") is True:
+            problems.append((cluster.name, "disableLocalAccounts must not be true: the Azure ML extension does not support it"))
+    for extension in extensions:
+        settings = extension.props.get("configurationSettings") or {}
+        protected = extension.props.get("configurationProtectedSettings") or {}
+        if str(settings.get("allowInsecureConnections", "False")).lower() != "true":
+            has_cert = settings.get("sslSecret") or (protected.get("sslCertPemFile") and protected.get("sslKeyPemFile"))
+            if not settings.get("sslCname") or not has_cert:
+                problems.append((extension.name, "allowInsecureConnections=False needs sslCname and sslSecret (or sslCertPemFile/sslKeyPemFile)"))
+        if str(settings.get("inferenceRouterHA", "True")).lower() == "true":
+            for cluster in clusters:
+                system = [p for p in _as_list(cluster.props.get("agentPoolProfiles")) if isinstance(p, Mapping) and p.get("mode") == "System"]
+                smallest = min((int(p.get("minCount") or p.get("count") or 0) for p in system), default=0)
+                if smallest < 3:
+                    problems.append((cluster.name, f"inferenceRouterHA needs at least 3 system nodes (minCount {smallest})"))
+    if any(r.type == AZ_ML_COMPUTE and _get(r.props, "properties", "computeType") == "Kubernetes" for r in resources):
+        for workspace in (r for r in resources if r.type == AZ_ML_WORKSPACE):
+            mode = _get(workspace.props, "managedNetwork", "isolationMode")
+            if mode not in (None, "Disabled"):
+                problems.append((workspace.name, f"managed network ({mode}) does not support Kubernetes compute; set isolationMode Disabled"))
+    return problems
+
+
+def _aks_local_accounts(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """AKS disables local accounts, except a cluster that hosts the Azure ML extension (which needs them)."""
+    if any(r.type == AZ_EXTENSION and r.props.get("extensionType") == "Microsoft.AzureML.Kubernetes" for r in resources):
+        return []
+    return [
+        (r.name, "disableLocalAccounts must be true (no static cluster-admin kubeconfig)")
+        for r in resources
+        if r.type == AZ_AKS and r.props.get("disableLocalAccounts") is not True
+    ]
+
+
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule(
         "aws-s3-bucket-protected",
@@ -601,6 +799,9 @@ STACK_RULES: tuple[StackRule, ...] = (
         _s3_bucket_companions,
     ),
     StackRule("aws-ecr-lifecycle-policy", "Every ECR repository has a lifecycle policy.", _ecr_lifecycle),
+    StackRule("required-tags", "Azure resources and AWS providers carry the project, environment and managed-by tags.", _required_tags),
+    StackRule("azure-aks-azureml-extension-compatible", "AKS hosting the Azure ML extension is configured as the extension supports.", _aks_azureml_fit),
+    StackRule("azure-aks-local-accounts-disabled", "AKS local accounts are disabled (except for the Azure ML extension, which needs them).", _aks_local_accounts),
 )
 
 

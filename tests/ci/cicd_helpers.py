@@ -41,7 +41,7 @@ EXPR = "__CI_EXPR__"
 #: Placeholder for the output of a shell command substitution.
 SUBST = "__SHELL_SUBST__"
 
-SCRIPT_KEYS = {"run", "script", "bash", "inlineScript"}
+SCRIPT_KEYS = {"run", "script", "bash", "inlineScript", "onCancel"}
 _SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "()", ";;", "|&"}
 _REDIRECTS = {">", ">>", "<", ">&", "<&", "&>", ">|", "<<", "<<<"}
 _KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "exec", "time", "{", "}"}

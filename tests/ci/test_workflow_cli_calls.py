@@ -44,8 +44,8 @@ def test_every_detops_call_matches_the_cli(root, system):
 @pytest.mark.parametrize(
     "system, name, expected",
     [
-        ("github", "train", ["submit", "evaluate", "gate", "register", "models list"]),
-        ("azure", "train", ["submit", "evaluate", "gate", "register", "models list"]),
+        ("github", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "register", "models list"]),
+        ("azure", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "cancel", "register", "models list"]),
         ("github", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
         ("azure", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
     ],
@@ -90,3 +90,15 @@ def test_checker_reports_unknown_commands_options_and_bad_values(root):
     assert "option --run-dir needs a value" in problems("detops evaluate --run-dir")
     assert problems('detops train --run-dir "$RUN" --steps 2') == ""
     assert problems("detops --debug evaluate --run-dir r --split val --split test") == ""
+
+
+@pytest.mark.parametrize("system", ["github", "azure"])
+def test_release_rolls_back_exactly_and_smoke_tests_through_the_platform(root, system):
+    """Every release rollback is conditional on the endpoint serving this release (--if-serving), and
+    every smoke test goes through the target's own front door (--target, no local-only X-API-Key URL)."""
+    path = next(p for p in workflow_files()[system] if p.stem == "release" and p.parent.name != "templates")
+    calls = [(check_call(root, c.args)[0], c.args) for c in all_calls([path])]
+    rollbacks = [a for cmd, a in calls if cmd == "rollback"]
+    smokes = [a for cmd, a in calls if cmd == "smoke-test"]
+    assert len(rollbacks) == 2 and all("--if-serving" in a for a in rollbacks)
+    assert len(smokes) == 2 and all("--target" in a and "--endpoint" in a and "--url" not in a for a in smokes)

@@ -80,12 +80,20 @@ def test_the_same_action_is_pinned_to_the_same_sha_everywhere():
 def test_github_permissions_timeouts_concurrency(path):
     wf = load_yaml(path)
     assert wf.get("permissions") == {}, f"{path.name}: top-level permissions must be {{}}"
-    assert "concurrency" in wf and wf["concurrency"]["group"], f"{path.name}: no concurrency group"
+    has_concurrency = bool((wf.get("concurrency") or {}).get("group")) or any(
+        (j.get("concurrency") or {}).get("group") for j in wf["jobs"].values()
+    )
+    assert has_concurrency, f"{path.name}: no concurrency group (workflow or job)"
     assert "pull_request_target" not in wf["on"], f"{path.name}: pull_request_target"
     for job_id, job in wf["jobs"].items():
         where = f"{path.name}:{job_id}"
+        if "uses" in job:  # a reusable workflow call: its own jobs are checked in the called file
+            assert str(job["uses"]).startswith("./.github/workflows/"), f"{where}: {job['uses']}"
+            continue
         assert isinstance(job.get("timeout-minutes"), int), f"{where}: no timeout-minutes"
         perms = job.get("permissions")
+        if (perms or {}).get("id-token") == "write":
+            assert job["timeout-minutes"] <= 60, f"{where}: a cloud job may not run longer than 60 minutes (OIDC tokens last ~1 h)"
         assert isinstance(perms, dict), f"{where}: job permissions must be explicit"
         allowed = {"contents": {"read"}, "id-token": {"write"}, "pull-requests": {"write"}}
         for scope, level in perms.items():
@@ -128,12 +136,12 @@ def _env_name(job: dict[str, Any]) -> str | None:
 def test_github_human_gates_are_environments():
     train = _gh("train")["jobs"]
     assert _env_name(train["register"]) == "model-registration"
-    assert train["register"]["needs"] == "train"
+    assert "evaluate" in train["register"]["needs"]
     release = _gh("release")["jobs"]
     assert _env_name(release["staging"]) == "staging"
-    assert _env_name(release["production"]) == "production" and release["production"]["needs"] == "staging"
+    assert _env_name(release["production"]) == "production" and "staging" in release["production"]["needs"]
     infra = _gh("infra")["jobs"]
-    assert _env_name(infra["up"]) == "infra-production"
+    assert "'infra-production'" in _env_name(infra["up"]) and "'infra-dev'" in _env_name(infra["up"])
     assert "refs/heads/main" in infra["up"]["if"] and "pull_request" in infra["preview"]["if"]
     preview = next(s for s in infra["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@"))
     assert preview["with"]["command"] == "preview" and preview["with"]["comment-on-pr"] is True
@@ -164,7 +172,11 @@ def test_github_release_rolls_back_only_after_a_failed_deploy_or_smoke_test():
 
 def _jobs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for stage in doc.get("stages", []):
-        yield from stage.get("jobs", [])
+        for job in stage.get("jobs", []):
+            if "template" in job:  # a job template: its jobs are in the template file
+                yield from load_yaml(AZURE_DIR / job["template"]).get("jobs", [])
+            else:
+                yield job
 
 
 def _steps(node: Any) -> Iterator[dict[str, Any]]:
@@ -200,11 +212,13 @@ def test_azure_registration_gate_is_an_agentless_manual_validation():
     assert task["task"] == "ManualValidation@1"
     assert task["inputs"]["allowApproversToApproveTheirOwnRuns"] is False
     assert task["inputs"]["onTimeout"] == "reject"
-    assert stages["Register"]["dependsOn"] == ["Train", "Review"]
+    assert {"Train", "Review"} <= set(stages["Register"]["dependsOn"])
 
 
 def test_azure_deployments_target_environments_and_roll_back_on_failure():
     for stage in _az("release")["stages"]:
+        if stage["stage"] == "Images":
+            continue
         (job,) = stage["jobs"]
         assert job["environment"] == {"Staging": "detops-staging", "Production": "detops-production"}[stage["stage"]]
         failure = job["strategy"]["runOnce"]["on"]["failure"]["steps"]
@@ -219,13 +233,16 @@ def test_azure_cloud_access_only_through_workload_identity_templates():
             task = step.get("task", "")
             if task.startswith("AzureCLI@"):
                 assert path.parent.name == "templates", f"{path}: AzureCLI outside the cloud templates"
-                assert step["inputs"]["azureSubscription"] == "${{ parameters.serviceConnection }}"
+                cloud = "azureml" if path.name == "cloud-azureml.yml" else "sagemaker"
+                assert step["inputs"]["azureSubscription"] == f"detops-{cloud}-${{{{ parameters.identity }}}}"
             tpl = step.get("template", "")
             if "cloud-" in tpl:
-                assert tpl == "templates/cloud-${{ parameters.backend }}.yml", tpl
+                want = "cloud-${{ parameters.backend }}.yml"
+                assert tpl == (want if path.parent.name == "templates" else f"templates/{want}"), tpl
     for cloud in ("azureml", "sagemaker"):
         tpl = load_yaml(AZURE_DIR / "templates" / f"cloud-{cloud}.yml")
-        (step,) = tpl["steps"]
+        step, cancel = tpl["steps"]
         assert step["task"] == "AzureCLI@2" and step["name"] == "cloud"
+        assert cancel["name"] == "cancel" and cancel["condition"] == "canceled()"
     aws = (AZURE_DIR / "templates" / "cloud-sagemaker.yml").read_text()
     assert "AWS_WEB_IDENTITY_TOKEN_FILE" in aws and "addSpnToEnvironment: true" in aws

@@ -62,7 +62,8 @@ def test_pipeline_and_step_jobs_roundtrip_and_match_golden(aml_env, tmp_path):
     train = pipeline.jobs["train"]
     assert train.distribution.type == "tensorflow" and train.distribution.worker_count == 2
     assert train.resources.instance_count == 2
-    assert pipeline.jobs["export"].command.endswith("detops finish --run-dir ${{outputs.run}}")
+    assert pipeline.jobs["export"].command == "detops run --run-dir ${{outputs.run}} --stage export"
+    assert pipeline.jobs["train"].environment_variables["DETOPS_RUN_ID"] == RUN_ID
     for step in ("prepare", "train", "evaluate"):
         assert pipeline.jobs[step].outputs["run"].path == sub.run_url
     assert pipeline.outputs["run"].path == sub.run_url  # export writes the pipeline's output: the same folder

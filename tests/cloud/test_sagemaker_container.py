@@ -79,3 +79,59 @@ def test_hyperparameters(tmp_path):
         p.write_text(json.dumps(bad))
         with pytest.raises(ConfigError, match=needle):
             read_hyperparameters(p)
+
+
+def test_metric_definitions_match_the_trainer_progress_line():
+    """Fast check on the real formatter (the slow container test matches the whole job log)."""
+    import re
+
+    import numpy as np
+
+    from training.backends.sagemaker import METRIC_DEFINITIONS
+    from training.train import _Progress
+
+    lines: list[str] = []
+    p = _Progress(total=480, start=0, printer=lines.append)
+    p.step_fn = lambda: 40
+    p({"total_loss": np.float32(0.8123), "learning_rate": np.float32(0.01)})
+    regex = {d["Name"]: d["Regex"] for d in METRIC_DEFINITIONS}
+    assert [float(x) for x in re.findall(regex["train:loss"], lines[0])] == [0.8123]
+    assert re.findall(regex["train:steps_per_second"], lines[0])
+    assert re.findall(regex["test:AP50"], "evaluation test: AP=0.2620 AP50=0.5310 AP75=0.2400") == ["0.5310"]
+    assert re.findall(regex["test:AP"], "evaluation test: AP=-1.0000 AP50=0.5310 AP75=0.2400") == ["-1.0000"]
+    assert not re.findall(regex["val:AP50"], "evaluation test: AP=0.2620 AP50=0.5310 AP75=0.2400")
+    assert len(METRIC_DEFINITIONS) <= 40 and all(len(d["Regex"]) <= 500 for d in METRIC_DEFINITIONS)  # SageMaker limits
+
+
+def test_resourceconfig_gives_the_hosts_and_any_exception_writes_the_failure_file(tmp_path, monkeypatch):
+    from training.backends import sagemaker_container as sc
+
+    root = tmp_path / "opt ml"
+    (root / "input" / "config").mkdir(parents=True)
+    env = {"DETOPS_SM_ROOT": str(root)}
+    assert sc.hosts_from_resourceconfig(env) == {}  # no file: a local run
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}))
+    assert sc.hosts_from_resourceconfig(env) == {"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2"}
+    assert sc.hosts_from_resourceconfig({**env, "SM_HOSTS": '["x"]'}) == {}  # the toolkit's variables win
+
+    # a non-detops exception inside the stages: failure file, run marked failed in the datastore, exit 1
+    run = tmp_path / "datastore run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"id": "r1", "status": "running", "stages": {}}))
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({"num_steps": "2", "quantize": "False", "run_url": str(run)}))
+
+    def boom(*a, **k):
+        raise RuntimeError("ResourceExhaustedError: OOM when allocating tensor")
+
+    monkeypatch.setattr(sc, "assemble_run", boom)
+    worker_env = {**env, "DETOPS_HOME": str(tmp_path / "home")}
+    assert sc.main(worker_env) == 1
+    assert "RuntimeError: ResourceExhaustedError" in (root / "output" / "failure").read_text()
+    assert worker_env["SM_CURRENT_HOST"] == "algo-2"  # resourceconfig.json was read into the environment first
+    assert json.loads((run / "run.json").read_text())["status"] == "running"  # a worker never writes run.json
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
+    assert sc.main({**env, "DETOPS_HOME": str(tmp_path / "home")}) == 1
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"  # the chief marks the run failed

@@ -130,15 +130,18 @@ class LiveServer:
         import httpx
 
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("live server did not become ready")
+        # Wait on the server's own state, not on a clock: uvicorn sets ``started`` once the lifespan
+        # (model load, warm-up) finished and the socket listens; a failed startup ends the thread.
+        # The guard only stops a hang; a loaded machine may need minutes to load a model.
+        guard = time.monotonic() + 900
+        while self.thread.is_alive() and not self.server.started and time.monotonic() < guard:
+            time.sleep(0.05)
+        if not self.server.started:
+            raise RuntimeError("live server did not start (its startup error is logged above)")
+        r = httpx.get(f"{self.url}/readyz", timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"live server started but is not ready: {r.status_code} {r.text[:200]}")
+        return self
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
@@ -146,12 +149,35 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(fake_saved_model, fake_detector, tmp_path_factory):
-    """The scoring app (fake model) served by uvicorn on 127.0.0.1 for the session."""
+def fake_tflite_export(fake_saved_model, tmp_path_factory) -> str:
+    """An export folder (path with spaces) with the fake SavedModel, fake TFLite models (float, int8),
+    label map and a passed parity.json."""
+    import shutil
+
+    from deployment.testing import add_fake_tflite_export
+
+    export = tmp_path_factory.mktemp("fake export") / "export"
+    shutil.copytree(fake_saved_model, export / "saved_model")
+    return add_fake_tflite_export(export)
+
+
+@pytest.fixture(scope="session", params=["savedmodel", "tflite-float"])
+def live_server(request, fake_saved_model, tmp_path_factory):
+    """The scoring app served by uvicorn on 127.0.0.1 for the session, once per runtime: the fake
+    SavedModel (loaded once, given to the app), and the fake TFLite float model loaded by the app
+    itself through the parity gate."""
     from deployment.serving.app import create_app
 
-    settings = make_settings(fake_saved_model, input_uri_prefixes=str(tmp_path_factory.mktemp("inputs")))
-    with LiveServer(create_app(settings, detector=fake_detector)) as server:
+    inputs = str(tmp_path_factory.mktemp("inputs"))
+    if request.param == "savedmodel":
+        settings = make_settings(fake_saved_model, input_uri_prefixes=inputs)
+        app = create_app(settings, detector=request.getfixturevalue("fake_detector"))
+    else:
+        export = request.getfixturevalue("fake_tflite_export")
+        settings = make_settings(export, input_uri_prefixes=inputs, runtime=request.param)
+        app = create_app(settings)
+    with LiveServer(app) as server:
+        server.runtime = request.param
         yield server
 
 

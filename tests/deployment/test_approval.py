@@ -63,7 +63,8 @@ def test_approve_and_reject_are_audited(service, make_run, model_name):
     approved = service.approve(model_name, mv.version, by="bob", comment="mAP fine")
     last = approved.audit[-1]
     assert (last.actor, last.action, last.comment) == ("bob", "approve", "mAP fine")
-    assert last.details == {"from": "PendingManualApproval", "to": "Approved"}
+    assert last.details == {"from": "PendingManualApproval", "to": "Approved",
+                            "principal": {"id": "bob", "name": "bob", "source": "declared"}}
     rejected = service.reject(model_name, mv.version, by="carol", comment="drift found")
     assert rejected.status == ApprovalStatus.REJECTED
     assert [(e.action, e.actor) for e in rejected.audit][-2:] == [("approve", "bob"), ("reject", "carol")]

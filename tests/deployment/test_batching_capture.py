@@ -8,7 +8,7 @@ import glob
 import json
 import os
 import random
-import time
+import threading
 
 from fastapi.testclient import TestClient
 
@@ -17,20 +17,33 @@ from deployment.serving.capture import DataCapture
 
 API_KEY = "test-key-0123456789abcdef"
 H = {"X-API-Key": API_KEY}
+GUARD_S = 120  # only a hang guard: every wait below ends on an event or a counter
+
+
+async def _until(predicate) -> None:
+    """Yield to the event loop until ``predicate()`` holds (a state wait, no clock)."""
+    while not predicate():
+        await asyncio.sleep(0)
 
 
 def test_concurrent_submissions_grouped_into_batches():
     sizes = []
+    gate = threading.Event()  # holds the first model call until every item is queued
 
     def slow_double(items):
         sizes.append(len(items))
-        time.sleep(0.05)
+        assert gate.wait(GUARD_S), "test gate never opened"
         return [x * 2 for x in items]
 
     async def main():
         b = MicroBatcher(slow_double, max_batch_size=8)
         await b.start()
-        results = await asyncio.gather(*(b.submit(i) for i in range(20)))
+        first = asyncio.create_task(b.submit(0))
+        await _until(lambda: len(sizes) == 1)  # the first call runs (alone: nothing else was queued)
+        rest = [asyncio.create_task(b.submit(i)) for i in range(1, 20)]
+        await _until(lambda: b._queue.qsize() == 19)
+        gate.set()
+        results = await asyncio.gather(first, *rest)
         await b.stop()
         return results
 
@@ -39,22 +52,35 @@ def test_concurrent_submissions_grouped_into_batches():
     assert sum(sizes) == 20
     assert max(sizes) == 8  # grouped, never above the limit
     assert len(sizes) <= 4  # 20 items in at most 1 + ceil(19/8) calls
+    assert sizes == [1, 8, 8, 3]  # the 19 waiting items went in full batches
 
 
-def test_lone_request_waits_for_nothing():
+def test_lone_request_waits_for_nothing(monkeypatch):
+    import deployment.serving.batching as batching
+
+    sizes, waits = [], []
+    real_wait_for = asyncio.wait_for
+
+    def counting_wait_for(aw, timeout):
+        waits.append(timeout)
+        return real_wait_for(aw, timeout)
+
+    monkeypatch.setattr(batching.asyncio, "wait_for", counting_wait_for)
+
     def ident(items):
+        sizes.append(len(items))
         return items
 
     async def main():
         b = MicroBatcher(ident, max_batch_size=8, max_wait_s=0.0)
         await b.start()
-        t0 = time.perf_counter()
-        await b.submit(1)
-        dt = time.perf_counter() - t0
+        out = await real_wait_for(b.submit(1), GUARD_S)  # a lone item completes with nobody else coming
         await b.stop()
-        return dt
+        return out
 
-    assert asyncio.run(main()) < 0.05
+    assert asyncio.run(main()) == 1
+    assert sizes == [1]
+    assert waits == []  # max_wait_s=0: the batcher never waited for stragglers
 
 
 def test_max_wait_collects_stragglers():
@@ -65,14 +91,14 @@ def test_max_wait_collects_stragglers():
         return items
 
     async def main():
-        b = MicroBatcher(f, max_batch_size=8, max_wait_s=0.2)
+        # a long wait that is never used up: the batch runs when the fourth straggler fills it
+        b = MicroBatcher(f, max_batch_size=4, max_wait_s=3600)
         await b.start()
-
-        async def late(i):
-            await asyncio.sleep(0.02 * i)
-            return await b.submit(i)
-
-        out = await asyncio.gather(*(late(i) for i in range(4)))
+        tasks = []
+        for i in range(4):  # each arrives only after the worker took the previous one off the queue
+            tasks.append(asyncio.create_task(b.submit(i)))
+            await _until(lambda: b._queue.qsize() == 0)
+        out = await asyncio.gather(*tasks)
         await b.stop()
         return out
 
@@ -103,15 +129,17 @@ def test_batch_failure_reaches_every_waiter_and_worker_survives():
 
 
 def test_several_workers_run_batches_concurrently_and_stop():
-    import threading
-
-    active, peak, lock = [0], [0], threading.Lock()
+    active, peak, calls, lock = [0], [0], [0], threading.Lock()
+    together = threading.Barrier(3)  # the first three calls meet here: only possible when 3 run at once
 
     def f(items):
         with lock:
             active[0] += 1
+            calls[0] += 1
+            first_three = calls[0] <= 3
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
+        if first_three:
+            together.wait(GUARD_S)  # BrokenBarrierError (test fails) if the workers ran one after another
         with lock:
             active[0] -= 1
         return items
@@ -128,19 +156,28 @@ def test_several_workers_run_batches_concurrently_and_stop():
 
 
 def test_stop_finishes_queued_items():
+    calls = []
+    gate = threading.Event()
+
     def f(items):
-        time.sleep(0.02)
+        calls.append(len(items))
+        assert gate.wait(GUARD_S), "test gate never opened"
         return items
 
     async def main():
         b = MicroBatcher(f, max_batch_size=2, workers=2)
         await b.start()
         tasks = [asyncio.create_task(b.submit(i)) for i in range(7)]
-        await asyncio.sleep(0)
-        await b.stop()
+        await _until(lambda: len(calls) == 2)  # both workers busy, the other items queued
+        queued = 7 - sum(calls)
+        stopping = asyncio.create_task(b.stop())
+        await _until(lambda: b._queue.qsize() == queued + 2)  # the stop markers sit behind queued items
+        gate.set()
+        await stopping
         return await asyncio.gather(*tasks)
 
     assert asyncio.run(main()) == list(range(7))
+    assert sum(calls) == 7
 
 
 # -- capture --------------------------------------------------------------------------------------------
@@ -171,20 +208,29 @@ def test_capture_writes_jsonl_and_flushes_on_close(tmp_path):
 
 
 def test_capture_flushes_by_count_and_time(tmp_path):
-    cap = DataCapture(str(tmp_path), 1.0, "m", "1", flush_records=10, flush_seconds=0.3)
+    written = []
+    flushed = threading.Semaphore(0)
+
+    def on_event(kind, n):
+        if kind == "written":
+            written.append(n)
+            flushed.release()
+
+    # by count: flush_seconds is far away, the 10th record triggers the write
+    cap = DataCapture(str(tmp_path), 1.0, "m", "1", flush_records=10, flush_seconds=3600, on_event=on_event)
     for i in range(10):
         cap.capture(str(i), "/score", "x", [], {})
-    deadline = time.time() + 5
-    while len(_lines(tmp_path)) < 10 and time.time() < deadline:
-        time.sleep(0.05)
-    assert len(_lines(tmp_path)) == 10  # by count
-    cap.capture("t", "/score", "x", [], {})
-    deadline = time.time() + 5
-    while len(_lines(tmp_path)) < 11 and time.time() < deadline:
-        time.sleep(0.05)
-    assert len(_lines(tmp_path)) == 11  # by time, before close
+    assert flushed.acquire(timeout=GUARD_S)
+    assert written == [10] and len(_lines(tmp_path)) == 10
     cap.close()
-    assert len(cap.files_written) == 2
+    # by time: one record, far below flush_records, is written before close
+    written.clear()
+    timed = DataCapture(str(tmp_path / "t"), 1.0, "m", "1", flush_records=1000, flush_seconds=0.05, on_event=on_event)
+    timed.capture("t", "/score", "x", [], {})
+    assert flushed.acquire(timeout=GUARD_S)
+    assert written == [1] and len(_lines(tmp_path / "t")) == 1
+    timed.close()
+    assert len(cap.files_written) == 1 and len(timed.files_written) == 1
 
 
 def test_capture_sampling(tmp_path):
@@ -211,12 +257,17 @@ def test_capture_write_failure_retried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "write_bytes", flaky)
     events = []
-    cap = DataCapture(
-        str(tmp_path), 1.0, "m", "1", flush_records=2, flush_seconds=0.2, on_event=lambda k, n: events.append(k)
-    )
+    failed = threading.Event()
+
+    def on_event(kind, n):
+        events.append(kind)
+        if kind == "error":
+            failed.set()
+
+    cap = DataCapture(str(tmp_path), 1.0, "m", "1", flush_records=2, flush_seconds=0.2, on_event=on_event)
     cap.capture("a", "/score", "x", [], {})
     cap.capture("b", "/score", "x", [], {})
-    time.sleep(0.5)
+    assert failed.wait(GUARD_S)  # the first write failed while the service ran
     cap.close()
     assert "error" in events
     assert [line["request_id"] for line in _lines(tmp_path)] == ["a", "b"]

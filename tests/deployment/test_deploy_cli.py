@@ -11,29 +11,38 @@ from deployment.registry.approval import ApprovalService
 from deployment.registry.base import ModelVersion
 from deployment.targets import TARGETS, get_target
 from deployment.targets.base import Deployment, DeployTarget
-from training.errors import ExitCode, GateError, NotFoundError
+from training.errors import BackendError, ExitCode, GateError, NotFoundError
 
 
 class RecordingTarget(DeployTarget):
-    """A target that records what it was asked to deploy."""
+    """A target that records what it was asked to deploy, and what was live before (like the real ones).
+
+    ``fail_before_switch`` makes the next deploy fail before traffic moves (the endpoint keeps serving
+    what it served); ``fail_after_switch`` makes it fail once the new version is live.
+    """
 
     name = "recording"
 
     def __init__(self):
         self.deployed: list[tuple[str, str]] = []
+        self.live: dict | None = None
+        self.fail_before_switch = False
 
-    def deploy(self, version: ModelVersion, endpoint=None, *, dry_run=False) -> Deployment:
-        if not dry_run:
-            self.deployed.append((version.name, version.version))
-        return Deployment(
-            self.name, endpoint or "ep", version.name, version.version, "planned" if dry_run else "running"
-        )
+    def deploy(self, version: ModelVersion, endpoint=None, *, dry_run=False, previous=None) -> Deployment:
+        if dry_run:
+            return Deployment(self.name, endpoint or "ep", version.name, version.version, "planned")
+        if self.fail_before_switch:
+            self.fail_before_switch = False
+            raise BackendError("endpoint config rejected (before the traffic switch)")
+        self.deployed.append((version.name, version.version))
+        self.live = {"model_name": version.name, "model_version": version.version, "previous": previous}
+        return Deployment(self.name, endpoint or "ep", version.name, version.version, "running")
 
     def describe(self, endpoint=None):
-        if not self.deployed:
+        if self.live is None:
             return None
-        name, version = self.deployed[-1]
-        return Deployment(self.name, endpoint or "ep", name, version, "running")
+        return Deployment(self.name, endpoint or "ep", self.live["model_name"], self.live["model_version"], "running",
+                          details={"previous": self.live["previous"]})
 
 
 def test_target_lookup():
@@ -68,22 +77,96 @@ def test_only_approved_versions_deploy(registry, make_run, model_name):
     assert (d.status, d.endpoint, target.deployed) == ("running", "prod", [(model_name, ok.version)])
 
 
-def test_rollback_to_previous_approved(registry, make_run, model_name):
+def _approved_versions(svc, make_run, name, n):
+    out = []
+    for _ in range(n):
+        mv = svc.register(make_run(), name, by="alice")
+        svc.approve(name, mv.version, by="bob", comment="ok")
+        out.append(mv.version)
+    return out
+
+
+def test_rollback_goes_to_the_version_live_before_not_a_newer_approved_one(registry, make_run, model_name):
+    """V3 live, V4 approved but never released, V5 released and failing: back to V3, never V4."""
     svc = ApprovalService(registry)
     target = RecordingTarget()
-    versions = []
-    for _ in range(3):
-        mv = svc.register(make_run(), model_name, by="alice")
-        versions.append(mv.version)
-    svc.approve(model_name, versions[0], by="bob", comment="ok")
-    svc.approve(model_name, versions[2], by="bob", comment="ok")
+    v3, v4, v5 = _approved_versions(svc, make_run, model_name, 3)
     with pytest.raises(NotFoundError, match="not deployed"):
         deploy_mod.rollback(target, model_name, registry=registry)
-    deploy_mod.deploy(model_name, versions[2], target, registry=registry)
-    d = deploy_mod.rollback(target, model_name, registry=registry)
-    assert d.model_version == versions[0]  # skips the Pending version 2
-    with pytest.raises(GateError, match="no Approved version"):
+    first = deploy_mod.deploy(model_name, v3, target, registry=registry)
+    assert first.details["previous"] is None
+    d = deploy_mod.deploy(model_name, v5, target, registry=registry)
+    assert d.details["previous"]["model_version"] == v3  # recorded before the switch
+    back = deploy_mod.rollback(target, model_name, if_serving=v5, registry=registry)
+    assert back.model_version == v3 and back.details["rollback"] == "exact"
+    assert target.deployed == [(model_name, v3), (model_name, v5), (model_name, v3)]
+    assert v4 not in [v for _, v in target.deployed]
+    # nothing recorded before V3: a further rollback refuses rather than guessing
+    with pytest.raises(GateError, match="nothing to roll back to"):
         deploy_mod.rollback(target, model_name, registry=registry)
+
+
+def test_refused_deploy_never_rolls_back(registry, make_run, model_name):
+    """A deploy refused by the approval gate (exit 4) leaves the healthy endpoint alone, rollback too."""
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    v1, v2 = _approved_versions(svc, make_run, model_name, 2)
+    deploy_mod.deploy(model_name, v1, target, registry=registry)
+    deploy_mod.deploy(model_name, v2, target, registry=registry)
+    pending = svc.register(make_run(), model_name, by="alice")
+    with pytest.raises(GateError, match="PendingManualApproval"):
+        deploy_mod.deploy(model_name, pending.version, target, registry=registry)
+    d = deploy_mod.rollback(target, model_name, if_serving=pending.version, registry=registry)
+    assert d.details["rollback"] == "none" and "never switched traffic" in d.details["reason"]
+    assert target.deployed[-1] == (model_name, v2)  # still the healthy V2, not downgraded to V1
+    assert len(target.deployed) == 2
+
+
+def test_deploy_failed_before_switch_never_rolls_back(registry, make_run, model_name):
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    v1, v2, v3 = _approved_versions(svc, make_run, model_name, 3)
+    deploy_mod.deploy(model_name, v1, target, registry=registry)
+    deploy_mod.deploy(model_name, v2, target, registry=registry)
+    target.fail_before_switch = True
+    with pytest.raises(BackendError, match="before the traffic switch"):
+        deploy_mod.deploy(model_name, v3, target, registry=registry)
+    d = deploy_mod.rollback(target, model_name, if_serving=v3, registry=registry)
+    assert d.details["rollback"] == "none" and d.model_version == v2
+    assert target.deployed == [(model_name, v1), (model_name, v2)]
+
+
+def test_rollback_target_must_still_be_approved(registry, make_run, model_name):
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    v1, v2 = _approved_versions(svc, make_run, model_name, 2)
+    deploy_mod.deploy(model_name, v1, target, registry=registry)
+    deploy_mod.deploy(model_name, v2, target, registry=registry)
+    svc.reject(model_name, v1, by="carol", comment="withdrawn: label leak")
+    with pytest.raises(GateError, match="Rejected"):
+        deploy_mod.rollback(target, model_name, if_serving=v2, registry=registry)
+    assert target.deployed[-1] == (model_name, v2)
+
+
+def test_tampered_artifact_is_refused_before_anything_is_created(registry, make_run, model_name):
+    from pathlib import Path
+
+    from deployment.registry.artifact import ArtifactIntegrityError
+
+    svc = ApprovalService(registry)
+    target = RecordingTarget()
+    run = make_run()
+    mv = svc.register(run, model_name, by="alice")
+    svc.approve(model_name, mv.version, by="bob", comment="ok")
+    pb = Path(run) / "export" / "saved_model" / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes() + b"\x00")
+    with pytest.raises(ArtifactIntegrityError, match="changed: saved_model/saved_model.pb"):
+        deploy_mod.deploy(model_name, mv.version, target, registry=registry)
+    assert target.deployed == []
+    (Path(run) / "export" / "extra.bin").write_bytes(b"x")
+    pb.unlink()
+    with pytest.raises(ArtifactIntegrityError, match="missing: saved_model/saved_model.pb; unexpected: extra.bin"):
+        deploy_mod.deploy(model_name, mv.version, target, registry=registry)
 
 
 def test_local_target_dry_run_and_missing_key(monkeypatch):
@@ -105,6 +188,7 @@ def test_local_target_dry_run_and_missing_key(monkeypatch):
 @pytest.fixture
 def cli_env(monkeypatch, registry):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    monkeypatch.setenv("DETOPS_IDENTITY", "declared")  # one test process plays every principal (--by)
     return registry
 
 
@@ -113,7 +197,7 @@ def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
     code, out = cli("gate", "--run-dir", run, "--name", model_name)
     assert code == 0 and "quality gate passed" in out
     code, out = cli("register", "--run-dir", run, "--name", model_name)
-    assert code == ExitCode.USAGE and "Missing option '--by'" in out  # --by is required, no default identity
+    assert code == ExitCode.USAGE and "needs --by" in out  # declared identities need --by, no default
     code, out = cli("register", "--run-dir", run, "--name", model_name, "--by", "ci-bot")
     assert code == 0 and "version 1: PendingManualApproval" in out
     code, out = cli("deploy", "--target", "local", "--name", model_name, "--version", "1", "--dry-run")

@@ -43,18 +43,22 @@ def test_local_target_deploy_smoke_rollback(cli, registry, make_run, model_name,
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     monkeypatch.setenv("DETOPS_API_KEY", API_KEY)
+    monkeypatch.setenv("DETOPS_IDENTITY", "declared")  # one test process plays the CI principal and the reviewer
     port = str(_free_port())
+    runs = []
     for _ in range(2):
         run = make_run(real_model=True)
+        runs.append(run)
         assert cli("register", "--run-dir", run, "--name", model_name, "--by", "ci-bot")[0] == 0
     assert cli("approve", model_name, "1", "--by", "reviewer", "--comment", "ok")[0] == 0
     assert cli("approve", model_name, "2", "--by", "reviewer", "--comment", "ok")[0] == 0
     target = LocalTarget(port=int(port))
     try:
-        code, out = cli(
-            "deploy", "--target", "local", "--name", model_name, "--version", "2", "--endpoint", "e2e", "--port", port
-        )
-        assert code == 0, out
+        for v in ("1", "2"):
+            code, out = cli(
+                "deploy", "--target", "local", "--name", model_name, "--version", v, "--endpoint", "e2e", "--port", port
+            )
+            assert code == 0, out
         d = target.describe("e2e")
         assert (d.status, d.model_version) == ("running", "2")
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
@@ -62,9 +66,33 @@ def test_local_target_deploy_smoke_rollback(cli, registry, make_run, model_name,
         img = tmp_path / "smoke image.jpg"
         img.write_bytes(bccd_image)
         assert cli("smoke-test", "--url", f"http://127.0.0.1:{port}", "--image", str(img))[0] == 0
-        code, out = cli("rollback", "--target", "local", "--name", model_name, "--endpoint", "e2e", "--port", port)
+        # a release of version 3 that never happened: nothing to roll back, version 2 keeps serving
+        code, out = cli("rollback", "--target", "local", "--name", model_name, "--endpoint", "e2e", "--port", port,
+                        "--if-serving", "3")
+        assert code == 0 and "nothing rolled back" in out, out
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["model"]["version"] == "2"
+        code, out = cli("rollback", "--target", "local", "--name", model_name, "--endpoint", "e2e", "--port", port,
+                        "--if-serving", "2")
         assert code == 0, out
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["model"]["version"] == "1"
+
+        # a tampered export file: deploy exits 4 naming it before touching the endpoint ...
+        variables = next((Path(runs[1]) / "export" / "saved_model" / "variables").glob("*.data-*"))
+        variables.write_bytes(variables.read_bytes()[:-1] + bytes([variables.read_bytes()[-1] ^ 1]))
+        code, out = cli(
+            "deploy", "--target", "local", "--name", model_name, "--version", "2", "--endpoint", "e2e", "--port", port
+        )
+        assert code == 4 and f"changed: saved_model/variables/{variables.name}" in out, out
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["model"]["version"] == "1"
+        # ... and the serving process, started on it anyway, refuses to load it and never becomes ready
+        from deployment.registry.approval import ApprovalService
+        from training.errors import BackendError
+
+        mv2 = ApprovalService(registry).registry.get_version(model_name, "2")
+        other = LocalTarget(port=_free_port(), ready_timeout=600)
+        with pytest.raises(BackendError, match="exited with code") as err:
+            other.deploy(mv2, "e2e-tampered")
+        assert f"changed: saved_model/variables/{variables.name}" in str(err.value)
     finally:
         target.stop("e2e")
     assert target.describe("e2e").status == "stopped"
@@ -117,6 +145,7 @@ def test_bccd_run_register_approve_deploy_score(cli, shared_datasets, tmp_path, 
 
     assert tracking.find_run(run) is not None  # `detops run` logged the run to the default MLflow store
 
+    monkeypatch.setenv("DETOPS_IDENTITY", "declared")  # one test process plays the CI principal and the reviewer
     code, out = cli("register", "--run-dir", run, "--name", "bccd", "--by", "ci-bot")
     assert code == 0 and "version 1: PendingManualApproval" in out, out
     assert cli("deploy", "--target", "local", "--name", "bccd", "--version", "1", "--dry-run")[0] == 4

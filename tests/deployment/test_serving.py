@@ -166,12 +166,26 @@ def test_bearer_and_second_key_accepted(client):
         assert client.post("/score", json={"instances": [_b64(_png())]}, headers=headers).status_code == 200
 
 
-def test_key_compared_in_constant_time():
-    import inspect
+def test_key_check_compares_every_key_in_constant_time(monkeypatch):
+    """Behaviour of the key check: exact match only, and every key compared with hmac.compare_digest
+    (no early exit on a match, so timing does not tell which key matched or how much of it)."""
+    import hmac
 
-    from deployment.serving import app as app_mod
+    from deployment.serving import dependencies as deps
 
-    assert "hmac.compare_digest" in inspect.getsource(app_mod)
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    keys = [API_KEY.encode(), OTHER_KEY.encode()]
+    for good in (API_KEY, OTHER_KEY):
+        calls.clear()
+        assert deps.key_is_valid(good, keys)
+        assert [k for _, k in calls] == keys  # both keys compared, whichever matched
+    for bad in (None, "", API_KEY[:-1], API_KEY + "x", API_KEY.upper(), " " + API_KEY, "\u00e9" * 25, "\udcff" * 20):
+        calls.clear()
+        assert not deps.key_is_valid(bad, keys), bad
+        assert len(calls) == (0 if bad is None else 2)
+    assert not deps.key_is_valid(API_KEY, [])  # no keys configured: nothing is accepted
 
 
 def test_probes_and_docs_need_no_key(client):
@@ -340,7 +354,7 @@ def test_settings_require_a_key(monkeypatch, fake_saved_model):
     from deployment.serving.settings import ServingSettings, load_settings
     from training.errors import ConfigError
 
-    assert ServingSettings.model_fields["api_keys"].is_required()
+    assert ServingSettings.model_fields["auth"].default == "key"  # keys required unless DETOPS_AUTH=platform
     with pytest.raises(ConfigError, match="DETOPS_API_KEYS"):
         load_settings(model_dir=fake_saved_model)
     with pytest.raises(ConfigError, match="at least 16"):

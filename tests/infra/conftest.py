@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from infra_helpers import CLOUDS, STACKS, run_cloud, stack_settings  # noqa: E402
+from infra_helpers import CLOUDS, STACKS, aks_settings, run_cloud, stack_settings  # noqa: E402
 from infra_mocks import ProgramRun, ensure_event_loop  # noqa: E402
 
 
@@ -25,5 +25,8 @@ def _current_event_loop() -> None:
 
 @pytest.fixture(scope="session")
 def program_runs() -> dict[tuple[str, str], ProgramRun]:
-    """Each program run once with its dev and prod settings, keyed ``(cloud, stack)``."""
-    return {(cloud, stack): run_cloud(cloud, stack_settings(cloud, stack)) for cloud in CLOUDS for stack in STACKS}
+    """Each program run once with its dev and prod settings, keyed ``(cloud, stack)``; the Azure program also
+    with the AKS option on (``("azure-aks", stack)``)."""
+    runs = {(cloud, stack): run_cloud(cloud, stack_settings(cloud, stack)) for cloud in CLOUDS for stack in STACKS}
+    runs.update({("azure-aks", stack): run_cloud("azure", aks_settings(stack)) for stack in STACKS})
+    return runs

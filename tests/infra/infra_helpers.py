@@ -11,7 +11,7 @@ if str(REPO) not in sys.path:  # the infra/ package lives at the repository root
 
 from infra_mocks import ProgramRun, run_program  # noqa: E402
 
-from infra.settings import AwsSettings, AzureSettings, read_stack_file  # noqa: E402
+from infra.settings import AwsSettings, AzureSettings, BootstrapSettings, read_stack_file  # noqa: E402
 
 CLOUDS = {"azure": AzureSettings, "aws": AwsSettings}
 STACKS = ("dev", "prod")
@@ -34,3 +34,19 @@ def run_cloud(cloud: str, settings) -> ProgramRun:
 def with_settings(settings, **updates):
     """A copy of ``settings`` with ``updates``, validated again (``model_copy`` alone would not)."""
     return type(settings).model_validate({**settings.model_dump(), **updates})
+
+
+def aks_settings(stack: str):
+    """The Azure ``stack`` settings with the AKS serving option on (as docs/infra.md describes it)."""
+    return with_settings(stack_settings("azure", stack), aks_enabled=True, aks_ssl_cname=f"ml-{stack}.detops.example.com")
+
+
+def bootstrap_settings(cloud: str, stack: str):
+    """Validated settings of ``infra/bootstrap/Pulumi.<cloud>-<stack>.yaml``."""
+    return read_stack_file(REPO / "infra" / "bootstrap" / f"Pulumi.{cloud}-{stack}.yaml", BootstrapSettings, namespace="detops-bootstrap")
+
+
+def run_bootstrap(settings) -> ProgramRun:
+    from infra.bootstrap.program import create_bootstrap
+
+    return run_program(create_bootstrap, settings, project="detops-bootstrap", stack=f"{settings.cloud}-{settings.environment}")

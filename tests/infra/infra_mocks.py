@@ -156,6 +156,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             own = inputs["modelPackageGroupName"]
             outputs["arn"] = f"arn:aws:sagemaker:{region}:{account}:model-package-group/{own}"
             return own
+        service = token.split(":")[1].split("/")[0]
+        outputs.setdefault("arn", f"arn:aws:{service}:{region}:{account}:{name}")
         return f"{name}-{_suffix(name)}"
 
     # -- invokes ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from infra_mocks import AWS_ACCOUNT_ID, SUBSCRIPTION_ID, ProgramRun, RegisteredR
 from infra.components.azure import ROLE_IDS
 from infra.policies import rules
 
-CASES = [("azure", "dev"), ("azure", "prod"), ("aws", "dev"), ("aws", "prod")]
+CASES = [("azure", "dev"), ("azure", "prod"), ("azure-aks", "dev"), ("azure-aks", "prod"), ("aws", "dev"), ("aws", "prod")]
 
 
 def custom(run: ProgramRun) -> list[RegisteredResource]:
@@ -69,18 +69,19 @@ def test_the_rules_catch_a_regression_in_a_registered_resource(program_runs) -> 
 def test_azure_resource_inventory(program_runs) -> None:
     counts = Counter(r.type for r in custom(program_runs["azure", "dev"]))
     assert counts[rules.AZ_STORAGE] == 1
-    assert counts[rules.AZ_CONTAINER] == 4
+    assert counts[rules.AZ_CONTAINER] == 5
     assert counts[rules.AZ_VAULT] == 1
     assert counts["azure-native:operationalinsights:Workspace"] == 1
     assert counts[rules.AZ_APP_INSIGHTS] == 1
     assert counts[rules.AZ_ACR] == 1
     assert counts[rules.AZ_ML_WORKSPACE] == 1
-    assert counts[rules.AZ_ML_COMPUTE] == 3  # GPU cluster, CPU cluster, attached AKS
-    assert counts[rules.AZ_AKS] == 1
-    assert counts[rules.AZ_AKS_POOL] == 2
-    assert counts[rules.AZ_EXTENSION] == 1
-    assert counts["azure-native:managedidentity:UserAssignedIdentity"] == 1
-    assert counts["azure-native:network:PrivateEndpoint"] == 0  # an option, off in dev
+    assert counts[rules.AZ_ML_COMPUTE] == 2  # GPU and CPU clusters; managed online endpoints need no cluster
+    assert counts[rules.AZ_AKS] == 0  # AKS is an option, off by default
+    assert counts["azure-native:managedidentity:UserAssignedIdentity"] == 5  # trainer, registrar, approver, deployer, serving
+    assert counts["azure-native:network:PrivateEndpoint"] == 0  # dev keeps public access (docs/infra.md)
+    assert counts["azure-native:monitor:DiagnosticSetting"] == 3
+    assert counts["azure-native:consumption:Budget"] == 1
+    assert counts["azure-native:machinelearningservices:Datastore"] == 1
 
 
 def test_aws_resource_inventory(program_runs) -> None:
@@ -91,7 +92,8 @@ def test_aws_resource_inventory(program_runs) -> None:
     assert counts[rules.AWS_ECR] == 2 and counts[rules.AWS_ECR_LIFECYCLE] == 2
     assert counts[rules.AWS_KMS_KEY] == 1
     assert counts[rules.AWS_LOG_GROUP] == 2
-    assert counts[rules.AWS_ROLE] == 2 and counts[rules.AWS_ROLE_POLICY] == 2
+    assert counts[rules.AWS_ROLE] == 2 and counts[rules.AWS_ROLE_POLICY] == 2  # SageMaker execution role, deployer
+    assert counts["aws:cloudwatch/metricAlarm:MetricAlarm"] == 2 and counts["aws:budgets/budget:Budget"] == 1
     assert counts["aws:sagemaker/modelPackageGroup:ModelPackageGroup"] == 1
     assert counts[rules.AWS_OIDC_PROVIDER] == 1
     assert not any(call.startswith("azure") for call in program_runs["aws", "prod"].calls)
@@ -137,7 +139,7 @@ def test_gpu_node_public_ip_is_a_deliberate_setting(program_runs) -> None:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_aks_node_pools_autoscale(program_runs, stack: str) -> None:
     settings = stack_settings("azure", stack)
-    run = program_runs["azure", stack]
+    run = program_runs["azure-aks", stack]
     pools = {r.inputs["agentPoolName"]: r.inputs for r in run.of_type(rules.AZ_AKS_POOL)}
     assert set(pools) == {"cpu", "gpu"}
     assert (pools["cpu"]["minCount"], pools["cpu"]["maxCount"]) == (0, settings.aks_cpu_max_nodes)
@@ -146,21 +148,43 @@ def test_aks_node_pools_autoscale(program_runs, stack: str) -> None:
     assert pools["gpu"]["vmSize"] == settings.aks_gpu_vm_size and pools["gpu"]["nodeTaints"] == ["sku=gpu:NoSchedule"]
     cluster = one(run, rules.AZ_AKS)
     assert cluster.inputs["identity"] == {"type": "SystemAssigned"}
-    assert cluster.inputs["disableLocalAccounts"] is True
     assert cluster.inputs["aadProfile"] == {"managed": True, "enableAzureRBAC": True}
 
 
-def test_aks_is_attached_to_the_workspace_with_the_azureml_extension(program_runs) -> None:
-    run = program_runs["azure", "prod"]
-    cluster = one(run, rules.AZ_AKS)
-    extension = one(run, rules.AZ_EXTENSION)
-    assert extension.inputs["extensionType"] == "Microsoft.AzureML.Kubernetes"
-    assert extension.inputs["clusterName"] == cluster.outputs["name"]
-    assert extension.inputs["configurationSettings"]["inferenceRouterHA"] == "True"  # prod
-    attached = next(r for r in run.of_type(rules.AZ_ML_COMPUTE) if r.inputs["computeName"] == "aks-compute")
-    assert attached.inputs["properties"]["computeType"] == "Kubernetes"
-    assert attached.inputs["properties"]["resourceId"] == cluster.id
-    assert attached.inputs["workspaceName"] == one(run, rules.AZ_ML_WORKSPACE).outputs["name"]
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_aks_fits_the_azureml_extension(program_runs, stack: str) -> None:
+    """Each documented constraint of the Azure ML extension, on the dev and prod stacks with AKS on."""
+    run = program_runs["azure-aks", stack]
+    cluster = one(run, rules.AZ_AKS).inputs
+    extension = one(run, rules.AZ_EXTENSION).inputs["configurationSettings"]
+    # "Azure Machine Learning doesn't support disabling local accounts for AKS"
+    assert cluster["disableLocalAccounts"] is False
+    # HTTPS only, with sslCname and the certificate secret
+    assert extension["allowInsecureConnections"] == "False"
+    assert extension["sslCname"] == f"ml-{stack}.detops.example.com" and extension["sslSecret"] == "azureml-tls"
+    # inferenceRouterHA runs 3 router replicas: the system pool never goes below 3 nodes
+    (system,) = [p for p in cluster["agentPoolProfiles"] if p["mode"] == "System"]
+    assert extension["inferenceRouterHA"] == "True" and system["minCount"] >= 3 and system["count"] >= 3
+    # a workspace managed network does not cover Kubernetes compute
+    assert one(run, rules.AZ_ML_WORKSPACE).inputs["managedNetwork"]["isolationMode"] == "Disabled"
+    # AKS in the VNet, API server private
+    subnet = next(r for r in run.of_type("azure-native:network:Subnet") if r.name.endswith("-aks"))
+    assert system["vnetSubnetID"] == subnet.id
+    assert all(p.inputs["vnetSubnetID"] == subnet.id for p in run.of_type(rules.AZ_AKS_POOL))
+    assert cluster["apiServerAccessProfile"] == {"enablePrivateCluster": True}
+    # attached as Kubernetes compute without local auth
+    attached = next(r for r in run.of_type(rules.AZ_ML_COMPUTE) if r.inputs["computeName"] == "aks-compute").inputs
+    assert attached["properties"]["computeType"] == "Kubernetes" and attached["properties"]["disableLocalAuth"] is True
+    assert attached["properties"]["resourceId"] == one(run, rules.AZ_AKS).id
+    assert violations(run) == []
+
+
+def test_managed_online_endpoints_are_the_default(program_runs) -> None:
+    for stack in ("dev", "prod"):
+        run = program_runs["azure", stack]
+        assert run.outputs["serving_target"] == "managed" and run.of_type(rules.AZ_AKS) == []
+        assert one(run, rules.AZ_ML_WORKSPACE).inputs["managedNetwork"]["isolationMode"] == "AllowInternetOutbound"
+    assert program_runs["azure-aks", "dev"].outputs["serving_target"] == "kubernetes"
 
 
 def test_workspace_links_storage_key_vault_app_insights_and_acr(program_runs) -> None:
@@ -182,42 +206,47 @@ def _role(assignment: RegisteredResource) -> str:
     return {v: k for k, v in ROLE_IDS.items()}[guid]
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_azure_ci_identity_role_scopes(program_runs, stack: str) -> None:
-    run = program_runs["azure", stack]
-    identity = one(run, "azure-native:managedidentity:UserAssignedIdentity")
-    containers = {r.inputs["containerName"]: r.id for r in run.of_type(rules.AZ_CONTAINER)}
-    grants = {
-        (_role(a), a.inputs["scope"])
-        for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT)
-        if a.inputs["principalId"] == identity.outputs["principalId"]
-    }
-    assert grants == {
-        ("AzureML Data Scientist", one(run, rules.AZ_ML_WORKSPACE).id),
-        ("Storage Blob Data Reader", containers["datasets"]),
-        ("Storage Blob Data Contributor", containers["runs"]),
-        ("Storage Blob Data Contributor", containers["models"]),
-        ("AcrPush", one(run, rules.AZ_ACR).id),
-        ("Key Vault Secrets User", one(run, rules.AZ_VAULT).id),
-    }
+def _identity(run: ProgramRun, purpose: str) -> RegisteredResource:
+    return next(r for r in run.of_type("azure-native:managedidentity:UserAssignedIdentity") if r.inputs["tags"].get("detops-purpose") == purpose)
+
+
+def _grants_of(run: ProgramRun, purpose: str) -> set[tuple[str, str]]:
+    principal = _identity(run, purpose).outputs["principalId"]
+    return {(_role(a), a.inputs["scope"]) for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"] == principal}
+
+
+def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
+    run = program_runs["azure", "dev"]
+    c = {r.inputs["containerName"]: r.id for r in run.of_type(rules.AZ_CONTAINER)}
+    ws, acr, kv = one(run, rules.AZ_ML_WORKSPACE).id, one(run, rules.AZ_ACR).id, one(run, rules.AZ_VAULT).id
+    reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
+    assert _grants_of(run, "trainer") == {("AzureML Data Scientist", ws), (reader, c["datasets"]), (contributor, c["runs"]), ("AcrPush", acr)}
+    assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["models"]), (reader, c["approvals"])}
+    assert _grants_of(run, "approver") == {("Reader", ws), (reader, c["models"]), (contributor, c["approvals"])}
+    assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["models"]), (reader, c["approvals"]), ("AcrPush", acr), ("Key Vault Secrets User", kv)}
+    assert _grants_of(run, "serving") == {("AcrPull", acr), (reader, c["models"]), (contributor, c["captures"])}
+    # only the approver may write the approval records
+    writers = {purpose for purpose in ("trainer", "registrar", "approver", "deployer", "serving") if (contributor, c["approvals"]) in _grants_of(run, purpose)}
+    assert writers == {"approver"}
     for assignment in run.of_type(rules.AZ_ROLE_ASSIGNMENT):
         assert assignment.inputs["roleDefinitionId"].startswith(f"/subscriptions/{SUBSCRIPTION_ID}/providers/")
         assert assignment.inputs["principalType"] == "ServicePrincipal"
-    kubelet = [a for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"].startswith("kubelet-")]
-    assert [(_role(a), a.inputs["scope"]) for a in kubelet] == [("AcrPull", one(run, rules.AZ_ACR).id)]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_azure_federated_credentials(program_runs, stack: str) -> None:
+def test_azure_federated_credentials_per_purpose(program_runs, stack: str) -> None:
     settings = stack_settings("azure", stack)
     run = program_runs["azure", stack]
-    identity = one(run, "azure-native:managedidentity:UserAssignedIdentity")
     credentials = run.of_type(rules.AZ_FEDERATED)
-    assert sorted(c.inputs["subject"] for c in credentials) == sorted(settings.github.oidc_subjects())
-    for credential in credentials:
-        assert credential.inputs["resourceName"] == identity.outputs["name"]
-        assert credential.inputs["issuer"] == "https://token.actions.githubusercontent.com"
-        assert credential.inputs["audiences"] == ["api://AzureADTokenExchange"]
+    for purpose in ("trainer", "registrar", "approver", "deployer"):
+        subjects = settings.github.subjects(purpose)
+        if not subjects:
+            assert not any(r.inputs["tags"].get("detops-purpose") == purpose for r in run.of_type("azure-native:managedidentity:UserAssignedIdentity"))
+            continue
+        name = _identity(run, purpose).outputs["name"]
+        assert sorted(c.inputs["subject"] for c in credentials if c.inputs["resourceName"] == name) == sorted(subjects)
+    assert all(c.inputs["audiences"] == ["api://AzureADTokenExchange"] for c in credentials)
+    assert not [c for c in credentials if c.inputs["resourceName"] == _identity(run, "serving").outputs["name"]]
 
 
 def test_azure_devops_federation() -> None:
@@ -227,14 +256,15 @@ def test_azure_devops_federation() -> None:
             "organization": "contoso",
             "organization_id": "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
             "project": "detops",
-            "service_connection": "detops-dev",
+            "service_connections": {"trainer": "detops-dev-training", "deployer": "detops-dev-deploy"},
         },
     )
     run = run_cloud("azure", settings)
-    ado = [c for c in run.of_type(rules.AZ_FEDERATED) if "vstoken" in c.inputs["issuer"]]
-    assert [(c.inputs["issuer"], c.inputs["subject"]) for c in ado] == [
-        ("https://vstoken.dev.azure.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "sc://contoso/detops/detops-dev")
-    ]
+    ado = {c.inputs["resourceName"]: c.inputs["subject"] for c in run.of_type(rules.AZ_FEDERATED) if "vstoken" in c.inputs["issuer"]}
+    assert ado == {
+        _identity(run, "trainer").outputs["name"]: "sc://contoso/detops/detops-dev-training",
+        _identity(run, "deployer").outputs["name"]: "sc://contoso/detops/detops-dev-deploy",
+    }
     assert violations(run) == []
 
 
@@ -266,84 +296,137 @@ def test_sagemaker_role_is_limited_to_the_project_resources(program_runs, stack:
     assert statements["UseProjectKey"]["Resource"] == [one(run, rules.AWS_KMS_KEY).outputs["arn"]]
 
 
+def _role_of(run: ProgramRun, purpose: str) -> RegisteredResource:
+    return next(r for r in run.of_type(rules.AWS_ROLE) if r.name.endswith(f"-{purpose}"))
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_ci_role_trusts_only_this_repository_branch_and_environments(program_runs, stack: str) -> None:
+def test_aws_roles_trust_only_their_own_environments(program_runs, stack: str) -> None:
     settings = stack_settings("aws", stack)
     run = program_runs["aws", stack]
-    role = next(r for r in run.of_type(rules.AWS_ROLE) if r.name.endswith("-ci"))
-    (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
-    assert statement["Principal"] == {"Federated": one(run, rules.AWS_OIDC_PROVIDER).outputs["arn"]}
-    assert statement["Condition"] == {
-        "StringEquals": {
-            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-            "token.actions.githubusercontent.com:sub": [
-                f"repo:{settings.github.repository}:ref:refs/heads/main",
-                *[f"repo:{settings.github.repository}:environment:{env}" for env in settings.github.environments],
-            ],
+    for purpose in ("trainer", "registrar", "approver", "deployer"):
+        subjects = settings.github.subjects(purpose)
+        if not subjects:
+            assert f"{purpose}_role_arn" not in run.outputs
+            continue
+        (statement,) = json.loads(_role_of(run, purpose).inputs["assumeRolePolicy"])["Statement"]
+        assert statement["Principal"] == {"Federated": one(run, rules.AWS_OIDC_PROVIDER).outputs["arn"]}
+        assert statement["Condition"] == {
+            "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com", "token.actions.githubusercontent.com:sub": subjects}
         }
-    }
-    statements = _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-ci-access")))
-    sagemaker_role = next(r for r in run.of_type(rules.AWS_ROLE) if "sagemaker" in r.name)
-    assert statements["PassSageMakerRole"]["Resource"] == [sagemaker_role.outputs["arn"]]
-    assert statements["PassSageMakerRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    actions = {a for s in statements.values() for a in s["Action"]}
-    assert "sagemaker:UpdateModelPackage" not in actions  # approval stays with a person
+
+
+def test_aws_role_policies_are_scoped_by_the_application_names(program_runs) -> None:
+    from training import naming
+
+    run = program_runs["aws", "dev"]
+    prefix = stack_settings("aws", "dev").name_prefix
+    deployer = _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-deployer-access")))
+    assert f":endpoint/{naming.name_pattern(prefix)}" in " ".join(deployer["ManageEndpoints"]["Resource"])
+    assert naming.endpoint_name("staging", prefix).startswith(prefix + "-")
+    trainer = _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-trainer-access")))
+    assert trainer["StartTrainingJobs"]["Resource"] == [f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:training-job/{prefix}-*"]
+    assert naming.training_job_name("bccd", "20261201T120000-abc", prefix=prefix).startswith(prefix + "-")
+    registrar = _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-registrar-access")))
+    assert registrar["RegisterPendingVersions"]["Condition"] == {"StringEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}}
+    assert "sagemaker:UpdateModelPackage" in registrar["NeverApprove"]["Action"]
     group = one(run, "aws:sagemaker/modelPackageGroup:ModelPackageGroup").inputs["modelPackageGroupName"]
-    assert any(res.endswith(f":model-package/{group}/*") for res in statements["RegisterModelVersions"]["Resource"])
+    assert group == naming.model_package_group_name(prefix)
 
 
 def test_existing_github_oidc_provider_is_reused() -> None:
     arn = f"arn:aws:iam::{AWS_ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
     run = run_cloud("aws", with_settings(stack_settings("aws", "dev"), github_oidc_provider_arn=arn))
     assert run.of_type(rules.AWS_OIDC_PROVIDER) == []
-    role = next(r for r in run.of_type(rules.AWS_ROLE) if r.name.endswith("-ci"))
-    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Federated": arn}
+    assert json.loads(_role_of(run, "trainer").inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Federated": arn}
+
+
+def test_aws_provider_is_pinned_to_the_account(program_runs) -> None:
+    (provider,) = [r for r in program_runs["aws", "prod"].resources if r.type == "pulumi:providers:aws"]
+    assert json.loads(provider.inputs["allowedAccountIds"]) == [stack_settings("aws", "prod").account_id]
+
+
+def test_azure_provider_is_pinned_to_the_subscription(program_runs) -> None:
+    (provider,) = [r for r in program_runs["azure", "prod"].resources if r.type == "pulumi:providers:azure-native"]
+    assert provider.inputs["subscriptionId"] == stack_settings("azure", "prod").subscription_id
+
+
+def test_alarms_and_budgets(program_runs) -> None:
+    run = program_runs["aws", "prod"]
+    alarms = {r.inputs["metricName"]: r.inputs for r in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == {"Invocation5XXErrors", "ModelLatency"}
+    assert alarms["ModelLatency"]["dimensions"]["EndpointName"] == run.outputs["sagemaker_endpoints"]["production"]
+    topic = one(run, "aws:sns/topic:Topic")
+    assert alarms["ModelLatency"]["alarmActions"] == [topic.id] or alarms["ModelLatency"]["alarmActions"]
+    budget = one(run, "aws:budgets/budget:Budget").inputs
+    assert budget["limitAmount"] == "3000.00" and len(budget["notifications"]) == 4
+    azure = program_runs["azure", "prod"]
+    diagnostics = {r.inputs["resourceUri"] for r in azure.of_type("azure-native:monitor:DiagnosticSetting")}
+    assert diagnostics == {one(azure, rules.AZ_ML_WORKSPACE).id, one(azure, rules.AZ_ACR).id, one(azure, rules.AZ_VAULT).id}
+    aks = program_runs["azure-aks", "prod"]
+    assert one(aks, rules.AZ_AKS).id in {r.inputs["resourceUri"] for r in aks.of_type("azure-native:monitor:DiagnosticSetting")}
+    assert one(azure, "azure-native:consumption:Budget").inputs["amount"] == 3000
 
 
 # --- options -------------------------------------------------------------------------------------------
 
 
-def test_private_endpoints_option() -> None:
-    settings = with_settings(stack_settings("azure", "prod"), private_endpoints=True)
-    run = run_cloud("azure", settings)
+def test_prod_is_private(program_runs) -> None:
+    run = program_runs["azure", "prod"]
     assert violations(run) == []
     endpoints = {r.inputs["privateLinkServiceConnections"][0]["groupIds"][0]: r for r in run.of_type("azure-native:network:PrivateEndpoint")}
-    assert set(endpoints) == {"blob", "vault", "registry", "amlworkspace"}
-    assert endpoints["blob"].inputs["privateLinkServiceConnections"][0]["privateLinkServiceId"] == one(run, rules.AZ_STORAGE).id
+    assert set(endpoints) == {"blob", "file", "vault", "registry", "amlworkspace"}
+    assert endpoints["file"].inputs["privateLinkServiceConnections"][0]["privateLinkServiceId"] == one(run, rules.AZ_STORAGE).id
     zones = {r.inputs["privateZoneName"] for r in run.of_type("azure-native:privatedns:PrivateZone")}
     assert zones == {
         "privatelink.blob.core.windows.net",
+        "privatelink.file.core.windows.net",
         "privatelink.vaultcore.azure.net",
         "privatelink.azurecr.io",
         "privatelink.api.azureml.ms",
         "privatelink.notebooks.azure.net",
     }
-    assert len(run.of_type("azure-native:privatedns:VirtualNetworkLink")) == 5
+    assert len(run.of_type("azure-native:privatedns:VirtualNetworkLink")) == 6
     assert one(run, rules.AZ_STORAGE).inputs["publicNetworkAccess"] == "Disabled"
     assert one(run, rules.AZ_VAULT).inputs["properties"]["publicNetworkAccess"] == "Disabled"
     assert one(run, rules.AZ_ACR).inputs["publicNetworkAccess"] == "Disabled"
     assert one(run, rules.AZ_ML_WORKSPACE).inputs["publicNetworkAccess"] == "Disabled"
+    assert run.outputs["public_network_access"] == "Disabled"
+    assert program_runs["azure", "dev"].outputs["public_network_access"] == "Enabled"  # dev, stated in docs/infra.md
 
 
-def test_aks_can_be_left_out() -> None:
-    run = run_cloud("azure", with_settings(stack_settings("azure", "dev"), aks_enabled=False))
+def test_runs_container_is_a_workspace_datastore(program_runs) -> None:
+    run = program_runs["azure", "dev"]
+    datastore = one(run, "azure-native:machinelearningservices:Datastore").inputs
+    assert datastore["properties"]["containerName"] == "runs"
+    assert datastore["properties"]["credentials"] == {"credentialsType": "None"}  # identity-based; shared keys are off
+    assert one(run, rules.AZ_STORAGE).inputs["allowSharedKeyAccess"] is False
+    assert one(run, rules.AZ_ML_WORKSPACE).inputs["systemDatastoresAuthMode"] == "identity"
+
+
+def test_aks_can_be_left_out(program_runs) -> None:
+    run = program_runs["azure", "dev"]
     assert run.of_type(rules.AZ_AKS) == [] and run.of_type(rules.AZ_EXTENSION) == []
     assert "aks_compute_name" not in run.outputs
-    assert violations(run) == []
+    assert program_runs["azure-aks", "dev"].outputs["aks_compute_name"] == "aks-compute"
 
 
 # --- outputs -----------------------------------------------------------------------------------------
 
 AZURE_OUTPUTS = {
     "region", "resource_group_name", "storage_account_name", "datasets_container", "runs_container",
-    "models_container", "captures_container", "key_vault_name", "key_vault_uri", "acr_name", "acr_login_server",
-    "workspace_name", "gpu_cluster_name", "cpu_cluster_name", "aks_cluster_name", "aks_compute_name",
-    "ci_client_id", "tenant_id", "subscription_id",
+    "models_container", "captures_container", "approvals_container", "runs_datastore_name", "key_vault_name",
+    "key_vault_uri", "acr_name", "acr_login_server", "workspace_name", "gpu_cluster_name", "cpu_cluster_name",
+    "deployer_client_id", "serving_identity_id", "serving_identity_client_id", "serving_target",
+    "public_network_access", "tenant_id", "subscription_id", "log_analytics_workspace_id",
 }
+AZURE_DEV_OUTPUTS = {"trainer_client_id", "registrar_client_id", "approver_client_id"}
 AWS_OUTPUTS = {
-    "region", "s3_data_bucket", "s3_runs_bucket", "training_ecr_repository_url", "serving_ecr_repository_url",
-    "sagemaker_role_arn", "model_package_group_name", "ci_role_arn", "kms_key_arn",
+    "region", "account_id", "s3_data_bucket", "s3_runs_bucket", "training_ecr_repository_url", "serving_ecr_repository_url",
+    "sagemaker_role_arn", "sagemaker_name_prefix", "model_package_group_name", "sagemaker_registry_uri",
+    "sagemaker_capture_uri", "sagemaker_endpoints", "deployer_role_arn", "kms_key_arn", "alerts_topic_arn",
 }
+AWS_DEV_OUTPUTS = {"trainer_role_arn", "registrar_role_arn", "approver_role_arn"}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -358,10 +441,12 @@ def test_azure_outputs(program_runs, stack: str) -> None:
     assert (out["datasets_container"], out["runs_container"], out["models_container"], out["captures_container"]) == (
         "datasets", "runs", "models", "captures",
     )
+    assert (AZURE_DEV_OUTPUTS <= set(out)) == (stack == "dev")
     assert out["workspace_name"] == one(run, rules.AZ_ML_WORKSPACE).outputs["name"]
     assert out["acr_login_server"] == f"{one(run, rules.AZ_ACR).outputs['name']}.azurecr.io"
-    assert (out["gpu_cluster_name"], out["cpu_cluster_name"], out["aks_compute_name"]) == ("gpu-cluster", "cpu-cluster", "aks-compute")
-    assert out["ci_client_id"] == one(run, "azure-native:managedidentity:UserAssignedIdentity").outputs["clientId"]
+    assert (out["gpu_cluster_name"], out["cpu_cluster_name"]) == ("gpu-cluster", "cpu-cluster")
+    assert out["deployer_client_id"] == _identity(run, "deployer").outputs["clientId"]
+    assert out["serving_identity_client_id"] == _identity(run, "serving").outputs["clientId"]
     assert out["key_vault_uri"].startswith("https://") and out["storage_account_name"].startswith(settings.name_prefix)
 
 
@@ -377,7 +462,10 @@ def test_aws_outputs(program_runs, stack: str) -> None:
     assert out["training_ecr_repository_url"].endswith(f"/{settings.name_prefix}/training")
     assert out["serving_ecr_repository_url"].endswith(f"/{settings.name_prefix}/serving")
     assert out["sagemaker_role_arn"] == next(r for r in run.of_type(rules.AWS_ROLE) if "sagemaker" in r.name).outputs["arn"]
-    assert out["ci_role_arn"] == next(r for r in run.of_type(rules.AWS_ROLE) if r.name.endswith("-ci")).outputs["arn"]
+    assert out["deployer_role_arn"] == _role_of(run, "deployer").outputs["arn"]
+    assert (AWS_DEV_OUTPUTS <= set(out)) == (stack == "dev")
+    assert out["sagemaker_registry_uri"] == f"s3://{out['s3_runs_bucket']}/registry"
+    assert out["sagemaker_endpoints"] == {stage: f"{settings.name_prefix}-{stage}" for stage in settings.endpoint_stages}
     assert out["model_package_group_name"] == f"{settings.name_prefix}-detector"
     assert (out["training_instance_type"], out["max_training_instances"]) == (
         settings.training_instance_type, settings.max_training_instances,
@@ -386,7 +474,7 @@ def test_aws_outputs(program_runs, stack: str) -> None:
 
 def test_output_names_are_documented() -> None:
     doc = (REPO / "docs" / "infra.md").read_text(encoding="utf-8")
-    missing = sorted(name for name in AZURE_OUTPUTS | AWS_OUTPUTS if f"`{name}`" not in doc)
+    missing = sorted(name for name in AZURE_OUTPUTS | AZURE_DEV_OUTPUTS | AWS_OUTPUTS | AWS_DEV_OUTPUTS if f"`{name}`" not in doc)
     assert missing == []
 
 
@@ -436,3 +524,24 @@ def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cl
     stack_request = proto.AnalyzeStackRequest(resources=[proto.AnalyzerResource(**message(r)) for r in resources])
     diagnostics += list(analyzer.AnalyzeStack(stack_request, None).diagnostics)
     assert [f"{d.policyName}: {d.message}" for d in diagnostics] == []
+
+
+@pytest.mark.parametrize(("cloud", "stack"), [("azure", "dev"), ("azure", "prod"), ("aws", "dev"), ("aws", "prod")])
+def test_outputs_become_ci_variables(program_runs, cloud: str, stack: str) -> None:
+    """The stack outputs go through the settings contract's own mapping (`detops settings ci-variables`):
+    every setting-named output is a known setting, and each GitHub environment gets its own identity."""
+    from detops.contract import ci_variables
+
+    settings = stack_settings(cloud, stack)
+    out = program_runs[cloud, stack].outputs
+    variables = ci_variables(out)
+    identity = "AZURE_CLIENT_ID" if cloud == "azure" else "AWS_ROLE_ARN"
+    assert set(variables.environments) == {e for p in ("trainer", "registrar", "approver", "deployer") for e in getattr(settings.github.environments, p)}
+    per_env = {env: v[identity] for env, v in variables.environments.items()}
+    assert len(set(per_env.values())) == len({p for p in ("trainer", "registrar", "approver", "deployer") if settings.github.subjects(p)})
+    upper = {k for k in out if k.isupper() and k != "CI_ENVIRONMENTS"}
+    assert upper and upper <= set(variables.repository)
+    if cloud == "aws":
+        assert variables.repository["DETOPS_SM_NAME_PREFIX"] == settings.name_prefix
+        deployer_env = settings.github.environments.deployer[0]
+        assert variables.environments[deployer_env]["DETOPS_SM_ENDPOINT"].startswith(settings.name_prefix + "-")

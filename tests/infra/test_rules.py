@@ -62,11 +62,13 @@ def _policy(*statements: dict[str, Any]) -> str:
 
 
 _STORAGE = {"enableHttpsTrafficOnly": True, "minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False}
-_VAULT = {"properties": {"enableRbacAuthorization": True, "enableSoftDelete": True, "enablePurgeProtection": True}}
+_VAULT = {"properties": {"enableRbacAuthorization": True, "enableSoftDelete": True, "enablePurgeProtection": True,
+                          "networkAcls": {"defaultAction": "Deny"}}}
 _AML = {
     "identity": {"type": "SystemAssigned"},
     "properties": {
         "computeType": "AmlCompute",
+        "disableLocalAuth": True,
         "properties": {"enableNodePublicIp": False, "remoteLoginPortPublicAccess": "Disabled"},
     },
 }
@@ -84,7 +86,19 @@ _FED = {
 }
 _PAB = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}
 _SSE = {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "arn:aws:kms:eu-west-1:1:key/k"}}]}
-_ECR = {"imageScanningConfiguration": {"scanOnPush": True}, "imageTagMutability": "IMMUTABLE"}
+_ECR = {
+    "imageScanningConfiguration": {"scanOnPush": True},
+    "imageTagMutability": "IMMUTABLE",
+    "encryptionConfigurations": [{"encryptionType": "KMS", "kmsKey": "arn:aws:kms:eu-west-1:1:key/k"}],
+}
+_PKG = "arn:aws:sagemaker:eu-west-1:1:model-package/detops-dev-detector/*"
+
+
+def _sm(action: str, condition: dict[str, Any] | None = None) -> str:
+    statement: dict[str, Any] = {"Sid": "S", "Effect": "Allow", "Action": [action], "Resource": [_PKG]}
+    if condition is not None:
+        statement["Condition"] = condition
+    return _policy(statement)
 _GOOD_STATEMENT = {"Sid": "Read", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/*"]}
 
 
@@ -117,7 +131,6 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "azure-aml-compute-no-public-ip": (rules.AZ_ML_COMPUTE, _AML, _with(_AML, "properties.properties", {"remoteLoginPortPublicAccess": "Disabled"})),
     "azure-aks-managed-identity": (rules.AZ_AKS, _AKS, {**{k: v for k, v in _AKS.items() if k != "identity"}, "servicePrincipalProfile": {"clientId": "x", "secret": "s"}}),
     "azure-aks-azure-rbac": (rules.AZ_AKS, _AKS, _with(_AKS, "aadProfile.enableAzureRBAC", False)),
-    "azure-aks-local-accounts-disabled": (rules.AZ_AKS, _AKS, _with(_AKS, "disableLocalAccounts", False)),
     "azure-aks-no-node-public-ip": (rules.AZ_AKS_POOL, {"agentPoolName": "gpu", "enableNodePublicIP": False}, {"agentPoolName": "gpu", "enableNodePublicIP": True}),
     "azure-role-assignment-least-privilege": (
         rules.AZ_ROLE_ASSIGNMENT,
@@ -160,6 +173,32 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"name": "/aws/sagemaker/TrainingJobs", "retentionInDays": 30, "kmsKeyId": "arn:aws:kms:eu-west-1:1:key/k"},
         {"name": "/aws/sagemaker/TrainingJobs"},
     ),
+    "azure-aks-private-api-server": (
+        rules.AZ_AKS, {**_AKS, "apiServerAccessProfile": {"enablePrivateCluster": True}}, {**_AKS, "apiServerAccessProfile": {}},
+    ),
+    "azure-public-network-disabled-in-prod": (
+        rules.AZ_VAULT,
+        {"tags": {"environment": "prod"}, "properties": {"tenantId": "t", "publicNetworkAccess": "Disabled"}},
+        {"tags": {"environment": "prod"}, "properties": {"tenantId": "t", "publicNetworkAccess": "Enabled"}},
+    ),
+    "azure-storage-shared-key-disabled": (rules.AZ_STORAGE, {**_STORAGE, "allowSharedKeyAccess": False}, _STORAGE),
+    "azure-key-vault-default-deny": (
+        rules.AZ_VAULT, _with(_VAULT, "properties.networkAcls", {"defaultAction": "Deny"}), _with(_VAULT, "properties.networkAcls", {"defaultAction": "Allow"}),
+    ),
+    "azure-ml-compute-local-auth-disabled": (
+        rules.AZ_ML_COMPUTE, _with(_AML, "properties.disableLocalAuth", True), _with(_AML, "properties.disableLocalAuth", False),
+    ),
+    "aws-ecr-kms-encryption": (rules.AWS_ECR, _ECR, _with(_ECR, "encryptionConfigurations", [{"encryptionType": "AES256"}])),
+    "aws-iam-sagemaker-conditions": (
+        rules.AWS_ROLE_POLICY,
+        {"policy": _sm("sagemaker:CreateModelPackage", {"StringEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}})},
+        {"policy": _sm("sagemaker:CreateModelPackage")},
+    ),
+    "aws-iam-no-partial-wildcards": (
+        rules.AWS_ROLE_POLICY,
+        {"policy": _policy({"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": ["arn:aws:s3:::b/*"]})},
+        {"policy": _policy({"Effect": "Allow", "Action": ["s3:Put*"], "Resource": ["arn:aws:s3:::b/*"]})},
+    ),
     "aws-github-oidc-audience": (
         rules.AWS_OIDC_PROVIDER,
         {"url": "https://token.actions.githubusercontent.com", "clientIdLists": ["sts.amazonaws.com"]},
@@ -182,16 +221,79 @@ def _bucket_stack(*, without: str | None = None) -> list[rules.StackResource]:
     return [r for r in resources if r.type != without]
 
 
+_TAGS = {"project": "detops", "environment": "dev", "managed-by": "pulumi"}
+_EXT = {"extensionType": "Microsoft.AzureML.Kubernetes", "configurationSettings": {
+    "allowInsecureConnections": "False", "sslCname": "ml.example.com", "sslSecret": "azureml-tls", "inferenceRouterHA": "True"}}
+_CLUSTER = {**_AKS, "disableLocalAccounts": False, "agentPoolProfiles": [{"name": "system", "mode": "System", "minCount": 3}]}
+
+
+def _aks_stack(*, cluster: dict[str, Any] = _CLUSTER, extension: dict[str, Any] | None = _EXT,
+               isolation: str = "Disabled") -> list[rules.StackResource]:
+    resources = [
+        rules.StackResource(rules.AZ_AKS, "aks", cluster),
+        rules.StackResource(rules.AZ_ML_WORKSPACE, "mlw", {"managedNetwork": {"isolationMode": isolation}}),
+        rules.StackResource(rules.AZ_ML_COMPUTE, "attach", {"properties": {"computeType": "Kubernetes"}}),
+    ]
+    if extension is not None:
+        resources.append(rules.StackResource(rules.AZ_EXTENSION, "azureml", extension))
+    return resources
+
+
 STACK_CASES: dict[str, tuple[list[rules.StackResource], list[rules.StackResource]]] = {
     "aws-s3-bucket-protected": (_bucket_stack(), _bucket_stack(without=rules.AWS_SSE)),
     "aws-ecr-lifecycle-policy": (_bucket_stack(), _bucket_stack(without=rules.AWS_ECR_LIFECYCLE)),
+    "required-tags": (
+        [rules.StackResource(rules.AZ_VAULT, "kv", {"location": "westeurope", "tags": _TAGS})],
+        [rules.StackResource(rules.AZ_VAULT, "kv", {"location": "westeurope", "tags": {"project": "detops"}})],
+    ),
+    "azure-aks-azureml-extension-compatible": (_aks_stack(), _aks_stack(cluster={**_CLUSTER, "disableLocalAccounts": True})),
+    "azure-aks-local-accounts-disabled": (
+        _aks_stack(cluster={**_AKS, "disableLocalAccounts": True}, extension=None),
+        _aks_stack(cluster={**_AKS, "disableLocalAccounts": False}, extension=None),
+    ),
 }
+
+# Each way the Azure ML extension's constraints can be broken (the stack rule names the resource).
+AKS_BREAKS = {
+    "local accounts disabled": (_aks_stack(cluster={**_CLUSTER, "disableLocalAccounts": True}), "aks"),
+    "TLS without sslCname": (_aks_stack(extension=_with(_EXT, "configurationSettings.sslCname", "")), "azureml"),
+    "TLS without a certificate": (
+        _aks_stack(extension={**_EXT, "configurationSettings": {k: v for k, v in _EXT["configurationSettings"].items() if k != "sslSecret"}}),
+        "azureml",
+    ),
+    "router HA on 1 system node": (_aks_stack(cluster=_with(_CLUSTER, "agentPoolProfiles.0.minCount", 1)), "aks"),
+    "managed network with Kubernetes compute": (_aks_stack(isolation="AllowInternetOutbound"), "mlw"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AKS_BREAKS))
+def test_aks_azureml_constraints(case: str) -> None:
+    resources, culprit = AKS_BREAKS[case]
+    broken = [v for v in rules.check_stack(resources) if v.rule == "azure-aks-azureml-extension-compatible"]
+    assert [v.resource for v in broken] == [culprit], broken
+
+
+def test_public_access_exemption_needs_a_reason() -> None:
+    base = {"tags": {"environment": "prod"}, "publicNetworkAccess": "Enabled"}
+    assert rules.check_resource(rules.AZ_STORAGE, {**base, "tags": {"environment": "prod", "public-access-reason": "x"}})
+    reason = "Pulumi state for GitHub-hosted runners; Entra ID only"
+    found = rules.check_resource(rules.AZ_STORAGE, {**base, "tags": {"environment": "prod", "public-access-reason": reason}})
+    assert "azure-public-network-disabled-in-prod" not in {v.rule for v in found}
+
+
+def test_sagemaker_conditions_rule_details() -> None:
+    approved = {"StringEquals": {"sagemaker:ModelApprovalStatus": ["PendingManualApproval", "Approved"]}}
+    assert rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _sm("sagemaker:CreateModelPackage", approved)})
+    negated = {"StringNotEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}
+    assert rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _sm("sagemaker:CreateModelPackage", negated)})
+    assert rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _sm("sagemaker:CreateModel", {"Bool": {"sagemaker:NetworkIsolation": "false"}})})
+    assert not rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": _sm("sagemaker:CreateModel", {"Bool": {"sagemaker:NetworkIsolation": "true"}})})
 
 
 def test_every_rule_has_a_case() -> None:
     assert set(CASES) == {rule.name for rule in rules.RESOURCE_RULES}
     assert set(STACK_CASES) == {rule.name for rule in rules.STACK_RULES}
-    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 34
+    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 44
 
 
 @pytest.mark.parametrize("rule_name", sorted(CASES))
@@ -209,7 +311,7 @@ def test_stack_rule(rule_name: str) -> None:
     good, bad = STACK_CASES[rule_name]
     assert [v for v in rules.check_stack(good) if v.rule == rule_name] == []
     broken = [v for v in rules.check_stack(bad) if v.rule == rule_name]
-    assert len(broken) == 1 and broken[0].resource in {"data", "training"}
+    assert len(broken) >= 1 and all(v.resource in {"data", "training", "kv", "aks", "mlw", "azureml"} for v in broken)
 
 
 def test_unrelated_resource_type_is_not_checked() -> None:
@@ -218,8 +320,8 @@ def test_unrelated_resource_type_is_not_checked() -> None:
 
 def test_rules_report_bad_json_policies() -> None:
     violations = rules.check_resource(rules.AWS_ROLE_POLICY, {"policy": "{not json"})
-    assert [v.rule for v in violations] == ["aws-iam-least-privilege"]
-    assert "not valid JSON" in violations[0].message
+    assert [v.rule for v in violations] == ["aws-iam-least-privilege", "aws-iam-sagemaker-conditions", "aws-iam-no-partial-wildcards"]
+    assert all("not valid JSON" in v.message for v in violations)
 
 
 def test_github_subject_rules_cover_wildcards_and_pull_requests() -> None:

@@ -4,6 +4,7 @@ the programs' ``__main__.py`` read the settings the way the Pulumi CLI hands the
 from __future__ import annotations
 
 import json
+import re
 import runpy
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,43 @@ def _write_stack(tmp_path: Path, cloud: str, stack: str, **changes: Any) -> Path
 def test_committed_stack_files_are_valid(cloud: str, stack: str) -> None:
     settings = stack_settings(cloud, stack)
     assert settings.environment == stack
-    assert settings.github.oidc_subjects()[0] == f"repo:{settings.github.repository}:ref:refs/heads/main"
+    subjects = settings.github.oidc_subjects()
+    assert subjects and all(s.startswith(f"repo:{settings.github.repository}:environment:") for s in subjects)
+
+
+@pytest.mark.parametrize("cloud", ["azure", "aws"])
+def test_prod_identities_trust_prod_environments_only(cloud: str) -> None:
+    dev, prod = stack_settings(cloud, "dev"), stack_settings(cloud, "prod")
+    assert set(dev.github.oidc_subjects()).isdisjoint(prod.github.oidc_subjects())
+    assert prod.github.subjects("trainer") == [] and prod.github.subjects("deployer")
+    # the read-only preview identity shares no environment with any writer
+    for settings in (dev, prod):
+        reader = set(settings.github.subjects("infra_reader"))
+        assert reader and all(reader.isdisjoint(settings.github.subjects(p)) for p in ("infra_deployer", "trainer", "registrar", "approver", "deployer"))
+
+
+def test_an_environment_signs_in_as_one_identity_only(tmp_path: Path) -> None:
+    github = {"repository": "o/r", "environments": {"infra_reader": ["pr"], "deployer": ["pr"]}}
+    path = _write_stack(tmp_path, "aws", "prod", github=github)
+    with pytest.raises(ConfigError, match="environment 'pr' is listed for infra_reader and deployer"):
+        read_stack_file(path, AwsSettings, namespace="detops-aws")
+
+
+@pytest.mark.parametrize(
+    ("cloud", "changes", "expected"),
+    [
+        ("azure", {"private_endpoints": False}, "prod needs private_endpoints: true"),
+        ("azure", {"aks_enabled": True}, "aks_enabled needs aks_ssl_cname"),
+        ("azure", {"aks_enabled": True, "aks_ssl_cname": "ml.example.com", "aks_system_min_nodes": 1}, "aks_inference_router_ha needs at least 3 system nodes"),
+        ("azure", {"subscription_id": "my-sub"}, "must be the subscription's GUID"),
+        ("aws", {"account_id": "12345"}, "setting 'detops-aws:account_id': String should match pattern"),
+        ("aws", {"budget_alert_emails": ["not-an-address"]}, "'not-an-address' is not an e-mail address"),
+    ],
+)
+def test_pinned_accounts_and_fit_constraints(tmp_path: Path, cloud: str, changes: dict[str, Any], expected: str) -> None:
+    path = _write_stack(tmp_path, cloud, "prod", **changes)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        read_stack_file(path, AzureSettings if cloud == "azure" else AwsSettings, namespace=f"detops-{cloud}")
 
 
 def test_stack_files_hold_no_secrets() -> None:
@@ -65,7 +102,7 @@ def test_stack_files_hold_no_secrets() -> None:
         ("azure", {"gpu_min_nodes": 5, "gpu_max_nodes": 2}, "gpu_min_nodes (5) is above gpu_max_nodes (2)"),
         ("azure", {"private_endpoints": True, "acr_sku": "Standard"}, "acr_sku must be 'Premium' when private_endpoints is true"),
         ("azure", {"github": {"repository": "detops"}}, "setting 'detops-azure:github.repository': String should match pattern"),
-        ("azure", {"github": {"repository": "o/r", "branch": "main", "environment": ["prod"]}}, "setting 'detops-azure:github.environment': unknown setting; did you mean 'environments'?"),
+        ("azure", {"github": {"repository": "o/r", "environment": {"deployer": ["prod"]}}}, "setting 'detops-azure:github.environment': unknown setting; did you mean 'environments'?"),
         ("aws", {"training_instance_type": "ml.m5.large"}, "setting 'detops-aws:training_instance_type': Value error, 'ml.m5.large' is not a SageMaker GPU instance type"),
         ("aws", {"region": "europe-west1"}, "setting 'detops-aws:region': Value error, 'europe-west1' is not an AWS region name"),
         ("aws", {"max_training_instances": 50}, "setting 'detops-aws:max_training_instances': Input should be less than or equal to 20 (got 50)"),
@@ -138,7 +175,7 @@ def test_settings_from_pulumi_config_decodes_cli_strings(pulumi_config) -> None:
     settings = settings_from_pulumi_config(AzureSettings, namespace="detops-azure", stack="prod")
     assert settings == stack_settings("azure", "prod")
     assert settings.gpu_max_nodes == 4 and settings.gpu_low_priority is False
-    assert settings.github.environments == ("training", "model-registration", "staging", "production", "infra-preview", "infra-production")
+    assert settings.github.environments.deployer == ("production",)
 
 
 def test_settings_from_pulumi_config_reports_typos(pulumi_config) -> None:

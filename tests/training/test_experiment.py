@@ -37,7 +37,7 @@ def test_default_preset_uses_pretrained_provider():
     calls = []
     p = build_experiment(**ARGS, pretrained_provider=lambda: calls.append(1) or "/cache/mnv2")
     assert calls == [1] and p.task.init_checkpoint == "/cache/mnv2"
-    assert p.task.model.backbone.mobilenet.model_id == "MobileNetV2"
+    assert p.task.model.backbone.mobilenet.model_id == "MobileNetV2Features"  # MobileNetV2 minus its unused 1x1 conv
 
 
 def test_overrides_applied_dotted_and_nested():

@@ -308,3 +308,29 @@ def test_module_import_does_not_import_tensorflow_eagerly() -> None:
         cwd=Path(__file__).parents[2],
     )
     assert out.stdout.strip() == "False"
+
+
+def test_checkpoint_restores_into_the_features_backbone_of_the_presets(checkpoints) -> None:
+    """The presets' MobileNetV2Features (no unused 1x1 conv) takes every other variable of the checkpoint."""
+    import tf_keras
+    from official.vision.configs import backbones as backbones_cfg
+    from official.vision.configs import common as common_cfg
+    from official.vision.modeling.backbones import factory as backbone_factory
+
+    from training.experiment import MOBILENETV2_FEATURES, register_backbones
+
+    register_backbones()
+    features = backbone_factory.build_backbone(
+        input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
+        backbone_config=backbones_cfg.Backbone(
+            type="mobilenet", mobilenet=backbones_cfg.MobileNet(model_id=MOBILENETV2_FEATURES, filter_size_scale=1.0)
+        ),
+        norm_activation_config=common_cfg.NormActivation(use_sync_bn=False, norm_momentum=0.99, norm_epsilon=0.001),
+    )
+    full = _restored_backbone(checkpoints[True])
+    assert len(features.variables) == len(full.variables) - 5  # conv kernel + 4 BatchNorm vectors
+    tf.train.Checkpoint(backbone=features).read(checkpoints[True]).expect_partial().assert_existing_objects_matched()
+    for mine, theirs in ((features.trainable_variables, full.trainable_variables),
+                         (features.non_trainable_variables, full.non_trainable_variables)):
+        for a, b in zip(mine, theirs):  # same layers in the same order, minus the last conv
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)

@@ -122,6 +122,7 @@ class ReadContext:
     root: Path
     format: str
     label_pattern: re.Pattern[str] | None = None  # class_from_filename, when given
+    default_label: str | None = None  # the one class of a single-class `classes` list: labels label-less rows
     listing_cache: dict = field(default_factory=dict)
     rejected: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)

@@ -5,7 +5,8 @@
     1189 619 2708 1356 person
 
 The first line is the number of boxes; each following line is ``x1 y1 x2 y2 label`` in absolute
-pixels (XYXY). The original tool writes no label (4 numbers); such rows need ``class_from_filename``.
+pixels (XYXY). The original tool writes no label (4 numbers); such rows take their label from
+``class_from_filename`` or, when ``classes`` lists exactly one class, from that class.
 """
 
 from __future__ import annotations
@@ -58,9 +59,12 @@ def read_bbox_txt(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> t
                 if len(parts) < 4:
                     raise ValueError(f"expected 'x1 y1 x2 y2 label', got {text!r}")
                 coords = [parse_number(p, k) for p, k in zip(parts[:4], ("x1", "y1", "x2", "y2"), strict=False)]
-                label = " ".join(parts[4:])
+                label = " ".join(parts[4:]) or (ctx.default_label or "")
                 if not label and ctx.label_pattern is None:
-                    raise ValueError("no label (5th field); pass class_from_filename for label-less files")
+                    raise ValueError(
+                        "no label (5th field); pass class_from_filename, or a single-class `classes` list, "
+                        "for label-less files"
+                    )
             except ValueError as exc:
                 ctx.reject(txt, f"line {line}", str(exc))
                 continue

@@ -92,7 +92,8 @@ def read_dataset(
             holding every annotation path and image folder.
         classes: the class order (a list, or a ``label_map.pbtxt`` path); labels not in it are
             appended, sorted. Default: the format's own order (COCO categories, a CSV ``class_map``),
-            else sorted names. Restricting classes is :class:`ValidationPolicy`'s job.
+            else sorted names. Restricting classes is :class:`ValidationPolicy`'s job. A list of
+            exactly one class also labels label-less rows (BBox-Label-Tool's original 4-number rows).
         class_from_filename: ``True`` (Oxford-IIIT Pets: ``Abyssinian_12.jpg`` -> ``Abyssinian``, the
             stem minus a trailing ``_<digits>``) or a regex matched on the file stem (group ``label``
             or group 1); overrides/fills every box label; records that do not match are rejected.
@@ -125,6 +126,9 @@ def read_dataset(
         root=dataset_root(inputs, image_dirs, root),
         format=format,
         label_pattern=label_pattern(class_from_filename),
+        default_label=(
+            str(classes[0]) if isinstance(classes, (list, tuple)) and len(classes) == 1 else None
+        ),
     )
     records, native = spec.fn(ctx, inputs, image_dirs, **options)
     records = apply_class_from_filename(records, ctx.label_pattern, ctx)

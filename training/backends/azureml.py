@@ -1,12 +1,15 @@
 """Azure ML adapter (azure-ai-ml, SDK v2): the pipeline as a pipeline job of four command steps.
 
-Each step runs the same CLI as on a laptop (``detops prepare|train|evaluate|export``) in the
+Each step runs the same stage sequence as on a laptop (``detops run --stage <stage>``,
+:func:`training.pipeline.run_stages`, which skips what ``run.json`` records complete) in the
 training image from ACR, on a compute cluster. All steps write one run folder on a registered
 datastore, ``azureml://datastores/<datastore>/paths/<project>/runs/<run id>/`` (the run layout of
 docs/contracts.md), mounted read-write; each step takes the previous step's output as input, which
 orders the steps. ``train`` runs on ``nodes`` machines with ``TensorFlowDistribution`` (Azure ML
 sets ``TF_CONFIG``; :func:`training.distribute.strategy_from_env` reads it). The last step marks
-the run complete (``detops finish``).
+the run complete (``run_stages`` does it once all four stages are recorded). ``DETOPS_RUN_ID``
+and ``DETOPS_RUN_URL`` name the run in every step; Azure ML sets ``MLFLOW_TRACKING_URI`` to the
+workspace, so ``evaluate`` logs its metrics to the job's experiment.
 
 Settings (environment; none are secrets -- authentication is ``DefaultAzureCredential``: managed
 identity, workload identity / OIDC in CI, or ``az login``):
@@ -26,13 +29,24 @@ variable                       meaning                                          
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder, placeholder_env
+from training.backends.base import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    Backend,
+    JobControl,
+    Submission,
+    new_run_id,
+    out_folder,
+    placeholder_env,
+)
 from training.errors import BackendError, ConfigError
 
 
@@ -62,17 +76,21 @@ class AzureMLSettings:
     @classmethod
     def from_env(cls, *, for_submit: bool) -> AzureMLSettings:
         """Read the settings; with ``for_submit`` the workspace and image are required."""
-        req: dict[str, Any] = {"required": for_submit}
+        from training.settings import AzureSettings, CommonSettings, missing_settings
+
+        az, common = AzureSettings.load(), CommonSettings.load()
+        missing: list[tuple[Any, str]] = [(CommonSettings, "training_image")] if not common.training_image else []
+        missing += [(AzureSettings, f) for f in ("subscription_id", "resource_group", "workspace") if not getattr(az, f)]
+        if for_submit and missing:
+            raise missing_settings(missing, "submit to Azure ML")
         return cls(
-            compute=env_setting("DETOPS_AML_COMPUTE", "gpu-cluster"),
-            # required when submitting, else defaulted: always a str
-            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
-                                        what="training image in ACR", **req)),
-            datastore=env_setting("DETOPS_AML_DATASTORE", "workspaceblobstore"),
-            datasets_path=env_setting("DETOPS_AML_DATASETS_PATH", "datasets").strip("/"),
-            subscription_id=env_setting("AZURE_SUBSCRIPTION_ID", what="Azure subscription", **req),
-            resource_group=env_setting("AZURE_RESOURCE_GROUP", what="resource group of the workspace", **req),
-            workspace=env_setting("AZUREML_WORKSPACE", what="Azure ML workspace name", **req),
+            compute=az.compute,
+            image=common.training_image or DRY_RUN_IMAGE,
+            datastore=az.datastore,
+            datasets_path=az.datasets_path.strip("/"),
+            subscription_id=az.subscription_id,
+            resource_group=az.resource_group,
+            workspace=az.workspace,
         )
 
     def datastore_uri(self, *parts: str) -> str:
@@ -95,43 +113,33 @@ def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureML
         "environment": env,
         "compute": settings.compute,
         "outputs": {"run": Output(type="uri_folder", path=run_uri, mode="rw_mount")},
-        "environment_variables": {"DETOPS_RUN_ID": run_id, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        "environment_variables": {"DETOPS_RUN_ID": run_id, "DETOPS_RUN_URL": run_uri, "TF_CPP_MIN_LOG_LEVEL": "1"},
     }
     run_in = {"run": Input(type="uri_folder", mode="ro_mount")}
-    return {
-        "prepare": command(
-            name="prepare",
-            display_name="prepare: ingest, validate, split, TFRecords",
-            command=(
-                "DETOPS_DATASETS=${{inputs.datasets}} detops prepare ${{inputs.config}}"
-                f" --run-dir ${{{{outputs.run}}}}{sets}"
-            ),
-            inputs={"config": Input(type="uri_file"), "datasets": Input(type="uri_folder", mode="ro_mount")},
+    def step(stage: str, display: str, **kw: Any):
+        # every step is the one stage sequence (training.pipeline.run_stages), one --stage at a time
+        head = "DETOPS_DATASETS=${{inputs.datasets}} detops run ${{inputs.config}}" if stage == "prepare" else "detops run"
+        return command(
+            name=stage,
+            display_name=display,
+            command=f"{head} --run-dir ${{{{outputs.run}}}} --stage {stage}{sets if stage == 'prepare' else ''}",
+            **kw,
             **common,
+        )
+
+    return {
+        "prepare": step(
+            "prepare", "prepare: ingest, validate, split, TFRecords",
+            inputs={"config": Input(type="uri_file"), "datasets": Input(type="uri_folder", mode="ro_mount")},
         ),
-        "train": command(
-            name="train",
-            display_name=f"train on {nodes} node(s)",
-            command="detops train --run-dir ${{outputs.run}}",
+        "train": step(
+            "train", f"train on {nodes} node(s)",
             inputs=dict(run_in),
             distribution=TensorFlowDistribution(worker_count=nodes, parameter_server_count=0),
             instance_count=nodes,
-            **common,
         ),
-        "evaluate": command(
-            name="evaluate",
-            display_name="evaluate: COCO metrics on train/val/test",
-            command="detops evaluate --run-dir ${{outputs.run}}",
-            inputs=dict(run_in),
-            **common,
-        ),
-        "export": command(
-            name="export",
-            display_name="export: SavedModel, TFLite, parity; mark the run complete",
-            command="detops export --run-dir ${{outputs.run}} && detops finish --run-dir ${{outputs.run}}",
-            inputs=dict(run_in),
-            **common,
-        ),
+        "evaluate": step("evaluate", "evaluate: COCO metrics on train/val/test (-> MLflow)", inputs=dict(run_in)),
+        "export": step("export", "export: SavedModel, TFLite, parity; the run is marked complete", inputs=dict(run_in)),
     }
 
 
@@ -279,7 +287,12 @@ def dump_specs(job, step_jobs: dict[str, Any], folder: Path) -> dict[str, str]:
     return specs
 
 
-class AzureMLBackend(Backend):
+#: Azure ML job statuses that mean "ended well" / "ended badly" (anything else is still running).
+AML_COMPLETED = {"Completed"}
+AML_FAILED = {"Failed", "Canceled", "NotResponding"}
+
+
+class AzureMLBackend(Backend, JobControl):
     """Submit the pipeline as an Azure ML pipeline job (see the module docstring)."""
 
     name = "azureml"
@@ -290,13 +303,29 @@ class AzureMLBackend(Backend):
     def ml_client(self, settings: AzureMLSettings):
         """An ``azure.ai.ml.MLClient`` for the workspace (``DefaultAzureCredential``)."""
         if self._ml_client is None:
-            from azure.ai.ml import MLClient
-            from azure.identity import DefaultAzureCredential
+            from training.settings import AzureSettings, azure_ml_client
 
-            self._ml_client = MLClient(
-                DefaultAzureCredential(), settings.subscription_id, settings.resource_group, settings.workspace
-            )
+            ids = {"subscription_id": settings.subscription_id, "resource_group": settings.resource_group,
+                   "workspace": settings.workspace}
+            self._ml_client = azure_ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
         return self._ml_client
+
+    def job_state(self, job: str) -> tuple[str, str]:
+        """State of pipeline job ``job`` in the workspace."""
+        try:
+            status = str(self.ml_client(AzureMLSettings.from_env(for_submit=False)).jobs.get(job).status)
+        except Exception as e:  # azure.core.exceptions.*
+            raise BackendError(f"Azure ML job {job}: {type(e).__name__}: {e}") from e
+        return (COMPLETED if status in AML_COMPLETED else FAILED if status in AML_FAILED else RUNNING), status
+
+    def cancel(self, job: str) -> str:
+        """Cancel pipeline job ``job`` (and its steps)."""
+        client = self.ml_client(AzureMLSettings.from_env(for_submit=False))
+        try:
+            client.jobs.begin_cancel(job)
+            return str(client.jobs.get(job).status)
+        except Exception as e:  # azure.core.exceptions.*
+            raise BackendError(f"cancelling Azure ML job {job}: {type(e).__name__}: {e}") from e
 
     def submit(
         self,
@@ -363,3 +392,58 @@ class AzureMLBackend(Backend):
             raise BackendError(f"Azure ML job submission failed: {type(e).__name__}: {e}") from e
         details["studio_url"] = getattr(created, "studio_url", None)
         return Submission(self.name, created.name, str(created.status), run_url, specs, details)
+
+
+# -- run URLs outside Azure ML -------------------------------------------------------------------
+
+#: ``azureml://datastores/<name>/paths/<path>``, short or with the workspace prefix
+#: (``azureml://subscriptions/<s>/resourcegroups/<rg>/workspaces/<ws>/datastores/<name>/paths/<path>``).
+DATASTORE_URL = re.compile(
+    r"^azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/workspaces/[^/]+/)?"
+    r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$"
+)
+_LOCATIONS: dict[str, tuple[str, str, str]] = {}
+
+
+def datastore_location(name: str, ml_client: Any = None) -> tuple[str, str, str]:
+    """``(account, container, endpoint suffix)`` of an Azure ML blob / ADLS Gen2 datastore.
+
+    Offline when ``name`` is ``DETOPS_AML_DATASTORE`` and ``AZURE_STORAGE_ACCOUNT_NAME`` and
+    ``DETOPS_AML_DATASTORE_CONTAINER`` are set (stack outputs); else asked once per process from
+    the workspace (``MLClient.datastores.get``, the Reader role is enough).
+
+    Raises:
+        ConfigError: neither is possible (names the settings), or the datastore is not blob storage.
+    """
+    from training.settings import AzureSettings, azure_ml_client
+
+    az = AzureSettings.load()
+    if name == az.datastore and az.storage_account_name and az.datastore_container:
+        return az.storage_account_name, az.datastore_container, "core.windows.net"
+    if name not in _LOCATIONS:
+        client = ml_client or azure_ml_client(
+            az, what=f"resolve datastore {name!r} (or set AZURE_STORAGE_ACCOUNT_NAME and DETOPS_AML_DATASTORE_CONTAINER)"
+        )
+        ds = client.datastores.get(name)
+        container = getattr(ds, "container_name", None) or getattr(ds, "filesystem", None)
+        if not container:
+            raise ConfigError(f"datastore {name!r} is {type(ds).__name__}, not blob / ADLS Gen2 storage: cannot open its paths")
+        _LOCATIONS[name] = (ds.account_name, container, getattr(ds, "endpoint", None) or "core.windows.net")
+    return _LOCATIONS[name]
+
+
+def resolve_datastore_url(url: str, ml_client: Any = None) -> str:
+    """``azureml://datastores/<name>/paths/<p>`` -> ``az://<container>@<account>.blob.<suffix>/<p>``
+    (adlfs reads the account from the URL; credentials from the environment / workload identity).
+    Other URLs are returned unchanged.
+
+    Raises:
+        ConfigError: an ``azureml://`` URL that is not a datastore path, or see :func:`datastore_location`.
+    """
+    if not url.startswith("azureml://"):
+        return url
+    m = DATASTORE_URL.match(url)
+    if not m:
+        raise ConfigError(f"{url!r}: only azureml://datastores/<name>/paths/... URLs can be opened outside Azure ML")
+    account, container, suffix = datastore_location(m["datastore"], ml_client)
+    return f"az://{container}@{account}.blob.{suffix}/{m['path']}"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from training.names import STAGES as STAGES  # one definition, re-exported for the backends
 from training.run import new_run_id as new_run_id  # one run-id format, re-exported for the backends
@@ -75,6 +75,54 @@ class Backend(abc.ABC):
         """
 
 
+#: Normalized cloud job states (:meth:`Backend.job_state`).
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+
+class JobControl:
+    """Status, bounded wait and cancel of a submitted cloud job (mixed into the cloud backends).
+
+    CI submits with ``--no-wait``; a later job, with a fresh OIDC login, calls :meth:`wait` with
+    a budget under the token's and the job's lifetime (``detops wait``); cancelling the workflow
+    runs :meth:`cancel` (``detops cancel``).
+    """
+
+    name: str = ""
+
+    def job_state(self, job: str) -> tuple[str, str]:
+        """``(RUNNING | COMPLETED | FAILED, the service's own status text)`` of job ``job``."""
+        from training.errors import ConfigError
+
+        raise ConfigError(f"backend {self.name!r} runs in the foreground: there is no cloud job to watch")
+
+    def cancel(self, job: str) -> str:
+        """Ask the service to stop job ``job``; return its status text after the request."""
+        from training.errors import ConfigError
+
+        raise ConfigError(f"backend {self.name!r} runs in the foreground: there is no cloud job to cancel")
+
+    def wait(self, job: str, *, timeout_s: float, poll_s: float = 30.0, sleep: Any = None,
+             clock: Any = None, console: Any = None) -> tuple[str, str]:
+        """Poll until job ``job`` ends or ``timeout_s`` passed; return the last ``job_state``.
+
+        ``timeout_s=0`` asks once. ``sleep``/``clock`` default to :mod:`time`'s (tests pass fakes).
+        """
+        import time
+
+        sleep = sleep or time.sleep
+        clock = clock or time.monotonic
+        start = clock()
+        last = None
+        while True:
+            state = self.job_state(job)
+            if console is not None and state != last:
+                console.print(f"{job}: {state[1]}")
+            last = state
+            if state[0] != RUNNING or clock() - start + poll_s > timeout_s:
+                return state
+            sleep(poll_s)
+
+
 @contextlib.contextmanager
 def placeholder_env(**defaults: str) -> Iterator[None]:
     """Temporarily set environment variables that are unset (to validate a config meant for a cloud
@@ -87,20 +135,6 @@ def placeholder_env(**defaults: str) -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
-
-
-@overload
-def env_setting(name: str, default: str, *, required: bool = False, what: str = "") -> str: ...
-@overload
-def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None: ...
-def env_setting(name: str, default: str | None = None, *, required: bool = False, what: str = "") -> str | None:
-    """Read a setting from the environment; raise ConfigError naming it when required and unset."""
-    from training.errors import ConfigError
-
-    value = os.environ.get(name) or default
-    if required and not value:
-        raise ConfigError(f"set {name}{f' ({what})' if what else ''}")
-    return value
 
 
 def out_folder(out_dir: str | Path | None, backend: str) -> Path:

@@ -45,10 +45,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from training import storage
-from training.backends.base import Backend, Submission, env_setting, new_run_id, out_folder
+from training.backends.base import COMPLETED, FAILED, RUNNING, Backend, JobControl, Submission, new_run_id, out_folder
 from training.errors import BackendError, ConfigError
 
 #: Images used in dry runs when unset (shown, never pulled).
@@ -57,13 +57,29 @@ DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
 #: Where SageMaker syncs checkpoints inside the container (CheckpointConfig.LocalPath default).
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 CHANNELS = ("train", "validation", "config", "label", "checkpoint")
+#: ``AlgorithmSpecification.MetricDefinitions``: SageMaker scans the job's log for these regexes
+#: and charts the first group as the metric. They match the trainer's progress line
+#: (``step 40/480  loss 0.8123  0.45 steps/s  ETA 980s``, :mod:`training.train`) and the
+#: evaluation line per split (``evaluation test: AP=0.2620 AP50=0.5310 AP75=0.2400``,
+#: :func:`training.pipeline.evaluate`); tests run them over a real container run's output.
+_NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": "train:loss", "Regex": rf"step [0-9]+/[0-9]+ +loss {_NUM}"},
+    {"Name": "train:steps_per_second", "Regex": rf"loss \S+ +{_NUM} steps/s"},
+    *(
+        {"Name": f"{split}:{metric}", "Regex": rf"evaluation {split}: .*\b{metric}={_NUM}"}
+        for split in ("train", "val", "test")
+        for metric in ("AP", "AP50", "AP75")
+    ),
+]
 
 
 def client(service: str = "sagemaker"):
-    """A boto3 client; region and endpoint from the environment (``AWS_REGION``, ``AWS_ENDPOINT_URL``)."""
-    import boto3
+    """A boto3 client from the one session factory (:func:`training.settings.aws_client`: region from
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, endpoint from ``AWS_ENDPOINT_URL``)."""
+    from training.settings import aws_client
 
-    return boto3.client(service)
+    return aws_client(service)
 
 
 @dataclass
@@ -80,22 +96,20 @@ class SageMakerSettings:
     @classmethod
     def from_env(cls, *, for_submit: bool) -> SageMakerSettings:
         """Read the settings; with ``for_submit`` the role and the image are required."""
-        spot = (env_setting("DETOPS_SM_SPOT", "true") or "true").lower()
-        if spot not in ("true", "false"):
-            raise ConfigError(f"DETOPS_SM_SPOT must be true or false, got {spot!r}")
-        max_run = env_setting("DETOPS_SM_MAX_RUN", "86400") or "86400"
-        if not max_run.isdigit():
-            raise ConfigError(f"DETOPS_SM_MAX_RUN must be seconds (an integer), got {max_run!r}")
+        from training.settings import AwsSettings, CommonSettings, missing_settings
+
+        aws, common = AwsSettings.load(), CommonSettings.load()
+        missing: list[tuple[Any, str]] = [(AwsSettings, "sm_role_arn")] if not aws.sm_role_arn else []
+        missing += [(CommonSettings, "training_image")] if not common.training_image else []
+        if for_submit and missing:
+            raise missing_settings(missing, "submit to SageMaker")
         return cls(
-            # required when submitting, else defaulted: always a str
-            role_arn=cast(str, env_setting("DETOPS_SM_ROLE_ARN", None if for_submit else DRY_RUN_ROLE,
-                                           required=for_submit, what="SageMaker execution role ARN")),
-            image=cast(str, env_setting("DETOPS_TRAINING_IMAGE", None if for_submit else DRY_RUN_IMAGE,
-                                        required=for_submit, what="training image in ECR")),
-            instance_type=env_setting("DETOPS_SM_INSTANCE_TYPE", "ml.g5.xlarge"),
-            spot=spot == "true",
-            max_run=int(max_run),
-            kms_key_id=env_setting("DETOPS_SM_KMS_KEY_ID"),
+            role_arn=aws.sm_role_arn or DRY_RUN_ROLE,
+            image=common.training_image or DRY_RUN_IMAGE,
+            instance_type=aws.sm_instance_type,
+            spot=aws.sm_spot,
+            max_run=aws.sm_max_run,
+            kms_key_id=aws.sm_kms_key_id,
         )
 
 
@@ -156,7 +170,8 @@ def build_training_job(
         stopping["MaxWaitTimeInSeconds"] = settings.max_run * 2
     req: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File",
+                                   "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": settings.role_arn,
         "HyperParameters": {"num_steps": str(num_steps), "quantize": str(bool(quantize)), "run_url": run_url},
         "InputDataConfig": channels(run_url, init_checkpoint),
@@ -166,7 +181,8 @@ def build_training_job(
         "EnableManagedSpotTraining": settings.spot,
         "CheckpointConfig": {"S3Uri": storage.join(run_url, "model_training", "checkpoints") + "/",
                              "LocalPath": CHECKPOINT_LOCAL_PATH},
-        "Environment": {"DETOPS_RUN_URL": run_url, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        "Environment": {"DETOPS_RUN_URL": run_url, "DETOPS_RUN_ID": run_url.rstrip("/").rsplit("/", 1)[-1],
+                        "TF_CPP_MIN_LOG_LEVEL": "1"},
         "Tags": [{"Key": "detops:project", "Value": project}, {"Key": "detops:run_url", "Value": run_url}],
     }
     if settings.kms_key_id:
@@ -175,7 +191,7 @@ def build_training_job(
     return req
 
 
-class SageMakerBackend(Backend):
+class SageMakerBackend(Backend, JobControl):
     """Prepare here, then train/evaluate/export in a SageMaker training job (module docstring)."""
 
     name = "sagemaker"
@@ -190,6 +206,28 @@ class SageMakerBackend(Backend):
         if self._client is None:
             self._client = client("sagemaker")
         return self._client
+
+    def job_state(self, job: str) -> tuple[str, str]:
+        """State of training job ``job`` (``InProgress``/``Stopping`` = running)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            desc = self.client.describe_training_job(TrainingJobName=job)
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"SageMaker training job {job}: {e}") from e
+        status = desc["TrainingJobStatus"]
+        text = status + (f": {desc['FailureReason']}" if desc.get("FailureReason") else "")
+        return (COMPLETED if status == "Completed" else FAILED if status in ("Failed", "Stopped") else RUNNING), text
+
+    def cancel(self, job: str) -> str:
+        """Stop training job ``job`` (``StopTrainingJob``; a checkpointed spot job keeps its checkpoints)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.stop_training_job(TrainingJobName=job)
+            return str(self.client.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
+        except (ClientError, BotoCoreError) as e:
+            raise BackendError(f"stopping SageMaker training job {job}: {e}") from e
 
     def start(self, request: dict[str, Any], *, wait: bool = True, console: Any = None) -> dict[str, Any]:
         """Create the training job; with ``wait`` poll (printing status changes) until it ends.
@@ -254,7 +292,10 @@ class SageMakerBackend(Backend):
         run_id = run_id or new_run_id()
         run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
         num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
-        job_name = f"detops-{cfg.project}-{run_id}".replace("_", "-").replace(".", "-")[:63].rstrip("-")
+        # <prefix>-<project>-<run id>: the prefix is the stack's (DETOPS_SM_NAME_PREFIX), which the IAM role allows
+        from training import naming
+
+        job_name = naming.training_job_name(cfg.project, run_id)
         request = build_training_job(
             job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
             quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,
@@ -269,7 +310,7 @@ class SageMakerBackend(Backend):
                    "instance_type": settings.instance_type, "spot": settings.spot}
         if dry_run:
             return Submission(self.name, job_name, "planned", run_url, specs, details)
-        pipeline.prepare(cfg, run_dir=run_url, console=console)
+        pipeline.prepare(cfg, run_dir=run_url, console=console, run_id=run_id)
         desc = self.start(request, wait=wait, console=console)
         details["arn"] = desc.get("TrainingJobArn")
         return Submission(self.name, job_name, desc["TrainingJobStatus"], run_url, specs, details)

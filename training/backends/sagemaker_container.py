@@ -34,7 +34,9 @@ SM_ROOT = "/opt/ml"
 
 def sm_path(*parts: str, env: dict[str, str] | os._Environ = os.environ) -> Path:
     """A path under SageMaker's ``/opt/ml`` (``$DETOPS_SM_ROOT`` moves it, for tests)."""
-    return Path(env.get("DETOPS_SM_ROOT", SM_ROOT), *parts)
+    from training.settings import AwsSettings
+
+    return Path(AwsSettings.load(env).sm_root or SM_ROOT, *parts)
 
 
 def channel_dir(name: str, env=os.environ) -> Path:
@@ -42,8 +44,10 @@ def channel_dir(name: str, env=os.environ) -> Path:
     return Path(env.get(f"SM_CHANNEL_{name.upper()}") or sm_path("input", "data", name, env=env))
 
 
-def read_hyperparameters(path: Path) -> dict[str, Any]:
+def read_hyperparameters(path: Path, default_run_url: str | None = None) -> dict[str, Any]:
     """Parse ``hyperparameters.json``: ``num_steps`` (int >= 1), ``quantize`` (bool), ``run_url`` (str).
+
+    ``run_url`` may be absent when ``default_run_url`` (the job's ``$DETOPS_RUN_URL``) is given.
 
     Raises:
         ConfigError: missing file or key, or a value of the wrong kind (names the file and key).
@@ -55,6 +59,8 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not JSON: {e.msg}") from e
     out: dict[str, Any] = {}
+    if "run_url" not in raw and default_run_url:
+        raw["run_url"] = default_run_url
     for key in ("num_steps", "quantize", "run_url"):
         if key not in raw:
             raise ConfigError(f"{path}: hyperparameter {key!r} missing (have {sorted(raw)})")
@@ -123,6 +129,9 @@ def assemble_run(run_url: str, staging: Path, env=os.environ) -> Path:
         folder = channel_dir(channel, env)
         if not _link_all(folder, staging / sub, pattern):
             raise ConfigError(f"SageMaker channel {channel!r} ({folder}) holds no {pattern}")
+    carried = channel_dir("config", env) / "init_checkpoint"
+    if carried.is_dir():  # the pretrained backbone prepare copied into the run (model_config/init_checkpoint/)
+        _link_all(carried, staging / "model_config" / "init_checkpoint", "*")
 
     exp_path = staging / "model_config" / "experiment.yaml"
     ckpt_channel = channel_dir("checkpoint", env)
@@ -133,7 +142,9 @@ def assemble_run(run_url: str, staging: Path, env=os.environ) -> Path:
         exp_path.unlink()  # a link into the read-only channel: write a local copy
         exp_path.write_text(yaml.safe_dump(exp, sort_keys=True))
 
-    ckpt_local = Path(env.get("DETOPS_SM_CHECKPOINT_DIR") or sm_path("checkpoints", env=env))
+    from training.settings import AwsSettings
+
+    ckpt_local = Path(AwsSettings.load(env).sm_checkpoint_dir or sm_path("checkpoints", env=env))
     ckpt_local.mkdir(parents=True, exist_ok=True)
     (staging / "model_training").mkdir(exist_ok=True)
     link = staging / "model_training" / "checkpoints"
@@ -142,37 +153,118 @@ def assemble_run(run_url: str, staging: Path, env=os.environ) -> Path:
     return staging
 
 
+def hosts_from_resourceconfig(env=os.environ) -> dict[str, str]:
+    """``SM_HOSTS`` / ``SM_CURRENT_HOST`` from ``/opt/ml/input/config/resourceconfig.json``.
+
+    A bring-your-own container gets that file on every instance (``current_host``, ``hosts``);
+    the ``SM_*`` variables exist only with the sagemaker-training toolkit. Returns ``{}`` when the
+    variables are already set or the file is absent (a local run); otherwise the two variables to
+    set, which :mod:`training.distribute` turns into ``TF_CONFIG``.
+
+    Raises:
+        ConfigError: the file is not JSON or lacks ``hosts`` / ``current_host`` (names the file).
+    """
+    if env.get("SM_HOSTS"):
+        return {}
+    path = sm_path("input", "config", "resourceconfig.json", env=env)
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not JSON: {e.msg}") from e
+    hosts, current = doc.get("hosts"), doc.get("current_host")
+    if not isinstance(hosts, list) or not hosts or not isinstance(current, str):
+        raise ConfigError(f"{path}: needs 'hosts' (a list) and 'current_host', got keys {sorted(doc)}")
+    return {"SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": current}
+
+
+def write_failure(message: str, env=os.environ) -> Path:
+    """Write ``/opt/ml/output/failure`` (SageMaker shows its text as the job's FailureReason)."""
+    failure = sm_path("output", "failure", env=env)
+    failure.parent.mkdir(parents=True, exist_ok=True)
+    failure.write_text(message[:1000] + "\n")  # FailureReason keeps the first 1024 characters
+    return failure
+
+
+def _mark_failed(run_url: str) -> None:
+    """Best effort: set ``status: failed`` in the datastore's ``run.json`` (when no stage could)."""
+    import datetime as dt
+
+    from training import storage
+
+    try:
+        url = storage.join(run_url, "run.json")
+        manifest = storage.read_json(url)
+        if manifest.get("status") != "complete":
+            manifest["status"] = "failed"
+            manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
+            storage.write_json(url, manifest)
+    except Exception as e:  # noqa: BLE001 - already failing; report and keep the first error
+        print(f"warning: could not mark {run_url} failed: {e}", file=sys.stderr)
+
+
 def main(env=os.environ) -> int:
     """Run train -> evaluate -> export of the run in this SageMaker container; return an exit code.
 
-    On failure the message goes to ``/opt/ml/output/failure`` (shown as the job's FailureReason).
+    The run is ``run_url`` of ``hyperparameters.json`` (``$DETOPS_RUN_URL`` when absent there);
+    the stages are :func:`training.pipeline.run_stages`, so a restart skips what finished and
+    resumes training from ``/opt/ml/checkpoints``. Hosts come from ``resourceconfig.json`` (two or
+    more -> ``MultiWorkerMirroredStrategy``; the first host is the chief, the only one that writes
+    ``run.json``, exports and copies ``export/`` to ``/opt/ml/model``). Any exception writes
+    ``/opt/ml/output/failure`` and marks the run failed; the exit code is the error's
+    (:class:`DetopsError`) or 1.
     """
     from training import distribute, pipeline
 
+    run_url = None
     try:
-        strategy_note = distribute.num_workers(env)  # validates SM_HOSTS before any work
-        hp = read_hyperparameters(sm_path("input", "config", "hyperparameters.json", env=env))
-        staging = assemble_run(hp["run_url"], Path(env.get("DETOPS_HOME", "/tmp/detops")) / "sagemaker-run", env)
+        env.update(hosts_from_resourceconfig(env))  # before any TensorFlow op (MultiWorkerMirroredStrategy)
+        workers = distribute.num_workers(env)  # validates SM_HOSTS before any work
+        from training.settings import CommonSettings
+
+        common = CommonSettings.load(env)
+        hp = read_hyperparameters(sm_path("input", "config", "hyperparameters.json", env=env), common.run_url)
+        run_url = hp["run_url"]
+        expected_id = common.run_id
+        home = Path(common.home or "/tmp/detops")
+        staging = assemble_run(run_url, home / "sagemaker-run", env)
+        manifest = json.loads((staging / "run.json").read_text())
+        if expected_id and manifest.get("id") != expected_id:
+            raise ConfigError(f"{run_url}: run.json has id {manifest.get('id')!r}, the job was started for "
+                              f"DETOPS_RUN_ID {expected_id!r}")
+        chief = distribute.is_chief(env)
+        print(f"SageMaker host {env.get('SM_CURRENT_HOST', 'local')}: {workers} worker(s), "
+              f"{'chief' if chief else 'worker'}", flush=True)
         run = pipeline.Run.open(str(staging))
-        if distribute.is_chief(env):
-            run.url = hp["run_url"]  # stages publish to the datastore run folder (chief only)
-        run.manifest["config"].setdefault("export", {})["int8"] = hp["quantize"]
-        run.manifest.setdefault("sagemaker", {})["workers"] = strategy_note
-        pipeline.train(run, steps=hp["num_steps"])
-        if not distribute.is_chief(env):
-            return 0  # the chief evaluates, exports and publishes
-        pipeline.evaluate(run)
-        pipeline.export(run)
-        model_dir = Path(env.get("SM_MODEL_DIR") or sm_path("model", env=env))
-        shutil.copytree(run.path("export"), model_dir, dirs_exist_ok=True)
-        run.finish("complete")  # publishes to run_url, run.json last (storage.publish_run)
+        run.url = run_url  # stages publish to the datastore run folder (chief only)
+        run.manifest.setdefault("sagemaker", {})["workers"] = workers
+        run = pipeline.run_stages(
+            run=run, stages=("train", "evaluate", "export"), steps=hp["num_steps"], int8=hp["quantize"],
+            track=bool(common.mlflow_tracking_uri),
+        )
+        if chief:
+            model_dir = Path(env.get("SM_MODEL_DIR") or sm_path("model", env=env))
+            shutil.copytree(run.path("export"), model_dir, dirs_exist_ok=True)
         return 0
-    except DetopsError as e:
-        failure = sm_path("output", "failure", env=env)
-        failure.parent.mkdir(parents=True, exist_ok=True)
-        failure.write_text(f"{type(e).__name__}: {e}\n")
-        print(f"error: {e}", file=sys.stderr)
-        return int(e.exit_code)
+    except BaseException as e:  # noqa: BLE001 - SageMaker needs the failure file for *any* error
+        write_failure(f"{type(e).__name__}: {e}", env)
+        if run_url and distribute_is_chief_safe(env):
+            _mark_failed(run_url)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        if isinstance(e, KeyboardInterrupt):
+            return 130
+        return int(e.exit_code) if isinstance(e, DetopsError) else 1
+
+
+def distribute_is_chief_safe(env) -> bool:
+    """:func:`training.distribute.is_chief`, False when the cluster variables are malformed."""
+    from training import distribute
+
+    try:
+        return distribute.is_chief(env)
+    except DetopsError:
+        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,90 @@
+"""Typed application state of the scoring service and the startup/shutdown of what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from deployment.serving.batching import MicroBatcher
+from deployment.serving.capture import DataCapture
+from deployment.serving.metrics import Metrics
+from deployment.serving.model import Detection, ImageDecodeError
+from deployment.serving.runtime import ModelRunner, ThreadPlan, load_model
+from deployment.serving.settings import ServingSettings
+
+
+@dataclass
+class ServingState:
+    """Everything one app instance serves with (``app.state.serving``).
+
+    ``model``, ``batcher`` and ``capture`` are None until startup (``lifespan``) has built them;
+    ``api_keys`` are the accepted keys as bytes (compared in constant time).
+    """
+
+    settings: ServingSettings
+    metrics: Metrics
+    plan: ThreadPlan
+    api_keys: list[bytes] = field(default_factory=list)
+    model: ModelRunner | None = None
+    batcher: MicroBatcher | None = None
+    capture: DataCapture | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The model is loaded and warmed up, and the batcher runs."""
+        return self.model is not None and self.model.ready and self.batcher is not None
+
+    def predict(self, images: list[bytes]) -> list[list[Detection] | ImageDecodeError]:
+        """One model call on a batch (run by the batcher in a worker thread), timed in the metrics."""
+        assert self.model is not None
+        t0 = time.perf_counter()
+        out = self.model.predict(images)
+        self.metrics.model_latency.observe(time.perf_counter() - t0)
+        return out
+
+
+def _new_capture(state: ServingState) -> DataCapture | None:
+    s = state.settings
+    if not s.capture_uri or s.capture_sample_rate <= 0:
+        return None
+    return DataCapture(
+        s.capture_uri,
+        s.capture_sample_rate,
+        s.model_name,
+        s.model_version,
+        s.capture_flush_records,
+        s.capture_flush_seconds,
+        on_event=lambda kind, n: state.metrics.capture.labels(kind).inc(n),
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm up the model (unless given), start the micro-batcher and capture; stop them after."""
+    state: ServingState = app.state.serving
+    s = state.settings
+    if state.model is None:
+        state.model = await asyncio.to_thread(load_model, s, state.plan)
+    if not state.model.ready:
+        await asyncio.to_thread(state.model.warmup)
+    batcher = MicroBatcher(
+        state.predict,
+        s.max_batch_size,
+        s.batch_wait_ms / 1000.0,
+        on_batch=lambda n, _s: state.metrics.batch_size.observe(n),
+        workers=state.plan.workers,
+    )
+    await batcher.start()
+    state.batcher = batcher
+    state.capture = _new_capture(state)
+    try:
+        yield
+    finally:
+        await batcher.stop()
+        if state.capture is not None:
+            await asyncio.to_thread(state.capture.close)

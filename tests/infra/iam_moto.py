@@ -1,0 +1,266 @@
+"""A moto server on 127.0.0.1 that enforces IAM on every request, as AWS does, with the roles loaded in it.
+
+moto's own enforcement (``INITIAL_NO_AUTH_ACTION_COUNT``) checks SageMaker requests against the resource
+``*`` only and ignores every condition but ``StringEquals`` on trust policies, so a resource-scoped,
+conditioned policy (the only kind this project writes) cannot be tested with it. This server puts an
+authorizer in front of moto's WSGI app instead:
+
+1. the request's SigV4 access key is looked up among the sessions moto's STS handed out
+   (``AssumeRole``); the role's inline policies are read from moto's IAM backend, where the test put
+   the documents the Pulumi program defines;
+2. the request is turned into what IAM evaluates: the action (``sagemaker:CreateModelPackage``), the
+   resource ARN (SageMaker lower-cases names in ARNs) and the condition keys the Service Authorization
+   Reference lists (``sagemaker:ModelApprovalStatus``, ``sagemaker:VolumeKmsKeyArn``,
+   ``sagemaker:NetworkIsolation``, ``sagemaker:InstanceTypes``), plus the implied checks AWS makes
+   (``iam:PassRole`` for a role in the request, ``sagemaker:AddTags`` for tags on create);
+3. :func:`iam_eval.evaluate` decides; a denial is answered with AWS's 403 ``AccessDeniedException``
+   (S3: ``AccessDenied``) and its one-line message, a permitted request goes on to moto.
+
+Requests signed with a key that is not an assumed-role session (the test's setup key) pass unchecked.
+An operation this module cannot map is denied with a message saying so: the table must grow with the
+application, never let a call through unchecked. :data:`CALLS` records every decision.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from iam_eval import evaluate
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+ACCOUNT = "123456789012"  # moto's default account, also the Pulumi mocks' account
+
+
+@dataclass
+class Check:
+    """One authorization: who, which action on which resource, with which context, and the decision."""
+
+    principal: str
+    action: str
+    resource: str
+    context: dict[str, Any]
+    allowed: bool
+    reason: str
+
+
+@dataclass
+class _Request:
+    service: str
+    region: str
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    checks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _sm_arn(region: str, kind: str, name: str) -> str:
+    if name.startswith("arn:"):
+        return name
+    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:{kind}/{name.lower()}"
+
+
+def _tags_context(body: dict[str, Any]) -> dict[str, Any]:
+    tags = body.get("Tags") or []
+    context: dict[str, Any] = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in tags}
+    if tags:
+        context["aws:TagKeys"] = [t["Key"] for t in tags]
+    return context
+
+
+_BY_NAME: dict[str, tuple[str, str]] = {
+    **{op: ("training-job", "TrainingJobName") for op in ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob")},
+    **{op: ("model", "ModelName") for op in ("CreateModel", "DescribeModel", "DeleteModel")},
+    **{op: ("endpoint-config", "EndpointConfigName") for op in ("CreateEndpointConfig", "DescribeEndpointConfig", "DeleteEndpointConfig")},
+    **{op: ("endpoint", "EndpointName") for op in ("CreateEndpoint", "UpdateEndpoint", "DescribeEndpoint", "DeleteEndpoint", "InvokeEndpoint")},
+}
+
+
+def _sagemaker(req: _Request, operation: str, body: dict[str, Any]) -> None:
+    """Fill ``req.checks`` for one SageMaker operation (JSON protocol, ``X-Amz-Target: SageMaker.<op>``)."""
+    region = req.region
+    action = f"sagemaker:{operation}"
+    context = _tags_context(body)
+    if operation in ("ListModelPackages", "ListModelPackageGroups", "ListEndpoints", "ListModels", "ListTrainingJobs"):
+        resource = "*"
+    elif operation in ("CreateModelPackageGroup", "DescribeModelPackageGroup", "DeleteModelPackageGroup"):
+        resource = _sm_arn(region, "model-package-group", body["ModelPackageGroupName"])
+    elif operation == "CreateModelPackage":
+        group = body.get("ModelPackageGroupName") or body.get("ModelPackageName", "")
+        resource = f"arn:aws:sagemaker:{region}:{ACCOUNT}:model-package/{group.lower()}/*"
+        if "ModelApprovalStatus" in body:
+            context["sagemaker:ModelApprovalStatus"] = body["ModelApprovalStatus"]
+    elif operation in ("DescribeModelPackage", "UpdateModelPackage", "DeleteModelPackage"):
+        name = body.get("ModelPackageName") or body.get("ModelPackageArn", "")
+        resource = _sm_arn(region, "model-package", name)
+        if operation == "UpdateModelPackage" and "ModelApprovalStatus" in body:
+            context["sagemaker:ModelApprovalStatus"] = body["ModelApprovalStatus"]
+    elif operation in ("AddTags", "ListTags", "DeleteTags"):
+        resource = body["ResourceArn"]
+    elif operation in _BY_NAME:
+        kind, key = _BY_NAME[operation]
+        resource = _sm_arn(region, kind, body[key])
+    else:
+        raise LookupError(f"no IAM mapping for sagemaker:{operation}")
+    if operation == "CreateTrainingJob":
+        context["sagemaker:InstanceTypes"] = [body["ResourceConfig"]["InstanceType"]]
+        if body["ResourceConfig"].get("VolumeKmsKeyId"):
+            context["sagemaker:VolumeKmsKeyArn"] = body["ResourceConfig"]["VolumeKmsKeyId"]
+        if body.get("OutputDataConfig", {}).get("KmsKeyId"):
+            context["sagemaker:OutputKmsKeyArn"] = body["OutputDataConfig"]["KmsKeyId"]
+        context["sagemaker:NetworkIsolation"] = bool(body.get("EnableNetworkIsolation", False))
+    elif operation == "CreateModel":
+        context["sagemaker:NetworkIsolation"] = bool(body.get("EnableNetworkIsolation", False))
+    elif operation == "CreateEndpointConfig":
+        context["sagemaker:InstanceTypes"] = [v["InstanceType"] for v in body.get("ProductionVariants", []) if "InstanceType" in v]
+        if body.get("KmsKeyId"):
+            context["sagemaker:VolumeKmsKeyArn"] = body["KmsKeyId"]
+    req.checks.append((action, resource, context))
+    role = body.get("RoleArn") or body.get("ExecutionRoleArn")
+    if role:  # passing a role to SageMaker is authorized as iam:PassRole on that role
+        req.checks.append(("iam:PassRole", role, {"iam:PassedToService": "sagemaker.amazonaws.com"}))
+    if body.get("Tags") and operation.startswith("Create"):  # tag-on-create needs AddTags too
+        req.checks.append(("sagemaker:AddTags", resource, _tags_context(body)))
+
+
+def _s3(req: _Request) -> None:
+    """Fill ``req.checks`` for one S3 REST request (path-style ``/bucket/key``)."""
+    parts = unquote(req.path).lstrip("/").split("/", 1)
+    bucket = parts[0]
+    key = parts[1] if len(parts) > 1 else ""
+    q = req.query
+    if not bucket:
+        req.checks.append(("s3:ListAllMyBuckets", "*", {}))
+        return
+    if not key:
+        if req.method in ("GET", "HEAD") and "location" in q:
+            action = "s3:GetBucketLocation"
+        elif req.method in ("GET", "HEAD") and not (set(q) - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token", "encoding-type", "fetch-owner", "start-after", "marker"}):
+            action = "s3:ListBucket"
+        elif req.method == "POST" and "delete" in q:
+            req.checks.append(("s3:DeleteObject", f"arn:aws:s3:::{bucket}/*", {}))
+            return
+        else:
+            raise LookupError(f"no IAM mapping for S3 {req.method} bucket ?{'&'.join(q)}")
+        req.checks.append((action, f"arn:aws:s3:::{bucket}", {}))
+        return
+    resource = f"arn:aws:s3:::{bucket}/{key}"
+    if req.method in ("GET", "HEAD") and not (set(q) - {"partNumber", "versionId", "x-id"}):
+        action = "s3:GetObject"
+    elif req.method in ("PUT", "POST") and "x-amz-copy-source" not in {k.lower() for k in req.headers}:
+        action = "s3:PutObject"
+    elif req.method == "DELETE" and "uploadId" in q:
+        action = "s3:AbortMultipartUpload"
+    elif req.method == "DELETE":
+        action = "s3:DeleteObject"
+    else:
+        raise LookupError(f"no IAM mapping for S3 {req.method} object ?{'&'.join(q)}")
+    req.checks.append((action, resource, {}))
+
+
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+
+
+class IamEnforcer:
+    """WSGI middleware: authorize each request of an assumed-role session, then hand it to moto."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.calls: list[Check] = []
+        self.lock = threading.Lock()
+
+    def _principal(self, access_key: str) -> tuple[str, list[dict[str, Any]]] | None:
+        from moto.iam.models import iam_backends
+        from moto.sts.models import sts_backends
+
+        for session in sts_backends[ACCOUNT]["aws"].assumed_roles:
+            if session.access_key_id == access_key:
+                role_name = session.role_arn.split("/")[-1]
+                iam = iam_backends[ACCOUNT]["aws"]
+                documents = []
+                for policy_name in iam.list_role_policies(role_name):
+                    _, document = iam.get_role_policy(role_name, policy_name)
+                    documents.append(json.loads(document) if isinstance(document, str) else document)
+                return f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{session.session_name}", documents
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        match = _CREDENTIAL.search(auth)
+        who = self._principal(match.group(1)) if match else None
+        if who is None:
+            return self.app(environ, start_response)
+        principal, policies = who
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        import io
+
+        environ["wsgi.input"] = io.BytesIO(body)
+        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        req = _Request(
+            service=match.group(3), region=match.group(2), method=environ["REQUEST_METHOD"],
+            path=environ.get("PATH_INFO", "/"), query=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            headers=headers, body=body,
+        )
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        try:
+            if req.service == "sts":
+                form = parse_qs(body.decode() or environ.get("QUERY_STRING", ""))
+                action = form.get("Action", [""])[0]
+                if action != "GetCallerIdentity":  # needs no permission (AWS)
+                    req.checks.append((f"sts:{action}", "*", {}))
+            elif req.service == "sagemaker" and target.startswith("SageMaker."):
+                _sagemaker(req, target.split(".", 1)[1], json.loads(body or b"{}"))
+            elif req.service == "s3":
+                _s3(req)
+            else:
+                raise LookupError(f"no IAM mapping for service {req.service!r} {target}")
+        except LookupError as exc:
+            return self._deny(start_response, req, principal, "unmapped", "*", {}, str(exc))
+        for action, resource, context in req.checks:
+            decision = evaluate(policies, action, resource, context)
+            with self.lock:
+                self.calls.append(Check(principal, action, resource, context, decision.allowed, decision.reason))
+            if not decision.allowed:
+                message = f"User: {principal} is not authorized to perform: {action} on resource: {resource} {decision.reason}"
+                return self._deny(start_response, req, principal, action, resource, context, message)
+        return self.app(environ, start_response)
+
+    def _deny(self, start_response, req: _Request, principal: str, action: str, resource: str,
+              context: dict[str, Any], message: str) -> list[bytes]:
+        if action == "unmapped":
+            with self.lock:
+                self.calls.append(Check(principal, action, resource, context, False, message))
+        if req.service == "s3":
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                f"<Message>{message}</Message><RequestId>iam-enforcer</RequestId></Error>"
+            ).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
+        start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body))),
+                                           ("x-amzn-ErrorType", "AccessDeniedException")])
+        return [body]
+
+
+class EnforcingMotoServer(ThreadedMotoServer):
+    """``ThreadedMotoServer`` whose WSGI app is wrapped in :class:`IamEnforcer` (attribute ``enforcer``)."""
+
+    def _server_entry(self) -> None:
+        self.enforcer = IamEnforcer(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, self.enforcer, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+__all__ = ["ACCOUNT", "Check", "EnforcingMotoServer", "IamEnforcer"]
