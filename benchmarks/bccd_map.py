@@ -18,6 +18,7 @@ Usage::
 
     DETOPS_DATASETS=../shared/datasets .venv/bin/python benchmarks/bccd_map.py [--set train.steps=480 ...]
     .venv/bin/python benchmarks/bccd_map.py --seeds 3              # reproducibility: mean and spread
+    .venv/bin/python benchmarks/bccd_map.py --from-json s1.json s2.json s3.json   # summarize single runs
     .venv/bin/python benchmarks/bccd_map.py --from-scratch    # same run without the pretrained backbone
 """
 
@@ -71,8 +72,13 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=1, help="with --seeds: runs at a time (each its own process)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference CPU workload")
     ap.add_argument("--out", default=None, help="also write the JSON result to this file")
+    ap.add_argument("--from-json", nargs="+", default=None, help="summarize single-seed results (--out files) instead of running")
     args = ap.parse_args()
     os.environ.setdefault("DETOPS_DATASETS", str(ROOT.parent / "shared" / "datasets"))
+    if args.from_json:
+        runs = {json.loads(Path(p).read_text())["seed"]: json.loads(Path(p).read_text()) for p in args.from_json}
+        print(json.dumps(summarize(runs, args), indent=2))
+        return 0
     if args.seeds:
         return multi_seed(args)
 
@@ -180,6 +186,17 @@ def multi_seed(args) -> int:
     if not runs:
         print(json.dumps({"error": "no run finished", "logs": str(out_dir)}))
         return 1
+    summary = summarize(runs, args)
+    summary["benchmark_wall_seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0 if len(runs) == len(seeds) and all(v["parity_passed"] for v in summary["per_seed"].values()) else 1
+
+
+def summarize(runs: dict[int, dict], args) -> dict:
+    """Per-seed figures and mean / spread over the seeds, from single-run results (``--out`` JSON)."""
     vals = list(runs.values())
 
     def col(f):
@@ -187,8 +204,8 @@ def multi_seed(args) -> int:
 
     summary = {
         "seeds": list(runs),
-        "parallel": args.parallel,
-        "overrides": args.sets,
+        "parallel": getattr(args, "parallel", None),
+        "overrides": vals[0].get("overrides", []),
         "per_seed": {
             s: {
                 "test_AP50": r["test_AP50"], "test_AP": r["test_AP"], "per_class_AP50": r["test_per_class_AP50"],
@@ -206,14 +223,9 @@ def multi_seed(args) -> int:
         "int8_delta_AP50": _mean_spread(col(lambda r: r["tflite_parity"].get("int8", {}).get("delta_AP50", 0.0))),
         "train_steps_per_s": _mean_spread(col(lambda r: r["train_steps_per_s"])),
         "run_wall_seconds": _mean_spread(col(lambda r: r["seconds"]["total"])),
-        "benchmark_wall_seconds": round(time.perf_counter() - t0, 1),
         "steps": vals[0]["steps"], "image_size": vals[0]["image_size"], "batch_size": vals[0]["batch_size"],
     }
-    text = json.dumps(summary, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0 if len(runs) == len(seeds) and all(v["parity_passed"] for v in summary["per_seed"].values()) else 1
+    return summary
 
 
 if __name__ == "__main__":

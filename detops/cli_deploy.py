@@ -336,22 +336,37 @@ def promote(
         ),
     ],
     artifact_root: Annotated[
-        str, typer.Option("--artifact-root", help="Destination folder/URL the artifact is copied under.")
+        str, typer.Option("--artifact-root", help="Destination folder/URL (prod storage) the artifact is copied under.")
     ],
+    print_version: Annotated[
+        bool, typer.Option("--print-version", help="Print only the destination version number (for CI).")
+    ] = False,
     registry: RegistryOpt = None,
 ) -> None:
-    """Copy an Approved version (same digest, verified) from the dev registry into this one."""
+    """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
     from deployment.promote import promote as run
     from deployment.registry import get_registry
+    from training.errors import ConfigError
 
+    if _kind(registry) == "azureml":
+        raise ConfigError(
+            "promote does not support the azureml registry yet (a shared Azure ML registry, docs/contracts.md); "
+            "it copies between mlflow or sagemaker registries"
+        )
     dest = get_registry(registry)
     source = get_registry(registry, **_source_kwargs(registry, source_uri))
     mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+    if print_version:
+        print(mv.version)
+        return
     _print_version(mv)
 
 
-def _source_kwargs(kind: str | None, uri: str) -> dict:
+def _kind(kind: str | None) -> str:
     from training.settings import CommonSettings
 
-    kind = kind or CommonSettings.load().registry
-    return {"metadata_uri": uri} if kind == "sagemaker" else {"tracking_uri": uri}
+    return kind or CommonSettings.load().registry
+
+
+def _source_kwargs(kind: str | None, uri: str) -> dict:
+    return {"metadata_uri": uri} if _kind(kind) == "sagemaker" else {"tracking_uri": uri}

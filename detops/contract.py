@@ -131,8 +131,6 @@ def parse_call(argv: list[str], env: Mapping[str, str] | None = None) -> Call:
         opts.setdefault("--backend", "local")
     if command in REGISTRY_COMMANDS:
         opts.setdefault("--registry", contract.CommonSettings.load(env or {}).registry)
-    if command == "smoke-test":
-        opts.setdefault("--api-key-env", "DETOPS_API_KEY")
     return Call(command, opts, dry_run="--dry-run" in args)
 
 
@@ -154,9 +152,12 @@ def required_for(argv: list[str], env: Mapping[str, str] | None = None) -> list[
     if call.dry_run:
         return []
     need = [s for s in all_settings() if any(_matches(p, call) for p in s.required_by)]
-    if call.command == "smoke-test":
-        need.append(SettingInfo("serving", "smoke-test", "api_key_env", (call.options["--api-key-env"],), "str", None,
-                                "API key of the endpoint under test", ("smoke-test",)))
+    if call.command == "smoke-test":  # local: DETOPS_API_KEY; Azure ML / SageMaker: from the platform unless named
+        key_env = call.options.get("--api-key-env") or (
+            "DETOPS_API_KEY" if call.options.get("--target", "local") == "local" else None)
+        if key_env:
+            need.append(SettingInfo("serving", "smoke-test", "api_key_env", (key_env,), "str", None,
+                                    "API key of the endpoint under test", ("smoke-test",)))
     return need
 
 

@@ -8,13 +8,28 @@
 #   release:  deploy local -> smoke test
 #   then a second candidate whose deployment fails its smoke test is rolled back to the first.
 #
-# Usage: bash scripts/rehearse.sh            (a tiny run: 2 steps at 64x64, about a few minutes on CPU)
+# Usage: bash scripts/rehearse.sh [local]    (a tiny run: 2 steps at 64x64, about a few minutes on CPU)
+#        bash scripts/rehearse.sh sagemaker  the train workflow's jobs against a moto server
+#        bash scripts/rehearse.sh azureml    the train workflow's jobs with Azurite as the datastore
+#
+# The cloud modes build each job's environment the way CI gets it: the Pulumi program (infra/aws or
+# infra/azure) runs under Pulumi's mocks, `detops settings ci-variables` turns its outputs into the
+# variables of the job's environment (training, model-registration), then local servers stand in for
+# the cloud: moto for S3/SageMaker, Azurite for the workspace's blob datastore (the Azure ML job is the
+# dry-run spec; the local MLflow store stands in for the workspace's MLflow endpoint). moto and a dry run
+# run no container, so the job's own steps (train -> evaluate -> export -> finish) run here, on the
+# run folder in the cloud storage, between submit and wait.
 # Settings (environment): DETOPS_DATASETS (default ../shared/datasets), REHEARSAL_DIR (default a new
 # temporary folder; kept, its path is printed), REHEARSAL_CONFIG (default configs/bccd.yaml),
 # DETOPS_LOCAL_PORT (default a free port), DETOPS_BIN (default .venv/bin/detops).
 # Exit code 0 only when every step behaved as the workflows expect, including the refusals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-local}"
+case "$mode" in
+  local | sagemaker | azureml) ;;
+  *) echo "usage: $0 [local|sagemaker|azureml]" >&2; exit 2 ;;
+esac
 
 DETOPS_BIN="${DETOPS_BIN:-$PWD/.venv/bin/detops}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
@@ -31,6 +46,7 @@ config="${REHEARSAL_CONFIG:-configs/bccd.yaml}"
 export DETOPS_HOME="$work/home"
 export DETOPS_DATASTORE="$work/datastore"
 export DETOPS_DATASETS="${DETOPS_DATASETS:-$(cd .. && pwd)/shared/datasets}"
+DETOPS_DATASETS_LOCAL="$DETOPS_DATASETS"
 export DETOPS_REGISTRY=mlflow
 export MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
 export DETOPS_LOCAL_PORT="${DETOPS_LOCAL_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
@@ -110,7 +126,7 @@ release() {
   detops models show "$DETOPS_MODEL_NAME" "$VERSION"
   step "deploy version $VERSION to local endpoint $ENDPOINT_NAME"
   if detops deploy --target local --name "$DETOPS_MODEL_NAME" --version "$VERSION" --endpoint "$ENDPOINT_NAME" \
-    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY; }; then
+    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY; }; then
     return 0
   fi
   step "deployment or smoke test failed: roll back"
@@ -123,6 +139,127 @@ serving_version() {
   "$PY" -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=30))["model"]["version"])' \
     "$ENDPOINT_URL"
 }
+
+# -- cloud modes -------------------------------------------------------------------------------------
+
+# job_env CLOUD ENVIRONMENT: export the variables a job in that CI environment gets from the stack.
+job_env() {
+  [ -s "$work/outputs-$1.json" ] || "$PY" scripts/mock_stack_outputs.py "$1" dev > "$work/outputs-$1.json"
+  detops settings ci-variables "$work/outputs-$1.json" --format dotenv --environment "$2" > "$work/$2.env"
+  set -a
+  # shellcheck disable=SC1090
+  . "$work/$2.env"
+  set +a
+  echo "job environment $2: $(cut -d= -f1 "$work/$2.env" | tr '\n' ' ')"
+}
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  local _
+  for _ in $(seq 150); do
+    "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$1" 2>/dev/null && return 0
+    sleep 0.3
+  done
+  fail "nothing listening on port $1"
+}
+
+SERVER_PID=""
+stop_server() { [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true; }
+
+start_cloud() { # the local stand-ins of the cloud, and the values CI hands over between jobs
+  local port; port="$(free_port)"
+  if [ "$mode" = sagemaker ]; then
+    "$PWD/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$port"
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+    unset AWS_PROFILE AWS_SESSION_TOKEN
+  else
+    "$PWD/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --skipApiVersionCheck \
+      --inMemoryPersistence --silent --loose >"$work/azurite.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$port"
+    local key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's public dev key
+    export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
+  fi
+  trap 'stop_endpoint; stop_server' EXIT
+}
+
+cloud_rehearsal() {
+  local cloud; cloud="$([ "$mode" = sagemaker ] && echo aws || echo azure)"
+  export DETOPS_MODEL_NAME DETOPS_BACKEND="$mode" DETOPS_IDENTITY=declared  # one principal in moto: --by names people
+  start_cloud
+  step "the training job's environment, from the $cloud stack's outputs"
+  job_env "$cloud" training
+  local_datasets="$DETOPS_DATASETS_LOCAL"
+  if [ "$mode" = sagemaker ]; then
+    export DETOPS_REGISTRY=sagemaker AWS_DEFAULT_REGION="$AWS_REGION"
+    "$PY" -c 'import sys, boto3; s3 = boto3.client("s3"); [s3.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name}) for b in sorted({u.removeprefix("s3://").split("/")[0] for u in sys.argv[1:]})]' \
+      "$DETOPS_DATASTORE" "$DETOPS_DATASETS" "$DETOPS_SM_REGISTRY_URI"
+  else
+    # the workspace's MLflow endpoint: the local SQLite store stands in
+    export DETOPS_REGISTRY=mlflow MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
+    "$PY" -c 'import os, sys; from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]).create_container(sys.argv[1])' "$DETOPS_AML_DATASTORE_CONTAINER"
+  fi
+  if [ "$mode" = sagemaker ] && [ "$config" = configs/bccd.yaml ]; then  # submit prepares from the stack's bucket
+    "$PY" -c 'import sys; from training import storage; storage.upload_dir(sys.argv[1], sys.argv[2])' \
+      "$local_datasets/bccd/BCCD" "$DETOPS_DATASETS/bccd/BCCD"
+  fi
+  # what the images job hands over: digests (no docker here, so made-up ones in the stack's repositories)
+  export DETOPS_TRAINING_IMAGE="${DETOPS_TRAINING_REPOSITORY}@sha256:$(printf 'training' | sha256sum | cut -d' ' -f1)"
+  DETOPS_SERVING_IMAGE="${DETOPS_SERVING_REPOSITORY}@sha256:$(printf 'serving' | sha256sum | cut -d' ' -f1)"
+
+  step "train job: submit ($mode, returns at once)"
+  if [ "$mode" = sagemaker ]; then
+    detops submit "$config" --backend "$DETOPS_BACKEND" --no-wait "${tiny[@]}" | tee "$work/submit.log"
+  else
+    detops submit "$config" --backend "$DETOPS_BACKEND" --dry-run --out "$work/specs" "${tiny[@]}" | tee "$work/submit.log"
+  fi
+  "$PY" scripts/submission.py "$work/submit.log" > "$work/submission.txt"  # as the workflow's $GITHUB_OUTPUT
+  RUN_DIR="$(sed -n 's/^run_dir=//p' "$work/submission.txt")"
+  JOB="$(sed -n 's/^job=//p' "$work/submission.txt")"
+  [ -n "$RUN_DIR" ] && [ -n "$JOB" ] || fail "submit printed no run folder or job"
+  echo "run folder $RUN_DIR, job $JOB"
+
+  step "the cloud job's steps (run here: the stand-ins run no container)"
+  if [ "$mode" = azureml ]; then  # the job's prepare step sees the datasets mounted as a local folder
+    DETOPS_DATASETS="$local_datasets" detops prepare "$config" --run-dir "$RUN_DIR" "${tiny[@]}"
+  fi
+  detops train --run-dir "$RUN_DIR"
+  detops evaluate --run-dir "$RUN_DIR"
+  detops export --run-dir "$RUN_DIR"
+  detops finish --run-dir "$RUN_DIR"
+
+  if [ "$mode" = sagemaker ]; then
+    step "wait job (fresh login; bounded)"
+    detops wait --backend "$DETOPS_BACKEND" --job "$JOB" --timeout-minutes 45 --still-running-ok
+    step "evaluate job: the training job completed"
+    detops wait --backend "$DETOPS_BACKEND" --job "$JOB" --timeout-minutes 0
+  fi
+  step "evaluate job: evaluate and gate $RUN_DIR"
+  detops evaluate --run-dir "$RUN_DIR" --split val --split test
+  detops gate --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME"
+
+  step "register job: the registrar's environment"
+  job_env "$cloud" model-registration
+  export DETOPS_SERVING_IMAGE
+  detops register --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME" --by "$CI_IDENTITY"
+  detops models list --name "$DETOPS_MODEL_NAME" --status PendingManualApproval
+  VERSION="$(latest_version PendingManualApproval)"
+  [ -n "$VERSION" ] || fail "no PendingManualApproval version after register"
+  step "the registrant may not approve version $VERSION"
+  expect_exit 4 detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$CI_IDENTITY" --comment "self-approval attempt"
+  step "approve version $VERSION by $REVIEWER"
+  detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$REVIEWER" --comment "rehearsal: metrics and gate reviewed"
+  [ "$(latest_version Approved)" = "$VERSION" ] || fail "version $VERSION is not Approved"
+  printf '\nREHEARSAL PASSED (%s): stack outputs -> CI variables -> submit -> evaluate -> gate -> register -> approve version %s\n' \
+    "$mode" "$VERSION"
+}
+
+if [ "$mode" != local ]; then
+  cloud_rehearsal
+  exit 0
+fi
 
 # 1. A first candidate goes all the way to the endpoint.
 train_candidate
@@ -153,7 +290,7 @@ set -e
 export DETOPS_API_KEY="$good_key"
 step "after the rollback"
 [ "$(serving_version)" = "$FIRST" ] || fail "endpoint serves $(serving_version), not the rolled-back version $FIRST"
-detops smoke-test --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
+detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
 detops models list --name "$DETOPS_MODEL_NAME"
 
 printf '\nREHEARSAL PASSED: versions %s and %s registered and approved; %s served; %s failed its smoke test and was rolled back to %s\n' \

@@ -143,15 +143,21 @@ class Reporter:
             TimeRemainingColumn,
         )
 
+        from rich.text import Text
+
+        # No markup in the columns: rich parses markup with a lazy relative import, and the live
+        # display renders from its own thread; while Model Garden imports through etils' lazy-import
+        # hook (a global __import__ patch) that import fails ("Relative import statements not
+        # supported (markup)").
         progress = Progress(
-            SpinnerColumn(finished_text="[green]done[/]"),
-            TextColumn("[bold]{task.description:<9}"),
+            SpinnerColumn(finished_text=Text("done", style="green")),
+            TextColumn("{task.description:<9}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TextColumn("elapsed"),
+            TextColumn("{task.fields[info]}", markup=False),
+            TextColumn("elapsed", markup=False),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
+            TextColumn("ETA", markup=False),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,

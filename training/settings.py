@@ -156,6 +156,12 @@ class CommonSettings(Settings):
     serving_repository: str | None = setting(
         "DETOPS_SERVING_REPOSITORY", None, "Repository the images workflow pushes the serving image to (ACR or ECR).",
         used_by=("images workflow",), source=STACK)
+    promote_source_uri: str | None = setting(
+        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks); "
+        "unset: one stack, no promotion.", used_by=("promote",), source=CI)
+    promote_artifact_root: str | None = setting(
+        "DETOPS_PROMOTE_ARTIFACT_ROOT", None, "Release: prod storage root for the promoted copy of the artifact.",
+        used_by=("promote",), source=STACK)
     local_port: int = setting("DETOPS_LOCAL_PORT", 8080, "Port of the local deploy target.", used_by=("deploy --target local",))
     mlflow_tracking_uri: str | None = setting(
         "MLFLOW_TRACKING_URI", None, "MLflow tracking/registry server (default sqlite under DETOPS_HOME; set by Azure ML inside jobs).",
@@ -274,7 +280,7 @@ class AwsSettings(Settings):
     sm_kms_key_id: str | None = setting("DETOPS_SM_KMS_KEY_ID", None, "KMS key for job output, volumes and endpoints.",
                                         used_by=("submit --backend sagemaker", "deploy --target sagemaker"), source=STACK_AWS)
     sm_registry_uri: str | None = setting("DETOPS_SM_REGISTRY_URI", None, "s3://bucket/prefix for model version metadata documents.",
-                                          required_by=_SM[1:6], source=STACK_AWS)
+                                          required_by=_SM[1:6] + ("deploy --registry sagemaker", "rollback --registry sagemaker"), source=STACK_AWS)
     sm_instance_type_serving: str = setting("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.m5.large", "Endpoint instance type.",
                                             used_by=("deploy --target sagemaker",), source=STACK_AWS)
     sm_capture_uri: str | None = setting("DETOPS_SM_CAPTURE_URI", None, "s3:// prefix of endpoint data capture.",

@@ -43,10 +43,9 @@ class SageMakerRegistry(ModelRegistry):
 
         metadata_uri = metadata_uri or AwsSettings.load().sm_registry_uri
         self.serving_image = serving_image or CommonSettings.load().serving_image
-        missing: list[tuple[Any, str]] = [] if metadata_uri else [(AwsSettings, "sm_registry_uri")]
-        missing += [] if self.serving_image else [(CommonSettings, "serving_image")]
-        if missing:
-            raise missing_settings(missing, "use the SageMaker Model Registry")
+        # the serving image is needed to create a version (register), not to gate, list or approve
+        if not metadata_uri:
+            raise missing_settings([(AwsSettings, "sm_registry_uri")], "use the SageMaker Model Registry")
         if not str(metadata_uri).startswith("s3://"):
             raise ConfigError(f"DETOPS_SM_REGISTRY_URI must be s3://bucket/prefix (model version metadata), got {metadata_uri!r}")
         self.metadata_uri: str = str(metadata_uri)
@@ -164,6 +163,10 @@ class SageMakerRegistry(ModelRegistry):
         """
         if not artifact_uri.startswith("s3://"):
             raise ConfigError(f"SageMaker model packages need an s3:// artifact, got {artifact_uri!r}")
+        if not self.serving_image:
+            from training.settings import CommonSettings, missing_settings
+
+            raise missing_settings([(CommonSettings, "serving_image")], "register a SageMaker model package")
         from botocore.exceptions import ClientError
 
         try:

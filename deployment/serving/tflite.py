@@ -33,7 +33,8 @@ def make_interpreter(model_path: str, threads: int) -> Any:
     """A TFLite interpreter on ``model_path`` with XNNPACK and ``threads`` threads.
 
     LiteRT's ``ai_edge_litert`` when installed, else ``tf.lite.Interpreter`` (same API; XNNPACK is the
-    default CPU delegate of both).
+    default CPU delegate of both). Raises :class:`~training.errors.ConfigError` naming the file when it
+    is not a loadable model (empty, truncated).
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -41,8 +42,13 @@ def make_interpreter(model_path: str, threads: int) -> Any:
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    interp = Interpreter(model_path=model_path, num_threads=max(1, int(threads)))
-    interp.allocate_tensors()
+    try:
+        interp = Interpreter(model_path=model_path, num_threads=max(1, int(threads)))
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:  # empty, truncated or not a flatbuffer
+        from training.errors import ConfigError
+
+        raise ConfigError(f"{model_path}: not a loadable TFLite model ({str(e).splitlines()[0][:200]})") from None
     return interp
 
 

@@ -142,6 +142,12 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
         "github_oidc_provider_arn": provider_arn,
         "infra_reader_role_arn": roles["infra_reader"].role.arn,
         "infra_deployer_role_arn": roles["infra_deployer"].role.arn,
+        # `detops settings ci-variables`: each infra environment's own role
+        "CI_ENVIRONMENTS": {
+            env: {"AWS_ROLE_ARN": role.role.arn}
+            for purpose, role in roles.items()
+            for env in getattr(settings.github.environments, purpose)
+        },
     }
 
 
@@ -247,4 +253,10 @@ def _azure(settings: BootstrapSettings) -> dict[str, Any]:
         "stack_resource_groups": {prefix: g.name for prefix, g in stack_groups.items()},
         "infra_reader_client_id": identities["infra_reader"].identity.client_id,
         "infra_deployer_client_id": identities["infra_deployer"].identity.client_id,
+        # `detops settings ci-variables`: each infra environment's own identity
+        "CI_ENVIRONMENTS": {
+            env: {"AZURE_CLIENT_ID": identity.identity.client_id}
+            for purpose, identity in identities.items()
+            for env in getattr(settings.github.environments, purpose)
+        },
     }

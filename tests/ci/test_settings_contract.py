@@ -162,6 +162,8 @@ def test_load_from_a_job_environment_mapping():
         (["deploy", "--target", "azureml", "--name", "m", "--version", "1"], {"DETOPS_REGISTRY": "azureml"},
          {"DETOPS_SERVING_IMAGE", "AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE"}),
         (["smoke-test", "--url", "u", "--image", "i", "--api-key-env", "MY_KEY"], {}, {"MY_KEY"}),
+        (["smoke-test", "--target", "azureml", "--endpoint", "e", "--image", "i"], {}, set()),
+        (["smoke-test", "--url", "u", "--image", "i"], {}, {"DETOPS_API_KEY"}),
     ],
 )
 def test_required_for_a_call(argv, env, expected):

@@ -46,8 +46,11 @@ def test_every_detops_call_matches_the_cli(root, system):
     [
         ("github", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "register", "models list"]),
         ("azure", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "cancel", "register", "models list"]),
-        ("github", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
-        ("azure", "release", ["models show", "deploy", "smoke-test", "rollback", "deploy", "smoke-test", "rollback"]),
+        ("github", "release",
+         ["models show", "deploy", "smoke-test", "rollback", "promote", "deploy", "smoke-test", "rollback"]),
+        # Azure's failure hook asks the (idempotent) promote again for the production version number
+        ("azure", "release",
+         ["models show", "deploy", "smoke-test", "rollback", "promote", "deploy", "smoke-test", "promote", "rollback"]),
     ],
 )
 def test_workflows_run_the_pipeline_stages_in_order(root, system, name, expected):

@@ -280,3 +280,18 @@ def test_promotion_refuses_a_tampered_source(registry, prod_registry, make_run, 
     with pytest.raises(artifact.ArtifactIntegrityError, match="changed: parity.json"):
         promote(registry, prod_registry, model_name, mv.version, str(tmp_path / "prod"), by="release-bot")
     assert prod_registry.list_versions(model_name) == []
+
+
+def test_tflite_runtimes_verify_the_export_too(tmp_path, make_settings, monkeypatch):
+    from deployment.serving.runtime import load_model
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.tflite").write_bytes(b"TFL3 float")
+    (export / "parity.json").write_text(json.dumps({"float": {"passed": True}, "int8": {"passed": True}}))
+    files = artifact.compute_manifest(str(export))
+    (export / artifact.MANIFEST_FILE).write_text(json.dumps(artifact.manifest_document(files)))
+    monkeypatch.setenv(artifact.DIGEST_ENV, artifact.manifest_digest(files))
+    (export / "model.tflite").write_bytes(b"TFL3 swapped")
+    with pytest.raises(artifact.ArtifactIntegrityError, match="changed: model.tflite"):
+        load_model(make_settings(str(export), runtime="tflite-float"))

@@ -118,6 +118,15 @@ def test_missing_parity_verdict_or_model_refused(export_with, make_settings, tmp
         load_model(make_settings(export, runtime="tflite-int8"))
 
 
+def test_unloadable_tflite_file_is_a_clear_error(export_with, make_settings, tmp_path):
+    from deployment.serving.runtime import load_model
+
+    export = export_with()
+    (tmp_path / "run 1" / "export" / "model.tflite").write_bytes(b"")  # e.g. copied while being written
+    with pytest.raises(ConfigError, match=r"model\.tflite: not a loadable TFLite model"):
+        load_model(make_settings(export, runtime="tflite-float"))
+
+
 def test_saved_model_folder_finds_its_export_files(export_with, make_settings, fake_saved_model, tmp_path):
     """``model_dir`` may name export/saved_model: the TFLite files are looked up next to it."""
     from deployment.serving.runtime import load_model

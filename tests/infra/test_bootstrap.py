@@ -94,3 +94,15 @@ def test_privileged_grants_are_refused_outside_the_bootstrap_shape() -> None:
     assert check({"roleDefinitionId": rbac, "scope": f"{sub}/resourceGroups/rg",
                   "condition": "@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {x}"}) == []
     assert check({"roleDefinitionId": role + "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "scope": f"{sub}/resourceGroups/rg"})  # Owner
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_infra_environments_get_their_identity_as_ci_variables(runs, case) -> None:
+    from detops.contract import ci_variables
+
+    settings = bootstrap_settings(*case)
+    variables = ci_variables(runs[case].outputs)
+    reader_env, deployer_env = settings.github.environments.infra_reader[0], settings.github.environments.infra_deployer[0]
+    key = "AWS_ROLE_ARN" if case[0] == "aws" else "AZURE_CLIENT_ID"
+    assert set(variables.environments) == {reader_env, deployer_env}
+    assert variables.environments[reader_env][key] != variables.environments[deployer_env][key]
