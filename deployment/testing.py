@@ -20,6 +20,31 @@ from training import storage
 DEFAULT_CLASSES = ("RBC", "WBC", "Platelets")
 
 
+def _fake_rows(m, K: int, num_classes: int):
+    """The fake detector's ``K`` rows for per-channel means ``m`` ([3] float32 tensor), sorted by score.
+
+    Returns ``(boxes [K, 4] normalized yxyx, scores [K], classes [K] int32, real [K] bool)``; rows
+    that are not ``real`` (score <= 0.05) are zeroed padding.
+    """
+    import tensorflow as tf
+
+    j = tf.range(K, dtype=tf.float32)
+    c = tf.cast(tf.range(K) % 3, tf.int32)
+    scores = tf.gather(m, c) * (1.0 - j / K)
+    cls = tf.range(K) % num_classes + 1
+    ymin = 0.05 + 0.07 * j * (0.5 + 0.5 * m[0])
+    xmin = 0.05 + 0.05 * j * (0.5 + 0.5 * m[1])
+    boxes = tf.stack([ymin, xmin, ymin + 0.1 + 0.1 * m[2], xmin + 0.12], axis=1)
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+    order = tf.argsort(scores, direction="DESCENDING", stable=True)
+    scores = tf.gather(scores, order)
+    boxes = tf.gather(boxes, order)
+    cls = tf.gather(cls, order)
+    real = scores > 0.05
+    mask = tf.cast(real, tf.float32)
+    return boxes * mask[:, None], scores * mask, cls * tf.cast(real, tf.int32), real
+
+
 def make_fake_saved_model(
     path: str | os.PathLike, class_names: tuple[str, ...] = DEFAULT_CLASSES, max_detections: int = 10, work: int = 0
 ) -> str:
@@ -55,24 +80,8 @@ def make_fake_saved_model(
                 for k in self.kernels:
                     y = tf.nn.relu(tf.nn.conv2d(y, k, 1, "SAME"))
                 m = m + 0.0 * tf.reduce_mean(y)
-            j = tf.range(K, dtype=tf.float32)
-            c = tf.cast(tf.range(K) % 3, tf.int32)
-            scores = tf.gather(m, c) * (1.0 - j / K)
-            cls = tf.range(K) % len(names) + 1
-            ymin = 0.05 + 0.07 * j * (0.5 + 0.5 * m[0])
-            xmin = 0.05 + 0.05 * j * (0.5 + 0.5 * m[1])
-            boxes = tf.stack([ymin, xmin, ymin + 0.1 + 0.1 * m[2], xmin + 0.12], axis=1)
-            boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-            order = tf.argsort(scores, direction="DESCENDING", stable=True)
-            scores = tf.gather(scores, order)
-            boxes = tf.gather(boxes, order)
-            cls = tf.gather(cls, order)
-            real = scores > 0.05
+            boxes, scores, cls, real = _fake_rows(m, K, len(names))
             num = tf.reduce_sum(tf.cast(real, tf.int32))
-            mask = tf.cast(real, tf.float32)
-            boxes = boxes * mask[:, None]
-            scores = scores * mask
-            cls = cls * tf.cast(real, tf.int32)
             pixels = boxes * tf.stack([h, w, h, w])[None, :]
             cls_names = tf.where(real, tf.gather(self.names, tf.maximum(cls - 1, 0)), tf.constant(""))
             return {

@@ -98,13 +98,11 @@ def finish(
     The last step of a cloud pipeline calls this; ``run.json`` is written last (a run is
     complete only when ``status`` says so). Exit 4 when a stage is missing.
     """
-    from training import pipeline
-    from training.backends.base import STAGES
     from training.errors import GateError
+    from training.run import Run
 
-    run = pipeline.Run.open(run_dir)
-    stages = run.manifest.get("stages", {})
-    missing = [s for s in STAGES if s not in stages]
+    run = Run.open(run_dir)
+    missing = run.missing_stages()
     if missing:
         raise GateError(f"{run_dir}: stage(s) {', '.join(missing)} did not finish; the run stays {run.manifest.get('status')}")
     run.finish("complete")

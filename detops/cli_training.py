@@ -65,9 +65,10 @@ def evaluate(
 ) -> None:
     """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
     from training import pipeline
+    from training.report import print_metrics
 
     metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
-    pipeline.print_metrics(metrics, out)
+    print_metrics(metrics, out)
 
 
 @app.command()

@@ -13,7 +13,6 @@ No secret belongs in these settings: identities come from OIDC federation, never
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from training.errors import ConfigError
+from training.errors import ConfigError, Problem, near_match, validation_problems
 
 __all__ = [
     "AwsSettings",
@@ -147,8 +146,8 @@ class AzureDevOpsSettings(_Strict):
     def _purposes(cls, value: dict[str, str]) -> dict[str, str]:
         for purpose, connection in value.items():
             if purpose not in PURPOSES:
-                close = difflib.get_close_matches(purpose, PURPOSES, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(PURPOSES)}"
+                close = near_match(purpose, PURPOSES)
+                hint = f"; did you mean {close!r}?" if close else f"; known: {', '.join(PURPOSES)}"
                 raise ValueError(f"unknown purpose {purpose!r}{hint}")
             if not connection.strip():
                 raise ValueError(f"{purpose}: empty service connection name")
@@ -238,8 +237,8 @@ class AzureSettings(_Common):
     @classmethod
     def _azure_region(cls, value: str) -> str:
         if value not in AZURE_REGIONS:
-            close = difflib.get_close_matches(value, sorted(AZURE_REGIONS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            close = near_match(value, sorted(AZURE_REGIONS))
+            hint = f"; did you mean {close!r}?" if close else ""
             raise ValueError(f"unknown Azure region {value!r}{hint}")
         return value
 
@@ -370,25 +369,18 @@ class BootstrapSettings(_Strict):
         return self
 
 
-def _format_error(err: dict[str, Any], namespace: str, model: type[BaseModel]) -> str:
-    loc = [str(part) for part in err["loc"]]
-    key = ".".join(loc) if loc else "(settings)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        # suggest the closest known field at the same level
-        fields = list(model.model_fields)
-        if len(loc) > 1 and loc[0] in model.model_fields:
-            sub = model.model_fields[loc[0]].annotation
-            for candidate in getattr(sub, "__args__", (sub,)):
-                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                    fields = list(candidate.model_fields)
-        close = difflib.get_close_matches(loc[-1], fields, n=1)
-        msg = "unknown setting" + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(fields)}")
-    elif err["type"] == "missing":
+def _format_error(problem: Problem, namespace: str) -> str:
+    """One line for one problem of a settings ``ValidationError`` (:func:`training.errors.validation_problems`)."""
+    key = problem.key or "(settings)"
+    msg = problem.msg
+    if problem.type == "extra_forbidden":
+        hint = f"; did you mean {problem.suggestion!r}?" if problem.suggestion else f"; known: {', '.join(problem.known)}"
+        msg = "unknown setting" + hint
+    elif problem.type == "missing":
         msg = "required setting is missing"
-    elif "input" in err and not isinstance(err["input"], (dict, list)):
-        msg = f"{msg} (got {err['input']!r})"
-    if not loc:
+    elif not isinstance(problem.input, (dict, list)):
+        msg = f"{msg} (got {problem.input!r})"
+    if not problem.loc:
         return msg
     return f"setting '{namespace}:{key}': {msg}"
 
@@ -402,7 +394,7 @@ def load_settings(model: type[T], values: Mapping[str, Any], *, namespace: str, 
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        lines = [f"{source}: {_format_error(e, namespace, model)}" for e in exc.errors()]
+        lines = [f"{source}: {_format_error(p, namespace)}" for p in validation_problems(exc, model)]
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -17,16 +17,16 @@ checks; ``--set section.key=value`` overrides any key (the value is parsed as YA
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from training.errors import ConfigError
+from training.errors import ConfigError, validation_problems
 
 
 class _Strict(BaseModel):
@@ -47,13 +47,45 @@ class DataConfig(_Strict):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
-class ValidationConfig(_Strict):
-    """Validation policy (see ``training.annotations.ValidationPolicy``)."""
+_IN_RUN_CONFIG: ContextVar[bool] = ContextVar("detops_in_run_config", default=False)
+
+
+class ValidationPolicy(_Strict):
+    """What annotation validation does with problems it finds: the ``validation:`` section of a run
+    config, and the policy :func:`training.annotations.validate` applies (one model for both; the
+    rules are in :mod:`training.annotations.validate`'s docstring).
+
+    ``out_of_bounds``: ``"clip"`` (default; the clipped boxes are counted) or ``"reject"``.
+    ``classes``: the allowed class names, in label-map order; ``None`` allows every label.
+    ``size_mismatch``: ``"reject"`` (default: a different size usually means another or a resized
+    image, so the boxes would be off) or ``"trust_image"`` (keep, use the real size, clip boxes).
+    ``duplicates``: ``"reject"`` (default; the later copy by record order) or ``"keep"`` (report only).
+    ``workers``: threads decoding images (I/O- and zlib/libjpeg-bound; Pillow releases the GIL), >= 1.
+
+    Built directly (``ValidationPolicy(out_of_bounds="reject")``), a bad value raises
+    :class:`ConfigError` naming the field; inside a run config it is reported with the other keys.
+    """
 
     out_of_bounds: Literal["clip", "reject"] = "clip"
+    classes: list[str] | None = None
     size_mismatch: Literal["reject", "trust_image"] = "reject"
     duplicates: Literal["reject", "keep"] = "reject"
-    classes: list[str] | None = None
+    workers: int = Field(default=8, ge=1)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            if _IN_RUN_CONFIG.get():  # let the run config report it with its other problems
+                raise
+            raise ConfigError(
+                "validation policy: "
+                + "; ".join(f"{p.key}={p.input!r}: {p.msg}" for p in validation_problems(e, ValidationPolicy))
+            ) from None
+
+
+#: The run config's name for :class:`ValidationPolicy` (the same model).
+ValidationConfig = ValidationPolicy
 
 
 class SplitConfig(_Strict):
@@ -115,7 +147,7 @@ class RunConfig(_Strict):
     # weight initializers, int8 calibration (see training.train.seed_everything).
     seed: int = Field(default=42, ge=0, lt=2**31)
     data: DataConfig
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
@@ -187,20 +219,18 @@ def parse_value(raw: str) -> Any:
 
 
 def _explain(e: ValidationError, where: str) -> ConfigError:
-    """Turn the first pydantic error into one line naming the key, with a near-match for typos."""
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        model: type[BaseModel] = RunConfig
-        for part in err["loc"][:-1]:
-            field = model.model_fields.get(str(part))
-            ann = getattr(field, "annotation", None) if field else None
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                model = ann
-        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return ConfigError(f"{where}: unknown key {loc!r}.{hint} Known here: {', '.join(model.model_fields)}.")
-    return ConfigError(f"{where}: {loc}: {err['msg']}")
+    """Every pydantic error as one line naming the key; an unknown key gets its near match.
+
+    All bad keys are reported at once (as ultralytics does), one per line, each prefixed by ``where``.
+    """
+    lines = []
+    for p in validation_problems(e, RunConfig):
+        if p.type == "extra_forbidden":
+            hint = f" Did you mean {p.suggestion!r}?" if p.suggestion else ""
+            lines.append(f"{where}: unknown key {p.key!r}.{hint} Known here: {', '.join(p.known)}.")
+        else:
+            lines.append(f"{where}: {p.key}: {p.msg}")
+    return ConfigError("\n".join(lines))
 
 
 def load_run_config(
@@ -236,7 +266,10 @@ def load_run_config(
     if datastore:
         tree["datastore"] = datastore
     tree = expand_env(tree, where)
+    token = _IN_RUN_CONFIG.set(True)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
         raise _explain(e, where) from None
+    finally:
+        _IN_RUN_CONFIG.reset(token)

@@ -8,6 +8,9 @@ only with ``--debug``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -71,13 +74,79 @@ class AccessDeniedError(BackendError):
     one line naming the action and the principal."""
 
 
-def unknown_name_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> NotFoundError:
+def near_match(name: str, known: Iterable[str]) -> str | None:
+    """The closest of ``known`` to ``name`` (``difflib``, cutoff 0.6), or None.
+
+    The near-match suggestion of every "unknown ..." error (as in ultralytics' config checks).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """``" Did you mean '<prefix><match>'?"`` for the near match of ``name`` in ``known``, else ``""``."""
+    close = near_match(name, known)
+    return f" Did you mean {prefix + close!r}?" if close else ""
+
+
+def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> NotFoundError:
     """Build a :class:`NotFoundError` for an unknown registry name, listing what exists.
 
     A near match (``difflib``) is suggested first, as in ultralytics' config checks.
     """
-    import difflib
+    known = list(known)
+    return NotFoundError(f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known: {', '.join(sorted(known))}.")
 
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return NotFoundError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}.")
+
+@dataclass(frozen=True)
+class Problem:
+    """One error of a pydantic ``ValidationError``, resolved against the model that raised it.
+
+    ``loc``: the key path (``("train", "step")``); ``type``/``msg``: pydantic's error type and
+    message; ``input``: the offending value; ``known``: for an unknown key (``type ==
+    "extra_forbidden"``), the field names at that level, and ``suggestion`` their near match.
+    """
+
+    loc: tuple[str, ...]
+    type: str
+    msg: str
+    input: Any = None
+    known: tuple[str, ...] = ()
+    suggestion: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The dotted key path (``train.step``)."""
+        return ".".join(self.loc)
+
+
+def validation_problems(error: Any, model: Any) -> list[Problem]:
+    """Every error of a pydantic ``ValidationError`` raised by ``model`` (a ``BaseModel`` class).
+
+    For an unknown key the fields known at its level (walking nested models, also inside
+    ``X | None``) and a near match are filled in, so each caller formats all problems at once.
+    """
+    problems = []
+    for err in error.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        known: tuple[str, ...] = ()
+        suggestion = None
+        if err["type"] == "extra_forbidden":
+            known = tuple(_fields_at(model, loc[:-1]))
+            suggestion = near_match(loc[-1], known)
+        problems.append(Problem(loc, err["type"], err["msg"], err.get("input"), known, suggestion))
+    return problems
+
+
+def _fields_at(model: Any, path: tuple[str, ...]) -> list[str]:
+    """Field names of the (nested) pydantic model reached from ``model`` by ``path``."""
+    for part in path:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        nested = [c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and hasattr(c, "model_fields")]
+        if not nested:
+            break
+        model = nested[0]
+    return list(model.model_fields)

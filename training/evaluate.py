@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+from training.boxes import xywh_to_xyxy
+from training.names import COCO_METRIC_NAMES as COCO_STAT_NAMES
 
 
 def read_split_images(pattern: str):
@@ -163,13 +164,12 @@ def draw_samples(
         d = ImageDraw.Draw(im)
         for a in gt["annotations"]:
             if a["image_id"] == image_id:
-                x, y, w, h = a["bbox"]
-                d.rectangle([x, y, x + w, y + h], outline=(0, 200, 0), width=2)
+                d.rectangle(xywh_to_xyxy(a["bbox"]).tolist(), outline=(0, 200, 0), width=2)
         for r in results:
             if r["image_id"] == image_id and r["score"] >= min_score:
-                x, y, w, h = r["bbox"]
-                d.rectangle([x, y, x + w, y + h], outline=(230, 0, 0), width=2)
-                d.text((x + 2, y + 2), f"{names.get(r['category_id'], '?')} {r['score']:.2f}", fill=(230, 0, 0))
+                x0, y0, x1, y1 = xywh_to_xyxy(r["bbox"]).tolist()
+                d.rectangle([x0, y0, x1, y1], outline=(230, 0, 0), width=2)
+                d.text((x0 + 2, y0 + 2), f"{names.get(r['category_id'], '?')} {r['score']:.2f}", fill=(230, 0, 0))
         p = os.path.join(out_dir, f"sample_{image_id}.png")
         im.save(p)
         paths.append(p)

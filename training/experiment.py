@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from collections.abc import Callable
 from typing import Any
 
-from training.errors import ConfigError, unknown_name_error
+from training.errors import ConfigError, did_you_mean, unknown_name_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,21 +154,29 @@ def get_preset(name: str) -> Preset:
 
 
 def _check_keys(overrides: dict[str, Any], tree: dict[str, Any], prefix: str, where: str) -> None:
-    """Raise ConfigError for the first key of ``overrides`` that ``tree`` does not have."""
+    """Raise one ConfigError naming every key of ``overrides`` that ``tree`` lacks or types wrongly."""
+    problems = _key_problems(overrides, tree, prefix)
+    if problems:
+        raise ConfigError("\n".join(f"{where}: {p}" for p in problems))
+
+
+def _key_problems(overrides: dict[str, Any], tree: dict[str, Any], prefix: str) -> list[str]:
+    """Each unknown key (with its near match) or wrongly typed value of ``overrides``, in order."""
+    problems = []
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"
         if key not in tree:
-            close = difflib.get_close_matches(key, list(tree), n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown experiment key {dotted!r}.{hint}")
+            problems.append(f"unknown experiment key {dotted!r}.{did_you_mean(key, tree, prefix)}")
+            continue
         current = tree[key]
         if isinstance(value, dict) and isinstance(current, dict) and current:
-            _check_keys(value, current, f"{dotted}.", where)
+            problems += _key_problems(value, current, f"{dotted}.")
         elif isinstance(current, (int, float)) and not isinstance(current, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: {dotted} must be a number, not {value!r}")
+                problems.append(f"{dotted} must be a number, not {value!r}")
         elif isinstance(current, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}: {dotted} must be true or false, not {value!r}")
+            problems.append(f"{dotted} must be true or false, not {value!r}")
+    return problems
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +192,111 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
         else:
             node[parts[-1]] = value
     return out
+
+
+def _numbers(d: dict[str, Any], checkpoint_interval: int | None, max_level: int, preset: str, where: str):
+    """Checked ``(steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval)``.
+
+    ``d`` holds the preset's defaults with the caller's values over them. Warmup is capped below
+    ``steps``; the checkpoint interval defaults to about 10 per run and is rounded to a multiple of
+    ``steps_per_loop`` (Orbit requires it). Raises ConfigError for sizes below the minimums or an
+    image size that is not a multiple of ``2**max_level``.
+    """
+    steps, batch_size, image_size = int(d["steps"]), int(d["batch_size"]), int(d["image_size"])
+    lr = float(d["learning_rate"])
+    warmup = max(0, min(int(d["warmup_steps"]), steps - 1))
+    if steps < 1 or batch_size < 1 or image_size < 32:
+        raise ConfigError(f"{where}: steps and batch_size must be >= 1 and image_size >= 32")
+    if checkpoint_interval is None:
+        checkpoint_interval = max(1, steps // 10)
+    steps_per_loop = max(1, min(checkpoint_interval, 10))
+    # Orbit requires checkpoint_interval to be a multiple of steps_per_loop.
+    checkpoint_interval = max(steps_per_loop, (checkpoint_interval // steps_per_loop) * steps_per_loop)
+    stride = 2**max_level
+    if image_size % stride:
+        raise ConfigError(
+            f"{where}: image_size {image_size} must be a multiple of {stride} (2**max_level of preset {preset!r}); "
+            f"e.g. {max(stride, round(image_size / stride) * stride)}"
+        )
+    return steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval
+
+
+def _task_config(p: Preset, num_classes: int, image_size: int, init_checkpoint: str | None,
+                 val_annotation_file: str | None) -> dict[str, Any]:
+    """The RetinaNet task's model (``num_classes + 1`` with background, square input), losses and
+    init checkpoint (the backbone only), without the data sections."""
+    model = copy.deepcopy(p.model)
+    model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
+    return {
+        "model": model,
+        "init_checkpoint": init_checkpoint or None,
+        "init_checkpoint_modules": "backbone",
+        "annotation_file": val_annotation_file,
+        "per_category_metrics": True,
+        "losses": dict(p.losses),
+    }
+
+
+def _data_configs(
+    train_records: str, val_records: str, batch_size: int, parser: dict[str, Any], seed: int | None
+) -> dict[str, Any]:
+    """``train_data`` and ``validation_data`` of the RetinaNet task (validation batches of at most 8;
+    ``seed`` for the input reader's shuffling)."""
+    return {
+        "train_data": {
+            "input_path": train_records,
+            "is_training": True,
+            "global_batch_size": batch_size,
+            "dtype": "float32",
+            "shuffle_buffer_size": 512,
+            "seed": seed,
+            "parser": parser,
+            "drop_remainder": True,
+        },
+        "validation_data": {
+            "input_path": val_records,
+            "is_training": False,
+            "global_batch_size": max(1, min(batch_size, 8)),
+            "dtype": "float32",
+            "seed": seed,
+            "drop_remainder": False,
+        },
+    }
+
+
+def _trainer_config(steps: int, steps_per_loop: int, checkpoint_interval: int, lr: float, warmup: int) -> dict[str, Any]:
+    """The trainer section: SGD with momentum, cosine decay over ``steps`` from ``lr`` after a linear warmup."""
+    schedule: dict[str, Any] = {
+        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
+        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
+    }
+    if warmup > 0:
+        schedule["warmup"] = {
+            "type": "linear",
+            "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
+        }
+    return {
+        "train_steps": steps,
+        "steps_per_loop": steps_per_loop,
+        "summary_interval": steps_per_loop,
+        "checkpoint_interval": checkpoint_interval,
+        "validation_interval": steps,
+        "validation_steps": -1,
+        "max_to_keep": 3,
+        "optimizer_config": schedule,
+    }
+
+
+def _apply_overrides(params, overrides: dict[str, Any] | None, where: str) -> None:
+    """Apply user ``overrides`` (nested or dotted keys) to ``params`` after checking every key."""
+    if not overrides:
+        return
+    nested = _nest(overrides)
+    _check_keys(nested, params.as_dict(), "", where)
+    try:
+        params.override(nested, is_strict=True)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def build_experiment(
@@ -237,93 +349,27 @@ def build_experiment(
 
     register_backbones()
     p = get_preset(preset)
-    d = dict(p.defaults)
-    steps = int(steps if steps is not None else d["steps"])
-    batch_size = int(batch_size if batch_size is not None else d["batch_size"])
-    image_size = int(image_size if image_size is not None else d["image_size"])
-    lr = float(learning_rate if learning_rate is not None else d["learning_rate"])
-    warmup = int(warmup_steps if warmup_steps is not None else d["warmup_steps"])
-    warmup = max(0, min(warmup, steps - 1))
-    if steps < 1 or batch_size < 1 or image_size < 32:
-        raise ConfigError(f"{where}: steps and batch_size must be >= 1 and image_size >= 32")
-    if checkpoint_interval is None:
-        checkpoint_interval = max(1, steps // 10)
-    steps_per_loop = max(1, min(checkpoint_interval, 10))
-    # Orbit requires checkpoint_interval to be a multiple of steps_per_loop.
-    checkpoint_interval = max(steps_per_loop, (checkpoint_interval // steps_per_loop) * steps_per_loop)
-
+    given = dict(steps=steps, batch_size=batch_size, image_size=image_size, learning_rate=learning_rate,
+                 warmup_steps=warmup_steps)
+    d = {**p.defaults, **{k: v for k, v in given.items() if v is not None}}
+    steps, batch_size, image_size, lr, warmup, steps_per_loop, checkpoint_interval = _numbers(
+        d, checkpoint_interval, int(p.model["max_level"]), preset, where
+    )
     if init_checkpoint is None and d.get("pretrained") and pretrained_provider is not None:
         init_checkpoint = pretrained_provider()
-
-    stride = 2 ** int(p.model["max_level"])
-    if image_size % stride:
-        raise ConfigError(
-            f"{where}: image_size {image_size} must be a multiple of {stride} (2**max_level of preset {preset!r}); "
-            f"e.g. {max(stride, round(image_size / stride) * stride)}"
-        )
     params = exp_factory.get_exp_config("retinanet")
-    model = copy.deepcopy(p.model)
-    model.update({"num_classes": num_classes + 1, "input_size": [image_size, image_size, 3]})
-    schedule: dict[str, Any] = {
-        "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
-        "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
-    }
-    if warmup > 0:
-        schedule["warmup"] = {
-            "type": "linear",
-            "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
-        }
+    task = _task_config(p, num_classes, image_size, init_checkpoint, val_annotation_file)
+    task.update(_data_configs(train_records, val_records, batch_size, dict(p.parser), seed))
     base = {
         "runtime": {"mixed_precision_dtype": "float32", "distribution_strategy": "mirrored"},
-        "task": {
-            "model": model,
-            "init_checkpoint": init_checkpoint or None,
-            "init_checkpoint_modules": "backbone",
-            "annotation_file": val_annotation_file,
-            "per_category_metrics": True,
-            "losses": dict(p.losses),
-            "train_data": {
-                "input_path": train_records,
-                "is_training": True,
-                "global_batch_size": batch_size,
-                "dtype": "float32",
-                "shuffle_buffer_size": 512,
-                "seed": seed,
-                "parser": dict(p.parser),
-                "drop_remainder": True,
-            },
-            "validation_data": {
-                "input_path": val_records,
-                "is_training": False,
-                "global_batch_size": max(1, min(batch_size, 8)),
-                "dtype": "float32",
-                "seed": seed,
-                "drop_remainder": False,
-            },
-        },
-        "trainer": {
-            "train_steps": steps,
-            "steps_per_loop": steps_per_loop,
-            "summary_interval": steps_per_loop,
-            "checkpoint_interval": checkpoint_interval,
-            "validation_interval": steps,
-            "validation_steps": -1,
-            "max_to_keep": 3,
-            "optimizer_config": schedule,
-        },
+        "task": task,
+        "trainer": _trainer_config(steps, steps_per_loop, checkpoint_interval, lr, warmup),
     }
     try:
         params.override(base, is_strict=True)
     except (KeyError, ValueError, TypeError) as e:  # a preset bug, not user input
         raise ConfigError(f"preset {preset!r} does not fit Model Garden's config: {e}") from e
-
-    if overrides:
-        nested = _nest(overrides)
-        _check_keys(nested, params.as_dict(), "", where)
-        try:
-            params.override(nested, is_strict=True)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise ConfigError(f"{where}: {e}") from e
+    _apply_overrides(params, overrides, where)
     try:
         params.validate()
     except (KeyError, ValueError) as e:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable
 
@@ -214,7 +213,3 @@ def parity_check(
     return out
 
 
-def write_json(path: str, obj) -> None:
-    """Write ``obj`` as indented JSON to a local ``path``."""
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from training.boxes import yxyx_to_xywh
+
 
 def _padded_size(params) -> list[int]:
     from official.vision.ops import preprocess_ops
@@ -177,12 +179,11 @@ def detections_to_coco(
             score = float(outputs["detection_scores"][i, k])
             if score < min_score:
                 continue
-            y0, x0, y1, x1 = (float(v) for v in boxes[i, k])
             res.append(
                 {
                     "image_id": int(image_id),
                     "category_id": int(outputs["detection_classes"][i, k]),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "bbox": yxyx_to_xywh(boxes[i, k]).tolist(),
                     "score": score,
                 }
             )

@@ -1,227 +1,33 @@
-"""The local pipeline: prepare -> train -> evaluate -> export, into one run folder.
+"""The pipeline's stage functions: prepare -> train -> evaluate -> export, and :func:`run_stages`.
 
-Run layout (DESIGN.md, after seed 000), under ``<datastore>/<project>/runs/<YYYYmmddTHHMMSS>-<id>/``::
-
-    run.json                                  manifest: inputs + hashes, versions, config, status
-    data/annotations/{train,val,test}.json    COCO ground truth per split
-    data/quality_report.{json,txt}, data/split_report.{json,png}
-    tf_records/{split}-XXXXX-of-YYYYY.tfrecord, tf_records/label_map.pbtxt
-    model_config/experiment.yaml              the resolved Model Garden ExperimentConfig
-    model_training/checkpoints/, model_training/tensorboard/
-    evaluation/{train,val,test}/metrics.json (+ pr_curves.png, per_class_ap.png, sample_*.png)
-    export/saved_model/, export/model.tflite, export/model_int8.tflite, export/parity.json
-
-Work happens in a local folder (TensorFlow writes checkpoints and TFRecords there). With a local
-datastore that folder *is* the run folder; with ``az://`` or ``s3://`` it is a staging folder that
-is published through fsspec when a stage ends, ``run.json`` last, so a run is never marked complete
-before all its artifacts are there.
+Each stage reads and writes one run folder through :class:`training.run.Run` (the run-folder
+contract: layout, ``run.json``, stage status, publishing) and records itself as finished there.
+Stages return their results; tables and summaries are printed by the CLI (:mod:`detops.cli_training`,
+:mod:`training.report`). ``console`` (anything with a ``print`` method, e.g. a rich Console or a
+:class:`training.report.Reporter`) receives progress lines.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import hashlib
 import json
 import os
-import platform
-import re
-import secrets
 import shutil
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from training import storage
 from training.config import RunConfig, load_run_config  # noqa: F401  (re-exported for the CLI)
 from training.errors import DataError, NotFoundError
+from training.home import detops_home as detops_home  # re-exported for the CLI
+from training.names import SPLITS as SPLITS
+from training.names import STAGES as STAGES
+from training.run import Run as Run
+from training.run import has_manifest, is_chief
 
-SPLITS = ("train", "val", "test")
-#: The pipeline's stages, in order (:func:`run_stages` runs them).
-STAGES = ("prepare", "train", "evaluate", "export")
 #: Where a run keeps the checkpoint its backbone starts from (travels with the run, see :func:`prepare`).
 INIT_CHECKPOINT_DIR = ("model_config", "init_checkpoint")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def run_id_from_env() -> str | None:
-    """``$DETOPS_RUN_ID``: the run id a cloud job was submitted with (None when unset).
-
-    The Azure ML pipeline steps and the SageMaker training job set it, so the run folder keeps the
-    id the submitter printed instead of minting a new one.
-
-    Raises:
-      ConfigError: the value is not a run id (letters, digits, ``_ . -``; at most 128 characters).
-    """
-    from training.errors import ConfigError
-    from training.settings import CommonSettings
-
-    value = (CommonSettings.load().run_id or "").strip()
-    if not value:
-        return None
-    if not _RUN_ID.match(value):
-        raise ConfigError(f"DETOPS_RUN_ID {value!r} is not a run id (letters, digits, '_', '.', '-')")
-    return value
-
-
-def is_chief() -> bool:
-    """True in the process that writes ``run.json`` and publishes (the only one, or the chief of a
-    ``TF_CONFIG`` / SageMaker cluster: :func:`training.distribute.is_chief`)."""
-    from training.distribute import is_chief as _is_chief
-
-    return _is_chief(os.environ)
-
-
-def detops_home() -> Path:
-    """``$DETOPS_HOME`` or ``~/.detops``: caches, staging folders, the default MLflow store."""
-    from training.settings import CommonSettings
-
-    return CommonSettings.load().detops_home()
-
-
-def code_version() -> str:
-    """The git commit of the code (``DETOPS_CODE_VERSION`` wins), or ``"unknown"``."""
-    from training.settings import CommonSettings
-
-    pinned = CommonSettings.load().code_version
-    if pinned:
-        return pinned
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-            ).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the packages that decide a model's behaviour."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("detops", "tensorflow", "tf-models-official", "tf-keras", "numpy", "pycocotools"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-@dataclass
-class Run:
-    """A run folder: ``url`` (final location) and ``local_dir`` (where the stages write).
-
-    ``manifest`` mirrors ``run.json``. Use :meth:`create` for a new run and :meth:`open` for an
-    existing one.
-    """
-
-    url: str
-    local_dir: str
-    manifest: dict = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        """The run id, ``<YYYYmmddTHHMMSS>-<6 hex>``."""
-        return self.manifest["id"]
-
-    def path(self, *parts: str) -> str:
-        """A local path inside the run folder."""
-        return os.path.join(self.local_dir, *parts)
-
-    @classmethod
-    def create(cls, cfg: RunConfig, run_dir: str | None = None, run_id: str | None = None) -> Run:
-        """Create a new run folder under ``<datastore>/<project>/runs/<id>`` (or at ``run_dir``).
-
-        The id is ``run_id``, else ``$DETOPS_RUN_ID`` (set by the cloud jobs), else a new one.
-        """
-        from training.settings import CommonSettings
-
-        now = dt.datetime.now(dt.UTC)
-        run_id = run_id or run_id_from_env() or f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-        url = run_dir or storage.join(cfg.datastore, cfg.project, "runs", run_id)
-        if storage.is_local(url):
-            url = str(Path(url.removeprefix("file://")).resolve())
-            local = url
-        else:
-            local = str(detops_home() / "staging" / run_id)
-        os.makedirs(local, exist_ok=True)
-        run = cls(url=url, local_dir=local)
-        run.manifest = {
-            "id": run_id,
-            "project": cfg.project,
-            "created_at": now.isoformat(),
-            # the datastore URL a cloud job was given (e.g. azureml://...) rather than its mount path
-            "url": CommonSettings.load().run_url or url,
-            "status": "running",
-            "stages": {},
-            "inputs": {},
-            "versions": versions(),
-            "code_version": code_version(),
-            "config": json.loads(cfg.model_dump_json()),
-        }
-        run.save()
-        return run
-
-    @classmethod
-    def open(cls, url: str) -> Run:
-        """Open an existing run (a remote one is downloaded to a staging folder first).
-
-        Raises:
-          NotFoundError: no ``run.json`` at ``url``.
-        """
-        if storage.is_local(url):
-            local = str(Path(url.removeprefix("file://")).resolve())
-            if not os.path.exists(os.path.join(local, "run.json")):
-                raise NotFoundError(f"no run at {url} (run.json missing)")
-            run = cls(url=local, local_dir=local)
-        else:
-            if not storage.exists(storage.join(url, "run.json")):
-                raise NotFoundError(f"no run at {url} (run.json missing)")
-            manifest = storage.read_json(storage.join(url, "run.json"))
-            local = str(detops_home() / "staging" / manifest["id"])
-            fs, path = storage.filesystem(url)
-            os.makedirs(local, exist_ok=True)
-            fs.get(path.rstrip("/") + "/", local, recursive=True)
-            run = cls(url=url, local_dir=local)
-        with open(run.path("run.json")) as f:
-            run.manifest = json.load(f)
-        return run
-
-    def save(self) -> None:
-        """Write ``run.json`` locally (the chief only: other workers of a cluster never write it)."""
-        if not is_chief():
-            return
-        with open(self.path("run.json"), "w") as f:
-            json.dump(self.manifest, f, indent=2)
-
-    def is_complete(self, stage: str) -> bool:
-        """True when ``run.json`` records ``stage`` as complete."""
-        return (self.manifest.get("stages", {}).get(stage) or {}).get("status") == "complete"
-
-    def stage_done(self, stage: str, **info) -> None:
-        """Record a finished stage (and its figures) in the manifest; publish when remote."""
-        self.manifest["stages"][stage] = {"status": "complete", "at": dt.datetime.now(dt.UTC).isoformat(), **info}
-        self.save()
-        self.publish()
-
-    def finish(self, status: str = "complete") -> None:
-        """Mark the run ``complete`` (or ``failed``) and publish it, ``run.json`` last."""
-        self.manifest["status"] = status
-        self.manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-        self.save()
-        self.publish()
-
-    def publish(self) -> None:
-        """Upload the staging folder to ``url`` (no-op for a local datastore and for non-chief workers)."""
-        if self.url != self.local_dir and is_chief():
-            storage.publish_run(self.local_dir, self.url)
 
 
 # ----------------------------------------------------------------------------------------- prepare
@@ -261,59 +67,108 @@ def check_dataset_pin(records, data, where: str) -> str:
 def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: str | None = None) -> Run:
     """Ingest, validate, split and convert: the run's ``data/``, ``tf_records/`` and ``model_config/``.
 
-    Raises:
-      DataError: nothing left after validation, or an empty split. ConfigError: bad settings.
-    """
-    from training.annotations import ValidationPolicy, label_map_pbtxt, read_dataset, to_coco, validate
-    from training.annotations.record import Dataset
-    from training.experiment import build_experiment, experiment_to_yaml
-    from training.split import plot_split_report, split_dataset
-    from training.tfrecord import write_split
+    Creates a new run folder (at ``run_dir`` if given; id ``run_id``, else ``$DETOPS_RUN_ID``, else
+    a new one) and records the ``prepare`` stage in it.
 
+    Raises:
+      DataError: the dataset differs from its pinned hash, nothing left after validation, or an
+      empty split. ConfigError: bad settings.
+    """
     say = console.print if console else (lambda *a, **k: None)
     run = Run.create(cfg, run_dir, run_id=run_id)
     d = cfg.data
     say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
+    result, read_sha256 = _ingest(cfg, run, say)
+    clean = result.dataset
+    sp = _split(cfg, clean, run, say)
+    _convert(clean, sp, run)
+    params, source_checkpoint = _write_experiment(cfg, run, num_classes=len(clean.classes))
+    rep = result.report
+    run.manifest["inputs"] = {
+        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records),
+                    "read_sha256": read_sha256, "pinned_sha256": pinned_sha256(d)},
+        "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
+        "init_checkpoint": _checkpoint_record(run, source_checkpoint, params.task.init_checkpoint),
+    }
+    run.manifest["classes"] = clean.classes
+    run.stage_done(
+        "prepare",
+        images_in=rep.images_in, images_kept=rep.images_kept, boxes_in=rep.boxes_in, boxes_kept=rep.boxes_kept,
+        splits={s: len(sp.splits[s]) for s in SPLITS},
+    )
+    return run
+
+
+def _ingest(cfg: RunConfig, run: Run, say):
+    """Read the dataset, check its pinned hash and validate it; writes ``data/quality_report.{json,txt}``.
+
+    Returns ``(ValidationResult, sha256 of the records as read)``. Raises DataError when the data
+    differs from its pin or when no image or no box (of a requested class) is left.
+    """
+    from training.annotations import read_dataset, validate
+
+    d = cfg.data
     ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
     read_sha256 = check_dataset_pin(ds.records, d, where=str(d.path))
-    v = cfg.validation
-    result = validate(
-        ds, ValidationPolicy(out_of_bounds=v.out_of_bounds, size_mismatch=v.size_mismatch, duplicates=v.duplicates, classes=v.classes)
-    )
-    clean = result.dataset
+    result = validate(ds, cfg.validation)
     os.makedirs(run.path("data", "annotations"), exist_ok=True)
-    _write_json(run.path("data", "quality_report.json"), result.report.to_dict())
+    storage.write_json(run.path("data", "quality_report.json"), result.report.to_dict())
     summary = result.report.summary()
     Path(run.path("data", "quality_report.txt")).write_text(summary + "\n")
     say(summary)
-    if not clean.records:
+    if not result.dataset.records:
         raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
-    check_not_empty(result.report, d.classes if isinstance(d.classes, list) else v.classes, d.path, run.url)
+    check_not_empty(result.report, d.classes if isinstance(d.classes, list) else cfg.validation.classes, d.path, run.url)
+    return result, read_sha256
+
+
+def _split(cfg: RunConfig, clean, run: Run, say):
+    """Split ``clean`` into train/val/test; writes ``data/split_report.{json,png}``.
+
+    Returns the :class:`training.split.SplitResult`. Raises DataError when a split is empty.
+    """
+    from training.split import plot_split_report, split_dataset
 
     sp = split_dataset(clean, cfg.split.ratios, cfg.split_seed, predefined=cfg.split.predefined)
-    _write_json(run.path("data", "split_report.json"), sp.report)
+    storage.write_json(run.path("data", "split_report.json"), sp.report)
     plot_split_report(sp.report, run.path("data", "split_report.png"))
     for s in SPLITS:
         st = sp.report["splits"][s]
         say(f"  {s:5s}: {st['images']} images, {st['boxes']} boxes {st['boxes_per_class']}")
         if not sp.splits[s]:
             raise DataError(f"the {s} split is empty; adjust split.ratios or the predefined files")
+    return sp
+
+
+def _convert(clean, sp, run: Run) -> None:
+    """Write ``tf_records/label_map.pbtxt``, and per split its COCO JSON and TFRecord shards."""
+    from training.annotations import label_map_pbtxt, to_coco
+    from training.annotations.record import Dataset
+    from training.tfrecord import write_split
 
     os.makedirs(run.path("tf_records"), exist_ok=True)
     Path(run.path("tf_records", "label_map.pbtxt")).write_text(label_map_pbtxt(clean.classes))
     for s in SPLITS:
         sub = Dataset(root=clean.root, records=sp.splits[s], classes=clean.classes, format=clean.format)
         coco = to_coco(sub)
-        _write_json(run.path("data", "annotations", f"{s}.json"), coco)
+        storage.write_json(run.path("data", "annotations", f"{s}.json"), coco)
         ids = {im["file_name"]: im["id"] for im in coco["images"]}
         write_split(clean, sp.splits[s], s, run.path("tf_records"), ids)
 
+
+def _write_experiment(cfg: RunConfig, run: Run, num_classes: int):
+    """Build the Model Garden ExperimentConfig from ``cfg.train``; writes ``model_config/experiment.yaml``.
+
+    Paths in experiment.yaml are relative to the run folder (:func:`load_params` re-points them), and
+    the init checkpoint is copied in: the run carries everything training needs to any machine.
+    Returns ``(params, the init checkpoint's source or None)``.
+    """
+    from training.experiment import build_experiment, experiment_to_yaml
+
     t = cfg.train
-    # Paths in experiment.yaml are relative to the run folder (load_params re-points them), and the
-    # init checkpoint is copied in: the run carries everything training needs to any machine.
     params = build_experiment(
         preset=t.preset,
-        num_classes=len(clean.classes),
+        num_classes=num_classes,
         train_records="tf_records/train-*.tfrecord",
         val_records="tf_records/val-*.tfrecord",
         val_annotation_file="data/annotations/val.json",
@@ -334,20 +189,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
     if source_checkpoint:
         params.task.init_checkpoint = bring_checkpoint(run, source_checkpoint)
     Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
-    rep = result.report
-    run.manifest["inputs"] = {
-        "dataset": {"path": d.path, "format": d.format, "sha256": dataset_hash(clean.records),
-                    "read_sha256": read_sha256, "pinned_sha256": pinned_sha256(d)},
-        "config_sha256": hashlib.sha256(json.dumps(run.manifest["config"], sort_keys=True).encode()).hexdigest(),
-        "init_checkpoint": _checkpoint_record(run, source_checkpoint, params.task.init_checkpoint),
-    }
-    run.manifest["classes"] = clean.classes
-    run.stage_done(
-        "prepare",
-        images_in=rep.images_in, images_kept=rep.images_kept, boxes_in=rep.boxes_in, boxes_kept=rep.boxes_kept,
-        splits={s: len(sp.splits[s]) for s in SPLITS},
-    )
-    return run
+    return params, source_checkpoint
 
 
 def check_not_empty(report, classes: list[str] | None, source, run_url: str) -> None:
@@ -418,11 +260,6 @@ def _pretrained() -> str:
     from training.pretrained import pretrained_backbone_checkpoint
 
     return pretrained_backbone_checkpoint()
-
-
-def _write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -560,7 +397,7 @@ def export(run: Run, console=None) -> dict:
             else:
                 say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), {verdict}")
     parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
-    ex.write_json(os.path.join(out_dir, "parity.json"), parity)
+    storage.write_json(os.path.join(out_dir, "parity.json"), parity)
     run.stage_done("export", parity_passed=parity["passed"])
     return parity
 
@@ -637,35 +474,14 @@ def run_stages(
 
         raise ConfigError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
     wanted = [s for s in STAGES if s in stages]
-    if run is not None:
-        pass
-    elif run_dir and _has_manifest(run_dir):
-        run = Run.open(run_dir)
-    elif "prepare" in wanted:
-        if cfg is None:
-            from training.errors import ConfigError
-
-            raise ConfigError("a new run needs a run config (detops run <config.yaml>)")
-        with _stage(console, "prepare"):
-            run = prepare(cfg, run_dir=run_dir, console=console)
-    else:
-        raise NotFoundError(f"no run at {run_dir} (run.json missing); run the prepare stage first")
+    run = run if run is not None else _open_or_prepare(cfg, run_dir, "prepare" in wanted, console)
     try:
         if not run.is_complete("prepare"):
             raise DataError(f"{run.url}: the prepare stage did not finish; start a new run")
         if int8 is not None:
             run.manifest["config"].setdefault("export", {})["int8"] = bool(int8)
         if "train" in wanted:
-            target = steps or int(load_params(run).trainer.train_steps)
-            done = run.manifest["stages"].get("train") or {}
-            if not run.is_complete("train") or int(done.get("global_step", 0)) < target:
-                with _stage(console, "train"):
-                    result = train(run, steps=steps, console=console)
-                if result.steps_run:
-                    for later in ("evaluate", "export"):
-                        if run.manifest["stages"].pop(later, None) is not None:
-                            run.manifest["stages"].setdefault("stale", []).append(later)
-                    run.save()
+            _train_to_target(run, steps, console)
             if not is_chief():
                 return run  # evaluate, export and run.json belong to the chief
         if "evaluate" in wanted and not run.is_complete("evaluate"):
@@ -688,6 +504,41 @@ def run_stages(
         run.finish("failed")
         raise
     return run
+
+
+def _open_or_prepare(cfg: RunConfig | None, run_dir: str | None, may_prepare: bool, console) -> Run:
+    """The run at ``run_dir`` when it has a ``run.json``; else a new run made by :func:`prepare`.
+
+    Raises:
+      ConfigError: a new run is needed but ``cfg`` is None. NotFoundError: no run there and the
+      prepare stage was not asked for.
+    """
+    if run_dir and has_manifest(run_dir):
+        return Run.open(run_dir)
+    if not may_prepare:
+        raise NotFoundError(f"no run at {run_dir} (run.json missing); run the prepare stage first")
+    if cfg is None:
+        from training.errors import ConfigError
+
+        raise ConfigError("a new run needs a run config (detops run <config.yaml>)")
+    with _stage(console, "prepare"):
+        return prepare(cfg, run_dir=run_dir, console=console)
+
+
+def _train_to_target(run: Run, steps: int | None, console) -> None:
+    """Train unless ``run.json`` records training complete up to the target step (``steps``, else
+    the experiment's ``trainer.train_steps``); when steps ran, evaluate and export become stale."""
+    target = steps or int(load_params(run).trainer.train_steps)
+    done = run.manifest["stages"].get("train") or {}
+    if run.is_complete("train") and int(done.get("global_step", 0)) >= target:
+        return
+    with _stage(console, "train"):
+        result = train(run, steps=steps, console=console)
+    if result.steps_run:
+        for later in ("evaluate", "export"):
+            if run.manifest["stages"].pop(later, None) is not None:
+                run.manifest["stages"].setdefault("stale", []).append(later)
+        run.save()
 
 
 def _track(run: Run, console=None) -> bool:
@@ -730,16 +581,3 @@ def run_all(cfg: RunConfig, run_dir: str | None = None, console=None) -> RunResu
     parity_path = run.path("export", "parity.json")
     parity = json.loads(Path(parity_path).read_text()) if os.path.exists(parity_path) else {}
     return RunResult(run=run, metrics=read_run_metrics(run), parity=parity)
-
-
-def _has_manifest(url: str) -> bool:
-    if storage.is_local(url):
-        return os.path.exists(os.path.join(url.removeprefix("file://"), "run.json"))
-    return storage.exists(storage.join(url, "run.json"))
-
-
-def print_metrics(metrics: dict[str, dict], console) -> None:
-    """Print COCO metrics per split (all 12 figures, never cut) and per-class AP50."""
-    from training.report import print_metrics as _print
-
-    _print(metrics, console)

@@ -552,10 +552,10 @@ def fold_affected_masks(backbone: Any, height: int, width: int) -> dict[str, np.
 
 
 def default_cache_dir() -> Path:
-    """``$DETOPS_HOME/pretrained`` if ``DETOPS_HOME`` is set, else ``~/.detops/pretrained``."""
-    from training.settings import CommonSettings
+    """``<detops home>/pretrained``: ``$DETOPS_HOME/pretrained``, else ``~/.detops/pretrained``."""
+    from training.home import detops_home
 
-    return CommonSettings.load().detops_home() / "pretrained"
+    return detops_home() / "pretrained"
 
 
 def _sha256(path: Path) -> str:

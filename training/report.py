@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from training.evaluate import COCO_STAT_NAMES
+from training.names import STAGES
 
-STAGES = ("prepare", "train", "evaluate", "export")
 LOG_NAME = os.path.join("logs", "detops.log")  # inside the run folder
 
 

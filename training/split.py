@@ -19,8 +19,8 @@ import numpy as np
 
 from training.annotations.record import Dataset, ImageRecord
 from training.errors import ConfigError, DataError
+from training.names import SPLITS as SPLITS  # one definition, re-exported
 
-SPLITS = ("train", "val", "test")
 # COCO area ranges (pixels²), from pycocotools' COCOeval.Params.areaRng.
 AREA_SMALL = 32**2
 AREA_MEDIUM = 96**2

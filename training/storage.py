@@ -62,13 +62,34 @@ def read_bytes(url: str) -> bytes:
 
 
 def write_json(url: str, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON."""
+    """Write ``obj`` as indented UTF-8 JSON (``default=str`` for dates and paths), ending in a newline.
+
+    ``url`` is a local path or an fsspec URL; parent folders are created.
+    """
     write_bytes(url, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def read_json(url: str) -> Any:
-    """Read a JSON document."""
+    """Read a JSON document (``ValueError`` if it is not JSON; see :func:`read_json_object`)."""
     return json.loads(read_bytes(url).decode())
+
+
+def read_json_object(url: str, what: str = "a JSON object") -> dict[str, Any]:
+    """Read a JSON document that must be an object, e.g. ``run.json``, ``metrics.json``, ``parity.json``.
+
+    Raises:
+      DataError: naming ``url``, when the file is not valid JSON (with the parser's message) or
+        not an object (``what`` says what was expected, e.g. "a JSON object of COCO metrics").
+    """
+    from training.errors import DataError
+
+    try:
+        doc = read_json(url)
+    except ValueError as e:
+        raise DataError(f"{url}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise DataError(f"{url}: expected {what}")
+    return doc
 
 
 def write_text(url: str, text: str) -> None:
@@ -189,16 +210,33 @@ def publish_run(local_run_dir: str, dest_url: str, *, status: str | None = None)
     fs, root = filesystem(dest_url)
     root = root.rstrip("/")
     remote_manifest = join(root, RUN_MANIFEST)
-    if fs.exists(remote_manifest):
-        with fs.open(remote_manifest, "rb") as f:
-            try:
-                previous = json.loads(f.read().decode())
-            except ValueError:
-                previous = {}
-        if previous.get("status") == "complete":
-            previous["status"] = "running"
-            with fs.open(remote_manifest, "wb") as f:
-                f.write((json.dumps(previous, indent=2, default=str) + "\n").encode())
+    _mark_remote_running(fs, remote_manifest)
+    counts = _upload_artifacts(fs, local_run_dir, root, dest_url)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(remote_manifest, "wb") as f:
+        f.write(manifest_bytes)
+    counts["uploaded"] += 1
+    return counts
+
+
+def _mark_remote_running(fs: fsspec.AbstractFileSystem, remote_manifest: str) -> None:
+    """Step 1 of :func:`publish_run`: a remote ``run.json`` saying ``complete`` now says ``running``."""
+    if not fs.exists(remote_manifest):
+        return
+    with fs.open(remote_manifest, "rb") as f:
+        try:
+            previous = json.loads(f.read().decode())
+        except ValueError:
+            previous = {}
+    if previous.get("status") == "complete":
+        previous["status"] = "running"
+        with fs.open(remote_manifest, "wb") as f:
+            f.write((json.dumps(previous, indent=2, default=str) + "\n").encode())
+
+
+def _upload_artifacts(fs: fsspec.AbstractFileSystem, local_run_dir: str, root: str, dest_url: str) -> dict[str, int]:
+    """Step 2 of :func:`publish_run`: every file but ``run.json``, skipping unchanged remote copies."""
+    from training.errors import NotFoundError
 
     counts = {"uploaded": 0, "skipped": 0}
     made: set[str] = set()
@@ -226,9 +264,4 @@ def publish_run(local_run_dir: str, dest_url: str, *, status: str | None = None)
                     f"cannot upload to {dest_url}: {e} (the bucket or container must exist; infra creates it)"
                 ) from e
             counts["uploaded"] += 1
-
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(remote_manifest, "wb") as f:
-        f.write(manifest_bytes)
-    counts["uploaded"] += 1
     return counts

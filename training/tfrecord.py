@@ -18,30 +18,12 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable
 
 from training import storage
 from training.annotations.record import Dataset, ImageRecord
+from training.boxes import xyxy_to_normalized_xyxy
 
 RECORDS_PER_SHARD = 256
-
-
-def _feature_bytes(values: Iterable[bytes]):
-    import tensorflow as tf
-
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-
-def _feature_float(values: Iterable[float]):
-    import tensorflow as tf
-
-    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
-def _feature_int(values: Iterable[int]):
-    import tensorflow as tf
-
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
 def load_image_bytes(dataset_root: str, record: ImageRecord) -> tuple[bytes, str, int, int]:
@@ -81,7 +63,7 @@ def make_example(
     source_id: str,
     class_ids: dict[str, int],
 ):
-    """Build one ``tf.train.Example`` for ``record``.
+    """Build one ``tf.train.Example`` for ``record`` with Model Garden's ``TfExampleBuilder``.
 
     Boxes are converted from the canonical absolute-pixel ``xmin, ymin, xmax, ymax`` to coordinates
     normalized by ``width``/``height`` and clipped to [0, 1].
@@ -89,34 +71,34 @@ def make_example(
     Raises:
       KeyError: a box's label is not in ``class_ids``.
     """
-    import tensorflow as tf
+    from official.vision.data.tf_example_builder import TfExampleBuilder
 
     xmin, ymin, xmax, ymax, labels, texts, areas = [], [], [], [], [], [], []
     for b in record.boxes:
-        xmin.append(min(max(b.xmin / width, 0.0), 1.0))
-        ymin.append(min(max(b.ymin / height, 0.0), 1.0))
-        xmax.append(min(max(b.xmax / width, 0.0), 1.0))
-        ymax.append(min(max(b.ymax / height, 0.0), 1.0))
+        x0, y0, x1, y1 = xyxy_to_normalized_xyxy([b.xmin, b.ymin, b.xmax, b.ymax], width, height, clip=True).tolist()
+        xmin.append(x0)
+        ymin.append(y0)
+        xmax.append(x1)
+        ymax.append(y1)
         labels.append(class_ids[b.label])
         texts.append(b.label.encode())
         areas.append(b.area)
-    feature = {
-        "image/encoded": _feature_bytes([encoded]),
-        "image/format": _feature_bytes([image_format.encode()]),
-        "image/height": _feature_int([height]),
-        "image/width": _feature_int([width]),
-        "image/filename": _feature_bytes([record.image.encode()]),
-        "image/source_id": _feature_bytes([source_id.encode()]),
-        "image/object/bbox/xmin": _feature_float(xmin),
-        "image/object/bbox/ymin": _feature_float(ymin),
-        "image/object/bbox/xmax": _feature_float(xmax),
-        "image/object/bbox/ymax": _feature_float(ymax),
-        "image/object/class/label": _feature_int(labels),
-        "image/object/class/text": _feature_bytes(texts),
-        "image/object/area": _feature_float(areas),
-        "image/object/is_crowd": _feature_int([0] * len(labels)),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    # Not ``add_encoded_image_feature``: it upper-cases image/format and adds image/channels, which the
+    # TF Object Detection API layout (lower-case format, no channels) does not have.
+    builder = (
+        TfExampleBuilder()
+        .add_bytes_feature("image/encoded", encoded)
+        .add_bytes_feature("image/format", image_format)
+        .add_ints_feature("image/height", [height])
+        .add_ints_feature("image/width", [width])
+        .add_bytes_feature("image/filename", record.image)
+        .add_bytes_feature("image/source_id", source_id)
+        .add_boxes_feature(xmin, xmax, ymin, ymax, labels)  # image/object/bbox/*, image/object/class/label
+        .add_bytes_feature("image/object/class/text", texts)
+        .add_floats_feature("image/object/area", areas)
+        .add_ints_feature("image/object/is_crowd", [0] * len(labels))
+    )
+    return builder.example
 
 
 def write_split(

@@ -22,26 +22,18 @@ import math
 import os
 import re
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from training import storage
-from training.errors import DataError, NotFoundError
+from training.errors import NotFoundError
+from training.home import detops_home as detops_home  # one resolution; re-exported for deployment
+from training.names import SPLITS
 from training.settings import CommonSettings
 
-SPLITS = ("train", "val", "test")
 #: Tag set on every MLflow run logged from a run folder; ``find_run`` looks runs up by it.
 RUN_ID_TAG = "detops.run_id"
 RUN_URL_TAG = "detops.run_url"
 _MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-_SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
-
-
-def detops_home() -> Path:
-    """The local state folder: ``$DETOPS_HOME``, else ``~/.detops`` (created on demand)."""
-    home = CommonSettings.load().detops_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
 
 
 def default_tracking_uri() -> str:
@@ -101,12 +93,7 @@ def read_metrics(run_url: str) -> dict[str, float]:
         url = storage.join(run_url, "evaluation", split, "metrics.json")
         if not storage.exists(url):
             continue
-        try:
-            doc = storage.read_json(url)
-        except ValueError as e:
-            raise DataError(f"{url}: not valid JSON ({e})") from e
-        if not isinstance(doc, dict):
-            raise DataError(f"{url}: expected a JSON object of COCO metrics")
+        doc = storage.read_json_object(url, "a JSON object of COCO metrics")
         for key, value in doc.items():
             if key == "per_class" and isinstance(value, dict):
                 for cls, per in value.items():
@@ -124,13 +111,7 @@ def read_manifest(run_url: str) -> dict[str, Any]:
     url = storage.join(run_url, "run.json")
     if not storage.exists(url):
         raise NotFoundError(f"{url}: no run manifest (is {run_url!r} a detops run folder?)")
-    try:
-        doc = storage.read_json(url)
-    except ValueError as e:
-        raise DataError(f"{url}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise DataError(f"{url}: expected a JSON object")
-    return doc
+    return storage.read_json_object(url)
 
 
 def _artifact_paths(run_url: str) -> list[tuple[str, str]]:
@@ -181,21 +162,39 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
     project = str(manifest.get("project") or "detops")
     run_name = str(manifest.get("id") or run_url.rstrip("/").rsplit("/", 1)[-1])
 
-    exp = client.get_experiment_by_name(project)
-    if exp is None:
-        kwargs = {}
-        if uri.startswith("sqlite:") and not CommonSettings.load().mlflow_tracking_uri:
-            kwargs["artifact_location"] = default_artifact_root()
-        exp_id = client.create_experiment(project, **kwargs)
-    else:
-        exp_id = exp.experiment_id
-
+    exp_id = _experiment_id(client, uri, project)
     existing = find_run(run_url, tracking_uri=uri)
     if existing:
         mlrun_id = existing
     else:
         mlrun_id = client.create_run(exp_id, run_name=run_name).info.run_id
 
+    _log_values(client, mlrun_id, run_url, manifest, run_name, already_logged=bool(existing))
+    _log_artifacts(client, mlrun_id, run_url)
+    status = (
+        "FINISHED"
+        if manifest.get("status") == "complete"
+        else ("FAILED" if manifest.get("status") == "failed" else "RUNNING")
+    )
+    if status != "RUNNING":  # a run still in progress stays open in MLflow
+        client.set_terminated(mlrun_id, status=status)
+    return mlrun_id
+
+
+def _experiment_id(client, uri: str, project: str) -> str:
+    """The MLflow experiment named ``project``, created (artifacts under the detops home on the
+    default SQLite store) when missing."""
+    exp = client.get_experiment_by_name(project)
+    if exp is not None:
+        return exp.experiment_id
+    kwargs = {}
+    if uri.startswith("sqlite:") and not CommonSettings.load().mlflow_tracking_uri:
+        kwargs["artifact_location"] = default_artifact_root()
+    return client.create_experiment(project, **kwargs)
+
+
+def _log_values(client, mlrun_id: str, run_url: str, manifest: dict, run_name: str, already_logged: bool) -> None:
+    """Tags, params (config keys not logged before) and metrics of a run folder, in MLflow batches."""
     inputs = manifest.get("inputs") or {}
     dataset = inputs.get("dataset") or {}
     tags = {
@@ -212,7 +211,7 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     params = flatten(manifest.get("config") or {})
-    already = client.get_run(mlrun_id).data.params if existing else {}
+    already = client.get_run(mlrun_id).data.params if already_logged else {}
     new_params = [Param(k, v) for k, v in params.items() if k and k not in already]
     import time
 
@@ -224,6 +223,9 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
     for i in range(0, len(metrics), 1000):
         client.log_batch(mlrun_id, metrics=metrics[i : i + 1000])
 
+
+def _log_artifacts(client, mlrun_id: str, run_url: str) -> None:
+    """Upload the run folder's reports, configs, evaluation and export (remote ones via a temp folder)."""
     for url, dest in _artifact_paths(run_url):
         fs, path = storage.filesystem(url)
         if storage.is_local(url):
@@ -240,11 +242,3 @@ def log_run(run_url: str, tracking_uri: str | None = None) -> str:
                     client.log_artifacts(mlrun_id, target, artifact_path=dest or None)
                 else:
                     client.log_artifact(mlrun_id, target, artifact_path=dest or None)
-    status = (
-        "FINISHED"
-        if manifest.get("status") == "complete"
-        else ("FAILED" if manifest.get("status") == "failed" else "RUNNING")
-    )
-    if status != "RUNNING":  # a run still in progress stays open in MLflow
-        client.set_terminated(mlrun_id, status=status)
-    return mlrun_id

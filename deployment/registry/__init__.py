@@ -7,18 +7,20 @@ The approval rules live once in :mod:`deployment.registry.approval`, above every
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
-from training.errors import unknown_name_error
+from training.catalog import Catalog
 
 #: Registry kind -> "module:Class", imported lazily (cloud SDKs load only when asked for).
-REGISTRIES: dict[str, str] = {
-    "mlflow": "deployment.registry.mlflow:MlflowRegistry",
-    "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
-    "azureml": "deployment.registry.azureml:AzureMLRegistry",
-}
+REGISTRIES: Catalog[str] = Catalog(
+    "registry",
+    {
+        "mlflow": "deployment.registry.mlflow:MlflowRegistry",
+        "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
+        "azureml": "deployment.registry.azureml:AzureMLRegistry",
+    },
+)
 
 
 def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
@@ -31,11 +33,7 @@ def get_registry(kind: str | None = None, **kwargs: Any) -> ModelRegistry:
         from training.settings import CommonSettings
 
         kind = CommonSettings.load().registry
-    if kind not in REGISTRIES:
-        raise unknown_name_error("registry", kind, list(REGISTRIES))
-    module_name, _, cls_name = REGISTRIES[kind].partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**kwargs)
+    return REGISTRIES.load(kind, **kwargs)
 
 
 __all__ = ["REGISTRIES", "ApprovalStatus", "AuditEntry", "ModelRegistry", "ModelVersion", "get_registry"]

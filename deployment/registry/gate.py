@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from training import storage
-from training.errors import ConfigError, DataError
+from training.errors import ConfigError
 from training.tracking import read_metrics
 
 #: Default margin (absolute test AP) when neither the caller nor ``$DETOPS_GATE_MARGIN`` sets one.
@@ -68,12 +68,7 @@ def read_parity(run_url: str) -> dict[str, bool]:
     url = storage.join(run_url, "export", "parity.json")
     if not storage.exists(url):
         return {}
-    try:
-        doc = storage.read_json(url)
-    except ValueError as e:
-        raise DataError(f"{url}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise DataError(f"{url}: expected a JSON object")
+    doc = storage.read_json_object(url)
     flags = {k: v.get("passed") is True for k, v in doc.items() if isinstance(v, dict) and "passed" in v}
     if flags and "passed" in doc:  # the export's overall verdict, when it writes one
         flags["overall"] = doc["passed"] is True

@@ -155,21 +155,7 @@ class LocalTarget(DeployTarget):
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._state_file(endpoint).write_text(json.dumps(state, indent=2))
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-1500:]
-                raise BackendError(f"local service exited with code {proc.returncode}; log {log_path}:\n{tail}")
-            try:
-                r = httpx.get(f"{url}/readyz", timeout=2.0)
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self._kill(proc.pid)
-                raise BackendError(f"local service not ready after {self.ready_timeout:.0f}s; log {log_path}")
-            time.sleep(0.5)
+        self._wait_ready(proc, url, log_path)
         return Deployment(
             self.name,
             endpoint,
@@ -179,6 +165,29 @@ class LocalTarget(DeployTarget):
             url,
             {"pid": proc.pid, "log": str(log_path)},
         )
+
+    def _wait_ready(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+        """Poll ``/readyz`` until it answers 200.
+
+        Raises:
+            BackendError: the process exited (with the log's tail), or ``ready_timeout`` passed (the
+                process is killed).
+        """
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise BackendError(f"local service exited with code {proc.returncode}; log {log_path}:\n{tail}")
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self._kill(proc.pid)
+                raise BackendError(f"local service not ready after {self.ready_timeout:.0f}s; log {log_path}")
+            time.sleep(0.5)
 
     def describe(self, endpoint: str | None = None) -> Deployment | None:
         """The deployment recorded for ``endpoint`` with status ``running`` or ``stopped``; None if none."""

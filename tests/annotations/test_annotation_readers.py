@@ -93,6 +93,29 @@ def test_voc_bad_files_are_rejected_not_fatal(data_dir: Path) -> None:
     assert "<xmin> is not a number" in reasons[("good.xml", "object[2]")]
 
 
+def test_voc_xml_bombs_and_external_entities_are_refused_not_expanded(data_dir: Path) -> None:
+    make_image(data_dir / "good.jpg")
+    (data_dir / "good.xml").write_text(voc_xml("good.jpg", (64, 48), [("a", 1, 1, 5, 5)]))
+    lol = "".join(f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 9))
+    (data_dir / "bomb.xml").write_text(
+        f'<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY l0 "lol">{lol}]>'
+        "<annotation><filename>good.jpg</filename><object><name>&l8;</name></object></annotation>"
+    )
+    secret = data_dir.parent / "secret.txt"
+    secret.write_text("top secret")
+    (data_dir / "xxe.xml").write_text(
+        f'<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY s SYSTEM "file://{secret}">]>'
+        "<annotation><filename>good.jpg</filename><object><name>&s;</name></object></annotation>"
+    )
+    ds = read_dataset("voc", data_dir)
+    assert [r.image for r in ds.records] == ["good.jpg"]
+    assert [b.label for b in ds.records[0].boxes] == ["a"]
+    reasons = {i.file: i.reason for i in ds.rejected}
+    assert set(reasons) == {"bomb.xml", "xxe.xml"}
+    assert all(r.startswith("unsafe XML refused") for r in reasons.values()), reasons
+    assert not any("top secret" in r for r in reasons.values())
+
+
 def test_voc_missing_image_is_kept_for_validation_to_report(data_dir: Path) -> None:
     (data_dir / "a.xml").write_text(voc_xml("gone.jpg", (64, 48), [("a", 1, 1, 5, 5)]))
     ds = read_dataset("voc", data_dir)

@@ -105,7 +105,7 @@ def _check_interruption(run: Path, url: str, monkeypatch) -> None:
     # 1) first publish dies midway: no run.json at all
     with monkeypatch.context() as m:
         sent = _interrupt_after(m, url, 5)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError, match=r"network dropped \(simulated\)"):
             storage.publish_run(str(run), url)
     assert len(sent) == 5
     assert not storage.exists(storage.join(url, "run.json"))
@@ -117,7 +117,7 @@ def _check_interruption(run: Path, url: str, monkeypatch) -> None:
     (run / "export/model.tflite").write_bytes(b"TFL3" + bytes(301))
     with monkeypatch.context() as m:
         sent = _interrupt_after(m, url, 1)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError, match=r"network dropped \(simulated\)"):
             storage.publish_run(str(run), url)
     assert len(sent) == 1
     remote_manifest = storage.read_json(storage.join(url, "run.json"))

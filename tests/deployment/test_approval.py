@@ -73,14 +73,14 @@ def test_approve_and_reject_are_audited(service, make_run, model_name):
 @pytest.mark.parametrize("by,comment", [("", "why"), ("bob", ""), ("  ", "why"), ("bob", "   ")])
 def test_identity_and_comment_required(service, make_run, model_name, by, comment):
     mv = service.register(make_run(), model_name, by="alice")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="is required"):
         service.approve(model_name, mv.version, by=by, comment=comment)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="is required"):
         service.reject(model_name, mv.version, by=by, comment=comment)
 
 
 def test_register_requires_identity(service, make_run, model_name):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"--by \(who registers\) is required"):
         service.register(make_run(), model_name, by="")
 
 
@@ -109,7 +109,7 @@ def test_require_approved(service, make_run, model_name):
     service.reject(model_name, mv.version, by="bob", comment="withdrawn")
     with pytest.raises(GateError, match="Rejected"):
         service.require_approved(model_name, mv.version)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="version '999' not found"):
         service.require_approved(model_name, "999")
 
 
@@ -171,7 +171,7 @@ def test_gate_margin_from_environment(service, make_run, model_name, monkeypatch
     monkeypatch.setenv("DETOPS_GATE_MARGIN", "0.01")
     assert not service.gate(run, model_name).passed
     monkeypatch.setenv("DETOPS_GATE_MARGIN", "a lot")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="DETOPS_GATE_MARGIN='a lot' is not a number"):
         service.gate(run, model_name)
 
 
@@ -209,7 +209,7 @@ def test_forced_registration_needs_comment_and_is_audited(service, make_run, mod
     assert len(force) == 1 and force[0].actor == "alice" and "parity tool bug" in force[0].comment
     assert any("parity" in r for r in force[0].details["reasons"])
     # a forced version is still only Pending: it needs a second person to approve
-    with pytest.raises(GateError):
+    with pytest.raises(GateError, match="'alice' registered model .* and may not approve it"):
         service.approve(model_name, mv.version, by="alice", comment="self")
 
 

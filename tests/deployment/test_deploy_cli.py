@@ -46,11 +46,15 @@ class RecordingTarget(DeployTarget):
 
 
 def test_target_lookup():
-    assert TARGETS == {
-        "local": "deployment.targets.local:LocalTarget",
-        "azureml": "deployment.targets.azureml:AzureMLTarget",
-        "sagemaker": "deployment.targets.sagemaker:SageMakerTarget",
-    }
+    """Every target name resolves to a DeployTarget whose ``name`` is that name."""
+    import importlib
+
+    assert set(TARGETS) == {"local", "azureml", "sagemaker"}
+    for kind in TARGETS:
+        module_name, _, cls_name = TARGETS.lookup(kind).partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        assert issubclass(cls, DeployTarget) and cls.name == kind, kind
+    assert get_target("local").name == "local"
     with pytest.raises(NotFoundError, match="Did you mean 'local'"):
         get_target("lokal")
 

@@ -11,11 +11,17 @@ from training.errors import NotFoundError
 
 
 def test_lookup_names():
-    assert REGISTRIES == {
-        "mlflow": "deployment.registry.mlflow:MlflowRegistry",
-        "sagemaker": "deployment.registry.sagemaker:SageMakerRegistry",
-        "azureml": "deployment.registry.azureml:AzureMLRegistry",
-    }
+    """Every registry kind resolves to an implementation of the one ModelRegistry interface."""
+    import importlib
+
+    from deployment.registry.base import ModelRegistry
+
+    assert set(REGISTRIES) == {"mlflow", "sagemaker", "azureml"}
+    for kind in REGISTRIES:
+        module_name, _, cls_name = REGISTRIES.lookup(kind).partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        assert issubclass(cls, ModelRegistry) and cls is not ModelRegistry, kind
+    assert type(get_registry("mlflow")) is MlflowRegistry
 
 
 def test_unknown_registry_lists_known_and_suggests():
@@ -47,9 +53,9 @@ def test_mlflow_adapter_roundtrip(registry, model_name):
     assert got.metrics == {"test/AP": 0.25} and got.tags == {"k": "v"}
     assert [v.version for v in registry.list_versions(model_name)] == ["1", "2"]
     assert {v.name for v in registry.list_versions()} >= {model_name}
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"version '3' not found"):
         registry.get_version(model_name, "3")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"model 'no-such-model-xyz' version '1' not found"):
         registry.get_version("no-such-model-xyz", "1")
 
 

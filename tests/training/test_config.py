@@ -90,3 +90,49 @@ def test_set_reads_exponent_floats():
     apply_set(tree, "train.overrides.task.losses.l2_weight_decay=4E-5")
     assert tree["train"]["learning_rate"] == 1e-3
     assert tree["train"]["overrides"]["task.losses.l2_weight_decay"] == 4e-5
+
+
+def test_every_bad_key_is_reported_at_once_each_with_its_suggestion():
+    tree = {**BASE, "datastor": "x", "train": {"step": 3, "bach_size": 2}, "validation": {"duplicate": "keep"}}
+    with pytest.raises(ConfigError) as e:
+        load_run_config(tree=tree)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 4, lines
+    expected = {
+        "'datastor'": "'datastore'",
+        "'train.step'": "'steps'",
+        "'train.bach_size'": "'batch_size'",
+        "'validation.duplicate'": "'duplicates'",
+    }
+    for key, suggestion in expected.items():
+        (line,) = [x for x in lines if f"unknown key {key}" in x]
+        assert f"Did you mean {suggestion}?" in line
+
+
+def test_bad_keys_and_bad_values_are_reported_together():
+    with pytest.raises(ConfigError, match=r"unknown key 'split\.sed'\. Did you mean 'seed'") as e:
+        load_run_config(tree={**BASE, "train": {"steps": 0}, "split": {"sed": 1}})
+    assert "train.steps: Input should be greater than or equal to 1" in str(e.value)
+
+
+def test_the_validation_section_is_the_validators_policy():
+    from training.annotations import ValidationPolicy
+
+    cfg = load_run_config(tree={**BASE, "validation": {"duplicates": "keep", "workers": 2}})
+    assert isinstance(cfg.validation, ValidationPolicy)
+    assert cfg.validation == ValidationPolicy(duplicates="keep", workers=2)
+    with pytest.raises(ConfigError, match=r"validation\.workers"):
+        load_run_config(tree={**BASE, "validation": {"workers": 0}})
+    with pytest.raises(ConfigError, match=r"validation policy: workers=0"):
+        ValidationPolicy(workers=0)
+
+
+def test_near_match_helpers():
+    from training.errors import did_you_mean, near_match, unknown_name_error
+
+    assert near_match("trian", ["train", "val", "test"]) == "train"
+    assert near_match("zzz", ["train", "val"]) is None
+    assert did_you_mean("step", ["steps", "seed"], prefix="train.") == " Did you mean 'train.steps'?"
+    assert did_you_mean("zzz", ["steps"]) == ""
+    err = unknown_name_error("backend", "azureml2", ["local", "azureml"])
+    assert str(err) == "unknown backend 'azureml2'. Did you mean 'azureml'? Known: azureml, local."

@@ -52,13 +52,24 @@ def test_unknown_override_key_suggests_near_match():
         build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides={"task.model.head.num_conv": 2})
 
 
+def test_every_bad_override_is_reported_at_once():
+    overrides = {"task.model.head.num_conv": 2, "task.losses.l2_weight_decay": "x", "task.freez_backbone": True}
+    with pytest.raises(ConfigError) as e:
+        build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, overrides=overrides)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3, lines
+    assert "Did you mean 'task.model.head.num_convs'?" in lines[0]
+    assert "task.losses.l2_weight_decay must be a number" in lines[1]
+    assert "Did you mean 'task.freeze_backbone'?" in lines[2]
+
+
 def test_unknown_preset_lists_known():
     with pytest.raises(NotFoundError, match="retinanet_mobilenetv2_fpn_cpu"):
         build_experiment(preset="retinanet_mobilenet", **ARGS)
 
 
 def test_bad_values_rejected():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="image_size >= 32"):
         build_experiment(preset="retinanet_mobilenetv2_fpn_tiny", **ARGS, image_size=8)
 
 

@@ -75,9 +75,9 @@ def test_check_leakage_finds_a_hash_in_two_splits():
 
 
 def test_bad_ratios_and_too_few_images():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="split ratios must be three non-negative fractions summing to 1"):
         stratified_split(make_dataset(10), (0.5, 0.5, 0.5))
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="2 distinct images cannot fill 3 non-empty splits"):
         stratified_split(make_dataset(2), (0.6, 0.2, 0.2))
 
 

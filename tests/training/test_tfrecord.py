@@ -73,3 +73,30 @@ def test_unreadable_image_names_the_file(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(DataError, match="bad.jpg"):
         load_image_bytes(str(tmp_path), ImageRecord("bad.jpg", 1, 1))
+
+
+def test_example_has_exactly_the_object_detection_api_features():
+    """The builder writes the TF Object Detection API layout: these keys, lower-case format, clipped boxes."""
+    from training.tfrecord import make_example
+
+    rec = ImageRecord(image="a b/x.jpg", width=64, height=48, boxes=[Box(-4, 12, 32, 60, label="WBC")])
+    ex = make_example(rec, b"jpeg bytes", "jpeg", 64, 48, "17", {"RBC": 1, "WBC": 2})
+    f = ex.features.feature
+    assert sorted(f) == sorted(
+        [
+            "image/encoded", "image/format", "image/height", "image/width", "image/filename", "image/source_id",
+            "image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax", "image/object/bbox/ymax",
+            "image/object/class/label", "image/object/class/text", "image/object/area", "image/object/is_crowd",
+        ]
+    )
+    assert f["image/format"].bytes_list.value == [b"jpeg"]
+    assert f["image/source_id"].bytes_list.value == [b"17"]
+    assert f["image/filename"].bytes_list.value == [b"a b/x.jpg"]
+    assert (f["image/height"].int64_list.value, f["image/width"].int64_list.value) == ([48], [64])
+    np.testing.assert_allclose(
+        [f[f"image/object/bbox/{k}"].float_list.value[0] for k in ("xmin", "ymin", "xmax", "ymax")],
+        [0.0, 0.25, 0.5, 1.0],
+    )
+    assert f["image/object/class/label"].int64_list.value == [2]
+    assert f["image/object/class/text"].bytes_list.value == [b"WBC"]
+    assert f["image/object/is_crowd"].int64_list.value == [0]

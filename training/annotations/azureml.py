@@ -24,6 +24,7 @@ from pathlib import Path
 
 from training.annotations._common import ReadContext, find_files, parse_number, parse_size
 from training.annotations.record import Box, ImageRecord
+from training.boxes import normalized_xyxy_to_xyxy
 
 _AZUREML = re.compile(r"^azureml://(?:.*?/)?datastores/[^/]+/paths/(?P<path>.+)$", re.IGNORECASE)
 _AMLDATASTORE = re.compile(r"^amldatastore://(?:[^/]+)/(?P<path>.+)$", re.IGNORECASE)
@@ -111,10 +112,7 @@ def read_azureml(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tu
                 crowd = str(lab.get("isCrowd", 0)).strip().lower() in ("1", "true")
                 rec.boxes.append(
                     Box(
-                        x1 * width,
-                        y1 * height,
-                        x2 * width,
-                        y2 * height,
+                        *normalized_xyxy_to_xyxy([x1, y1, x2, y2], width, height).tolist(),
                         label=label,
                         source=f"{src}#line[{n}].label[{i}]",
                         iscrowd=crowd,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from training.annotations._common import ReadContext, find_files, parse_number, parse_size
 from training.annotations.record import Box, ImageRecord
+from training.boxes import xywh_to_xyxy
 
 
 def read_coco(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple[list[ImageRecord], list[str]]:
@@ -73,6 +74,6 @@ def read_coco(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple
                 ctx.reject(file, where, str(exc))
                 continue
             owner.boxes.append(
-                Box(x, y, x + w, y + h, label=cats[cid], source=f"{src}#{where}", iscrowd=bool(a.get("iscrowd", 0)))
+                Box(*xywh_to_xyxy([x, y, w, h]).tolist(), label=cats[cid], source=f"{src}#{where}", iscrowd=bool(a.get("iscrowd", 0)))
             )
     return records, [categories[k] for k in sorted(categories)]

@@ -105,6 +105,40 @@ def _layout(first: list[str], file: Path, columns: Any) -> tuple[dict[str, int],
     )
 
 
+def _check_roles(
+    roles: dict[str, int], file: Path, first: list[str], id_to_name: dict[int, str] | None, from_filename: bool
+) -> None:
+    """Raise ConfigError when the layout has no image or coordinate column, or no way to get a class."""
+    missing = [r for r in ("image", "xmin", "ymin", "xmax", "ymax") if r not in roles]
+    if missing:
+        raise ConfigError(f"{file}: no column for {missing}; pass columns=[...] (roles: {', '.join(ROLES)})")
+    if "label" not in roles and "class_id" not in roles and not from_filename:
+        raise ConfigError(f"{file}: no class column (label or class_id) and no class_from_filename")
+    if "label" not in roles and "class_id" in roles and id_to_name is None and not from_filename:
+        raise ConfigError(f"{file}: column {first[roles['class_id']]!r} holds class ids; pass class_map")
+
+
+def _row_label(row: list[str], roles: dict[str, int], id_to_name: dict[int, str] | None, from_filename: bool) -> str:
+    """A row's class name: its label, its class id through the class map, or "" (from the file name).
+
+    Raises ValueError naming the problem (not an integer, not in the class map, empty class).
+    """
+    if "label" in roles and row[roles["label"]].strip():
+        return row[roles["label"]].strip()
+    if "class_id" in roles and id_to_name is not None:
+        cid_text = row[roles["class_id"]].strip()
+        try:
+            cid = int(float(cid_text))
+        except ValueError:
+            raise ValueError(f"class id {cid_text!r} is not an integer") from None
+        if cid not in id_to_name:
+            raise ValueError(f"class id {cid} is not in the class map {sorted(id_to_name)}")
+        return id_to_name[cid]
+    if from_filename:
+        return ""
+    raise ValueError("empty class")
+
+
 def read_csv(
     ctx: ReadContext,
     inputs: list[Path],
@@ -146,13 +180,7 @@ def read_csv(
             ctx.warn(file, "", "empty CSV file")
             continue
         roles, has_header = _layout(numbered[0][1], file, columns)
-        missing = [r for r in ("image", "xmin", "ymin", "xmax", "ymax") if r not in roles]
-        if missing:
-            raise ConfigError(f"{file}: no column for {missing}; pass columns=[...] (roles: {', '.join(ROLES)})")
-        if "label" not in roles and "class_id" not in roles and ctx.label_pattern is None:
-            raise ConfigError(f"{file}: no class column (label or class_id) and no class_from_filename")
-        if "label" not in roles and "class_id" in roles and id_to_name is None and ctx.label_pattern is None:
-            raise ConfigError(f"{file}: column {numbered[0][1][roles['class_id']]!r} holds class ids; pass class_map")
+        _check_roles(roles, file, numbered[0][1], id_to_name, ctx.label_pattern is not None)
         body = numbered[1:] if has_header else numbered
         ncols = max(roles.values()) + 1
         by_image: dict[str, ImageRecord] = {}
@@ -164,21 +192,7 @@ def read_csv(
                 if not raw_name:
                     raise ValueError("empty image file name")
                 coords = [parse_number(row[roles[k]], k) for k in ("xmin", "ymin", "xmax", "ymax")]
-                if "label" in roles and row[roles["label"]].strip():
-                    label = row[roles["label"]].strip()
-                elif "class_id" in roles and id_to_name is not None:
-                    cid_text = row[roles["class_id"]].strip()
-                    try:
-                        cid = int(float(cid_text))
-                    except ValueError:
-                        raise ValueError(f"class id {cid_text!r} is not an integer") from None
-                    if cid not in id_to_name:
-                        raise ValueError(f"class id {cid} is not in the class map {sorted(id_to_name)}")
-                    label = id_to_name[cid]
-                elif ctx.label_pattern is not None:
-                    label = ""
-                else:
-                    raise ValueError("empty class")
+                label = _row_label(row, roles, id_to_name, ctx.label_pattern is not None)
                 width = parse_size(row[roles["width"]]) if "width" in roles else None
                 height = parse_size(row[roles["height"]]) if "height" in roles else None
             except ValueError as exc:

@@ -30,7 +30,8 @@ from training.annotations.coco import read_coco
 from training.annotations.csv_format import read_csv
 from training.annotations.record import Dataset
 from training.annotations.voc import read_voc
-from training.errors import ConfigError, unknown_name_error
+from training.catalog import Catalog
+from training.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,16 @@ class ReaderSpec:
         return [p.name for p in params]
 
 
-READERS: dict[str, ReaderSpec] = {}
+READERS: Catalog[ReaderSpec] = Catalog("annotation format")
 
 
 def register_reader(name: str, fn: Callable, description: str) -> None:
-    """Add a reader to the registry (``name`` is what ``read_dataset(format=...)`` takes)."""
-    READERS[name] = ReaderSpec(name, fn, description)
+    """Add a reader to the registry (``name`` is what ``read_dataset(format=...)`` takes).
+
+    Raises:
+      ConfigError: ``name`` is already registered (a reader is never silently replaced).
+    """
+    READERS.register(name, ReaderSpec(name, fn, description))
 
 
 register_reader("voc", read_voc, "Pascal VOC XML, one file per image (LabelImg, VoTT)")
@@ -100,17 +105,16 @@ def read_dataset(
 
     Boxes are in absolute pixels XYXY of the image after EXIF orientation (see ``record.py``).
     """
-    spec = READERS.get(format)
-    if spec is None:
-        raise unknown_name_error("annotation format", format, list(READERS))
+    spec = READERS.lookup(format)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        import difflib
-
         known = list(spec.options) + list(COMMON_OPTIONS)
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{format} reader: unknown option {unknown[0]!r}.{hint} Options: {', '.join(sorted(known))}.")
+        raise ConfigError(
+            "\n".join(
+                f"{format} reader: unknown option {u!r}.{did_you_mean(u, known)} Options: {', '.join(sorted(known))}."
+                for u in unknown
+            )
+        )
     inputs = as_path_list(path)
     if not inputs:
         raise ConfigError(f"{format} reader: no annotation path given")

@@ -56,43 +56,11 @@ from typing import Any, Literal
 
 from training.annotations._common import is_escaping, order_classes
 from training.annotations.record import Box, Dataset, ImageRecord, Issue
-from training.errors import ConfigError
+from training.config import ValidationPolicy
 
 IMAGE_CODES = ("path_escape", "missing_image", "unreadable_image", "size_mismatch", "duplicate")
 BOX_CODES = ("non_finite", "inverted", "zero_area", "unknown_class", "out_of_bounds", "outside_image")
 _EXIF_ORIENTATION = 0x0112
-
-
-@dataclass
-class ValidationPolicy:
-    """What validation does with problems it finds (see the module docstring for each rule).
-
-    ``out_of_bounds``: ``"clip"`` (default; the clipped boxes are counted) or ``"reject"``.
-    ``classes``: the allowed class names, in label-map order; ``None`` allows every label.
-    ``size_mismatch``: ``"reject"`` (default: a different size usually means another or a resized
-    image, so the boxes would be off) or ``"trust_image"`` (keep, use the real size, clip boxes).
-    ``duplicates``: ``"reject"`` (default; the later copy by record order) or ``"keep"`` (report only).
-    ``workers``: threads decoding images (I/O- and zlib/libjpeg-bound; Pillow releases the GIL).
-    """
-
-    out_of_bounds: Literal["clip", "reject"] = "clip"
-    classes: list[str] | None = None
-    size_mismatch: Literal["reject", "trust_image"] = "reject"
-    duplicates: Literal["reject", "keep"] = "reject"
-    workers: int = 8
-
-    def __post_init__(self) -> None:
-        for name, allowed in (
-            ("out_of_bounds", ("clip", "reject")),
-            ("size_mismatch", ("reject", "trust_image")),
-            ("duplicates", ("reject", "keep")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"validation policy: {name}={getattr(self, name)!r}; expected one of {allowed}")
-        if self.classes is not None:
-            self.classes = list(self.classes)
-        if self.workers < 1:
-            raise ConfigError(f"validation policy: workers must be >= 1, not {self.workers}")
 
 
 @dataclass
@@ -377,144 +345,171 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
     report = QualityReport(
         root=dataset.root,
         format=dataset.format,
-        policy=dataclasses.asdict(policy),
+        policy=policy.model_dump(),
         unparseable=list(dataset.rejected),
         warnings=list(dataset.warnings),
     )
     report.images_in = len(dataset.records)
     report.boxes_in = dataset.num_boxes
-    allowed = set(policy.classes) if policy.classes is not None else None
 
     to_inspect = sorted({r.image for r in dataset.records if not is_escaping(r.image)})
     with ThreadPoolExecutor(max_workers=min(policy.workers, max(1, len(to_inspect)))) as pool:
         infos = dict(zip(to_inspect, pool.map(lambda im: _inspect_path(dataset.root, im), to_inspect), strict=False))
 
-    kept: list[ImageRecord] = []
-    first_by_hash: dict[str, str] = {}
-    per_class_boxes: Counter[str] = Counter()
-    per_class_images: Counter[str] = Counter()
-
-    def reject_image(rec: ImageRecord, code: str, reason: str) -> None:
-        report.rejected.append(Rejected("image", code, reason, rec.image, rec.source, boxes=len(rec.boxes)))
-        report.images_rejected += 1
-        report.boxes_rejected += len(rec.boxes)
-
-    for rec in dataset.records:
-        if is_escaping(rec.image):
-            reject_image(rec, "path_escape", f"image path {rec.image!r} escapes the dataset folder {dataset.root}")
-            continue
-        info = infos[rec.image]
-        if not info.ok:
-            reject_image(rec, info.code, info.reason)
-            continue
-        boxes = list(rec.boxes)
-        annotated = (rec.width, rec.height)
-        real = (info.width, info.height)
-        if rec.width and rec.height and annotated != real:
-            raw = (info.raw_width, info.raw_height)
-            if info.orientation != 1 and annotated == raw:
-                boxes = [orient_box(b, info.orientation, *raw) for b in boxes]
-                report.exif_boxes_transformed.append(
-                    {
-                        "image": rec.image,
-                        "source": rec.source,
-                        "orientation": info.orientation,
-                        "annotated": list(annotated),
-                        "displayed": list(real),
-                    }
-                )
-            else:
-                mismatch = {
-                    "image": rec.image,
-                    "source": rec.source,
-                    "annotated": list(annotated),
-                    "actual": list(real),
-                    "action": "rejected" if policy.size_mismatch == "reject" else "kept with the real size",
-                }
-                report.size_mismatches.append(mismatch)
-                if policy.size_mismatch == "reject":
-                    reject_image(
-                        rec,
-                        "size_mismatch",
-                        f"annotation says {annotated[0]}x{annotated[1]}, image is {real[0]}x{real[1]}",
-                    )
-                    continue
-        if info.sha256 in first_by_hash:
-            first = first_by_hash[info.sha256]
-            report.duplicates.append(
-                {
-                    "image": rec.image,
-                    "duplicate_of": first,
-                    "sha256": info.sha256,
-                    "action": "rejected" if policy.duplicates == "reject" else "kept",
-                }
-            )
-            if policy.duplicates == "reject":
-                reject_image(rec, "duplicate", f"same bytes (SHA-256) as {first}")
-                continue
-        else:
-            first_by_hash[info.sha256] = rec.image
-        W, H = real
-        good: list[Box] = []
-        for b in boxes:
-            code: str | None = None
-            reason = ""  # set together with ``code``; only read when ``code`` is set
-            coords = (b.xmin, b.ymin, b.xmax, b.ymax)
-            if not all(math.isfinite(c) for c in coords):
-                code, reason = "non_finite", f"non-finite coordinate in {list(coords)}"
-            elif b.xmax < b.xmin or b.ymax < b.ymin:
-                code, reason = "inverted", f"inverted box (xmax < xmin or ymax < ymin): {list(coords)}"
-            elif b.xmax == b.xmin or b.ymax == b.ymin:
-                code, reason = "zero_area", f"zero-area box {list(coords)}"
-            elif allowed is not None and b.label not in allowed:
-                code, reason = "unknown_class", f"class {b.label!r} is not in {policy.classes}"
-            elif b.xmin < 0 or b.ymin < 0 or b.xmax > W or b.ymax > H:
-                if policy.out_of_bounds == "reject":
-                    code, reason = "out_of_bounds", f"box {list(coords)} leaves the {W}x{H} image"
-                else:
-                    c = dataclasses.replace(
-                        b,
-                        xmin=min(max(b.xmin, 0.0), W),
-                        ymin=min(max(b.ymin, 0.0), H),
-                        xmax=min(max(b.xmax, 0.0), W),
-                        ymax=min(max(b.ymax, 0.0), H),
-                    )
-                    if c.xmax <= c.xmin or c.ymax <= c.ymin:
-                        code, reason = "outside_image", f"box {list(coords)} is outside the {W}x{H} image"
-                    else:
-                        report.boxes_clipped += 1
-                        report.clipped.append(
-                            {
-                                "image": rec.image,
-                                "source": b.source,
-                                "label": b.label,
-                                "box": list(coords),
-                                "clipped": [c.xmin, c.ymin, c.xmax, c.ymax],
-                            }
-                        )
-                        b = c
-            if code is not None:
-                report.rejected.append(Rejected("box", code, reason, rec.image, b.source, 1, b.label, list(coords)))
-                report.boxes_rejected += 1
-                continue
-            good.append(b)
-        clean = dataclasses.replace(rec, width=W, height=H, boxes=good, sha256=info.sha256, reencode=info.reencode)
-        if info.reencode:
-            report.reencode.append({"image": rec.image, "reason": info.reencode})
-        kept.append(clean)
-        report.images_kept += 1
-        report.boxes_kept += len(good)
-        if not good:
-            report.images_without_boxes += 1
-        for b in good:
-            per_class_boxes[b.label] += 1
-        for label in {b.label for b in good}:
-            per_class_images[label] += 1
+    check = _RecordCheck(dataset, policy, report)
+    kept = [clean for rec in dataset.records if (clean := check(rec, infos.get(rec.image))) is not None]
 
     classes = list(policy.classes) if policy.classes is not None else order_classes(kept, dataset.classes)
-    report.per_class = {c: {"boxes": per_class_boxes[c], "images": per_class_images[c]} for c in classes}
+    report.per_class = {
+        c: {"boxes": check.per_class_boxes[c], "images": check.per_class_images[c]} for c in classes
+    }
     report.seconds = time.perf_counter() - t0
     if not report.counts_add_up:  # a bug in this module, never bad data
         raise AssertionError(f"quality report counts do not add up: {report.to_dict()['counts']}")
     clean_ds = Dataset(root=dataset.root, records=kept, classes=classes, format=dataset.format)
     return ValidationResult(dataset=clean_ds, report=report)
+
+
+class _RecordCheck:
+    """Applies the rules to one record at a time, in record order (duplicates keep the first copy),
+    accounting for every image and box in ``report``."""
+
+    def __init__(self, dataset: Dataset, policy: ValidationPolicy, report: QualityReport) -> None:
+        self.root = dataset.root
+        self.policy = policy
+        self.report = report
+        self.allowed = set(policy.classes) if policy.classes is not None else None
+        self.first_by_hash: dict[str, str] = {}
+        self.per_class_boxes: Counter[str] = Counter()
+        self.per_class_images: Counter[str] = Counter()
+
+    def reject_image(self, rec: ImageRecord, code: str, reason: str) -> None:
+        self.report.rejected.append(Rejected("image", code, reason, rec.image, rec.source, boxes=len(rec.boxes)))
+        self.report.images_rejected += 1
+        self.report.boxes_rejected += len(rec.boxes)
+
+    def __call__(self, rec: ImageRecord, info) -> ImageRecord | None:
+        """The cleaned record, or None when the whole image is rejected."""
+        if is_escaping(rec.image):
+            self.reject_image(rec, "path_escape", f"image path {rec.image!r} escapes the dataset folder {self.root}")
+            return None
+        if not info.ok:
+            self.reject_image(rec, info.code, info.reason)
+            return None
+        boxes = self.check_size(rec, info)
+        if boxes is None or self.is_rejected_duplicate(rec, info):
+            return None
+        W, H = info.width, info.height
+        good = [c for b in boxes if (c := self.check_box(rec, b, W, H)) is not None]
+        clean = dataclasses.replace(rec, width=W, height=H, boxes=good, sha256=info.sha256, reencode=info.reencode)
+        report = self.report
+        if info.reencode:
+            report.reencode.append({"image": rec.image, "reason": info.reencode})
+        report.images_kept += 1
+        report.boxes_kept += len(good)
+        if not good:
+            report.images_without_boxes += 1
+        for b in good:
+            self.per_class_boxes[b.label] += 1
+        for label in {b.label for b in good}:
+            self.per_class_images[label] += 1
+        return clean
+
+    def check_size(self, rec: ImageRecord, info) -> list[Box] | None:
+        """The record's boxes in displayed-image pixels (EXIF-transformed when the annotation used the
+        raw size), or None when a size mismatch rejects the image."""
+        boxes = list(rec.boxes)
+        annotated = (rec.width, rec.height)
+        real = (info.width, info.height)
+        if not (rec.width and rec.height and annotated != real):
+            return boxes
+        raw = (info.raw_width, info.raw_height)
+        if info.orientation != 1 and annotated == raw:
+            self.report.exif_boxes_transformed.append(
+                {
+                    "image": rec.image,
+                    "source": rec.source,
+                    "orientation": info.orientation,
+                    "annotated": list(annotated),
+                    "displayed": list(real),
+                }
+            )
+            return [orient_box(b, info.orientation, *raw) for b in boxes]
+        reject = self.policy.size_mismatch == "reject"
+        self.report.size_mismatches.append(
+            {
+                "image": rec.image,
+                "source": rec.source,
+                "annotated": list(annotated),
+                "actual": list(real),
+                "action": "rejected" if reject else "kept with the real size",
+            }
+        )
+        if reject:
+            self.reject_image(
+                rec, "size_mismatch", f"annotation says {annotated[0]}x{annotated[1]}, image is {real[0]}x{real[1]}"
+            )
+            return None
+        return boxes
+
+    def is_rejected_duplicate(self, rec: ImageRecord, info) -> bool:
+        """Record a byte-identical copy of an earlier image; True when the policy rejects it."""
+        first = self.first_by_hash.get(info.sha256)
+        if first is None:
+            self.first_by_hash[info.sha256] = rec.image
+            return False
+        reject = self.policy.duplicates == "reject"
+        self.report.duplicates.append(
+            {"image": rec.image, "duplicate_of": first, "sha256": info.sha256, "action": "rejected" if reject else "kept"}
+        )
+        if reject:
+            self.reject_image(rec, "duplicate", f"same bytes (SHA-256) as {first}")
+        return reject
+
+    def check_box(self, rec: ImageRecord, b: Box, W: int, H: int) -> Box | None:
+        """The box (clipped when the policy clips), or None when a rule rejects it."""
+        code, reason = _box_problem(b, W, H, self.allowed, self.policy)
+        coords = (b.xmin, b.ymin, b.xmax, b.ymax)
+        if code is None and (b.xmin < 0 or b.ymin < 0 or b.xmax > W or b.ymax > H):
+            c = dataclasses.replace(
+                b,
+                xmin=min(max(b.xmin, 0.0), W),
+                ymin=min(max(b.ymin, 0.0), H),
+                xmax=min(max(b.xmax, 0.0), W),
+                ymax=min(max(b.ymax, 0.0), H),
+            )
+            if c.xmax <= c.xmin or c.ymax <= c.ymin:
+                code, reason = "outside_image", f"box {list(coords)} is outside the {W}x{H} image"
+            else:
+                self.report.boxes_clipped += 1
+                self.report.clipped.append(
+                    {
+                        "image": rec.image,
+                        "source": b.source,
+                        "label": b.label,
+                        "box": list(coords),
+                        "clipped": [c.xmin, c.ymin, c.xmax, c.ymax],
+                    }
+                )
+                b = c
+        if code is not None:
+            self.report.rejected.append(Rejected("box", code, reason, rec.image, b.source, 1, b.label, list(coords)))
+            self.report.boxes_rejected += 1
+            return None
+        return b
+
+
+def _box_problem(b: Box, W: int, H: int, allowed: set[str] | None, policy: ValidationPolicy) -> tuple[str | None, str]:
+    """``(code, reason)`` of the first rule ``b`` breaks, or ``(None, "")`` (clipping is decided by the caller)."""
+    coords = (b.xmin, b.ymin, b.xmax, b.ymax)
+    if not all(math.isfinite(c) for c in coords):
+        return "non_finite", f"non-finite coordinate in {list(coords)}"
+    if b.xmax < b.xmin or b.ymax < b.ymin:
+        return "inverted", f"inverted box (xmax < xmin or ymax < ymin): {list(coords)}"
+    if b.xmax == b.xmin or b.ymax == b.ymin:
+        return "zero_area", f"zero-area box {list(coords)}"
+    if allowed is not None and b.label not in allowed:
+        return "unknown_class", f"class {b.label!r} is not in {policy.classes}"
+    if policy.out_of_bounds == "reject" and (b.xmin < 0 or b.ymin < 0 or b.xmax > W or b.ymax > H):
+        return "out_of_bounds", f"box {list(coords)} leaves the {W}x{H} image"
+    return None, ""

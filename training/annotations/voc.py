@@ -10,12 +10,18 @@ Boxes are kept as written (VOC's 1-based inclusive pixel indices read as XYXY_AB
 :mod:`training.annotations.record`). The image is looked up by ``<filename>`` in the ``images``
 folders (option), then the XML's own folder, then the VOC ``JPEGImages/`` sibling of that folder;
 ``<path>`` is never used (it holds the labeler's machine path: ``/home/pi/...``, ``C:\\...``).
+
+Files are parsed with ``defusedxml``: an XML file declaring entities or referencing external
+resources (an "XML bomb", XXE) is rejected, never expanded.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import parse as parse_xml
 
 from training.annotations._common import ReadContext, find_files, parse_number, parse_size
 from training.annotations.record import Box, ImageRecord
@@ -31,9 +37,12 @@ def read_voc(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple[
     for xml in find_files(inputs, (".xml",), "Pascal VOC XML"):
         src = ctx.rel(xml)
         try:
-            tree = ET.parse(xml)
-        except ET.ParseError as exc:
+            tree = parse_xml(xml)
+        except ParseError as exc:
             ctx.reject(xml, f"line {exc.position[0]}", f"invalid XML: {exc}")
+            continue
+        except DefusedXmlException as exc:  # entity declarations, external references: XML bombs, XXE
+            ctx.reject(xml, "", f"unsafe XML refused ({type(exc).__name__}): {exc}")
             continue
         except OSError as exc:
             ctx.reject(xml, "", f"cannot read file: {exc.strerror or exc}")

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from training.annotations.record import Dataset
+from training.boxes import xyxy_to_xywh
 from training.errors import DataError
 
 __all__ = ["to_coco", "label_map_pbtxt", "read_label_map", "read_label_map_items"]
@@ -55,13 +56,13 @@ def to_coco(dataset: Dataset) -> dict:
                     f"{box.source or rec.source}: label {box.label!r} is not in the dataset classes {dataset.classes}"
                 ) from None
             ann_id += 1
-            w, h = box.xmax - box.xmin, box.ymax - box.ymin
+            x, y, w, h = xyxy_to_xywh([box.xmin, box.ymin, box.xmax, box.ymax]).tolist()
             annotations.append(
                 {
                     "id": ann_id,
                     "image_id": image_id,
                     "category_id": cat,
-                    "bbox": [float(box.xmin), float(box.ymin), float(w), float(h)],
+                    "bbox": [x, y, w, h],
                     "area": float(max(w, 0.0) * max(h, 0.0)),
                     "iscrowd": int(box.iscrowd),
                 }

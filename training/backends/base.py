@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import datetime as dt
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Pipeline stages, in order, each one ``detops <stage>`` command.
-STAGES = ("prepare", "train", "evaluate", "export")
+from training.names import STAGES as STAGES  # one definition, re-exported for the backends
+from training.run import new_run_id as new_run_id  # one run-id format, re-exported for the backends
 
 
 @dataclass
@@ -123,12 +121,6 @@ class JobControl:
             if state[0] != RUNNING or clock() - start + poll_s > timeout_s:
                 return state
             sleep(poll_s)
-
-
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """A run id in the run layout's format, ``<YYYYmmddTHHMMSS>-<6 hex>`` (UTC)."""
-    now = now or dt.datetime.now(dt.UTC)
-    return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
 @contextlib.contextmanager
