@@ -177,7 +177,7 @@ def multi_seed(args) -> int:
             log = open(out_dir / f"seed{seed}.log", "w")
             procs[seed] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), out)
             print(f"seed {seed}: started (log {out_dir / f'seed{seed}.log'})", file=sys.stderr)
-        for seed, (proc, out) in list(procs.items()):
+        for seed, (proc, _out) in list(procs.items()):
             if proc.poll() is not None:
                 print(f"seed {seed}: exit {proc.returncode}", file=sys.stderr)
                 del procs[seed]

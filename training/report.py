@@ -142,7 +142,6 @@ class Reporter:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
-
         from rich.text import Text
 
         # No markup in the columns: rich parses markup with a lazy relative import, and the live

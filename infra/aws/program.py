@@ -19,7 +19,6 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.aws import (
-    github_oidc_provider,
     EcrRepository,
     EcrRepositoryArgs,
     GitHubRole,
@@ -30,6 +29,7 @@ from infra.components.aws import (
     SageMakerRoleArgs,
     SecureBucket,
     SecureBucketArgs,
+    github_oidc_provider,
 )
 from infra.components.aws_policies import CAPTURE_PREFIX, POLICIES, REGISTRY_PREFIX, AwsScope
 from infra.settings import APP_PURPOSES, AwsSettings

@@ -17,9 +17,8 @@ configure its Azure backends; docs/infra.md lists them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from datetime import UTC, datetime
+from typing import Any
 
 import pulumi
 import pulumi_azure_native as azure_native
