@@ -135,3 +135,43 @@ def test_resourceconfig_gives_the_hosts_and_any_exception_writes_the_failure_fil
         json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
     assert sc.main({**env, "DETOPS_HOME": str(tmp_path / "home")}) == 1
     assert json.loads((run / "run.json").read_text())["status"] == "failed"  # the chief marks the run failed
+
+
+def test_a_worker_waits_until_the_chief_has_finished_the_run(tmp_path, monkeypatch):
+    """The non-chief keeps polling run.json (so its heartbeats go on) until the chief marks it done."""
+    import json
+    import time
+
+    from training.backends import sagemaker_container
+
+    run = tmp_path / "run"
+    run.mkdir()
+    statuses = iter([None, "running", "running", "complete"])  # None: run.json not published yet
+    polls = []
+
+    def fake_sleep(_s):
+        polls.append(_s)
+        status = next(statuses)
+        if status:
+            (run / "run.json").write_text(json.dumps({"status": status}))
+
+    monkeypatch.setattr(time, "sleep", fake_sleep)
+    assert sagemaker_container.wait_for_chief(str(run), poll_s=0.5) == "complete"
+    assert len(polls) == 4  # missing, running, running, then complete ends the wait
+
+
+def test_a_worker_stops_waiting_when_the_run_failed_or_the_wait_times_out(tmp_path, monkeypatch):
+    import json
+    import time
+
+    from training.backends import sagemaker_container
+    from training.errors import DetopsError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "failed"}))
+    assert sagemaker_container.wait_for_chief(str(run)) == "failed"
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    with pytest.raises(DetopsError, match="did not finish the run within 0 s"):
+        sagemaker_container.wait_for_chief(str(run), timeout_s=0)

@@ -246,6 +246,8 @@ def main(env=os.environ) -> int:
         if chief:
             model_dir = Path(env.get("SM_MODEL_DIR") or sm_path("model", env=env))
             shutil.copytree(run.path("export"), model_dir, dirs_exist_ok=True)
+        else:
+            wait_for_chief(run_url)
         return 0
     except BaseException as e:  # noqa: BLE001 - SageMaker needs the failure file for *any* error
         write_failure(f"{type(e).__name__}: {e}", env)
@@ -255,6 +257,36 @@ def main(env=os.environ) -> int:
         if isinstance(e, KeyboardInterrupt):
             return 130
         return int(e.exit_code) if isinstance(e, DetopsError) else 1
+
+
+def wait_for_chief(run_url: str, poll_s: float = 5.0, timeout_s: float = 24 * 3600) -> str:
+    """Keep a non-chief worker alive until the chief has finished the run; return the run's status.
+
+    A worker of a ``MultiWorkerMirroredStrategy`` cluster that exits after training stops sending
+    heartbeats to TensorFlow's coordination service on the chief, which then reports the task as
+    failed while the chief still evaluates and exports. So the worker polls ``<run_url>/run.json``
+    (written by the chief only) every ``poll_s`` seconds until its status is ``complete`` or
+    ``failed``; SageMaker's own ``MaxRuntimeInSeconds`` bounds the job, ``timeout_s`` this wait.
+
+    Raises:
+      DetopsError: the run was not finished within ``timeout_s`` seconds.
+    """
+    import time
+
+    from training import storage
+
+    deadline = time.monotonic() + timeout_s
+    url = storage.join(run_url, "run.json")
+    while True:
+        try:
+            status = storage.read_json_object(url, "the run manifest").get("status")
+        except (DetopsError, OSError):
+            status = None  # not published yet, or being replaced: ask again
+        if status in ("complete", "failed"):
+            return str(status)
+        if time.monotonic() > deadline:
+            raise DetopsError(f"{url}: the chief did not finish the run within {timeout_s:.0f} s (status {status!r})")
+        time.sleep(poll_s)
 
 
 def distribute_is_chief_safe(env) -> bool:
