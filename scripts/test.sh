@@ -1,6 +1,53 @@
 #!/usr/bin/env bash
 # The test command: set up everything the suite needs, then run it (all tests, slow ones included).
+#   bash scripts/test.sh              # the whole suite, in two shards side by side (see below)
+#   bash scripts/test.sh ARGS...      # plain pytest with these arguments, e.g. tests/training -k seed
+#
+# Most slow tests spend their time in one-core subprocesses (the CI rehearsals, the simulated cloud
+# jobs, the serving processes), so on a 2-core machine two pytest processes side by side finish the
+# suite in about half the wall time. Each shard is a list of test folders/files; every test belongs to
+# exactly one shard (checked below), and the command fails when either shard fails or runs no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-exec .venv/bin/python -m pytest -q "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q "$@"
+fi
+
+shard_a=(tests/ci tests/annotations tests/deployment/test_end_to_end.py tests/deployment/test_browser.py
+         tests/deployment/test_fuzz.py)
+shard_b=(tests/cloud tests/training tests/infra tests/test_function_length.py
+         --ignore=tests/deployment/test_end_to_end.py --ignore=tests/deployment/test_browser.py
+         --ignore=tests/deployment/test_fuzz.py tests/deployment)
+
+logs="$(mktemp -d "${TMPDIR:-/tmp}/detops-tests.XXXXXX")"
+# every collected test in exactly one shard
+all="$(.venv/bin/python -m pytest -q --collect-only -p no:cacheprovider | grep '::' | sort)"
+a="$(.venv/bin/python -m pytest -q --collect-only -p no:cacheprovider "${shard_a[@]}" | grep '::' | sort)"
+b="$(.venv/bin/python -m pytest -q --collect-only -p no:cacheprovider "${shard_b[@]}" | grep '::' | sort)"
+if [ "$all" != "$(printf '%s\n%s\n' "$a" "$b" | sort)" ]; then
+  echo "error: the two shards do not hold every test exactly once; edit scripts/test.sh" >&2
+  exit 1
+fi
+
+echo "running the suite in two shards ($(wc -l <<<"$a") + $(wc -l <<<"$b") tests); logs in $logs"
+.venv/bin/python -m pytest -q -p no:cacheprovider "${shard_a[@]}" >"$logs/a.log" 2>&1 &
+pid_a=$!
+.venv/bin/python -m pytest -q -p no:cacheprovider "${shard_b[@]}" >"$logs/b.log" 2>&1 &
+pid_b=$!
+rc_a=0; wait "$pid_a" || rc_a=$?
+rc_b=0; wait "$pid_b" || rc_b=$?
+
+for s in a b; do
+  echo "===== shard $s"
+  cat "$logs/$s.log"
+done
+summary_line() { tail -n 1 "$1" | grep -E "(passed|failed|error)" || true; }
+passed=$(summary_line "$logs/a.log" | grep -Eo "[0-9]+ passed" | cut -d' ' -f1); passed=${passed:-0}
+passed_b=$(summary_line "$logs/b.log" | grep -Eo "[0-9]+ passed" | cut -d' ' -f1); passed=$((passed + ${passed_b:-0}))
+failed=$(summary_line "$logs/a.log" | grep -Eo "[0-9]+ (failed|errors?)" | awk '{n += $1} END {print n + 0}')
+failed_b=$(summary_line "$logs/b.log" | grep -Eo "[0-9]+ (failed|errors?)" | awk '{n += $1} END {print n + 0}')
+failed=$((failed + failed_b))
+echo "shard exit codes: a=$rc_a b=$rc_b"
+echo "all shards: $passed passed, $failed failed"
+[ "$rc_a" = 0 ] && [ "$rc_b" = 0 ]
