@@ -16,7 +16,7 @@ fi
 
 shard_a=(tests/ci tests/annotations tests/deployment/test_end_to_end.py tests/deployment/test_browser.py
          tests/deployment/test_fuzz.py)
-shard_b=(tests/cloud tests/training tests/infra tests/test_function_length.py
+shard_b=(tests/infra tests/cloud tests/training tests/test_function_length.py
          --ignore=tests/deployment/test_end_to_end.py --ignore=tests/deployment/test_browser.py
          --ignore=tests/deployment/test_fuzz.py tests/deployment)
 
