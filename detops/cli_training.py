@@ -122,7 +122,7 @@ def run(
             )
         except BaseException:
             if logs.path:
-                logs.terminal.write(f"log (TensorFlow, absl, warnings): {logs.path}\n")
+                logs.terminal.write(f"full log: {logs.path}\n")
             raise
         log_path = logs.copy_into(run.local_dir)
         if log_path and run.url != run.local_dir:

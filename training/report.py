@@ -327,7 +327,7 @@ def print_summary(
         total = sum(stage_seconds.get(s, 0.0) for s in STAGES)
         console.print("wall time: " + ", ".join(parts) + f"; total {_fmt_seconds(total)}", **wide)
     if log_path:
-        console.print(f"log (TensorFlow, absl, warnings): {log_path}", **wide)
+        console.print(f"full log: {log_path}", **wide)
     if failure:
         console.print(
             f"next: inspect {run_url}/export/parity.json; a run whose parity failed cannot pass `detops gate`",

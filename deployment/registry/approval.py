@@ -149,7 +149,7 @@ class ApprovalService:
                 the gate without ``force``.
             NotFoundError / DataError: the run folder or its files are missing / malformed.
         """
-        who = _principal(by, "the registrant's identity")
+        who = _principal(by, "--by (who registers)")
         if force:
             comment = _require(comment, "--comment (why the gate is forced)")
         manifest = read_manifest(run_url)
@@ -197,7 +197,7 @@ class ApprovalService:
     def _transition(
         self, name: str, version: str, to: ApprovalStatus, by: str | Principal, comment: str, action: str
     ) -> ModelVersion:
-        who = _principal(by, "the deciding identity")
+        who = _principal(by, "--by (who decides)")
         comment = _require(comment, "--comment (why)")
         mv = self.registry.get_version(name, str(version))
         if to not in _ALLOWED[mv.status]:

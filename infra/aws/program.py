@@ -263,6 +263,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "DETOPS_SM_CAPTURE_URI": outputs["sagemaker_capture_uri"],
         "DETOPS_TRAINING_REPOSITORY": training_repo.repository.repository_url,
         "DETOPS_SERVING_REPOSITORY": serving_repo.repository.repository_url,
+        # where `detops promote` copies a promoted version's files when this stack is the promotion target
+        "DETOPS_PROMOTE_ARTIFACT_ROOT": pulumi.Output.concat(runs_url, "/promoted"),
     })
     ci_environments: dict[str, Any] = {}
     for purpose, role in roles.items():

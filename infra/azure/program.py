@@ -378,6 +378,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "DETOPS_DATASTORE": "az://runs",
         "DETOPS_TRAINING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-training"),
         "DETOPS_SERVING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-serving"),
+        # where `detops promote` copies a promoted version's files when this stack is the promotion target
+        "DETOPS_PROMOTE_ARTIFACT_ROOT": "az://runs/promoted",
     })
     if aks is not None:
         outputs["DETOPS_AML_DEPLOY_COMPUTE"] = aks.compute.name
