@@ -2,7 +2,7 @@
 job) and ``finish`` (mark a run complete).
 
 ``detops submit CONFIG --backend local|azureml|sagemaker [--dry-run] [--wait/--no-wait]
-[--set key=value]... [--out DIR] [--nodes N]`` -- CI workflows call exactly these flags.
+[--set key=value]... [--out DIR] [--nodes N] [--skip-preflight]`` -- CI workflows call exactly these flags.
 """
 
 from __future__ import annotations
@@ -33,12 +33,20 @@ def submit(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the job specs.")] = None,
     nodes: Annotated[int, typer.Option("--nodes", min=1, help="Training machines (multi-worker).")] = 1,
+    skip_preflight: Annotated[
+        bool, typer.Option("--skip-preflight", help="Submit without first checking the cloud's GPU quota.")
+    ] = False,
 ) -> None:
-    """Run the pipeline (prepare -> train -> evaluate -> export) on a backend."""
+    """Run the pipeline (prepare -> train -> evaluate -> export) on a backend.
+
+    A cloud backend first checks the quota for the instance type and count (exit 4 with the
+    numbers when it is short; ``--skip-preflight`` submits anyway; ``--dry-run`` does not ask).
+    """
     from training.backends import get_backend
 
     b = get_backend(backend)
-    result = b.submit(config, set_ or [], dry_run=dry_run, wait=wait, out_dir=out_dir, nodes=nodes, console=out)
+    result = b.submit(config, set_ or [], dry_run=dry_run, wait=wait, out_dir=out_dir, nodes=nodes, console=out,
+                      preflight=not skip_preflight)
     if dry_run:
         out.print(f"[bold]dry run[/]: would create on {backend}:")
     out.print_json(json.dumps(result.to_dict(), default=str))

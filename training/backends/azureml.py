@@ -310,6 +310,18 @@ class AzureMLBackend(Backend, JobControl):
             self._ml_client = azure_ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
         return self._ml_client
 
+    def preflight(self, settings: AzureMLSettings, nodes: int, console: Any = None) -> dict[str, Any]:
+        """Check that cluster ``settings.compute`` can get ``nodes`` nodes: its ``max_instances``
+        and the region's vCPU quota of its VM family and tier (:mod:`training.backends.quota`).
+
+        Returns the checks as a dict; raises QuotaError (exit 4) with the numbers when one is short.
+        """
+        from training.backends.quota import azureml_preflight, enforce
+
+        result = azureml_preflight(self.ml_client(settings), settings.compute, nodes, workspace=settings.workspace,
+                                   subscription_id=settings.subscription_id)
+        return enforce(result, f"the Azure ML job ({nodes} node(s) of cluster {settings.compute})", console)
+
     def job_state(self, job: str) -> tuple[str, str]:
         """State of pipeline job ``job`` in the workspace."""
         try:
@@ -338,8 +350,12 @@ class AzureMLBackend(Backend, JobControl):
         nodes: int = 1,
         console: Any = None,
         run_id: str | None = None,
+        preflight: bool = True,
     ) -> Submission:
         """Build, validate and (unless ``dry_run``) submit the pipeline job; stream it with ``wait``.
+
+        With ``preflight`` the cluster size and vCPU quota are checked (:meth:`preflight`) before
+        the job is created.
 
         A dry run writes ``pipeline_job.yaml``, one ``<stage>.command_job.yaml`` per step and a
         copy of the config (``inputs/<name>``, referenced relatively) to ``<out_dir>/azureml/``.
@@ -378,9 +394,11 @@ class AzureMLBackend(Backend, JobControl):
         }
         if dry_run:
             validate_job(job)
+            details["preflight"] = "not run (a dry run makes no cloud calls)"
             return Submission(self.name, job.display_name, "planned", run_url, specs, details)
         validate_job(job)
         client = self.ml_client(settings)
+        details["preflight"] = self.preflight(settings, nodes, console) if preflight else "skipped (--skip-preflight)"
         try:
             created = client.jobs.create_or_update(job)
             if console is not None:

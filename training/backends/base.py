@@ -58,6 +58,7 @@ class Backend(abc.ABC):
         out_dir: str | Path | None = None,
         nodes: int = 1,
         console: Any = None,
+        preflight: bool = True,
     ) -> Submission:
         """Run or submit the pipeline for the run config at ``config``.
 
@@ -69,9 +70,13 @@ class Backend(abc.ABC):
             out_dir: where spec files go (default: a temporary folder for a dry run).
             nodes: training machines (multi-worker ``tf.distribute``; 1 = one machine).
             console: a ``rich`` console for progress lines (optional).
+            preflight: a cloud backend first checks the GPU quota for the instance type and count
+                (:mod:`training.backends.quota`); False skips it (``--skip-preflight``). A dry run
+                never calls the cloud, so it never checks.
 
         Raises:
             ConfigError: invalid config or settings. BackendError: the service refused or failed.
+            QuotaError: (cloud backends) the quota does not leave room for the job (exit code 4).
         """
 
 

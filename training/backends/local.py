@@ -25,8 +25,10 @@ class LocalBackend(Backend):
         out_dir: str | Path | None = None,
         nodes: int = 1,
         console: Any = None,
+        preflight: bool = True,
     ) -> Submission:
-        """Run the pipeline locally (``wait`` is implied: a local run always blocks).
+        """Run the pipeline locally (``wait`` is implied: a local run always blocks; no quota, so
+        ``preflight`` has nothing to check).
 
         With ``dry_run`` the config is loaded and validated and the resolved config is written to
         ``<out_dir>/local/run_config.json``; nothing runs. ``nodes`` must be 1 here (several local

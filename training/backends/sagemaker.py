@@ -196,8 +196,9 @@ class SageMakerBackend(Backend, JobControl):
 
     name = "sagemaker"
 
-    def __init__(self, sagemaker_client: Any = None, poll_seconds: float = 30.0) -> None:
+    def __init__(self, sagemaker_client: Any = None, poll_seconds: float = 30.0, quotas_client: Any = None) -> None:
         self._client = sagemaker_client
+        self._quotas_client = quotas_client
         self.poll_seconds = poll_seconds
 
     @property
@@ -228,6 +229,20 @@ class SageMakerBackend(Backend, JobControl):
             return str(self.client.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
         except (ClientError, BotoCoreError) as e:
             raise BackendError(f"stopping SageMaker training job {job}: {e}") from e
+
+    def preflight(self, settings: SageMakerSettings, nodes: int, console: Any = None) -> dict[str, Any]:
+        """Check the Service Quotas value ``<instance type> for [spot ]training job usage`` against
+        ``nodes`` plus the instances already held by running jobs (:mod:`training.backends.quota`).
+
+        Returns the checks as a dict; raises QuotaError (exit 4) with the numbers when it is short.
+        """
+        from training.backends.quota import enforce, sagemaker_preflight
+
+        usage = "spot training job" if settings.spot else "training job"
+        result = sagemaker_preflight(settings.instance_type, nodes, usage=usage, sm_client=self.client,
+                                     quotas_client=self._quotas_client)
+        what = f"the SageMaker {usage} ({nodes} x {settings.instance_type})"
+        return enforce(result, what, console)
 
     def start(self, request: dict[str, Any], *, wait: bool = True, console: Any = None) -> dict[str, Any]:
         """Create the training job; with ``wait`` poll (printing status changes) until it ends.
@@ -268,11 +283,13 @@ class SageMakerBackend(Backend, JobControl):
         nodes: int = 1,
         console: Any = None,
         run_id: str | None = None,
+        preflight: bool = True,
     ) -> Submission:
         """Prepare the run on S3 and start the training job (``dry_run``: write the request only).
 
         The run config's ``datastore`` must be ``s3://...`` (e.g. ``DETOPS_DATASTORE=s3://bucket/runs``).
         A dry run writes ``<out_dir>/sagemaker/create_training_job.json`` and needs no credentials.
+        With ``preflight`` the quota is checked (:meth:`preflight`) before anything is prepared or created.
         """
         import contextlib
 
@@ -309,7 +326,9 @@ class SageMakerBackend(Backend, JobControl):
                    "hyperparameters": request["HyperParameters"], "instances": nodes,
                    "instance_type": settings.instance_type, "spot": settings.spot}
         if dry_run:
+            details["preflight"] = "not run (a dry run makes no cloud calls)"
             return Submission(self.name, job_name, "planned", run_url, specs, details)
+        details["preflight"] = self.preflight(settings, nodes, console) if preflight else "skipped (--skip-preflight)"
         pipeline.prepare(cfg, run_dir=run_url, console=console, run_id=run_id)
         desc = self.start(request, wait=wait, console=console)
         details["arn"] = desc.get("TrainingJobArn")
