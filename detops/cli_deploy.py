@@ -258,12 +258,21 @@ def deploy(
         int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
     ] = None,
     registry: RegistryOpt = None,
+    skip_preflight: Annotated[
+        bool, typer.Option("--skip-preflight", help="SageMaker: deploy without first checking the endpoint quota.")
+    ] = False,
 ) -> None:
-    """Deploy an Approved model version (any other status is refused, exit 4)."""
+    """Deploy an Approved model version (any other status is refused, exit 4).
+
+    On SageMaker the endpoint-usage quota of the instance type is checked first (exit 4 with the
+    numbers when short; ``--skip-preflight`` deploys anyway).
+    """
     from deployment import deploy as deploy_mod
     from deployment.registry import get_registry
 
-    kwargs = {"port": port} if (target == "local" and port) else {}
+    kwargs: dict = {"port": port} if (target == "local" and port) else {}
+    if target == "sagemaker" and skip_preflight:
+        kwargs["preflight"] = False
     d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
     out.print_json(json.dumps(d.to_dict(), default=str))
 

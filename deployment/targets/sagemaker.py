@@ -13,6 +13,11 @@ endpoint swaps its config (SageMaker's blue/green update; the old config is kept
 Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_ENDPOINT``
 (default endpoint name), ``DETOPS_SM_INSTANCE_TYPE_SERVING`` (default ``ml.m5.large``),
 ``DETOPS_SM_CAPTURE_URI`` (``s3://`` prefix for captured data; required), ``DETOPS_SM_KMS_KEY_ID``.
+
+Quota pre-flight: before anything is created, the Service Quotas value ``<instance type> for
+endpoint usage`` is compared with the new instance plus those the InService endpoints already hold
+(:mod:`training.backends.quota`; a blue/green update runs both fleets for a while);
+``detops deploy --skip-preflight`` (``preflight=False``) skips it.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ class SageMakerTarget(DeployTarget):
     name = "sagemaker"
 
     def __init__(self, sagemaker_client: Any = None, role_arn: str | None = None,
-                 instance_type: str | None = None, capture_uri: str | None = None) -> None:
+                 instance_type: str | None = None, capture_uri: str | None = None, *,
+                 preflight: bool = True, quotas_client: Any = None) -> None:
         from training.settings import AwsSettings
 
         self._sm = sagemaker_client
+        self.preflight = preflight
+        self._quotas_client = quotas_client
         self.settings = AwsSettings.load()
         self.role_arn = role_arn or self.settings.sm_role_arn
         self.instance_type = instance_type or self.settings.sm_instance_type_serving
@@ -146,6 +154,7 @@ class SageMakerTarget(DeployTarget):
             if pkg.get("ModelApprovalStatus") != ApprovalStatus.APPROVED.value:
                 raise GateError(f"SageMaker model package {arn} is {pkg.get('ModelApprovalStatus')}, not Approved")
             req = self.specs(version, name, arn, stamp, previous)
+            preflight = self._check_quota(req["endpoint_config"]["ProductionVariants"][0]["InitialInstanceCount"])
             self.sm.create_model(**req["model"])
             self.sm.create_endpoint_config(**req["endpoint_config"])
             try:
@@ -168,7 +177,18 @@ class SageMakerTarget(DeployTarget):
         return Deployment(self.name, name, version.name, str(version.version), desc["EndpointStatus"],
                           details={"endpoint_arn": desc.get("EndpointArn"), "endpoint_config": req["endpoint"]["EndpointConfigName"],
                                    "model": req["model"]["ModelName"], "model_package_arn": arn,
-                                   "data_capture": req["endpoint_config"]["DataCaptureConfig"]["DestinationS3Uri"]})
+                                   "data_capture": req["endpoint_config"]["DataCaptureConfig"]["DestinationS3Uri"],
+                                   "preflight": preflight})
+
+    def _check_quota(self, count: int) -> dict[str, Any] | str:
+        """The endpoint-usage quota pre-flight for ``count`` new instances (QuotaError when short)."""
+        if not self.preflight:
+            return "skipped (--skip-preflight)"
+        from training.backends.quota import enforce, sagemaker_preflight
+
+        result = sagemaker_preflight(self.instance_type, count, usage="endpoint", sm_client=self.sm,
+                                     quotas_client=self._quotas_client)
+        return enforce(result, f"the SageMaker endpoint ({count} x {self.instance_type})")
 
     def describe(self, endpoint: str | None = None) -> Deployment | None:
         """The model name and version behind ``endpoint`` (from the endpoint config's tags), or None."""

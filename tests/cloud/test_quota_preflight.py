@@ -335,3 +335,79 @@ def test_azureml_unknown_size_or_missing_quota_warns_and_goes_on(aml_env, tmp_pa
     sub = _aml_submit(tmp_path, client, nodes=1)
     assert "could not read cluster 'gpu-cluster'" in sub.details["preflight"]["warnings"][0]
     assert len(client.created) == 1
+
+
+# -- SageMaker deploy (endpoint usage) -------------------------------------------------------------
+
+PKG = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/bccd-detector/2"
+
+
+def _approved_version():
+    from deployment.registry.base import ApprovalStatus, ModelVersion
+
+    return ModelVersion("bccd-detector", "2", ApprovalStatus.APPROVED, "s3://detops-ml/runs/r1/export", "alice",
+                        "2026-12-01T12:00:00Z", tags={"sagemaker:model_package_arn": PKG})
+
+
+@pytest.fixture
+def deploy_env(monkeypatch, no_cloud_credentials):
+    monkeypatch.setenv("DETOPS_SM_ROLE_ARN", "arn:aws:iam::123456789012:role/detops-sagemaker-execution")
+    monkeypatch.setenv("DETOPS_SM_CAPTURE_URI", "s3://detops-ml/capture/")
+    monkeypatch.setenv("DETOPS_SM_INSTANCE_TYPE_SERVING", "ml.g4dn.xlarge")
+
+
+def _package_approved(sm_stub) -> None:
+    import datetime as dt
+
+    sm_stub.add_response("describe_model_package", {
+        "ModelPackageName": "bccd-detector", "ModelPackageArn": PKG, "ModelApprovalStatus": "Approved",
+        "CreationTime": dt.datetime(2026, 12, 1, tzinfo=dt.UTC), "ModelPackageStatus": "Completed",
+        "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []}}, {"ModelPackageName": PKG})
+
+
+def test_sagemaker_deploy_refuses_when_the_endpoint_quota_is_short(deploy_env):
+    from deployment.targets.sagemaker import SageMakerTarget
+
+    sq, sq_stub, sm, sm_stub = _clients()
+    with sq_stub, sm_stub:
+        _package_approved(sm_stub)
+        sq_stub.add_response("list_service_quotas", {"Quotas": [_quota("ml.g4dn.xlarge for endpoint usage", 0)]},
+                             {"ServiceCode": "sagemaker"})
+        sm_stub.add_response("list_endpoints", {"Endpoints": []}, {"StatusEquals": "InService"})
+        with pytest.raises(QuotaError, match=r"ml.g4dn.xlarge for endpoint usage: needed 1 instances, available 0"):
+            SageMakerTarget(sagemaker_client=sm, quotas_client=sq).deploy(_approved_version(), "bccd-prod")
+        sm_stub.assert_no_pending_responses()  # nothing created: create_model was never called
+
+
+def test_sagemaker_deploy_skip_preflight_creates_the_endpoint(deploy_env):
+    import datetime as dt
+
+    from deployment.targets.sagemaker import SageMakerTarget
+
+    t = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/bccd-prod"
+    sq, sq_stub, sm, sm_stub = _clients()
+    with sq_stub, sm_stub:  # no quota responses: a quota call would fail the test
+        _package_approved(sm_stub)
+        sm_stub.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/m"})
+        sm_stub.add_response("create_endpoint_config",
+                             {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint-config/c"})
+        sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        sm_stub.add_response("create_endpoint", {"EndpointArn": arn})
+        sm_stub.add_response("describe_endpoint", {"EndpointName": "bccd-prod", "EndpointArn": arn,
+                                                   "EndpointConfigName": "c", "EndpointStatus": "Creating",
+                                                   "CreationTime": t, "LastModifiedTime": t})
+        d = SageMakerTarget(sagemaker_client=sm, quotas_client=sq, preflight=False).deploy(_approved_version(), "bccd-prod")
+    assert d.status == "Creating" and d.details["preflight"] == "skipped (--skip-preflight)"
+
+
+def test_deploy_cli_passes_skip_preflight_to_the_sagemaker_target(monkeypatch, no_cloud_credentials):
+    from deployment import deploy as deploy_mod
+    from deployment.targets.base import Deployment
+    from detops.cli import main
+
+    seen = []
+    monkeypatch.setattr(deploy_mod, "deploy", lambda *a, **kw: seen.append(kw) or Deployment("sagemaker", "e", "m", "1", "x"))
+    main(["deploy", "--target", "sagemaker", "--name", "m", "--version", "1", "--skip-preflight"])
+    main(["deploy", "--target", "sagemaker", "--name", "m", "--version", "1"])
+    assert seen[0].get("preflight") is False and "preflight" not in seen[1]

@@ -128,6 +128,9 @@ def test_sagemaker_train_register_approve_deploy(aws_env, tmp_path, monkeypatch)
 
     d = deploy_mod.deploy("bccd-detector", "2", target, "bccd-prod", registry=registry)
     assert (d.endpoint, d.model_name, d.model_version) == ("bccd-prod", "bccd-detector", "2")
+    # moto has no ListServiceQuotas: the endpoint quota pre-flight warns and the deploy goes on
+    assert d.details["preflight"]["checks"] == [], d.details["preflight"]
+    assert "could not read the SageMaker quota 'ml.m5.large for endpoint usage'" in d.details["preflight"]["warnings"][0]
     model = sm.describe_model(ModelName=d.details["model"])
     assert model["PrimaryContainer"]["ModelPackageName"] == v2.tags["sagemaker:model_package_arn"]
     assert model["PrimaryContainer"]["Environment"]["DETOPS_MODEL_SHA256"] == tags[DIGEST_TAG]
