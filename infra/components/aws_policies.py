@@ -144,6 +144,17 @@ def _read_registry(scope: AwsScope) -> list[Statement]:
     ]
 
 
+def _quota_preflight(*listings: str) -> dict[str, Any]:
+    """The quota pre-flight of ``detops submit`` / ``deploy`` (training/backends/quota.py): read
+    SageMaker's Service Quotas and list what runs now (listings take no resource ARN)."""
+    return {
+        "Sid": "QuotaPreflight",
+        "Effect": "Allow",
+        "Action": ["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas", *listings],
+        "Resource": "*",
+    }
+
+
 def trainer_policy(scope: AwsScope) -> dict[str, Any]:
     """Prepare runs (read datasets, write runs), push the training image, run ``<prefix>-*`` training jobs."""
     return _document(
@@ -171,6 +182,7 @@ def trainer_policy(scope: AwsScope) -> dict[str, Any]:
                 "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": list(scope.training_instance_types)},
             },
         },
+        _quota_preflight("sagemaker:ListTrainingJobs"),
         {
             "Sid": "WatchTrainingJobs",
             "Effect": "Allow",
@@ -301,6 +313,7 @@ def deployer_policy(scope: AwsScope) -> dict[str, Any]:
             ],
             "Resource": [scope.named("model"), scope.named("endpoint-config"), scope.named("endpoint")],
         },
+        _quota_preflight("sagemaker:ListEndpoints"),
         {"Sid": "NeverRegisterOrApprove", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"], "Resource": "*"},
     )
 

@@ -394,10 +394,13 @@ AWS_OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
 # Actions without resource-level permissions (AWS Service Authorization Reference): "Resource": "*" is
 # the only possible value for them.
 # The SageMaker registry listings are granted on "*": a listing names no single package (the roles'
-# Describe/Create/Update stay on the stack's group).
+# Describe/Create/Update stay on the stack's group). The quota pre-flight's reads (Service Quotas
+# values, the running training jobs / endpoints) are listings too.
 STAR_RESOURCE_ACTIONS = frozenset({
     "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "sts:GetCallerIdentity",
     "sagemaker:ListModelPackages", "sagemaker:ListModelPackageGroups",
+    "servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas",
+    "sagemaker:ListTrainingJobs", "sagemaker:ListEndpoints",
 })
 _PUBLIC_ACLS = {"public-read", "public-read-write", "authenticated-read"}
 

@@ -222,6 +222,8 @@ class IamEnforcer:
                 _sagemaker(req, target.split(".", 1)[1], json.loads(body or b"{}"))
             elif req.service == "s3":
                 _s3(req)
+            elif req.service == "servicequotas" and target.startswith("ServiceQuotasV20190624."):
+                req.checks.append((f"servicequotas:{target.split('.', 1)[1]}", "*", {}))  # no resource-level permissions
             else:
                 raise LookupError(f"no IAM mapping for service {req.service!r} {target}")
         except LookupError as exc:

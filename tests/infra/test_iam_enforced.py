@@ -295,11 +295,17 @@ NOT_GRANTED = {
 
 
 def _boto3_operations() -> set[str]:
-    """``client.<operation>(...)`` calls on SageMaker/STS clients in the application's source, CamelCased."""
+    """``client.<operation>(...)`` calls on SageMaker/STS clients in the application's source, CamelCased
+    (``client.get_paginator("<operation>")`` counts as that operation)."""
     found = set()
     for path in APP_SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_paginator"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.add("".join(part.title() for part in node.args[0].value.split("_")))
+            if isinstance(node, ast.Attribute) and node.attr == "get_paginator":
+                continue
             if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Attribute, ast.Name)):
                 owner = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id
                 if owner in CLIENT_NAMES and "_" in node.attr and node.attr.islower() and node.attr.split("_")[0] in (
