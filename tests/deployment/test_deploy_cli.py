@@ -220,6 +220,35 @@ def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
     assert code == ExitCode.USAGE and "PendingManualApproval" in out
 
 
+def _approvals(*entries):
+    """GitHub's "review history for a workflow run" list: (state, environment, login) per entry."""
+    return [{"state": st, "comment": "", "environments": [{"id": 7, "name": env}], "user": {"login": who, "id": 3}}
+            for st, env, who in entries]
+
+
+def test_cli_register_records_the_environment_reviewer_not_the_ci_principal(cli, cli_env, make_run, model_name,
+                                                                             tmp_path, monkeypatch):
+    approvals = tmp_path / "approvals.json"
+    approvals.write_text(json.dumps(_approvals(("approved", "training", "merger"), ("rejected", "model-registration", "eve"),
+                                               ("approved", "model-registration", "rita"))))
+    code, out = cli("reviewer", str(approvals), "--environment", "model-registration")
+    assert code == 0 and out.strip() == "rita"
+    approvals.write_text(json.dumps(_approvals(("approved", "training", "merger"), ("rejected", "model-registration", "eve"))))
+    code, out = cli("reviewer", str(approvals), "--environment", "model-registration")
+    assert code == ExitCode.USAGE and "no reviewer approved the 'model-registration' environment" in out
+    approvals.write_text("{}")
+    assert cli("reviewer", str(approvals), "--environment", "model-registration")[0] == ExitCode.USAGE
+
+    monkeypatch.setenv("DETOPS_REVIEWER", "rita")
+    code, out = cli("register", "--run-dir", make_run(test_ap=0.3), "--name", model_name, "--by", "ci-bot")
+    assert code == 0
+    code, out = cli("models", "show", model_name, "1", "--json")
+    shown = json.loads(out)
+    assert shown["tags"]["gate.reviewer"] == "rita" and shown["registered_by"] == "ci-bot"
+    register = [e for e in shown["audit"] if e["action"] == "register"]
+    assert register[0]["details"]["reviewer"] == "rita"
+
+
 def test_cli_gate_failure_exit_code_and_force(cli, cli_env, make_run, model_name):
     base = make_run(test_ap=0.4)
     assert cli("register", "--run-dir", base, "--name", model_name, "--by", "a")[0] == 0
