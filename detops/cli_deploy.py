@@ -280,6 +280,11 @@ def deploy(
     port: Annotated[
         int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option("--runtime", help="Serving runtime: savedmodel, tflite-float or tflite-int8 (TFLite only if "
+                     "the version's parity check passed; docs/serving.md)."),
+    ] = "savedmodel",
     registry: RegistryOpt = None,
 ) -> None:
     """Deploy an Approved model version (any other status is refused, exit 4)."""
@@ -287,7 +292,8 @@ def deploy(
     from deployment.registry import get_registry
 
     kwargs = {"port": port} if (target == "local" and port) else {}
-    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
+    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry),
+                          runtime=runtime, **kwargs)
     out.print_json(json.dumps(d.to_dict(), default=str))
 
 
