@@ -24,7 +24,7 @@ from deployment.registry.approval import ApprovalService
 from deployment.registry.base import ModelRegistry, ModelVersion
 from deployment.targets import get_target
 from deployment.targets.base import Deployment, DeployTarget
-from training.errors import GateError, NotFoundError
+from training.errors import ConfigError, GateError, NotFoundError
 
 #: How many older "live before" records a deployment keeps (for repeated rollbacks).
 MAX_CHAIN = 4
@@ -68,10 +68,15 @@ def deploy(
     *,
     dry_run: bool = False,
     registry: ModelRegistry | None = None,
+    runtime: str = "savedmodel",
     **target_kwargs: Any,
 ) -> Deployment:
     """Deploy model ``name`` version ``version`` to ``target`` if, and only if, it is Approved and
     its artifact is unchanged since registration.
+
+    ``runtime`` (``savedmodel``, ``tflite-float``, ``tflite-int8``) is what the deployment spec tells
+    the serving container to run (``DETOPS_RUNTIME``); a TFLite runtime is refused before anything is
+    created unless the version's ``export/parity.json`` says that variant passed its parity check.
 
     The version live at ``endpoint`` before the switch is recorded with the new deployment and
     returned in ``details["previous"]`` (None on a first deploy).
@@ -80,16 +85,26 @@ def deploy(
         GateError: the version is PendingManualApproval or Rejected (exit code 4).
         ArtifactIntegrityError: a file of the artifact differs from the registered manifest (exit 4).
         NotFoundError: no such version, or an unknown target name.
+        ConfigError: an unknown runtime, or a TFLite runtime whose parity failed or was never checked.
     """
+    from deployment.serving.runtime import RUNTIMES, check_parity
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown serving runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
     service = ApprovalService(registry or get_registry())
     mv = service.require_approved(name, str(version))
+    if runtime != "savedmodel":
+        check_parity(mv.artifact_uri, runtime)
     t = get_target(target, **target_kwargs) if isinstance(target, str) else target
+    t.runtime = runtime
     if dry_run:
-        return t.deploy(mv, endpoint, dry_run=True)
-    verify_version_artifact(mv)
-    previous = _previous_of(t.describe(endpoint), mv)
-    d = t.deploy(mv, endpoint, previous=previous)
-    d.details["previous"] = previous
+        d = t.deploy(mv, endpoint, dry_run=True)
+    else:
+        verify_version_artifact(mv)
+        previous = _previous_of(t.describe(endpoint), mv)
+        d = t.deploy(mv, endpoint, previous=previous)
+        d.details["previous"] = previous
+    d.details["runtime"] = runtime
     return d
 
 

@@ -9,6 +9,7 @@ call exactly these flags. Exit codes: 4 (``ExitCode.GATE``) when a quality or ap
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -115,17 +116,23 @@ def register_cmd(
     ] = False,
     comment: Annotated[str, typer.Option("--comment", help="Why (required with --force).")] = "",
     margin: Annotated[float | None, typer.Option("--margin", help="Gate margin (default 0.01 test AP).")] = None,
+    reviewer: Annotated[
+        str | None,
+        typer.Option("--reviewer", help="Who passed the CI job's human gate (default $DETOPS_REVIEWER); audited."),
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Register a complete run's export as a new PendingManualApproval version (after the quality gate)."""
     from training import tracking
+    from training.settings import CommonSettings
 
     try:
         mlflow_run_id = tracking.find_run(run_dir)
     except Exception:  # noqa: BLE001 - tracking is optional lineage; registration does not depend on it
         mlflow_run_id = None
     mv = _service(registry).register(
-        run_dir, name, _who(registry, by), margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id
+        run_dir, name, _who(registry, by), margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id,
+        reviewer=reviewer or CommonSettings.load().reviewer,
     )
     _print_version(mv)
 
@@ -152,6 +159,22 @@ def reject(
 ) -> None:
     """Reject a PendingManualApproval or Approved version."""
     _print_version(_service(registry).reject(name, version, _who(registry, by), comment))
+
+
+@app.command("reviewer")
+def reviewer_cmd(
+    approvals: Annotated[Path, typer.Argument(help="JSON of GET /repos/{owner}/{repo}/actions/runs/{run_id}/approvals.")],
+    environment: Annotated[str, typer.Option("--environment", help="The job's GitHub environment.")],
+) -> None:
+    """Print who approved ENVIRONMENT's gate in a GitHub Actions run (for DETOPS_REVIEWER; exit 2 if nobody did)."""
+    from deployment.registry.identity import github_environment_reviewer
+    from training.errors import ConfigError
+
+    try:
+        document = json.loads(approvals.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{approvals}: cannot read the workflow run's approvals: {e}") from e
+    print(github_environment_reviewer(document, environment))
 
 
 @models.command("list")
@@ -257,6 +280,11 @@ def deploy(
     port: Annotated[
         int | None, typer.Option("--port", help="Local target: port (default $DETOPS_LOCAL_PORT or 8080).")
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option("--runtime", help="Serving runtime: savedmodel, tflite-float or tflite-int8 (TFLite only if "
+                     "the version's parity check passed; docs/serving.md)."),
+    ] = "savedmodel",
     registry: RegistryOpt = None,
     skip_preflight: Annotated[
         bool, typer.Option("--skip-preflight", help="SageMaker: deploy without first checking the endpoint quota.")
@@ -273,7 +301,8 @@ def deploy(
     kwargs: dict = {"port": port} if (target == "local" and port) else {}
     if target == "sagemaker" and skip_preflight:
         kwargs["preflight"] = False
-    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry), **kwargs)
+    d = deploy_mod.deploy(name, version, target, endpoint, dry_run=dry_run, registry=get_registry(registry),
+                          runtime=runtime, **kwargs)
     out.print_json(json.dumps(d.to_dict(), default=str))
 
 

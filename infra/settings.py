@@ -445,3 +445,18 @@ def settings_from_pulumi_config(model: type[T], *, namespace: str, stack: str) -
     raw.update(runtime_config.CONFIG.get())
     values = {key: _decode(value) for key, value in _split_namespace(raw, namespace).items()}
     return load_settings(model, values, namespace=namespace, source=f"Pulumi.{stack}.yaml (pulumi config)")
+
+
+def declare_program(model: type[T], create: Any) -> None:
+    """The body of every program's ``__main__.py``: read and validate the stack's settings
+    (:func:`settings_from_pulumi_config`, a :class:`ConfigError` becomes ``pulumi.RunError``: one
+    clear line instead of a traceback), call ``create(settings)`` to declare the resources, and export
+    each ``{name: value}`` it returns as a stack output."""
+    import pulumi
+
+    try:
+        settings = settings_from_pulumi_config(model, namespace=pulumi.get_project(), stack=pulumi.get_stack())
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    for name, value in create(settings).items():
+        pulumi.export(name, value)

@@ -101,11 +101,20 @@ train_candidate() {
   detops evaluate --run-dir "$RUN_DIR" --split val --split test
   step "quality gate"
   detops gate --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME"
+  step "who passed the human gate: the model-registration reviewer from the run's approvals (GitHub's shape)"
+  "$PY" -c 'import json, sys; print(json.dumps([{"state": "approved", "comment": "metrics look right",
+    "environments": [{"id": 1, "name": "model-registration"}], "user": {"login": sys.argv[1], "id": 2}}]))' \
+    "$REVIEWER" > "$work/approvals.json"
+  DETOPS_REVIEWER="$(detops reviewer "$work/approvals.json" --environment model-registration)"
+  export DETOPS_REVIEWER
   step "register (after the human gate), by $CI_IDENTITY"
   detops register --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME" --by "$CI_IDENTITY"
   detops models list --name "$DETOPS_MODEL_NAME" --status PendingManualApproval
   VERSION="$(latest_version PendingManualApproval)"
   [ -n "$VERSION" ] || fail "no PendingManualApproval version after register"
+  detops models show "$DETOPS_MODEL_NAME" "$VERSION" --json \
+    | "$PY" -c 'import json, sys; t = json.load(sys.stdin)["tags"]; sys.exit(t.get("gate.reviewer") != sys.argv[1])' "$REVIEWER" \
+    || fail "register did not record the gate reviewer $REVIEWER"
 }
 
 # approve_version: the person's step between the two workflows.

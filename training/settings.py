@@ -141,6 +141,10 @@ class CommonSettings(Settings):
         used_by=("gate", "register", "approve", "reject", "models", "serve", "deploy", "rollback"), source=CI)
     gate_margin: float = setting("DETOPS_GATE_MARGIN", 0.01, "Quality gate: allowed test AP drop vs. the Approved version.",
                                  used_by=("gate", "register"), ge=0)
+    reviewer: str | None = setting(
+        "DETOPS_REVIEWER", None, "CI: the person who approved the job's environment gate (GitHub: the run's "
+        "approvals API via `detops reviewer`); recorded in the audit beside the CI principal.",
+        used_by=("register",), source=CI)
     allow_self_approval: bool = setting("DETOPS_ALLOW_SELF_APPROVAL", False,
                                         "Let the registrant approve their own version (four-eyes off; never in CI).",
                                         used_by=("approve",))

@@ -130,8 +130,13 @@ class ApprovalService:
         force: bool = False,
         comment: str = "",
         mlflow_run_id: str | None = None,
+        reviewer: str | None = None,
     ) -> ModelVersion:
         """Register the export of a complete run as a new ``PendingManualApproval`` version.
+
+        ``reviewer`` is the person who passed the CI job's human gate (the environment reviewer, not
+        the merger nor the CI principal ``by``); it is kept as tag ``gate.reviewer`` and in the
+        ``register`` audit entry.
 
         The version carries the run's metrics (``test/AP50`` ...), the dataset sha256, the code
         version, the run URL/id (and ``mlflow_run_id`` when the run was tracked) and the gate decision
@@ -185,13 +190,17 @@ class ApprovalService:
         }
         if mlflow_run_id:
             tags["mlflow_run_id"] = mlflow_run_id
+        reviewer = (reviewer or "").strip() or None
+        if reviewer:
+            tags["gate.reviewer"] = reviewer
         mv = self.registry.create_version(name, export_url, who.name, read_metrics(run_url), tags)
         pending = ApprovalStatus.PENDING
         self.registry.set_status(name, mv.version, pending, _entry(who, "gate", "", decision.to_dict()))
         if not decision.passed:
             self.registry.set_status(name, mv.version, pending, _entry(who, "force", comment, {"reasons": decision.reasons}))
         return self.registry.set_status(
-            name, mv.version, pending, _entry(who, "register", comment, {"run_url": run_url, "artifact_sha256": digest})
+            name, mv.version, pending, _entry(who, "register", comment, {"run_url": run_url, "artifact_sha256": digest,
+                                                    **({"reviewer": reviewer} if reviewer else {})})
         )
 
     def _transition(

@@ -56,6 +56,37 @@ def as_principal(by: str | Principal) -> Principal:
     return Principal(value, value, "declared")
 
 
+def github_environment_reviewer(approvals: Any, environment: str) -> str:
+    """Who approved ``environment``'s gate in a GitHub Actions run: the ``user.login`` of the last
+    ``approved`` entry naming that environment.
+
+    ``approvals`` is the JSON of ``GET /repos/{owner}/{repo}/actions/runs/{run_id}/approvals``
+    (GitHub REST API, "Get the review history for a workflow run"): a list of
+    ``{"state": "approved"|"rejected", "comment": str, "environments": [{"name": str, ...}],
+    "user": {"login": str, "id": int, ...}}``, oldest first.
+
+    Raises:
+        ConfigError: the document is not that list, or no approval of ``environment`` is in it
+            (the job ran without its reviewer: the environment has no required reviewers).
+    """
+    if not isinstance(approvals, list):
+        raise ConfigError("the workflow run's approvals are not a JSON list (GET .../actions/runs/{run_id}/approvals)")
+    found = None
+    for i, entry in enumerate(approvals):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"approval #{i} of the workflow run is not an object")
+        names = {str(e.get("name")) for e in entry.get("environments") or [] if isinstance(e, dict)}
+        login = (entry.get("user") or {}).get("login") if isinstance(entry.get("user"), dict) else None
+        if entry.get("state") == "approved" and environment in names and login:
+            found = str(login)
+    if found is None:
+        raise ConfigError(
+            f"no reviewer approved the {environment!r} environment in this workflow run: give it required "
+            "reviewers (docs/cicd.md), or the job's human gate is missing"
+        )
+    return found
+
+
 def jwt_claims(token: str) -> dict[str, Any]:
     """The claims (payload) of a JWT, without verifying its signature (the token is our own
     credential's, used only to read who we are). Raises :class:`ConfigError` for a malformed token."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deployment.registry.base import ModelVersion
-from deployment.targets.base import Deployment, DeployTarget
+from deployment.targets.base import Deployment, DeployTarget, container_env
 from training.errors import BackendError, ConfigError
 
 COLORS = ("blue", "green")
@@ -139,9 +139,7 @@ class AzureMLTarget(DeployTarget):
                 sampling_rate=1.0,
             ),
             "environment_variables": {
-                "DETOPS_MODEL_NAME": version.name,
-                "DETOPS_MODEL_VERSION": str(version.version),
-                "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
+                **container_env(version, self.runtime),
                 "DETOPS_PORT": str(PORT),
                 # the endpoint's key auth (auth_mode: key) checks callers before the container;
                 # the model is mounted under $AZUREML_MODEL_DIR, which the app searches

@@ -35,11 +35,26 @@ class Deployment:
         return asdict(self)
 
 
+def container_env(version: ModelVersion, runtime: str = "savedmodel") -> dict[str, str]:
+    """The model environment every target gives the serving container (deployment/serving/settings.py):
+    ``DETOPS_MODEL_NAME``, ``DETOPS_MODEL_VERSION``, ``DETOPS_MODEL_SHA256`` (the registered artifact
+    digest, verified at load) and ``DETOPS_RUNTIME`` (``savedmodel``, ``tflite-float`` or ``tflite-int8``)."""
+    return {
+        "DETOPS_MODEL_NAME": version.name,
+        "DETOPS_MODEL_VERSION": str(version.version),
+        "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
+        "DETOPS_RUNTIME": runtime,
+    }
+
+
 class DeployTarget(abc.ABC):
     """One place a model version can be deployed to."""
 
     #: Short name used on the command line (``--target``).
     name: str = ""
+    #: The serving runtime the deployment spec sets (``DETOPS_RUNTIME``); :func:`deployment.deploy.deploy`
+    #: sets it after checking the version's parity verdict for a TFLite runtime.
+    runtime: str = "savedmodel"
 
     @abc.abstractmethod
     def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from deployment.registry.base import ModelVersion
-from deployment.targets.base import Deployment, DeployTarget
+from deployment.targets.base import Deployment, DeployTarget, container_env
 from training.errors import BackendError, ConfigError
 
 
@@ -89,6 +89,11 @@ class LocalTarget(DeployTarget):
             return None
         return json.loads(f.read_text())
 
+    def model_environment(self, version: ModelVersion) -> dict[str, str]:
+        """The serving process's detops variables; it also inherits this environment (the API keys)."""
+        return {"DETOPS_MODEL_DIR": version.artifact_uri, **container_env(version, self.runtime),
+                "DETOPS_HOST": self.host, "DETOPS_PORT": str(self.port)}
+
     def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
                previous: dict | None = None) -> Deployment:
         """Start the service for ``version`` and wait until it is ready (see class docstring).
@@ -104,16 +109,7 @@ class LocalTarget(DeployTarget):
         url = f"http://{self.host}:{self.port}"
         env = dict(os.environ)
         env.update(self.extra_env)
-        env.update(
-            {
-                "DETOPS_MODEL_DIR": version.artifact_uri,
-                "DETOPS_MODEL_NAME": version.name,
-                "DETOPS_MODEL_VERSION": str(version.version),
-                "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
-                "DETOPS_HOST": self.host,
-                "DETOPS_PORT": str(self.port),
-            }
-        )
+        env.update(self.model_environment(version))
         from deployment.serving.settings import api_key_configured
 
         if not api_key_configured(env):

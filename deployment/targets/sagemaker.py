@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from deployment.registry.base import ApprovalStatus, ModelVersion
-from deployment.targets.base import Deployment, DeployTarget
+from deployment.targets.base import Deployment, DeployTarget, container_env
 from training.errors import BackendError, ConfigError, GateError, NotFoundError
 
 DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
@@ -108,9 +108,7 @@ class SageMakerTarget(DeployTarget):
                       "PrimaryContainer": {"ModelPackageName": package_arn,
                                            # InvokeEndpoint is IAM-signed and forwards no X-API-Key;
                                            # the model is unpacked into /opt/ml/model
-                                           "Environment": {"DETOPS_MODEL_NAME": version.name,
-                                                           "DETOPS_MODEL_VERSION": str(version.version),
-                                                           "DETOPS_MODEL_SHA256": version.tags.get("artifact.sha256", ""),
+                                           "Environment": {**container_env(version, self.runtime),
                                                            "DETOPS_AUTH": "platform"}},
                       "Tags": tags},
             "endpoint_config": config,

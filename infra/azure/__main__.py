@@ -1,4 +1,4 @@
-"""Pulumi entry point of the Azure program: read and validate the stack settings, then declare the stack.
+"""Pulumi entry point of the Azure program: read and validate the settings, then declare it.
 
 All logic is in :mod:`infra.azure.program`; settings are validated by :mod:`infra.settings`.
 """
@@ -8,16 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import pulumi  # noqa: E402
-
 from infra.azure.program import create_stack  # noqa: E402
-from infra.settings import AzureSettings, settings_from_pulumi_config  # noqa: E402
-from training.errors import ConfigError  # noqa: E402
+from infra.settings import AzureSettings, declare_program  # noqa: E402
 
-try:
-    settings = settings_from_pulumi_config(AzureSettings, namespace=pulumi.get_project(), stack=pulumi.get_stack())
-except ConfigError as exc:
-    raise pulumi.RunError(str(exc)) from None
-
-for name, value in create_stack(settings).items():
-    pulumi.export(name, value)
+declare_program(AzureSettings, create_stack)

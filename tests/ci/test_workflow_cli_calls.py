@@ -44,7 +44,7 @@ def test_every_detops_call_matches_the_cli(root, system):
 @pytest.mark.parametrize(
     "system, name, expected",
     [
-        ("github", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "register", "models list"]),
+        ("github", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "reviewer", "register", "models list"]),
         ("azure", "train", ["submit", "wait", "cancel", "wait", "evaluate", "gate", "cancel", "register", "models list"]),
         ("github", "release",
          ["models show", "deploy", "smoke-test", "rollback", "promote", "deploy", "smoke-test", "rollback"]),

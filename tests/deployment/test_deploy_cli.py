@@ -8,10 +8,10 @@ import pytest
 
 from deployment import deploy as deploy_mod
 from deployment.registry.approval import ApprovalService
-from deployment.registry.base import ModelVersion
+from deployment.registry.base import ApprovalStatus, ModelVersion
 from deployment.targets import TARGETS, get_target
 from deployment.targets.base import Deployment, DeployTarget
-from training.errors import BackendError, ExitCode, GateError, NotFoundError
+from training.errors import BackendError, ConfigError, ExitCode, GateError, NotFoundError
 
 
 class RecordingTarget(DeployTarget):
@@ -75,6 +75,45 @@ def test_only_approved_versions_deploy(registry, make_run, model_name):
     svc.approve(model_name, ok.version, by="bob", comment="fine")
     d = deploy_mod.deploy(model_name, ok.version, target, "prod", registry=registry)
     assert (d.status, d.endpoint, target.deployed) == ("running", "prod", [(model_name, ok.version)])
+
+
+def test_tflite_runtime_deploys_only_where_its_parity_passed(registry, make_run, model_name):
+    svc = ApprovalService(registry)
+    mv = svc.register(make_run(parity_passed={"float": True, "int8": False}), model_name, by="alice", force=True,
+                      comment="int8 parity is known to fail here")
+    svc.approve(model_name, mv.version, by="bob", comment="ok for float")
+    target = RecordingTarget()
+    with pytest.raises(ConfigError, match="TFLite int8 parity failed"):
+        deploy_mod.deploy(model_name, mv.version, target, "prod", registry=registry, runtime="tflite-int8")
+    with pytest.raises(ConfigError, match="TFLite int8 parity failed"):
+        deploy_mod.deploy(model_name, mv.version, target, "prod", registry=registry, runtime="tflite-int8", dry_run=True)
+    with pytest.raises(ConfigError, match="unknown serving runtime 'onnx'"):
+        deploy_mod.deploy(model_name, mv.version, target, "prod", registry=registry, runtime="onnx")
+    assert target.deployed == [] and target.runtime == "savedmodel"
+    d = deploy_mod.deploy(model_name, mv.version, target, "prod", registry=registry, runtime="tflite-float")
+    assert target.deployed == [(model_name, mv.version)] and target.runtime == "tflite-float"
+    assert d.details["runtime"] == "tflite-float"
+
+
+@pytest.mark.parametrize("target_name", ["local", "azureml", "sagemaker"])
+def test_every_target_passes_the_runtime_to_the_container(target_name):
+    from deployment.targets.base import container_env
+
+    mv = ModelVersion(name="bccd", version="3", status=ApprovalStatus.APPROVED, artifact_uri="/runs/r/export",
+                      registered_by="ci", created_at="2026-12-01T00:00:00Z", tags={"artifact.sha256": "ab" * 32})
+    assert container_env(mv, "tflite-int8") == {"DETOPS_MODEL_NAME": "bccd", "DETOPS_MODEL_VERSION": "3",
+                                                "DETOPS_MODEL_SHA256": "ab" * 32, "DETOPS_RUNTIME": "tflite-int8"}
+    kwargs = {"capture_uri": "s3://b/capture/", "role_arn": "arn:aws:iam::123456789012:role/r"} if target_name == "sagemaker" else {}
+    t = get_target(target_name, **kwargs)
+    t.runtime = "tflite-float"
+    if target_name == "local":
+        env = t.model_environment(mv)
+    elif target_name == "azureml":
+        env = t.build_deployment(mv, "ep", "blue").environment_variables
+    else:
+        env = t.specs(mv, "ep", "arn:aws:sagemaker:us-east-1:123456789012:model-package/bccd/3", "1")["model"][
+            "PrimaryContainer"]["Environment"]
+    assert env["DETOPS_RUNTIME"] == "tflite-float" and env["DETOPS_MODEL_SHA256"] == "ab" * 32
 
 
 def _approved_versions(svc, make_run, name, n):
@@ -218,6 +257,35 @@ def test_cli_register_approve_flow(cli, cli_env, make_run, model_name):
     assert code == ExitCode.NOT_FOUND
     code, out = cli("models", "list", "--status", "approved")
     assert code == ExitCode.USAGE and "PendingManualApproval" in out
+
+
+def _approvals(*entries):
+    """GitHub's "review history for a workflow run" list: (state, environment, login) per entry."""
+    return [{"state": st, "comment": "", "environments": [{"id": 7, "name": env}], "user": {"login": who, "id": 3}}
+            for st, env, who in entries]
+
+
+def test_cli_register_records_the_environment_reviewer_not_the_ci_principal(cli, cli_env, make_run, model_name,
+                                                                             tmp_path, monkeypatch):
+    approvals = tmp_path / "approvals.json"
+    approvals.write_text(json.dumps(_approvals(("approved", "training", "merger"), ("rejected", "model-registration", "eve"),
+                                               ("approved", "model-registration", "rita"))))
+    code, out = cli("reviewer", str(approvals), "--environment", "model-registration")
+    assert code == 0 and out.strip() == "rita"
+    approvals.write_text(json.dumps(_approvals(("approved", "training", "merger"), ("rejected", "model-registration", "eve"))))
+    code, out = cli("reviewer", str(approvals), "--environment", "model-registration")
+    assert code == ExitCode.USAGE and "no reviewer approved the 'model-registration' environment" in out
+    approvals.write_text("{}")
+    assert cli("reviewer", str(approvals), "--environment", "model-registration")[0] == ExitCode.USAGE
+
+    monkeypatch.setenv("DETOPS_REVIEWER", "rita")
+    code, out = cli("register", "--run-dir", make_run(test_ap=0.3), "--name", model_name, "--by", "ci-bot")
+    assert code == 0
+    code, out = cli("models", "show", model_name, "1", "--json")
+    shown = json.loads(out)
+    assert shown["tags"]["gate.reviewer"] == "rita" and shown["registered_by"] == "ci-bot"
+    register = [e for e in shown["audit"] if e["action"] == "register"]
+    assert register[0]["details"]["reviewer"] == "rita"
 
 
 def test_cli_gate_failure_exit_code_and_force(cli, cli_env, make_run, model_name):

@@ -33,6 +33,16 @@ def test_gpu_preset_is_resnet_fpn():
     assert p.task.model.input_size[:2] == [640, 640]
 
 
+def test_gpu_transfer_learning_preset_starts_from_the_pretrained_backbone():
+    calls = []
+    p = build_experiment(preset="retinanet_mobilenetv2_fpn_gpu", **ARGS,
+                         pretrained_provider=lambda: calls.append(1) or "/cache/mnv2")
+    assert calls == [1] and p.task.init_checkpoint == "/cache/mnv2" and p.task.init_checkpoint_modules == "backbone"
+    assert p.task.model.backbone.mobilenet.model_id == "MobileNetV2Features"
+    assert p.task.model.input_size[:2] == [640, 640] and p.task.model.max_level == 7
+    assert p.task.model.norm_activation.use_sync_bn
+
+
 def test_default_preset_uses_pretrained_provider():
     calls = []
     p = build_experiment(**ARGS, pretrained_provider=lambda: calls.append(1) or "/cache/mnv2")
