@@ -51,8 +51,9 @@ def _clients(monkeypatch=None):
     return sq, Stubber(sq), sm, Stubber(sm)
 
 
-def _running_jobs(stub, jobs: list[tuple[str, str, int, bool]]) -> None:
-    """``ListTrainingJobs(StatusEquals=InProgress)`` and one ``DescribeTrainingJob`` per job."""
+def _running_jobs(stub, jobs: list[tuple[str, str, int, bool]], denied: set[str] = frozenset()) -> None:
+    """``ListTrainingJobs(StatusEquals=InProgress)`` and one ``DescribeTrainingJob`` per job
+    (AccessDenied for the names in ``denied``)."""
     import datetime as dt
 
     t = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -60,6 +61,10 @@ def _running_jobs(stub, jobs: list[tuple[str, str, int, bool]]) -> None:
         {"TrainingJobName": n, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{n}",
          "CreationTime": t, "TrainingJobStatus": "InProgress"} for n, *_ in jobs]}, {"StatusEquals": "InProgress"})
     for name, itype, count, spot in jobs:
+        if name in denied:
+            stub.add_client_error("describe_training_job", "AccessDeniedException", f"not authorized on {name}", 400,
+                                  expected_params={"TrainingJobName": name})
+            continue
         stub.add_response("describe_training_job", {
             "TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
             "ModelArtifacts": {"S3ModelArtifacts": "s3://b/m.tar.gz"}, "TrainingJobStatus": "InProgress",
@@ -147,6 +152,21 @@ def test_quota_not_found_or_not_readable_warns_and_goes_on(sm_env, tmp_path):
         sub = _sm_submit(tmp_path, sq, sm, nodes=2)
         assert "could not read the SageMaker quota" in sub.details["preflight"]["warnings"][0]
     assert sm_env == ["prepare", "start"] * 2
+
+
+def test_a_job_the_role_may_not_describe_is_named_and_not_counted(no_cloud_credentials):
+    from training.backends.quota import sagemaker_preflight
+
+    sq, sq_stub, sm, sm_stub = _clients()
+    with sq_stub, sm_stub:
+        sq_stub.add_response("list_service_quotas", {"Quotas": [_quota(QUOTA, 4)]}, {"ServiceCode": "sagemaker"})
+        # someone else's job, which the trainer role (scoped to the stack's names) may not describe
+        _running_jobs(sm_stub, [("theirs", "ml.g5.xlarge", 8, True), ("detops-a", "ml.g5.xlarge", 3, True)],
+                      denied={"theirs"})
+        result = sagemaker_preflight("ml.g5.xlarge", 1, usage="spot training job", quotas_client=sq, sm_client=sm)
+        sm_stub.assert_no_pending_responses()
+    assert (result.checks[0].in_use, result.checks[0].available) == (3, 1)
+    assert result.warnings == ["not counted (may not describe them): theirs"]
 
 
 def test_default_quota_is_used_when_never_changed_and_the_usage_may_be_unreadable(sm_env, tmp_path):

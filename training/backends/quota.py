@@ -151,25 +151,44 @@ def find_aws_quota(quotas_client: Any, name: str, service_code: str = "sagemaker
     return None
 
 
-def _training_instances_in_use(sm: Any, instance_type: str, spot: bool) -> int:
-    """Instances of ``instance_type`` held by ``InProgress`` training jobs of the same spot-ness."""
+def _describe_or_none(call: Any, skipped: list[str], name: str, **kw: Any) -> dict[str, Any] | None:
+    """``call(**kw)``, or None (``name`` added to ``skipped``) when the role may not describe it:
+    a CI role may describe only the stack's own jobs / endpoints."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call(**kw)
+    except ClientError:
+        skipped.append(name)
+        return None
+
+
+def _training_instances_in_use(sm: Any, instance_type: str, spot: bool, skipped: list[str]) -> int:
+    """Instances of ``instance_type`` held by ``InProgress`` training jobs of the same spot-ness
+    (jobs that cannot be described are named in ``skipped``, not counted)."""
     total = 0
     for page in sm.get_paginator("list_training_jobs").paginate(StatusEquals="InProgress"):
         for summary in page.get("TrainingJobSummaries", []):
-            desc = sm.describe_training_job(TrainingJobName=summary["TrainingJobName"])
-            rc = desc.get("ResourceConfig", {})
-            if rc.get("InstanceType") == instance_type and bool(desc.get("EnableManagedSpotTraining")) == spot:
+            name = summary["TrainingJobName"]
+            desc = _describe_or_none(sm.describe_training_job, skipped, name, TrainingJobName=name)
+            rc = (desc or {}).get("ResourceConfig", {})
+            if desc and rc.get("InstanceType") == instance_type and bool(desc.get("EnableManagedSpotTraining")) == spot:
                 total += int(rc.get("InstanceCount", 1))
     return total
 
 
-def _endpoint_instances_in_use(sm: Any, instance_type: str) -> int:
-    """Instances of ``instance_type`` serving the ``InService`` endpoints (current count per variant)."""
+def _endpoint_instances_in_use(sm: Any, instance_type: str, skipped: list[str]) -> int:
+    """Instances of ``instance_type`` serving the ``InService`` endpoints (current count per variant;
+    endpoints that cannot be described are named in ``skipped``, not counted)."""
     total = 0
     for page in sm.get_paginator("list_endpoints").paginate(StatusEquals="InService"):
         for summary in page.get("Endpoints", []):
-            desc = sm.describe_endpoint(EndpointName=summary["EndpointName"])
-            config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+            name = summary["EndpointName"]
+            desc = _describe_or_none(sm.describe_endpoint, skipped, name, EndpointName=name)
+            config = desc and _describe_or_none(sm.describe_endpoint_config, skipped, name,
+                                                EndpointConfigName=desc["EndpointConfigName"])
+            if not desc or not config:
+                continue
             types = {v["VariantName"]: v.get("InstanceType") for v in config.get("ProductionVariants", [])}
             for v in desc.get("ProductionVariants", []):
                 if types.get(v["VariantName"]) == instance_type:
@@ -207,12 +226,15 @@ def sagemaker_preflight(
         result.warnings.append(f"no SageMaker quota named {name!r} in this region (unknown instance type?); not checked")
         return result
     in_use: int | None = None
+    skipped: list[str] = []
     try:
         sm = sm_client or aws_client("sagemaker")
-        in_use = (_endpoint_instances_in_use(sm, instance_type) if usage == "endpoint"
-                  else _training_instances_in_use(sm, instance_type, spot=usage.startswith("spot")))
+        in_use = (_endpoint_instances_in_use(sm, instance_type, skipped) if usage == "endpoint"
+                  else _training_instances_in_use(sm, instance_type, usage.startswith("spot"), skipped))
     except (ClientError, BotoCoreError) as e:
         result.warnings.append(f"could not count the {instance_type} instances in use ({e}); compared with the whole limit")
+    if skipped:
+        result.warnings.append(f"not counted (may not describe them): {', '.join(skipped)}")
     code = quota.get("QuotaCode", "<quota code>")
     desired = int((in_use or 0) + count)
     request = (f"Service Quotas console {AWS_CONSOLE.format(code=code)} or `aws service-quotas "
