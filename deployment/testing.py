@@ -185,21 +185,7 @@ def make_fake_run(
         make_fake_saved_model(export / "saved_model")
     else:
         shutil.copytree(saved_model_src, export / "saved_model", dirs_exist_ok=True)
-    flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
-    parity: dict[str, Any] = {
-        v: {
-            "AP50_savedmodel": 0.5,
-            "AP50_tflite": 0.5,
-            "delta_AP50": 0.0,
-            "AP_savedmodel": 0.3,
-            "AP_tflite": 0.3,
-            "delta_AP": 0.0,
-            "passed": ok,
-        }
-        for v, ok in flags.items()
-    }
-    parity["max_delta"] = 0.02
-    (export / "parity.json").write_text(json.dumps(parity))
+    write_fake_parity(export, parity_passed)
     return str(run)
 
 
@@ -246,6 +232,20 @@ def make_fake_tflite(path: str | os.PathLike, input_size: int = 64, max_detectio
     return str(path)
 
 
+def write_fake_parity(export_dir: str | os.PathLike, parity_passed: bool | dict[str, bool] = True) -> None:
+    """Write ``export/parity.json`` in the export stage's format (training/pipeline.py): one entry per
+    variant (``float``, ``int8``; a dict ``{variant: passed}`` picks them) with AP/AP50 of both models,
+    the deltas, the bound (``max_delta``, AP units) and ``passed``; then the overall ``passed``."""
+    flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
+    parity: dict[str, Any] = {
+        v: {"AP50_savedmodel": 0.5, "AP50_tflite": 0.5, "delta_AP50": 0.0, "AP_savedmodel": 0.3, "AP_tflite": 0.3,
+            "delta_AP": 0.0, "max_delta": 0.02, "passed": ok}
+        for v, ok in flags.items()
+    }
+    parity["passed"] = all(flags.values())
+    (Path(export_dir) / "parity.json").write_text(json.dumps(parity))
+
+
 def add_fake_tflite_export(
     export_dir: str | os.PathLike,
     parity_passed: bool | dict[str, bool] = True,
@@ -268,19 +268,5 @@ def add_fake_tflite_export(
         if Path(src) != export / name:
             shutil.copyfile(src, export / name)
     (export / "label_map.pbtxt").write_text(label_map_pbtxt(list(class_names)))
-    flags = parity_passed if isinstance(parity_passed, dict) else {"float": parity_passed, "int8": parity_passed}
-    parity: dict[str, Any] = {
-        v: {
-            "AP50_savedmodel": 0.5,
-            "AP50_tflite": 0.5,
-            "delta_AP50": 0.0,
-            "AP_savedmodel": 0.3,
-            "AP_tflite": 0.3,
-            "delta_AP": 0.0,
-            "passed": ok,
-        }
-        for v, ok in flags.items()
-    }
-    parity["passed"] = all(flags.values())
-    (export / "parity.json").write_text(json.dumps(parity))
+    write_fake_parity(export, parity_passed)
     return str(export)
