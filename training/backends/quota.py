@@ -111,8 +111,10 @@ def enforce(result: Preflight, what: str, console: Any = None) -> dict[str, Any]
         QuotaError: at least one check has ``needed > available`` (all short ones are named).
     """
     if console is not None:
-        for w in result.warnings:
-            console.print(f"[yellow]quota pre-flight warning[/]: {w}", markup=True, highlight=False)
+        from rich.markup import escape
+
+        for w in result.warnings:  # escaped: a cloud's error text may hold [brackets]
+            console.print(f"[yellow]quota pre-flight warning[/]: {escape(w)}", highlight=False)
         for c in result.checks:
             console.print(f"quota pre-flight {'ok' if c.ok else 'SHORT'}: {c.line()}", markup=False, highlight=False)
     short = [c for c in result.checks if not c.ok]
