@@ -157,17 +157,7 @@ class ApprovalService:
         who = _principal(by, "--by (who registers)")
         if force:
             comment = _require(comment, "--comment (why the gate is forced)")
-        manifest = read_manifest(run_url)
-        if manifest.get("status") != "complete":
-            raise GateError(f"run {run_url} has status {manifest.get('status')!r}; only complete runs register")
-        export_url = storage.join(run_url, "export")
-        if not storage.exists(storage.join(export_url, "saved_model")):
-            raise GateError(f"run {run_url} has no export/saved_model; run `detops export` first")
-        run_id = str(manifest.get("id") or run_url)
-        for v in self.registry.list_versions(name):
-            if v.tags.get("run_id") == run_id:
-                raise GateError(f"run {run_id} is already registered as {name!r} version {v.version}")
-
+        manifest, export_url, run_id = self._registrable(run_url, name)
         decision = self.gate(run_url, name, margin)
         if not decision.passed and not force:
             raise GateError(f"quality gate failed for {run_url}: " + "; ".join(decision.reasons))
@@ -202,6 +192,22 @@ class ApprovalService:
             name, mv.version, pending, _entry(who, "register", comment, {"run_url": run_url, "artifact_sha256": digest,
                                                     **({"reviewer": reviewer} if reviewer else {})})
         )
+
+    def _registrable(self, run_url: str, name: str) -> tuple[dict, str, str]:
+        """run.json, the export URL and the run id of a run that may register under ``name``.
+
+        Raises GateError: the run is not complete, has no SavedModel, or is already registered."""
+        manifest = read_manifest(run_url)
+        if manifest.get("status") != "complete":
+            raise GateError(f"run {run_url} has status {manifest.get('status')!r}; only complete runs register")
+        export_url = storage.join(run_url, "export")
+        if not storage.exists(storage.join(export_url, "saved_model")):
+            raise GateError(f"run {run_url} has no export/saved_model; run `detops export` first")
+        run_id = str(manifest.get("id") or run_url)
+        for v in self.registry.list_versions(name):
+            if v.tags.get("run_id") == run_id:
+                raise GateError(f"run {run_id} is already registered as {name!r} version {v.version}")
+        return manifest, export_url, run_id
 
     def _transition(
         self, name: str, version: str, to: ApprovalStatus, by: str | Principal, comment: str, action: str
