@@ -5,6 +5,7 @@ Each parses its options, calls one function of :mod:`training.pipeline` and repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +33,22 @@ app = typer.Typer(help="Training commands: prepare, train, evaluate, export, run
 """This command group; :mod:`detops.cli` mounts it with ``add_typer`` (commands at the top level)."""
 
 
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """TensorFlow, absl and Python warnings of the ``with`` body go to ``<DETOPS_HOME>/logs/`` (the
+    terminal with ``verbose``); yields :class:`training.report.LogRouting`. When the body raises,
+    the log file's path is printed (``full log: ...``) before the error."""
+    from training import pipeline, report
+
+    with report.quiet_logs(verbose, log_dir=str(pipeline.detops_home() / "logs")) as logs:
+        try:
+            yield logs
+        except BaseException:
+            if logs.path:
+                logs.terminal.write(f"full log: {logs.path}\n")
+            raise
+
+
 @app.command()
 def prepare(
     config: ConfigArg,
@@ -51,34 +68,40 @@ def prepare(
 def train(
     run_dir: RunDirOpt,
     steps: Annotated[int | None, typer.Option("--steps", help="Override the number of train steps.")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train (or resume training) the detector of a prepared run."""
     from training import pipeline
 
-    pipeline.train(pipeline.Run.open(run_dir), steps=steps)
+    with _quiet(verbose):
+        pipeline.train(pipeline.Run.open(run_dir), steps=steps)
 
 
 @app.command()
 def evaluate(
     run_dir: RunDirOpt,
     split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate.")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """COCO metrics of the latest checkpoint on train/val/test; writes evaluation/<split>/."""
     from training import pipeline
     from training.report import print_metrics
 
-    metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
+    with _quiet(verbose):
+        metrics = pipeline.evaluate(pipeline.Run.open(run_dir), splits=split or None)
     print_metrics(metrics, out)
 
 
 @app.command()
-def export(run_dir: RunDirOpt) -> None:
+def export(run_dir: RunDirOpt, verbose: VerboseOpt = False) -> None:
     """Export SavedModel and TFLite (float, int8) with a parity check; writes export/ (exit 7 if parity fails)."""
     from training import pipeline
     from training.errors import ExportError
     from training.report import parity_failure
 
-    failure = parity_failure(pipeline.export(pipeline.Run.open(run_dir)))
+    with _quiet(verbose):
+        parity = pipeline.export(pipeline.Run.open(run_dir))
+    failure = parity_failure(parity)
     if failure:
         raise ExportError(failure)
 
@@ -114,16 +137,9 @@ def run(
     cfg = None
     if config is not None:
         cfg = pipeline.load_run_config(config, overrides=set_ or [], datastore=datastore)
-    with report.quiet_logs(verbose, log_dir=str(pipeline.detops_home() / "logs")) as logs:
+    with _quiet(verbose) as logs:
         reporter = report.Reporter(out)
-        try:
-            run = pipeline.run_stages(
-                cfg, run_dir, stages=tuple(stage or pipeline.STAGES), steps=steps, console=reporter
-            )
-        except BaseException:
-            if logs.path:
-                logs.terminal.write(f"full log: {logs.path}\n")
-            raise
+        run = pipeline.run_stages(cfg, run_dir, stages=tuple(stage or pipeline.STAGES), steps=steps, console=reporter)
         log_path = logs.copy_into(run.local_dir)
         if log_path and run.url != run.local_dir:
             run.publish()

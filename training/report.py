@@ -84,7 +84,8 @@ def quiet_logs(verbose: bool = False, log_dir: str | None = None) -> Iterator[Lo
     os.dup2(log_fd, 2)  # C++ (TensorFlow runtime) and Python's sys.stderr now write to the file
     os.close(log_fd)
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
+    log_stream = open(path, "a", buffering=1)  # noqa: SIM115 - closed in the finally below
+    handler = logging.StreamHandler(log_stream)  # Python logging and warnings, whatever sys.stderr is
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     old_level = root.level
     root.addHandler(handler)
@@ -98,6 +99,7 @@ def quiet_logs(verbose: bool = False, log_dir: str | None = None) -> Iterator[Lo
         warnings.showwarning = old_showwarning
         root.removeHandler(handler)
         root.setLevel(old_level)
+        log_stream.close()
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(saved_fd, 2)

@@ -79,3 +79,28 @@ def test_registry_help_lists_every_registry_kind():
     result = CliRunner().invoke(cli_deploy.app, ["approve", "--help"], env={"COLUMNS": "300"})
     for kind in REGISTRIES:
         assert kind in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export"])
+def test_stage_commands_keep_library_noise_in_the_log(command, tmp_path, monkeypatch, capfd):
+    import warnings
+
+    from training import pipeline
+    from training.errors import NotFoundError
+
+    monkeypatch.setenv("DETOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(pipeline.Run, "open", lambda url: url)
+
+    def noisy(run, **kwargs):
+        warnings.warn("library noise", UserWarning, stacklevel=1)
+        raise NotFoundError(f"no checkpoint in {run}")
+
+    monkeypatch.setattr(pipeline, command, noisy)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--run-dir", "the-run"])
+    assert e.value.code == ExitCode.NOT_FOUND
+    err = capfd.readouterr().err
+    assert "no checkpoint in the-run" in err and "full log:" in err
+    assert "library noise" not in err
+    (log,) = (tmp_path / "home" / "logs").glob("detops-*.log")
+    assert "library noise" in log.read_text()
