@@ -14,9 +14,11 @@ evaluated and approved in dev, byte for byte. :func:`promote`:
    without the four-eyes approval.
 
 Promoting the same source version again returns the existing destination version (idempotent).
-Cross-account SageMaker (a model package group resource policy) and a shared Azure ML registry are
-provisioned by the infra stacks; this copy-and-verify path works on every registry kind and is what
-the release workflows run (docs/contracts.md).
+This copy-and-verify path works between two registries of the same kind (mlflow, sagemaker, azureml)
+and is what the release workflows run; the source is named by ``DETOPS_PROMOTE_SOURCE_URI`` (an
+MLflow tracking URI, the dev stack's SageMaker registry metadata URI, or the dev Azure ML workspace
+``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>``). The infra stacks grant the
+prod identity read access to the dev registry and storage when configured (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from training import storage
 from training.errors import GateError
 
 #: Tags a destination version must not inherit (they name the source registry's own resources).
-_LOCAL_TAGS = ("sagemaker:model_package_arn", "mlflow_run_id", "azureml:asset_id")
+_LOCAL_TAGS = ("sagemaker:model_package_arn", "mlflow_run_id", "azureml:asset_id", "azureml:path")
 
 
 def _registry_label(reg: ModelRegistry) -> str:
-    where = getattr(reg, "tracking_uri", None) or getattr(reg, "metadata_uri", None) or ""
+    where = (getattr(reg, "tracking_uri", None) or getattr(reg, "metadata_uri", None)
+             or getattr(reg, "workspace_uri", None) or "")
     return f"{type(reg).__name__}:{where}"
 
 

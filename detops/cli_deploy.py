@@ -369,8 +369,9 @@ def promote(
         str,
         typer.Option(
             "--source-uri",
-            help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
-            "for sagemaker; the destination (prod) is the current settings.",
+            help="Source (dev) registry: MLflow tracking URI (mlflow), s3:// metadata URI (sagemaker), or "
+            "azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws> (azureml); the destination (prod) "
+            "is the current settings.",
         ),
     ],
     artifact_root: Annotated[
@@ -384,13 +385,7 @@ def promote(
     """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
     from deployment.promote import promote as run
     from deployment.registry import get_registry
-    from training.errors import ConfigError
 
-    if _kind(registry) == "azureml":
-        raise ConfigError(
-            "promote does not support the azureml registry yet (a shared Azure ML registry, docs/contracts.md); "
-            "it copies between mlflow or sagemaker registries"
-        )
     dest = get_registry(registry)
     source = get_registry(registry, **_source_kwargs(registry, source_uri))
     mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
@@ -407,4 +402,5 @@ def _kind(kind: str | None) -> str:
 
 
 def _source_kwargs(kind: str | None, uri: str) -> dict:
-    return {"metadata_uri": uri} if _kind(kind) == "sagemaker" else {"tracking_uri": uri}
+    """Constructor argument naming the source registry of ``detops promote`` for the registry kind."""
+    return {{"sagemaker": "metadata_uri", "azureml": "workspace_uri"}.get(_kind(kind), "tracking_uri"): uri}

@@ -161,8 +161,9 @@ class CommonSettings(Settings):
         "DETOPS_SERVING_REPOSITORY", None, "Repository the images workflow pushes the serving image to (ACR or ECR).",
         used_by=("images workflow",), source=STACK)
     promote_source_uri: str | None = setting(
-        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks); "
-        "unset: one stack, no promotion.", used_by=("promote",), source=CI)
+        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks): "
+        "mlflow: its tracking URI; sagemaker: the dev stack's DETOPS_SM_REGISTRY_URI (s3://...); azureml: the dev "
+        "workspace, azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>. Unset: one stack, no promotion.", used_by=("promote",), source=CI)
     promote_artifact_root: str | None = setting(
         "DETOPS_PROMOTE_ARTIFACT_ROOT", None, "Release: prod storage root for the promoted copy of the artifact.",
         used_by=("promote",), source=STACK)
