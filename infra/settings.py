@@ -27,6 +27,7 @@ from training.errors import ConfigError, Problem, near_match, validation_problem
 __all__ = [
     "AwsSettings",
     "AzureDevOpsSettings",
+    "AzurePromotionSource",
     "AzureSettings",
     "BootstrapSettings",
     "GitHubSettings",
@@ -187,6 +188,27 @@ class _Common(_Strict):
         return value
 
 
+class AzurePromotionSource(_Strict):
+    """The dev workspace a prod stack promotes from (``detops promote --source-uri``, same Entra tenant):
+    exported as ``DETOPS_PROMOTE_SOURCE_URI`` = :meth:`uri`. The dev stack grants this stack's deployer
+    read access (its setting ``promotion_reader_principal_id``)."""
+
+    subscription_id: str
+    resource_group: str = Field(pattern=r"^[-\w._()]{1,90}$")
+    workspace: str = Field(pattern=r"^[A-Za-z0-9][\w-]{2,32}$")
+
+    @field_validator("subscription_id")
+    @classmethod
+    def _subscription(cls, value: str) -> str:
+        if not _GUID.fullmatch(value):
+            raise ValueError("must be the dev subscription's GUID")
+        return value.lower()
+
+    def uri(self) -> str:
+        """``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>`` (deployment.registry.azureml)."""
+        return f"azureml://subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/workspaces/{self.workspace}"
+
+
 class AzureSettings(_Common):
     """Settings of the Azure program (``infra/azure``), namespace ``detops-azure``.
 
@@ -232,6 +254,11 @@ class AzureSettings(_Common):
     private_endpoints: bool = False
     vnet_address_space: str = Field(default="10.42.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
     azure_devops: AzureDevOpsSettings | None = None
+    #: Promotion across stacks (docs/contracts.md, "From dev to prod"). Dev stack: the principal (object)
+    #: id of the prod stack's deployer identity (its output ``deployer_principal_id``), granted Reader on
+    #: this workspace and Storage Blob Data Reader on the runs container. Prod stack: the dev workspace.
+    promotion_reader_principal_id: str | None = None
+    promotion_source: AzurePromotionSource | None = None
 
     @field_validator("region")
     @classmethod
@@ -283,6 +310,13 @@ class AzureSettings(_Common):
         if not _GUID.fullmatch(value):
             raise ValueError("must be the subscription's GUID (az account show --query id)")
         return value.lower()
+
+    @field_validator("promotion_reader_principal_id")
+    @classmethod
+    def _principal(cls, value: str | None) -> str | None:
+        if value is not None and not _GUID.fullmatch(value):
+            raise ValueError("must be the principal (object) id GUID of the prod deployer identity")
+        return value.lower() if value else value
 
 
 class AwsSettings(_Common):

@@ -503,6 +503,11 @@ def test_rules_are_documented() -> None:
 @pytest.mark.parametrize(("cloud", "stack"), CASES)
 def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cloud: str, stack: str) -> None:
     """The same resources through CrossGuard's analyzer (as `pulumi up --policy-pack` would send them)."""
+    assert pack_diagnostics(program_runs[cloud, stack], cloud, stack) == []
+
+
+def pack_diagnostics(run: ProgramRun, cloud: str, stack: str) -> list[str]:
+    """What CrossGuard's analyzer of infra/policies says about every resource of ``run`` and the stack."""
     from google.protobuf import json_format, struct_pb2
     from pulumi.runtime import proto
     from pulumi_policy import EnforcementLevel
@@ -519,11 +524,11 @@ def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cl
         json_format.ParseDict(json.loads(json.dumps(resource.inputs)), props)
         return {"type": resource.type, "properties": props, "urn": f"urn:pulumi:{stack}::detops-{cloud}::{resource.type}::{resource.name}", "name": resource.name}
 
-    resources = custom(program_runs[cloud, stack])
+    resources = custom(run)
     diagnostics = [d for r in resources for d in analyzer.Analyze(proto.AnalyzeRequest(**message(r)), None).diagnostics]
     stack_request = proto.AnalyzeStackRequest(resources=[proto.AnalyzerResource(**message(r)) for r in resources])
     diagnostics += list(analyzer.AnalyzeStack(stack_request, None).diagnostics)
-    assert [f"{d.policyName}: {d.message}" for d in diagnostics] == []
+    return [f"{d.policyName}: {d.message}" for d in diagnostics]
 
 
 @pytest.mark.parametrize(("cloud", "stack"), [("azure", "dev"), ("azure", "prod"), ("aws", "dev"), ("aws", "prod")])
@@ -545,3 +550,54 @@ def test_outputs_become_ci_variables(program_runs, cloud: str, stack: str) -> No
         assert variables.repository["DETOPS_SM_NAME_PREFIX"] == settings.name_prefix
         deployer_env = settings.github.environments.deployer[0]
         assert variables.environments[deployer_env]["DETOPS_SM_ENDPOINT"].startswith(settings.name_prefix + "-")
+
+
+# --- promotion across stacks (docs/contracts.md, "From dev to prod") ----------------------------------
+
+PROD_DEPLOYER_PRINCIPAL = "99999999-8888-7777-6666-555555555555"
+DEV_SUBSCRIPTION = "12121212-3434-5656-7878-909090909090"
+
+
+def test_azure_promotion_is_provisioned_only_when_configured(program_runs) -> None:
+    """Dev shares its workspace (Reader) and runs container (Storage Blob Data Reader) with exactly the
+    prod deployer's principal; prod lets its deployer write the promoted copy and exports the source URI."""
+    for stack in ("dev", "prod"):  # the checked-in stacks: one stack per environment, no promotion
+        run = program_runs["azure", stack]
+        assert "DETOPS_PROMOTE_SOURCE_URI" not in run.outputs
+        assert not [a for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if "promotion" in a.name]
+
+    dev = run_cloud("azure", with_settings(stack_settings("azure", "dev"), promotion_reader_principal_id=PROD_DEPLOYER_PRINCIPAL))
+    shared = [a for a in dev.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"] == PROD_DEPLOYER_PRINCIPAL]
+    c = {r.inputs["containerName"]: r.id for r in dev.of_type(rules.AZ_CONTAINER)}
+    assert {(_role(a), a.inputs["scope"]) for a in shared} == {
+        ("Reader", one(dev, rules.AZ_ML_WORKSPACE).id), ("Storage Blob Data Reader", c["runs"]),
+    }
+    assert all(a.inputs["principalType"] == "ServicePrincipal" for a in shared)
+    assert "DETOPS_PROMOTE_SOURCE_URI" not in dev.outputs
+    assert violations(dev) == [] and pack_diagnostics(dev, "azure", "dev") == []
+
+    source = {"subscription_id": DEV_SUBSCRIPTION, "resource_group": "detopsdev-rg", "workspace": "detopsdev-mlw"}
+    prod = run_cloud("azure", with_settings(stack_settings("azure", "prod"), promotion_source=source))
+    uri = f"azureml://subscriptions/{DEV_SUBSCRIPTION}/resourceGroups/detopsdev-rg/workspaces/detopsdev-mlw"
+    assert prod.outputs["DETOPS_PROMOTE_SOURCE_URI"] == uri
+    from deployment.registry.azureml import parse_workspace_uri
+
+    assert parse_workspace_uri(uri) == (DEV_SUBSCRIPTION, "detopsdev-rg", "detopsdev-mlw")
+    c = {r.inputs["containerName"]: r.id for r in prod.of_type(rules.AZ_CONTAINER)}
+    before = _grants_of(program_runs["azure", "prod"], "deployer")
+    assert _grants_of(prod, "deployer") - before == {("Storage Blob Data Contributor", c["runs"])}
+    assert ("Storage Blob Data Contributor", c["approvals"]) not in _grants_of(prod, "deployer")
+    assert violations(prod) == [] and pack_diagnostics(prod, "azure", "prod") == []
+    from detops.contract import ci_variables
+
+    assert ci_variables(prod.outputs).repository["DETOPS_PROMOTE_SOURCE_URI"] == uri
+
+
+def test_azure_promotion_settings_are_checked() -> None:
+    from training.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="principal"):
+        with_settings(stack_settings("azure", "dev"), promotion_reader_principal_id="prod-deployer")
+    with pytest.raises((ConfigError, ValueError), match="GUID"):
+        with_settings(stack_settings("azure", "prod"), promotion_source={"subscription_id": "dev", "resource_group": "rg",
+                                                                          "workspace": "mlw"})
