@@ -60,8 +60,12 @@ def promote(
     version: str,
     artifact_root: str,
     by: str | Principal,
+    source_name: str | None = None,
 ) -> ModelVersion:
     """Promote Approved ``name`` version ``version`` from ``source`` to ``dest`` (module docstring).
+
+    ``source_name``: the model's name in the source registry when it differs (a SageMaker model package
+    group is named after its stack, ``<dev prefix>-detector`` vs ``<prod prefix>-detector``); default ``name``.
 
     Raises:
         GateError: the source version is not Approved, or has no manifest.
@@ -69,12 +73,13 @@ def promote(
         NotFoundError: no such source version.
     """
     who = as_principal(by)
-    src = ApprovalService(source).require_approved(name, str(version))
+    src_name = source_name or name
+    src = ApprovalService(source).require_approved(src_name, str(version))
     manifest = artifact.stored_manifest(src.tags)
     if manifest is None:
-        raise GateError(f"model {name!r} version {version} has no artifact manifest; it cannot be promoted")
-    digest = artifact.verify_artifact(src.artifact_uri, manifest, what=f"source {name!r} version {version}")
-    origin = f"{_registry_label(source)}#{name}/{version}"
+        raise GateError(f"model {src_name!r} version {version} has no artifact manifest; it cannot be promoted")
+    digest = artifact.verify_artifact(src.artifact_uri, manifest, what=f"source {src_name!r} version {version}")
+    origin = f"{_registry_label(source)}#{src_name}/{version}"
     for v in dest.list_versions(name):
         if v.tags.get("promoted_from") == origin and v.tags.get(artifact.DIGEST_TAG) == digest:
             return v

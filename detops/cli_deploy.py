@@ -380,15 +380,32 @@ def promote(
     print_version: Annotated[
         bool, typer.Option("--print-version", help="Print only the destination version number (for CI).")
     ] = False,
+    source_name: Annotated[
+        str | None,
+        typer.Option("--source-name", help="The model's name in the source registry (default "
+                     "$DETOPS_PROMOTE_SOURCE_NAME, else --name)."),
+    ] = None,
+    source_account: Annotated[
+        str | None,
+        typer.Option("--source-account", help="sagemaker: the dev AWS account owning the model package group "
+                     "(default $DETOPS_PROMOTE_SOURCE_ACCOUNT; unset: this account)."),
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
     from deployment.promote import promote as run
     from deployment.registry import get_registry
+    from training.settings import CommonSettings
 
+    common = CommonSettings.load()
     dest = get_registry(registry)
-    source = get_registry(registry, **_source_kwargs(registry, source_uri))
-    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+    kwargs = _source_kwargs(registry, source_uri)
+    account = source_account or common.promote_source_account
+    if account and _kind(registry) == "sagemaker":
+        kwargs["group_account_id"] = account
+    source = get_registry(registry, **kwargs)
+    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None),
+             source_name=source_name or common.promote_source_name)
     if print_version:
         print(mv.version)
         return

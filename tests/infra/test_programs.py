@@ -16,6 +16,7 @@ from infra_mocks import AWS_ACCOUNT_ID, SUBSCRIPTION_ID, ProgramRun, RegisteredR
 
 from infra.components.azure import ROLE_IDS
 from infra.policies import rules
+from training.errors import ConfigError
 
 CASES = [("azure", "dev"), ("azure", "prod"), ("azure-aks", "dev"), ("azure-aks", "prod"), ("aws", "dev"), ("aws", "prod")]
 
@@ -594,10 +595,95 @@ def test_azure_promotion_is_provisioned_only_when_configured(program_runs) -> No
 
 
 def test_azure_promotion_settings_are_checked() -> None:
-    from training.errors import ConfigError
-
     with pytest.raises((ConfigError, ValueError), match="principal"):
         with_settings(stack_settings("azure", "dev"), promotion_reader_principal_id="prod-deployer")
     with pytest.raises((ConfigError, ValueError), match="GUID"):
         with_settings(stack_settings("azure", "prod"), promotion_source={"subscription_id": "dev", "resource_group": "rg",
                                                                           "workspace": "mlw"})
+
+
+PROD_ACCOUNT = "210987654321"
+PROD_DEPLOYER_ROLE = f"arn:aws:iam::{PROD_ACCOUNT}:role/detops-prod-deployer"
+
+
+def _promotion_statements(run: ProgramRun) -> dict[str, list[dict[str, Any]]]:
+    """Every statement of the run's bucket, key, group and role policies naming ``PROD_DEPLOYER_ROLE``."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for token, key in ((rules.AWS_BUCKET_POLICY, "policy"), (rules.AWS_KMS_KEY, "policy"),
+                       ("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy", "resourcePolicy")):
+        for r in run.of_type(token):
+            for st in json.loads(r.inputs[key])["Statement"]:
+                if PROD_DEPLOYER_ROLE in json.dumps(st.get("Principal")):
+                    found.setdefault(r.name, []).append(st)
+    return found
+
+
+def test_aws_dev_shares_runs_and_versions_with_exactly_the_prod_deployer(program_runs) -> None:
+    assert _promotion_statements(program_runs["aws", "dev"]) == {}
+    assert program_runs["aws", "dev"].of_type("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy") == []
+    run = run_cloud("aws", with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn=PROD_DEPLOYER_ROLE))
+    shared = _promotion_statements(run)
+    runs_arn = next(r.outputs["arn"] for r in run.of_type(rules.AWS_BUCKET) if r.name.endswith("-runs"))
+    prefix = stack_settings("aws", "dev").name_prefix
+    group_arn = f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package-group/{prefix}-detector"
+    bucket = {s["Sid"]: s for s in shared[f"{prefix}-runs-tls-only"]}
+    assert bucket["CrossAccountList"]["Resource"] == [runs_arn] and bucket["CrossAccountRead"]["Resource"] == [f"{runs_arn}/*"]
+    assert bucket["CrossAccountRead"]["Action"] == ["s3:GetObject"]  # read only
+    (key,) = shared[f"{prefix}-key"]
+    assert key["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert key["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+    (group,) = shared[f"{prefix}-models-promotion-reader"]
+    assert group["Resource"] == [group_arn, f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package/{prefix}-detector/*"]
+    assert set(group["Action"]) == {"sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup", "sagemaker:ListModelPackages"}
+    for statements in shared.values():
+        for st in statements:
+            assert st["Effect"] == "Allow" and st["Principal"] in ({"AWS": [PROD_DEPLOYER_ROLE]}, {"AWS": PROD_DEPLOYER_ROLE})
+    # nothing else of the data bucket is shared
+    assert not [n for n in shared if n.endswith("-data-tls-only")]
+    assert violations(run) == [] and pack_diagnostics(run, "aws", "dev") == []
+
+
+def test_aws_prod_deployer_promotes_only_from_the_configured_dev_stack(program_runs) -> None:
+    def deployer(run: ProgramRun) -> dict[str, dict[str, Any]]:
+        return _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-deployer-access")))
+
+    plain = deployer(program_runs["aws", "prod"])
+    assert "sagemaker:CreateModelPackage" in plain["NeverRegisterOrApprove"]["Action"]
+    assert not [sid for sid in plain if "Promot" in sid]
+    assert "DETOPS_PROMOTE_SOURCE_URI" not in program_runs["aws", "prod"].outputs
+
+    dev_key = f"arn:aws:kms:eu-west-1:{AWS_ACCOUNT_ID}:key/0000aaaa-1111-2222-3333-444455556666"
+    source = {"account_id": AWS_ACCOUNT_ID, "runs_bucket": "detops-dev-runs", "kms_key_arn": dev_key,
+              "model_package_group_name": "detops-dev-detector"}
+    run = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source=source))
+    st = deployer(run)
+    assert st["ReadPromotionSource"]["Resource"] == ["arn:aws:s3:::detops-dev-runs/*"]
+    assert st["ListPromotionSource"]["Resource"] == ["arn:aws:s3:::detops-dev-runs"]
+    assert st["DecryptPromotionSource"]["Resource"] == [dev_key]
+    assert st["ReadPromotionSourceVersions"]["Resource"] == [
+        f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package-group/detops-dev-detector",
+        f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package/detops-dev-detector/*",
+    ]
+    runs_arn = next(r.outputs["arn"] for r in run.of_type(rules.AWS_BUCKET) if r.name.endswith("-runs"))
+    assert st["WritePromotedCopies"]["Resource"] == [f"{runs_arn}/promoted/*", f"{runs_arn}/registry/*"]
+    # its own group only, PendingManualApproval on create and Approved on update (no Rejected, no other group)
+    assert st["RegisterPromotedVersions"]["Condition"] == {"StringEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}}
+    assert st["ApprovePromotedVersions"]["Condition"] == {"StringEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}
+    assert all(":model-package/detops-prod-detector/" in r for r in st["ApprovePromotedVersions"]["Resource"])
+    assert "NeverRegisterOrApprove" not in st
+    out = run.outputs
+    assert (out["DETOPS_PROMOTE_SOURCE_URI"], out["DETOPS_PROMOTE_SOURCE_ACCOUNT"], out["DETOPS_PROMOTE_SOURCE_NAME"]) == (
+        "s3://detops-dev-runs/registry", AWS_ACCOUNT_ID, "detops-dev-detector")
+    from detops.contract import ci_variables
+
+    assert {"DETOPS_PROMOTE_SOURCE_URI", "DETOPS_PROMOTE_SOURCE_ACCOUNT", "DETOPS_PROMOTE_SOURCE_NAME"} <= set(ci_variables(out).repository)
+    assert violations(run) == [] and pack_diagnostics(run, "aws", "prod") == []
+
+
+def test_aws_promotion_settings_are_checked() -> None:
+    with pytest.raises((ConfigError, ValueError), match="promotion_reader_role_arn|pattern"):
+        with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn="*")
+    with pytest.raises((ConfigError, ValueError), match="not in account"):
+        with_settings(stack_settings("aws", "prod"), promotion_source={
+            "account_id": "111111111111", "runs_bucket": "b-runs", "model_package_group_name": "g",
+            "kms_key_arn": f"arn:aws:kms:eu-west-1:{AWS_ACCOUNT_ID}:key/abcd"})
