@@ -20,36 +20,13 @@ from __future__ import annotations
 import io
 import logging
 import queue
-from typing import Any
 
 import numpy as np
 
 from deployment.serving.model import Detection, ImageDecodeError
+from training.export import make_interpreter
 
 log = logging.getLogger("detops.serving")
-
-
-def make_interpreter(model_path: str, threads: int) -> Any:
-    """A TFLite interpreter on ``model_path`` with XNNPACK and ``threads`` threads.
-
-    LiteRT's ``ai_edge_litert`` when installed, else ``tf.lite.Interpreter`` (same API; XNNPACK is the
-    default CPU delegate of both). Raises :class:`~training.errors.ConfigError` naming the file when it
-    is not a loadable model (empty, truncated).
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - depends on the image
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    try:
-        interp = Interpreter(model_path=model_path, num_threads=max(1, int(threads)))
-        interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:  # empty, truncated or not a flatbuffer
-        from training.errors import ConfigError
-
-        raise ConfigError(f"{model_path}: not a loadable TFLite model ({str(e).splitlines()[0][:200]})") from None
-    return interp
 
 
 class TFLiteDetector:
@@ -61,7 +38,8 @@ class TFLiteDetector:
         name / version: the model version served (for logs and metrics).
         runtime: ``tflite-float`` or ``tflite-int8`` (reported in metrics).
         interpreters: interpreters in the pool (= model workers, batches in flight).
-        threads: XNNPACK threads per interpreter.
+        threads: XNNPACK threads per interpreter (1 instead when it would make LiteRT's NMS skip a
+            class: :func:`training.export.nms_safe_threads`).
     """
 
     def __init__(
@@ -85,7 +63,7 @@ class TFLiteDetector:
         self._tf = tf
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(max(1, interpreters)):
-            self._pool.put(make_interpreter(model_path, threads).get_signature_runner())
+            self._pool.put(make_interpreter(model_path, threads, len(self.labels)).get_signature_runner())
         runner = self._pool.get()
         shape = runner.get_input_details()["images"]["shape"]
         self._pool.put(runner)
