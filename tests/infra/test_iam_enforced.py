@@ -142,6 +142,15 @@ def world(aws_dev, enforcing_moto, monkeypatch, tmp_path):
     w = World()
     w.out, w.run_url, w.as_role, w.enforcer, w.url = out, run_url, as_role, server.enforcer, url
     w.group = out["model_package_group_name"]
+    w.setup = setup
+
+    def add_role(name: str, policy: str) -> None:
+        """Another role (``policy`` JSON) that :func:`as_role` can then act as (e.g. a prod stack's deployer)."""
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+        iam.put_role_policy(RoleName=name, PolicyName="access", PolicyDocument=policy)
+        sessions[name] = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{name}")["Credentials"]
+
+    w.add_role = add_role
     w.endpoint = out["sagemaker_endpoints"]["staging"]
     server.enforcer.calls.clear()
     yield w
@@ -226,6 +235,63 @@ def test_actions_outside_a_role_are_denied_with_one_line(world) -> None:
         with pytest.raises(BackendError) as info:  # the deployer approving (a later version)
             _service().reject(world.group, registered.version, by="deployer", comment="no")
     _one_line_denial(info.value, "sagemaker:UpdateModelPackage")
+
+
+def test_the_prod_deployer_promotes_the_approved_dev_version_only_when_configured(world) -> None:
+    """`detops promote` under a prod stack's deployer role (the policy the AWS program gives it with
+    ``promotion_source`` naming the dev stack): the dev version registered and approved under the dev roles
+    becomes an Approved prod version with the same digest. The same deployer without ``promotion_source``
+    is denied. (One moto account: the identity policies are enforced; the dev stack's resource policies
+    for another account are checked in test_programs.py.)"""
+    from deployment.promote import promote
+    from deployment.registry import artifact
+    from deployment.registry.base import ApprovalStatus
+    from deployment.registry.sagemaker import SageMakerRegistry
+    from training.errors import BackendError
+
+    out = world.out
+    source = {"account_id": ACCOUNT, "runs_bucket": out["s3_runs_bucket"], "kms_key_arn": out["kms_key_arn"],
+              "model_package_group_name": world.group}
+    plain = run_cloud("aws", stack_settings("aws", "prod"))
+    promoting = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source=source))
+    prod = promoting.outputs
+    region = stack_settings("aws", "prod").region
+    world.setup.client("s3", endpoint_url=world.url).create_bucket(
+        Bucket=prod["s3_runs_bucket"], CreateBucketConfiguration={"LocationConstraint": region})
+    world.setup.client("sagemaker", endpoint_url=world.url).create_model_package_group(
+        ModelPackageGroupName=prod["model_package_group_name"])
+
+    def deployer_policy(run) -> str:
+        return next(p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("-deployer-access")).inputs["policy"]
+
+    world.add_role("detops-prod-deployer-promoting", deployer_policy(promoting))
+    world.add_role("detops-prod-deployer-plain", deployer_policy(plain))
+    with world.as_role("registrar"):
+        registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
+    with world.as_role("approver"):
+        _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
+
+    def run_promote():
+        src = SageMakerRegistry(metadata_uri=prod["DETOPS_PROMOTE_SOURCE_URI"],
+                                group_account_id=prod["DETOPS_PROMOTE_SOURCE_ACCOUNT"])
+        dest = SageMakerRegistry(metadata_uri=prod["DETOPS_SM_REGISTRY_URI"])
+        return promote(src, dest, prod["model_package_group_name"], registered.version,
+                       prod["DETOPS_PROMOTE_ARTIFACT_ROOT"], by="release-bot", source_name=prod["DETOPS_PROMOTE_SOURCE_NAME"])
+
+    world.enforcer.calls.clear()
+    with world.as_role("detops-prod-deployer-plain"), pytest.raises(BackendError) as info:
+        run_promote()
+    _one_line_denial(info.value, "sagemaker:DescribeModelPackage")
+    world.enforcer.calls.clear()
+    with world.as_role("detops-prod-deployer-promoting"):
+        promoted = run_promote()
+    denied = [c for c in world.enforcer.calls if not c.allowed]
+    assert denied == [], [c.reason for c in denied]
+    assert promoted.status == ApprovalStatus.APPROVED and promoted.name == prod["model_package_group_name"]
+    assert promoted.tags[artifact.DIGEST_TAG] == registered.tags[artifact.DIGEST_TAG]
+    assert promoted.artifact_uri.startswith(prod["DETOPS_PROMOTE_ARTIFACT_ROOT"] + "/")
+    used = {c.action for c in world.enforcer.calls}
+    assert {"sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage", "s3:GetObject", "s3:PutObject"} <= used
 
 
 @pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
