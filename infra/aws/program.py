@@ -35,6 +35,7 @@ from infra.components.aws_policies import (
     CAPTURE_PREFIX,
     POLICIES,
     PROMOTED_PREFIX,
+    PROMOTION_READ_KEYS,
     REGISTRY_PREFIX,
     AwsScope,
     PromotionSource,
@@ -89,7 +90,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
 
     data = SecureBucket(f"{p}-data", SecureBucketArgs(bucket_name=bucket_name("data"), kms_key_arn=key_arn), opts)
     runs = SecureBucket(
-        f"{p}-runs", SecureBucketArgs(bucket_name=bucket_name("runs"), kms_key_arn=key_arn, reader_role_arns=readers), opts
+        f"{p}-runs", SecureBucketArgs(bucket_name=bucket_name("runs"), kms_key_arn=key_arn, reader_role_arns=readers,
+                                       reader_keys=PROMOTION_READ_KEYS), opts
     )
 
     training_repo = EcrRepository(

@@ -123,8 +123,10 @@ class SecureBucketArgs:
     noncurrent_days: int = 90
     force_destroy: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
-    #: Roles of another account that may list the bucket and read its objects (promotion across stacks).
+    #: Roles of another account that may list the bucket and read the objects matching ``reader_keys``
+    #: (key patterns; promotion across stacks: registry documents and the runs' export folders, not captures).
     reader_role_arns: Sequence[str] = ()
+    reader_keys: Sequence[str] = ("*",)
 
 
 class SecureBucket(pulumi.ComponentResource):
@@ -201,7 +203,7 @@ class SecureBucket(pulumi.ComponentResource):
                                     "Effect": "Allow",
                                     "Principal": {"AWS": list(args.reader_role_arns)},
                                     "Action": ["s3:GetObject"],
-                                    "Resource": [pulumi.Output.concat(self.bucket.arn, "/*")],
+                                    "Resource": [pulumi.Output.concat(self.bucket.arn, "/", key) for key in args.reader_keys],
                                 },
                             ]
                             if args.reader_role_arns

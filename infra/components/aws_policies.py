@@ -32,6 +32,9 @@ from training import naming
 PENDING = "PendingManualApproval"
 APPROVAL_DECISIONS = ("Approved", "Rejected")
 REGISTRY_PREFIX = "registry"  # s3://<runs bucket>/registry/<model>/<version>.json (registry metadata)
+#: Object keys ``detops promote`` reads of a dev runs bucket: registry documents and the runs' export
+#: folders (``*/export`` itself too: checking that the folder exists is a HeadObject, i.e. s3:GetObject).
+PROMOTION_READ_KEYS = (f"{REGISTRY_PREFIX}/*", "*/export", "*/export/*")
 PROMOTED_PREFIX = "promoted"  # s3://<runs bucket>/promoted/<model>/v<version>-<digest12>/ (detops promote copies)
 CAPTURE_PREFIX = "captures"  # s3://<runs bucket>/captures/ (endpoint data capture, written by SageMaker)
 #: The sha256 manifest registration writes into a run's export/ (deployment.registry.artifact.MANIFEST_FILE).
@@ -305,7 +308,8 @@ def _promote(scope: AwsScope, source: PromotionSource) -> list[Statement]:
     return [
         {"Sid": "ListPromotionSource", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
          "Resource": [source.runs_bucket_arn]},
-        {"Sid": "ReadPromotionSource", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _objects(source.runs_bucket_arn)},
+        {"Sid": "ReadPromotionSource", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [pulumi.Output.concat(source.runs_bucket_arn, "/", key) for key in PROMOTION_READ_KEYS]},
         {"Sid": "DecryptPromotionSource", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"],
          "Resource": [source.kms_key_arn]},
         {"Sid": "ReadPromotionSourceVersions", "Effect": "Allow",

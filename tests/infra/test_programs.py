@@ -627,7 +627,9 @@ def test_aws_dev_shares_runs_and_versions_with_exactly_the_prod_deployer(program
     prefix = stack_settings("aws", "dev").name_prefix
     group_arn = f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package-group/{prefix}-detector"
     bucket = {s["Sid"]: s for s in shared[f"{prefix}-runs-tls-only"]}
-    assert bucket["CrossAccountList"]["Resource"] == [runs_arn] and bucket["CrossAccountRead"]["Resource"] == [f"{runs_arn}/*"]
+    assert bucket["CrossAccountList"]["Resource"] == [runs_arn]
+    # registry documents and export folders only (not the endpoints' captured requests)
+    assert bucket["CrossAccountRead"]["Resource"] == [f"{runs_arn}/registry/*", f"{runs_arn}/*/export", f"{runs_arn}/*/export/*"]
     assert bucket["CrossAccountRead"]["Action"] == ["s3:GetObject"]  # read only
     (key,) = shared[f"{prefix}-key"]
     assert key["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
@@ -657,7 +659,8 @@ def test_aws_prod_deployer_promotes_only_from_the_configured_dev_stack(program_r
               "model_package_group_name": "detops-dev-detector"}
     run = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source=source))
     st = deployer(run)
-    assert st["ReadPromotionSource"]["Resource"] == ["arn:aws:s3:::detops-dev-runs/*"]
+    assert st["ReadPromotionSource"]["Resource"] == [
+        "arn:aws:s3:::detops-dev-runs/registry/*", "arn:aws:s3:::detops-dev-runs/*/export", "arn:aws:s3:::detops-dev-runs/*/export/*"]
     assert st["ListPromotionSource"]["Resource"] == ["arn:aws:s3:::detops-dev-runs"]
     assert st["DecryptPromotionSource"]["Resource"] == [dev_key]
     assert st["ReadPromotionSourceVersions"]["Resource"] == [
