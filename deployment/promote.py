@@ -14,9 +14,11 @@ evaluated and approved in dev, byte for byte. :func:`promote`:
    without the four-eyes approval.
 
 Promoting the same source version again returns the existing destination version (idempotent).
-Cross-account SageMaker (a model package group resource policy) and a shared Azure ML registry are
-provisioned by the infra stacks; this copy-and-verify path works on every registry kind and is what
-the release workflows run (docs/contracts.md).
+This copy-and-verify path works between two registries of the same kind (mlflow, sagemaker, azureml)
+and is what the release workflows run; the source is named by ``DETOPS_PROMOTE_SOURCE_URI`` (an
+MLflow tracking URI, the dev stack's SageMaker registry metadata URI, or the dev Azure ML workspace
+``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>``). The infra stacks grant the
+prod identity read access to the dev registry and storage when configured (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from training import storage
 from training.errors import GateError
 
 #: Tags a destination version must not inherit (they name the source registry's own resources).
-_LOCAL_TAGS = ("sagemaker:model_package_arn", "mlflow_run_id", "azureml:asset_id")
+_LOCAL_TAGS = ("sagemaker:model_package_arn", "mlflow_run_id", "azureml:asset_id", "azureml:path")
 
 
 def _registry_label(reg: ModelRegistry) -> str:
-    where = getattr(reg, "tracking_uri", None) or getattr(reg, "metadata_uri", None) or ""
+    where = (getattr(reg, "tracking_uri", None) or getattr(reg, "metadata_uri", None)
+             or getattr(reg, "workspace_uri", None) or "")
     return f"{type(reg).__name__}:{where}"
 
 
@@ -57,8 +60,12 @@ def promote(
     version: str,
     artifact_root: str,
     by: str | Principal,
+    source_name: str | None = None,
 ) -> ModelVersion:
     """Promote Approved ``name`` version ``version`` from ``source`` to ``dest`` (module docstring).
+
+    ``source_name``: the model's name in the source registry when it differs (a SageMaker model package
+    group is named after its stack, ``<dev prefix>-detector`` vs ``<prod prefix>-detector``); default ``name``.
 
     Raises:
         GateError: the source version is not Approved, or has no manifest.
@@ -66,12 +73,13 @@ def promote(
         NotFoundError: no such source version.
     """
     who = as_principal(by)
-    src = ApprovalService(source).require_approved(name, str(version))
+    src_name = source_name or name
+    src = ApprovalService(source).require_approved(src_name, str(version))
     manifest = artifact.stored_manifest(src.tags)
     if manifest is None:
-        raise GateError(f"model {name!r} version {version} has no artifact manifest; it cannot be promoted")
-    digest = artifact.verify_artifact(src.artifact_uri, manifest, what=f"source {name!r} version {version}")
-    origin = f"{_registry_label(source)}#{name}/{version}"
+        raise GateError(f"model {src_name!r} version {version} has no artifact manifest; it cannot be promoted")
+    digest = artifact.verify_artifact(src.artifact_uri, manifest, what=f"source {src_name!r} version {version}")
+    origin = f"{_registry_label(source)}#{src_name}/{version}"
     for v in dest.list_versions(name):
         if v.tags.get("promoted_from") == origin and v.tags.get(artifact.DIGEST_TAG) == digest:
             return v

@@ -369,8 +369,9 @@ def promote(
         str,
         typer.Option(
             "--source-uri",
-            help="Source (dev) registry: MLflow tracking URI, or s3:// metadata URI "
-            "for sagemaker; the destination (prod) is the current settings.",
+            help="Source (dev) registry: MLflow tracking URI (mlflow), s3:// metadata URI (sagemaker), or "
+            "azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws> (azureml); the destination (prod) "
+            "is the current settings.",
         ),
     ],
     artifact_root: Annotated[
@@ -379,21 +380,32 @@ def promote(
     print_version: Annotated[
         bool, typer.Option("--print-version", help="Print only the destination version number (for CI).")
     ] = False,
+    source_name: Annotated[
+        str | None,
+        typer.Option("--source-name", help="The model's name in the source registry (default "
+                     "$DETOPS_PROMOTE_SOURCE_NAME, else --name)."),
+    ] = None,
+    source_account: Annotated[
+        str | None,
+        typer.Option("--source-account", help="sagemaker: the dev AWS account owning the model package group "
+                     "(default $DETOPS_PROMOTE_SOURCE_ACCOUNT; unset: this account)."),
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Copy an Approved version (same digest, verified) from the dev registry into this one, Approved."""
     from deployment.promote import promote as run
     from deployment.registry import get_registry
-    from training.errors import ConfigError
+    from training.settings import CommonSettings
 
-    if _kind(registry) == "azureml":
-        raise ConfigError(
-            "promote does not support the azureml registry yet (a shared Azure ML registry, docs/contracts.md); "
-            "it copies between mlflow or sagemaker registries"
-        )
+    common = CommonSettings.load()
     dest = get_registry(registry)
-    source = get_registry(registry, **_source_kwargs(registry, source_uri))
-    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None))
+    kwargs = _source_kwargs(registry, source_uri)
+    account = source_account or common.promote_source_account
+    if account and _kind(registry) == "sagemaker":
+        kwargs["group_account_id"] = account
+    source = get_registry(registry, **kwargs)
+    mv = run(source, dest, name, version, artifact_root, by=_who(registry, None),
+             source_name=source_name or common.promote_source_name)
     if print_version:
         print(mv.version)
         return
@@ -407,4 +419,5 @@ def _kind(kind: str | None) -> str:
 
 
 def _source_kwargs(kind: str | None, uri: str) -> dict:
-    return {"metadata_uri": uri} if _kind(kind) == "sagemaker" else {"tracking_uri": uri}
+    """Constructor argument naming the source registry of ``detops promote`` for the registry kind."""
+    return {{"sagemaker": "metadata_uri", "azureml": "workspace_uri"}.get(_kind(kind), "tracking_uri"): uri}

@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from training.errors import ConfigError, Problem, near_match, validation_problems
 
 __all__ = [
+    "AwsPromotionSource",
     "AwsSettings",
     "AzureDevOpsSettings",
+    "AzurePromotionSource",
     "AzureSettings",
     "BootstrapSettings",
     "GitHubSettings",
@@ -187,6 +189,27 @@ class _Common(_Strict):
         return value
 
 
+class AzurePromotionSource(_Strict):
+    """The dev workspace a prod stack promotes from (``detops promote --source-uri``, same Entra tenant):
+    exported as ``DETOPS_PROMOTE_SOURCE_URI`` = :meth:`uri`. The dev stack grants this stack's deployer
+    read access (its setting ``promotion_reader_principal_id``)."""
+
+    subscription_id: str
+    resource_group: str = Field(pattern=r"^[-\w._()]{1,90}$")
+    workspace: str = Field(pattern=r"^[A-Za-z0-9][\w-]{2,32}$")
+
+    @field_validator("subscription_id")
+    @classmethod
+    def _subscription(cls, value: str) -> str:
+        if not _GUID.fullmatch(value):
+            raise ValueError("must be the dev subscription's GUID")
+        return value.lower()
+
+    def uri(self) -> str:
+        """``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>`` (deployment.registry.azureml)."""
+        return f"azureml://subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/workspaces/{self.workspace}"
+
+
 class AzureSettings(_Common):
     """Settings of the Azure program (``infra/azure``), namespace ``detops-azure``.
 
@@ -232,6 +255,11 @@ class AzureSettings(_Common):
     private_endpoints: bool = False
     vnet_address_space: str = Field(default="10.42.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
     azure_devops: AzureDevOpsSettings | None = None
+    #: Promotion across stacks (docs/contracts.md, "From dev to prod"). Dev stack: the principal (object)
+    #: id of the prod stack's deployer identity (its output ``deployer_principal_id``), granted Reader on
+    #: this workspace and Storage Blob Data Reader on the runs container. Prod stack: the dev workspace.
+    promotion_reader_principal_id: str | None = None
+    promotion_source: AzurePromotionSource | None = None
 
     @field_validator("region")
     @classmethod
@@ -284,6 +312,32 @@ class AzureSettings(_Common):
             raise ValueError("must be the subscription's GUID (az account show --query id)")
         return value.lower()
 
+    @field_validator("promotion_reader_principal_id")
+    @classmethod
+    def _principal(cls, value: str | None) -> str | None:
+        if value is not None and not _GUID.fullmatch(value):
+            raise ValueError("must be the principal (object) id GUID of the prod deployer identity")
+        return value.lower() if value else value
+
+
+class AwsPromotionSource(_Strict):
+    """The dev stack a prod stack promotes from (``detops promote``): its account, runs bucket, project KMS
+    key and model package group (dev stack outputs ``account_id``, ``s3_runs_bucket``, ``kms_key_arn``,
+    ``model_package_group_name``); ``region`` defaults to this stack's. The dev stack shares them with this
+    stack's deployer role (its setting ``promotion_reader_role_arn``)."""
+
+    account_id: str = Field(pattern=r"^\d{12}$")
+    runs_bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    kms_key_arn: str = Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+    model_package_group_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    region: str | None = None
+
+    @model_validator(mode="after")
+    def _same_account(self) -> AwsPromotionSource:
+        if f":{self.account_id}:" not in self.kms_key_arn:
+            raise ValueError(f"kms_key_arn {self.kms_key_arn!r} is not in account {self.account_id}")
+        return self
+
 
 class AwsSettings(_Common):
     """Settings of the AWS program (``infra/aws``), namespace ``detops-aws``.
@@ -315,6 +369,11 @@ class AwsSettings(_Common):
     github_oidc_provider_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
     )
+    #: Promotion across stacks (docs/contracts.md, "From dev to prod"). Dev stack: the IAM role ARN of the
+    #: prod stack's deployer (its output ``deployer_role_arn``), which may then read the runs bucket (bucket
+    #: and key policy) and the model package group (its resource policy). Prod stack: the dev stack.
+    promotion_reader_role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+    promotion_source: AwsPromotionSource | None = None
 
     @field_validator("region")
     @classmethod

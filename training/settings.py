@@ -161,8 +161,18 @@ class CommonSettings(Settings):
         "DETOPS_SERVING_REPOSITORY", None, "Repository the images workflow pushes the serving image to (ACR or ECR).",
         used_by=("images workflow",), source=STACK)
     promote_source_uri: str | None = setting(
-        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks); "
-        "unset: one stack, no promotion.", used_by=("promote",), source=CI)
+        "DETOPS_PROMOTE_SOURCE_URI", None, "Release: the dev registry production promotes from (separate dev/prod stacks): "
+        "mlflow: its tracking URI; sagemaker: the dev stack's DETOPS_SM_REGISTRY_URI (s3://...); azureml: the dev "
+        "workspace, azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>. The prod stack exports it when "
+        "its promotion_source is set. Unset: one stack, no promotion.", used_by=("promote",), source=CI)
+    promote_source_name: str | None = setting(
+        "DETOPS_PROMOTE_SOURCE_NAME", None, "Release: the model's name in the dev registry when it differs from "
+        "DETOPS_MODEL_NAME (a SageMaker model package group is <dev prefix>-detector); the prod stack exports it "
+        "when its promotion_source is set.", used_by=("promote",), source=CI)
+    promote_source_account: str | None = setting(
+        "DETOPS_PROMOTE_SOURCE_ACCOUNT", None, "Release, sagemaker: the dev AWS account owning the model package "
+        "group (read by ARN under its resource policy); unset: this account. The prod stack exports it when its "
+        "promotion_source is set.", used_by=("promote",), source=CI)
     promote_artifact_root: str | None = setting(
         "DETOPS_PROMOTE_ARTIFACT_ROOT", None, "Release: prod storage root for the promoted copy of the artifact.",
         used_by=("promote",), source=STACK)

@@ -14,7 +14,11 @@ The MLflow helpers (:func:`https_tracking_uri`, :func:`workspace_tracking_uri`) 
 runs on the workspace's MLflow endpoint.
 
 Settings: ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE`` (the
-workspace; authentication ``DefaultAzureCredential``), ``DETOPS_AML_DATASTORE``.
+workspace; authentication ``DefaultAzureCredential``), ``DETOPS_AML_DATASTORE``. Another workspace (the
+dev workspace ``detops promote`` reads from) is named by a workspace URI
+``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>`` (:func:`parse_workspace_uri`);
+its artifact URLs name their storage account (``az://<container>@<account>.blob.<suffix>/<path>``),
+because ``AZURE_STORAGE_ACCOUNT_NAME`` is this stack's account.
 """
 
 from __future__ import annotations
@@ -97,6 +101,28 @@ def _datastore_setting() -> str:
     return AzureSettings.load().datastore
 
 
+#: A workspace named by URI (Azure ML's own resource-id form, with or without the provider segment).
+_WORKSPACE_URI = re.compile(
+    r"^azureml://subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/"
+    r"(?:providers/Microsoft\.MachineLearningServices/)?workspaces/(?P<ws>[^/]+)/?$"
+)
+
+
+def parse_workspace_uri(uri: str) -> tuple[str, str, str]:
+    """``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>`` -> ``(sub, rg, ws)``.
+
+    Raises:
+        ConfigError: any other form (the message shows the expected one).
+    """
+    m = _WORKSPACE_URI.match(uri.strip())
+    if not m:
+        raise ConfigError(
+            f"{uri!r} is not an Azure ML workspace URI; expected "
+            "azureml://subscriptions/<subscription>/resourceGroups/<resource group>/workspaces/<workspace>"
+        )
+    return m["sub"], m["rg"], m["ws"]
+
+
 def validate_model(model: Any) -> Any:
     """Round-trip an ``azure.ai.ml.entities.Model`` through its YAML schema (``dump`` + ``load_model``)
     and return the loaded entity. Raises :class:`ConfigError` with the SDK's message when it is invalid."""
@@ -128,16 +154,31 @@ class AzureMLRegistry(ModelRegistry):
         ml_client: an ``azure.ai.ml.MLClient`` of the workspace (default: one from the AZURE_* settings
             and ``DefaultAzureCredential``).
         datastore: the datastore holding the runs (default ``$DETOPS_AML_DATASTORE`` or ``workspaceblobstore``).
+        workspace_uri: another workspace than the settings' one
+            (``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>``, e.g. the dev workspace
+            ``detops promote`` reads from); its artifact URLs then name the datastore's storage account.
+
+    Raises:
+        ConfigError: ``workspace_uri`` is not a workspace URI.
     """
 
-    def __init__(self, ml_client: Any = None, datastore: str | None = None) -> None:
+    def __init__(self, ml_client: Any = None, datastore: str | None = None, workspace_uri: str | None = None) -> None:
         self._ml_client = ml_client
         self.datastore = datastore or _datastore_setting()
+        self.workspace_uri = workspace_uri
+        self._workspace = parse_workspace_uri(workspace_uri) if workspace_uri else None
+        self._storage: dict[str, str] = {}
 
     @property
     def ml(self) -> Any:
         """The workspace's ``MLClient`` (created on first use)."""
-        if self._ml_client is None:
+        if self._ml_client is None and self._workspace is not None:
+            from training.settings import AzureSettings, azure_ml_client
+
+            sub, rg, ws = self._workspace
+            settings = AzureSettings.load().model_copy(update={"subscription_id": sub, "resource_group": rg, "workspace": ws})
+            self._ml_client = azure_ml_client(settings, what=f"read the model registry of workspace {ws!r}")
+        elif self._ml_client is None:
             from deployment.targets.azureml import AzureMLTarget
 
             self._ml_client = AzureMLTarget().ml_client()
@@ -152,12 +193,18 @@ class AzureMLRegistry(ModelRegistry):
             raise azure_error(e, what) from e
 
     def storage_url(self, path: str) -> str:
-        """``azureml://datastores/<ds>/paths/<p>`` -> ``az://<container>/<p>`` (to hash the files with fsspec)."""
+        """``azureml://datastores/<ds>/paths/<p>`` -> ``az://<container>/<p>`` (to hash the files with fsspec);
+        ``az://<container>@<account>.blob.<suffix>/<p>`` for a registry of another workspace (``workspace_uri``)."""
         m = _DATASTORE_PATH.match(path)
         if not m:
             return path
-        ds = self._call(f"get datastore {m['ds']!r}", self.ml.datastores.get, m["ds"])
-        return f"az://{ds.container_name}/{m['path'].strip('/')}"
+        if m["ds"] not in self._storage:
+            ds = self._call(f"get datastore {m['ds']!r}", self.ml.datastores.get, m["ds"])
+            root = ds.container_name
+            if self._workspace is not None:
+                root = f"{root}@{ds.account_name}.blob.{getattr(ds, 'endpoint', None) or 'core.windows.net'}"
+            self._storage[m["ds"]] = root
+        return f"az://{self._storage[m['ds']]}/{m['path'].strip('/')}"
 
     def model_entity(self, name: str, version: str, artifact_uri: str, tags: dict[str, str], description: str = ""):
         """The ``Model`` asset (type ``custom_model``, datastore path) for ``artifact_uri``, validated."""

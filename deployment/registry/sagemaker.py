@@ -35,10 +35,13 @@ class SageMakerRegistry(ModelRegistry):
         metadata_uri: where the per-version JSON documents go (default ``$DETOPS_SM_REGISTRY_URI``).
         serving_image: container image of the package (default ``$DETOPS_SERVING_IMAGE``).
         sagemaker_client: a boto3 SageMaker client (default: a new one from the environment).
+        group_account_id: the AWS account owning the model package groups when it is not the caller's (the
+            dev account ``detops promote`` reads from; its group's resource policy must let the caller):
+            groups are then named by ARN, ``arn:<partition>:sagemaker:<region>:<account>:model-package-group/<name>``.
     """
 
     def __init__(self, metadata_uri: str | None = None, serving_image: str | None = None,
-                 sagemaker_client: Any = None) -> None:
+                 sagemaker_client: Any = None, group_account_id: str | None = None) -> None:
         from training.settings import AwsSettings, CommonSettings, missing_settings
 
         metadata_uri = metadata_uri or AwsSettings.load().sm_registry_uri
@@ -54,6 +57,19 @@ class SageMakerRegistry(ModelRegistry):
 
             sagemaker_client = client("sagemaker")
         self.sm = sagemaker_client
+        if group_account_id is not None and not (len(group_account_id) == 12 and group_account_id.isdigit()):
+            raise ConfigError(f"DETOPS_PROMOTE_SOURCE_ACCOUNT must be a 12-digit AWS account id, got {group_account_id!r}")
+        self.group_account_id = group_account_id
+
+    def group_ref(self, name: str) -> str:
+        """What SageMaker calls group ``name`` by: the name, or its ARN in ``group_account_id``."""
+        if not self.group_account_id:
+            return name
+        import boto3
+
+        region = self.sm.meta.region_name
+        partition = boto3.session.Session().get_partition_for_region(region)
+        return f"arn:{partition}:sagemaker:{region}:{self.group_account_id}:model-package-group/{name}"
 
     # -- helpers -------------------------------------------------------------------------------
     def _doc_url(self, name: str, version: str) -> str:
@@ -73,7 +89,7 @@ class SageMakerRegistry(ModelRegistry):
 
     def _packages(self, name: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": name, "MaxResults": 100}
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group_ref(name), "MaxResults": 100}
         while True:
             page = self._call(f"list model packages of {name!r}", self.sm.list_model_packages, **kwargs)
             out.extend(page.get("ModelPackageSummaryList", []))

@@ -31,7 +31,17 @@ from infra.components.aws import (
     SecureBucketArgs,
     github_oidc_provider,
 )
-from infra.components.aws_policies import CAPTURE_PREFIX, POLICIES, REGISTRY_PREFIX, AwsScope
+from infra.components.aws_policies import (
+    CAPTURE_PREFIX,
+    POLICIES,
+    PROMOTED_PREFIX,
+    PROMOTION_READ_KEYS,
+    REGISTRY_PREFIX,
+    AwsScope,
+    PromotionSource,
+    deployer_policy,
+    model_group_share_policy,
+)
 from infra.settings import APP_PURPOSES, AwsSettings
 from training import naming
 
@@ -58,6 +68,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     account_id = aws.get_caller_identity_output(opts=invoke).account_id
     partition = aws.get_partition_output(opts=invoke).partition
 
+    # promotion across stacks: the prod deployer role this (dev) stack shares its runs and versions with
+    readers = [settings.promotion_reader_role_arn] if settings.promotion_reader_role_arn else []
     key = ProjectKey(
         f"{p}-key",
         ProjectKeyArgs(
@@ -66,6 +78,7 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
             partition=partition,
             deletion_window_days=settings.kms_deletion_window_days,
             alias=f"alias/{p}",
+            s3_decrypt_role_arns=readers,
         ),
         opts,
     )
@@ -76,7 +89,10 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         return pulumi.Output.concat(p, "-", account_id, "-", settings.region, "-", purpose)
 
     data = SecureBucket(f"{p}-data", SecureBucketArgs(bucket_name=bucket_name("data"), kms_key_arn=key_arn), opts)
-    runs = SecureBucket(f"{p}-runs", SecureBucketArgs(bucket_name=bucket_name("runs"), kms_key_arn=key_arn), opts)
+    runs = SecureBucket(
+        f"{p}-runs", SecureBucketArgs(bucket_name=bucket_name("runs"), kms_key_arn=key_arn, reader_role_arns=readers,
+                                       reader_keys=PROMOTION_READ_KEYS), opts
+    )
 
     training_repo = EcrRepository(
         f"{p}-training",
@@ -150,12 +166,29 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         training_instance_types=[settings.training_instance_type],
         serving_instance_types=[settings.serving_instance_type],
     )
+    if settings.promotion_reader_role_arn:
+        aws.sagemaker.ModelPackageGroupPolicy(
+            f"{p}-models-promotion-reader",
+            model_package_group_name=model_group.model_package_group_name,
+            resource_policy=pulumi.Output.json_dumps(
+                model_group_share_policy(scope.group_arn, scope.packages_arn, settings.promotion_reader_role_arn)
+            ),
+            opts=opts,
+        )
+    source = settings.promotion_source
+    promotion = (
+        PromotionSource(partition=partition, region=source.region or settings.region, account_id=source.account_id,
+                        runs_bucket=source.runs_bucket, kms_key_arn=source.kms_key_arn,
+                        model_package_group_name=source.model_package_group_name)
+        if source else None
+    )
+    policies = {**POLICIES, "deployer": lambda s: deployer_policy(s, promotion)}
     roles = {
         purpose: GitHubRole(
             f"{p}-{purpose}",
             GitHubRoleArgs(
                 purpose=purpose, subjects=settings.github.subjects(purpose), provider_arn=provider_arn,
-                policy=POLICIES[purpose](scope),
+                policy=policies[purpose](scope),
             ),
             opts,
         )
@@ -264,8 +297,13 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "DETOPS_TRAINING_REPOSITORY": training_repo.repository.repository_url,
         "DETOPS_SERVING_REPOSITORY": serving_repo.repository.repository_url,
         # where `detops promote` copies a promoted version's files when this stack is the promotion target
-        "DETOPS_PROMOTE_ARTIFACT_ROOT": pulumi.Output.concat(runs_url, "/promoted"),
+        "DETOPS_PROMOTE_ARTIFACT_ROOT": pulumi.Output.concat(runs_url, "/", PROMOTED_PREFIX),
     })
+    if source:
+        # the dev registry the release's production job promotes from (docs/contracts.md)
+        outputs["DETOPS_PROMOTE_SOURCE_URI"] = f"s3://{source.runs_bucket}/{REGISTRY_PREFIX}"
+        outputs["DETOPS_PROMOTE_SOURCE_ACCOUNT"] = source.account_id
+        outputs["DETOPS_PROMOTE_SOURCE_NAME"] = source.model_package_group_name
     ci_environments: dict[str, Any] = {}
     for purpose, role in roles.items():
         for env in getattr(settings.github.environments, purpose):

@@ -47,6 +47,7 @@ from infra.components.azure import (
     Storage,
     StorageArgs,
     diagnostic_setting,
+    role_definition_id,
 )
 from infra.settings import APP_PURPOSES, AzureSettings
 
@@ -92,6 +93,32 @@ def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list
         ],
     }
     return table[purpose]
+
+
+def _promotion_target_grants(containers) -> list[RoleGrant]:
+    """Prod (promotion target): the deployer runs ``detops promote``, which writes the promoted copy under
+    ``az://runs/promoted/`` (the runs datastore) before registering it."""
+    return [RoleGrant("Storage Blob Data Contributor", containers["runs"].id, "runs-contributor-promotion")]
+
+
+def _share_with_promotion_reader(p: str, principal_id: str, *, subscription_id: str, workspace_id, runs_container_id,
+                                 opts: pulumi.ResourceOptions) -> list[authorization.RoleAssignment]:
+    """Dev (promotion source): the prod deployer may read this workspace's model assets and datastores
+    (Reader) and the runs container's blobs (Storage Blob Data Reader), nothing else."""
+    grants = [RoleGrant("Reader", workspace_id, "ml-reader"),
+              RoleGrant("Storage Blob Data Reader", runs_container_id, "runs-reader")]
+    return [
+        authorization.RoleAssignment(
+            f"{p}-promotion-{grant.label}",
+            scope=grant.scope,
+            role_definition_id=role_definition_id(subscription_id, grant.role),
+            principal_id=principal_id,
+            principal_type="ServicePrincipal",
+            description=f"detops promotion reader (prod deployer): {grant.role}",
+            opts=opts,
+        )
+        for grant in grants
+    ]
 
 
 def create_stack(settings: AzureSettings) -> dict[str, Any]:
@@ -274,7 +301,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
                 github_subjects=subjects,
                 azure_devops=(ado.issuer, ado_subject) if ado and ado_subject else None,
                 grants=_grants(purpose, workspace_id=ml.workspace.id, containers=containers,
-                               acr_id=registry.registry.id, vault_id=vault.vault.id),
+                               acr_id=registry.registry.id, vault_id=vault.vault.id)
+                + (_promotion_target_grants(containers) if purpose == "deployer" and settings.promotion_source else []),
                 purpose=purpose,
                 tags=tags,
             ),
@@ -329,6 +357,10 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["timePeriod"]),
     )
 
+    if settings.promotion_reader_principal_id:
+        _share_with_promotion_reader(p, settings.promotion_reader_principal_id, subscription_id=subscription_id,
+                                     workspace_id=ml.workspace.id, runs_container_id=containers["runs"].id, opts=opts)
+
     outputs: dict[str, Any] = {
         "cloud": "azure",
         "environment": settings.environment,
@@ -381,6 +413,9 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         # where `detops promote` copies a promoted version's files when this stack is the promotion target
         "DETOPS_PROMOTE_ARTIFACT_ROOT": "az://runs/promoted",
     })
+    if settings.promotion_source:
+        # the dev workspace the release's production job promotes from (docs/contracts.md)
+        outputs["DETOPS_PROMOTE_SOURCE_URI"] = settings.promotion_source.uri()
     if aks is not None:
         outputs["DETOPS_AML_DEPLOY_COMPUTE"] = aks.compute.name
     ci_environments: dict[str, Any] = {}

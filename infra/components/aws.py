@@ -38,6 +38,8 @@ class ProjectKeyArgs:
     deletion_window_days: int = 30
     alias: str = "alias/detops"
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Roles of another account allowed to decrypt through S3 only (the prod role ``detops promote`` runs as).
+    s3_decrypt_role_arns: Sequence[str] = ()
 
 
 class ProjectKey(pulumi.ComponentResource):
@@ -81,6 +83,19 @@ class ProjectKey(pulumi.ComponentResource):
                         "Resource": "*",
                         "Condition": {"StringEquals": {"aws:SourceAccount": account}},
                     },
+                    *(
+                        [{
+                            # promotion across stacks: the prod role reads the runs bucket's objects
+                            "Sid": "CrossAccountS3Decrypt",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": list(args.s3_decrypt_role_arns)},
+                            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                            "Resource": "*",
+                            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{args.region}.amazonaws.com"}},
+                        }]
+                        if args.s3_decrypt_role_arns
+                        else []
+                    ),
                 ],
             }
         )
@@ -108,6 +123,10 @@ class SecureBucketArgs:
     noncurrent_days: int = 90
     force_destroy: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Roles of another account that may list the bucket and read the objects matching ``reader_keys``
+    #: (key patterns; promotion across stacks: registry documents and the runs' export folders, not captures).
+    reader_role_arns: Sequence[str] = ()
+    reader_keys: Sequence[str] = ("*",)
 
 
 class SecureBucket(pulumi.ComponentResource):
@@ -169,7 +188,27 @@ class SecureBucket(pulumi.ComponentResource):
                             "Action": "s3:*",
                             "Resource": [self.bucket.arn, pulumi.Output.concat(self.bucket.arn, "/*")],
                             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
+                        },
+                        *(
+                            [
+                                {
+                                    "Sid": "CrossAccountList",
+                                    "Effect": "Allow",
+                                    "Principal": {"AWS": list(args.reader_role_arns)},
+                                    "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                                    "Resource": [self.bucket.arn],
+                                },
+                                {
+                                    "Sid": "CrossAccountRead",
+                                    "Effect": "Allow",
+                                    "Principal": {"AWS": list(args.reader_role_arns)},
+                                    "Action": ["s3:GetObject"],
+                                    "Resource": [pulumi.Output.concat(self.bucket.arn, "/", key) for key in args.reader_keys],
+                                },
+                            ]
+                            if args.reader_role_arns
+                            else []
+                        ),
                     ],
                 }
             ),

@@ -32,6 +32,10 @@ from training import naming
 PENDING = "PendingManualApproval"
 APPROVAL_DECISIONS = ("Approved", "Rejected")
 REGISTRY_PREFIX = "registry"  # s3://<runs bucket>/registry/<model>/<version>.json (registry metadata)
+#: Object keys ``detops promote`` reads of a dev runs bucket: registry documents and the runs' export
+#: folders (``*/export`` itself too: checking that the folder exists is a HeadObject, i.e. s3:GetObject).
+PROMOTION_READ_KEYS = (f"{REGISTRY_PREFIX}/*", "*/export", "*/export/*")
+PROMOTED_PREFIX = "promoted"  # s3://<runs bucket>/promoted/<model>/v<version>-<digest12>/ (detops promote copies)
 CAPTURE_PREFIX = "captures"  # s3://<runs bucket>/captures/ (endpoint data capture, written by SageMaker)
 #: The sha256 manifest registration writes into a run's export/ (deployment.registry.artifact.MANIFEST_FILE).
 ARTIFACT_MANIFEST = "detops-manifest.json"
@@ -75,6 +79,34 @@ class AwsScope:
     @property
     def packages_arn(self) -> pulumi.Output[str]:
         return self.sagemaker_arn("model-package", pulumi.Output.concat(self.model_package_group_name, "/*"))
+
+
+@dataclass
+class PromotionSource:
+    """The dev stack a prod stack's ``detops promote`` reads from (docs/contracts.md, "From dev to prod"):
+    its account, runs bucket (artifacts and registry documents), project KMS key and model package group."""
+
+    partition: pulumi.Input[str]
+    region: str
+    account_id: str
+    runs_bucket: str
+    kms_key_arn: str
+    model_package_group_name: str
+
+    @property
+    def runs_bucket_arn(self) -> pulumi.Output[str]:
+        return pulumi.Output.concat("arn:", self.partition, ":s3:::", self.runs_bucket)
+
+    def _sagemaker_arn(self, kind: str, name: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat("arn:", self.partition, ":sagemaker:", self.region, ":", self.account_id, ":", kind, "/", name)
+
+    @property
+    def group_arn(self) -> pulumi.Output[str]:
+        return self._sagemaker_arn("model-package-group", self.model_package_group_name)
+
+    @property
+    def packages_arn(self) -> pulumi.Output[str]:
+        return self._sagemaker_arn("model-package", f"{self.model_package_group_name}/*")
 
 
 def _objects(*arns: pulumi.Input[str], prefix: str = "") -> list[pulumi.Output[str]]:
@@ -268,13 +300,59 @@ def approver_policy(scope: AwsScope) -> dict[str, Any]:
     )
 
 
-def deployer_policy(scope: AwsScope) -> dict[str, Any]:
+def _promote(scope: AwsScope, source: PromotionSource) -> list[Statement]:
+    """``detops promote`` in a promotion-target (prod) stack: read the dev stack's runs, registry documents
+    and model packages (its bucket policy, key policy and model package group policy let this role);
+    write the copy under ``promoted/`` and the registry documents; register it PendingManualApproval and
+    move it to Approved (the approval made in dev carries over with the same digest)."""
+    return [
+        {"Sid": "ListPromotionSource", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": [source.runs_bucket_arn]},
+        {"Sid": "ReadPromotionSource", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [pulumi.Output.concat(source.runs_bucket_arn, "/", key) for key in PROMOTION_READ_KEYS]},
+        {"Sid": "DecryptPromotionSource", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"],
+         "Resource": [source.kms_key_arn]},
+        {"Sid": "ReadPromotionSourceVersions", "Effect": "Allow",
+         "Action": ["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup"],
+         "Resource": [source.group_arn, source.packages_arn]},
+        {"Sid": "WritePromotedCopies", "Effect": "Allow", "Action": ["s3:PutObject"],
+         "Resource": _objects(scope.runs_bucket_arn, prefix=f"{PROMOTED_PREFIX}/") + _objects(scope.runs_bucket_arn, prefix=f"{REGISTRY_PREFIX}/")},
+        {"Sid": "RegisterPromotedVersions", "Effect": "Allow", "Action": ["sagemaker:CreateModelPackage"],
+         "Resource": [scope.group_arn, scope.packages_arn],
+         "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": PENDING}}},
+        {"Sid": "ApprovePromotedVersions", "Effect": "Allow", "Action": ["sagemaker:UpdateModelPackage"],
+         "Resource": [scope.packages_arn], "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}},
+        {"Sid": "TagPromotedVersions", "Effect": "Allow", "Action": ["sagemaker:AddTags"], "Resource": [scope.packages_arn]},
+    ]
+
+
+def model_group_share_policy(group_arn: pulumi.Input[str], packages_arn: pulumi.Input[str],
+                             reader_role_arn: str) -> dict[str, Any]:
+    """Resource policy of a dev stack's model package group: exactly ``reader_role_arn`` (the prod role
+    running ``detops promote``) may describe and list its versions (SageMaker cross-account access)."""
+    return _document({
+        "Sid": "PromotionReader",
+        "Effect": "Allow",
+        "Principal": {"AWS": reader_role_arn},
+        "Action": ["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup", "sagemaker:ListModelPackages"],
+        "Resource": [group_arn, packages_arn],
+    })
+
+
+def deployer_policy(scope: AwsScope, promotion: PromotionSource | None = None) -> dict[str, Any]:
     """Deploy Approved versions to ``<prefix>-*`` endpoints (model, endpoint config with data capture,
-    endpoint), invoke them for the smoke test, push the serving image. Reads runs (artifact digests)."""
+    endpoint), invoke them for the smoke test, push the serving image. Reads runs (artifact digests).
+
+    With ``promotion`` (a prod stack promoting from dev) the deployer also runs ``detops promote``
+    (:func:`_promote`): it may register versions PendingManualApproval and set Approved in its own group,
+    which a deployer otherwise never may. Without it, both are explicitly denied."""
+    never = ({"Sid": "NeverRegisterOrApprove", "Effect": "Deny",
+              "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"], "Resource": "*"},)
     return _document(
         _list_buckets(scope.runs_bucket_arn),
         {"Sid": "ReadRuns", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _objects(scope.runs_bucket_arn)},
-        _kms(scope, encrypt=False),
+        _kms(scope, encrypt=promotion is not None),
+        *(_promote(scope, promotion) if promotion else ()),
         *_push(scope.serving_repository_arn),
         _pass_role(scope),
         *_read_registry(scope),
@@ -314,7 +392,7 @@ def deployer_policy(scope: AwsScope) -> dict[str, Any]:
             "Resource": [scope.named("model"), scope.named("endpoint-config"), scope.named("endpoint")],
         },
         _quota_preflight("sagemaker:ListEndpoints"),
-        {"Sid": "NeverRegisterOrApprove", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage"], "Resource": "*"},
+        *(() if promotion else never),
     )
 
 

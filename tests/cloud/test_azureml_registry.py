@@ -11,6 +11,7 @@ from deployment.registry.azureml import (
     AzureMLRegistry,
     datastore_path,
     https_tracking_uri,
+    parse_workspace_uri,
     validate_model,
     workspace_tracking_uri,
 )
@@ -70,10 +71,40 @@ class FakeModels:
 
 
 class FakeClient:
-    def __init__(self, container: str) -> None:
+    """``MLClient`` of one workspace: its models, and every datastore on ``container`` of ``account``."""
+
+    def __init__(self, container: str, account: str = "devstoreaccount1", workspace: str = "ws") -> None:
         self.models = FakeModels()
-        ds = type("Datastore", (), {"container_name": container})()
+        self.workspace_name = workspace
+        ds = type("Datastore", (), {"container_name": container, "account_name": account, "endpoint": "core.windows.net"})()
         self.datastores = type("Datastores", (), {"get": staticmethod(lambda name: ds)})()
+
+
+def create_container(connection_string: str, container: str) -> None:
+    """Create ``container`` on Azurite (the server lives for the session: an existing one is kept)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    try:
+        BlobServiceClient.from_connection_string(connection_string).create_container(container)
+    except ResourceExistsError:
+        pass
+
+
+def upload_fake_run(tmp_path, connection_string: str, run_url: str) -> str:
+    """A fake run (stub SavedModel, manifest) uploaded to ``run_url`` on Azurite (its container created)."""
+    from deployment.testing import make_fake_run
+    from training import storage
+
+    container = run_url.split("://", 1)[1].split("/", 1)[0]
+    create_container(connection_string, container)
+    run = tmp_path / container / "run"
+    stub = tmp_path / container / "stub" / "saved_model"
+    stub.mkdir(parents=True)
+    (stub / "saved_model.pb").write_bytes(b"pb")
+    make_fake_run(run, saved_model_src=str(stub))
+    storage.upload_dir(str(run), run_url)
+    return run_url
 
 
 def test_datastore_paths():
@@ -99,8 +130,6 @@ def test_model_asset_is_validated_by_the_sdk():
 
 
 def test_register_approve_deploy_from_the_asset_with_the_digest_checked(azure_env, tmp_path, monkeypatch):
-    from azure.storage.blob import BlobServiceClient
-
     from deployment import deploy as deploy_mod
     from deployment.registry.approval import ApprovalService
     from deployment.registry.artifact import ArtifactIntegrityError
@@ -108,16 +137,7 @@ def test_register_approve_deploy_from_the_asset_with_the_digest_checked(azure_en
     from deployment.targets.azureml import AzureMLTarget
     from training import storage
 
-    BlobServiceClient.from_connection_string(azure_env).create_container("runs")
-    run_url = "az://runs/bccd/runs/20261122T120000-r1"
-    run = tmp_path / "run"
-    from deployment.testing import make_fake_run
-
-    stub = tmp_path / "stub" / "saved_model"
-    stub.mkdir(parents=True)
-    (stub / "saved_model.pb").write_bytes(b"pb")
-    make_fake_run(run, saved_model_src=str(stub))
-    storage.upload_dir(str(run), run_url)
+    run_url = upload_fake_run(tmp_path, azure_env, "az://runs/bccd/runs/20261122T120000-r1")
 
     client = FakeClient("runs")
     registry = AzureMLRegistry(ml_client=client)
@@ -146,3 +166,126 @@ def test_register_approve_deploy_from_the_asset_with_the_digest_checked(azure_en
 
     with pytest.raises(ArtifactIntegrityError, match="changed: parity.json"):
         deploy_mod.deploy("bccd-detector", "1", NoClient(), "bccd-prod", registry=registry)
+
+
+# -- promotion from the dev workspace into the prod workspace ------------------------------------------
+
+DEV_URI = "azureml://subscriptions/0000/resourceGroups/rg-dev/workspaces/mlw-dev"
+
+
+def test_workspace_uri_forms():
+    assert parse_workspace_uri(DEV_URI) == ("0000", "rg-dev", "mlw-dev")
+    assert parse_workspace_uri(
+        "azureml://subscriptions/0000/resourcegroups/rg-dev/providers/Microsoft.MachineLearningServices/workspaces/mlw-dev/"
+    ) == ("0000", "rg-dev", "mlw-dev")
+    for bad in ("azureml://datastores/x/paths/y", "https://ml.azure.com/workspaces/mlw-dev", URI):
+        with pytest.raises(ConfigError, match="not an Azure ML workspace URI"):
+            parse_workspace_uri(bad)
+    with pytest.raises(ConfigError, match="not an Azure ML workspace URI"):
+        AzureMLRegistry(ml_client=FakeClient("c"), workspace_uri="azureml://workspaces/mlw-dev")
+
+
+_CONTAINERS = iter(range(10**6))
+
+
+@pytest.fixture
+def dev_and_prod(azure_env, tmp_path):
+    """``(dev registry named by DEV_URI, prod registry, dev client, prod client, registered dev version, dev
+    container, prod container)``: each workspace's runs on its own fresh Azurite container."""
+    from deployment.registry.approval import ApprovalService
+
+    n = next(_CONTAINERS)
+    dev_c, prod_c = f"dev-runs-{n}", f"prod-runs-{n}"
+    dev_client, prod_client = FakeClient(dev_c, workspace="mlw-dev"), FakeClient(prod_c, workspace="mlw-prod")
+    run_url = upload_fake_run(tmp_path, azure_env, f"az://{dev_c}/bccd/runs/20261122T120000-r1")
+    create_container(azure_env, prod_c)
+    mv = ApprovalService(AzureMLRegistry(ml_client=dev_client)).register(run_url, "bccd-detector", by="alice")
+    dev = AzureMLRegistry(ml_client=dev_client, workspace_uri=DEV_URI)
+    return dev, AzureMLRegistry(ml_client=prod_client), dev_client, prod_client, mv, dev_c, prod_c
+
+
+def test_promotion_registers_the_approved_asset_in_prod_with_the_same_digest(dev_and_prod):
+    from deployment.deploy import verify_version_artifact
+    from deployment.promote import promote
+    from deployment.registry import artifact
+    from deployment.registry.approval import ApprovalService
+    from deployment.registry.base import ApprovalStatus
+    from training.errors import GateError
+
+    dev, prod, dev_client, prod_client, mv, dev_c, prod_c = dev_and_prod
+    root = f"az://{prod_c}/promoted"
+    with pytest.raises(GateError, match="PendingManualApproval"):
+        promote(dev, prod, "bccd-detector", mv.version, root, by="release-bot")
+    assert prod_client.models.store == {}
+    ApprovalService(dev).approve("bccd-detector", mv.version, by="bob", comment="ok")
+    src = dev.get_version("bccd-detector", mv.version)
+    assert src.artifact_uri == f"az://{dev_c}@devstoreaccount1.blob.core.windows.net/bccd/runs/20261122T120000-r1/export"
+
+    out = promote(dev, prod, "bccd-detector", mv.version, root, by="release-bot")
+    digest = mv.tags[artifact.DIGEST_TAG]
+    assert out.status == ApprovalStatus.APPROVED and out.tags[artifact.DIGEST_TAG] == digest
+    asset = prod_client.models.get("bccd-detector", out.version)
+    assert asset.type == "custom_model"
+    assert asset.path == f"azureml://datastores/workspaceblobstore/paths/promoted/bccd-detector/v1-{digest[:12]}/"
+    assert asset.tags["approval_status"] == "Approved"
+    assert asset.tags["promoted_from"] == f"AzureMLRegistry:{DEV_URI}#bccd-detector/1"
+    assert "azureml:asset_id" not in asset.tags and "azureml:path" not in asset.tags
+    assert json.loads(asset.tags["promoted.approvals"])[0]["actor"] == "bob"
+    assert [e.action for e in out.audit][-2:] == ["register", "promote"]
+    assert out.artifact_uri == f"az://{prod_c}/promoted/bccd-detector/v1-{digest[:12]}"
+    assert verify_version_artifact(out) == digest
+    # idempotent: nothing is copied or registered twice
+    calls = list(prod_client.models.calls)
+    again = promote(dev, prod, "bccd-detector", mv.version, root, by="release-bot")
+    assert again.version == out.version and prod_client.models.calls == calls
+    assert [v.version for v in prod.list_versions("bccd-detector")] == ["1"]
+    # the dev version is untouched
+    assert dev_client.models.get("bccd-detector", "1").tags["approval_status"] == "Approved"
+
+
+def test_promotion_refuses_a_tampered_dev_artifact(dev_and_prod):
+    from deployment.promote import promote
+    from deployment.registry.approval import ApprovalService
+    from deployment.registry.artifact import ArtifactIntegrityError
+    from training import storage
+
+    dev, prod, _dev_client, prod_client, mv, dev_c, prod_c = dev_and_prod
+    ApprovalService(dev).approve("bccd-detector", mv.version, by="bob", comment="ok")
+    storage.write_bytes(f"az://{dev_c}/bccd/runs/20261122T120000-r1/export/parity.json", b"{}")
+    with pytest.raises(ArtifactIntegrityError, match="changed: parity.json"):
+        promote(dev, prod, "bccd-detector", mv.version, f"az://{prod_c}/promoted", by="release-bot")
+    assert prod_client.models.store == {}
+    assert not storage.exists(f"az://{prod_c}/promoted/bccd-detector")
+
+
+def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_prod, monkeypatch, capsys):
+    from deployment.registry.approval import ApprovalService
+    from detops import cli as cli_mod
+    from training.errors import ExitCode
+
+    dev, _prod, dev_client, prod_client, mv, _dev_c, prod_c = dev_and_prod
+    ApprovalService(dev).approve("bccd-detector", mv.version, by="bob", comment="ok")
+    asked: list[tuple] = []
+
+    def fake_client(settings=None, credential=None, *, what=""):
+        asked.append((settings.subscription_id, settings.resource_group, settings.workspace))
+        return {"mlw-dev": dev_client, "mlw-prod": prod_client}[settings.workspace]
+
+    monkeypatch.setattr("training.settings.azure_ml_client", fake_client)
+    for k, v in {"AZURE_SUBSCRIPTION_ID": "1111", "AZURE_RESOURCE_GROUP": "rg-prod", "AZUREML_WORKSPACE": "mlw-prod",
+                 "DETOPS_IDENTITY": "os"}.items():
+        monkeypatch.setenv(k, v)
+
+    def run(*args: str) -> int:
+        try:
+            cli_mod.main(["promote", "--registry", "azureml", "--name", "bccd-detector", "--version", "1", *args])
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    assert run("--source-uri", DEV_URI, "--artifact-root", f"az://{prod_c}/promoted", "--print-version") == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "1"
+    assert ("0000", "rg-dev", "mlw-dev") in asked and ("1111", "rg-prod", "mlw-prod") in asked
+    assert prod_client.models.get("bccd-detector", "1").tags["approval_status"] == "Approved"
+    assert run("--source-uri", "azureml://workspaces/mlw-dev", "--artifact-root", f"az://{prod_c}/promoted") == ExitCode.USAGE
+    assert "not an Azure ML workspace URI" in capsys.readouterr().err

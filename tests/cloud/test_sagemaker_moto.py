@@ -398,3 +398,40 @@ def test_deploy_refuses_a_tampered_s3_artifact(aws_env, tmp_path, monkeypatch):
     with pytest.raises(ArtifactIntegrityError, match="changed: model.tflite"):
         deploy_mod.deploy("bccd-detector", v1, SageMakerTarget(), "bccd-prod", registry=registry)
     assert boto3.client("sagemaker").list_models()["Models"] == []
+
+
+def test_a_dev_account_group_is_read_by_arn(no_cloud_credentials):
+    """``detops promote`` reads the dev account's group (its resource policy lets the prod role): by ARN,
+    in the form SageMaker's ListModelPackages accepts (botocore's own pattern of ``ArnOrName``)."""
+    import re
+
+    import botocore.session
+
+    from deployment.registry.sagemaker import SageMakerRegistry
+    from training.errors import ConfigError
+
+    class Meta:
+        region_name = "eu-west-1"
+
+    class FakeSm:
+        meta = Meta()
+        asked: list[dict] = []
+
+        def list_model_packages(self, **kwargs):
+            self.asked.append(kwargs)
+            return {"ModelPackageSummaryList": []}
+
+    reg = SageMakerRegistry(metadata_uri="s3://dev-runs/registry", serving_image=SERVING_IMAGE, sagemaker_client=FakeSm(),
+                            group_account_id="111122223333")
+    assert reg.list_versions("detops-dev-detector") == []
+    arn = "arn:aws:sagemaker:eu-west-1:111122223333:model-package-group/detops-dev-detector"
+    assert FakeSm.asked[-1]["ModelPackageGroupName"] == arn
+    _validate("ListModelPackages", FakeSm.asked[-1])
+    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model("ListModelPackages").input_shape
+    assert re.fullmatch(shape.members["ModelPackageGroupName"].metadata["pattern"], arn)
+    # this account's groups stay named by name
+    same = SageMakerRegistry(metadata_uri="s3://b/registry", serving_image=SERVING_IMAGE, sagemaker_client=FakeSm())
+    same.list_versions("detops-prod-detector")
+    assert FakeSm.asked[-1]["ModelPackageGroupName"] == "detops-prod-detector"
+    with pytest.raises(ConfigError, match="12-digit"):
+        SageMakerRegistry(metadata_uri="s3://b/registry", sagemaker_client=FakeSm(), group_account_id="dev")

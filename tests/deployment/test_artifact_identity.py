@@ -295,3 +295,18 @@ def test_tflite_runtimes_verify_the_export_too(tmp_path, make_settings, monkeypa
     (export / "model.tflite").write_bytes(b"TFL3 swapped")
     with pytest.raises(artifact.ArtifactIntegrityError, match="changed: model.tflite"):
         load_model(make_settings(str(export), runtime="tflite-float"))
+
+
+def test_promotion_reads_the_source_name_and_registers_under_the_prod_name(registry, prod_registry, make_run, model_name, tmp_path):
+    """A SageMaker model package group is named after its stack: the dev name is read, the prod name written."""
+    from deployment.promote import promote
+
+    dev = ApprovalService(registry)
+    mv = dev.register(make_run(), model_name, by="alice")
+    dev.approve(model_name, mv.version, by="bob", comment="ok")
+    prod = promote(registry, prod_registry, "prod-detector", mv.version, str(tmp_path / "prod"), by="release-bot",
+                   source_name=model_name)
+    assert prod.name == "prod-detector" and prod.status == ApprovalStatus.APPROVED
+    assert prod.tags["promoted_from"].endswith(f"#{model_name}/{mv.version}")
+    assert prod.tags[artifact.DIGEST_TAG] == mv.tags[artifact.DIGEST_TAG]
+    assert prod_registry.list_versions(model_name) == []

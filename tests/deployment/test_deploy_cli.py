@@ -334,3 +334,40 @@ def test_cli_smoke_test_against_live_server(cli, live_server, monkeypatch, tmp_p
     assert code == 0 and '"num_detections": ' in out
     code, out = cli("smoke-test", "--url", live_server.url, "--image", str(img), "--api-key-env", "BAD_KEY")
     assert code == ExitCode.BACKEND and "401" in out
+
+
+def test_promote_cli_names_the_source_registry_per_kind(cli, monkeypatch):
+    """The source (dev) registry is built from --source-uri in the kind's own terms, the SageMaker group
+    account and the source name from the settings the prod stack exports."""
+    from deployment import promote as promote_mod
+    from deployment import registry as registry_mod
+
+    built: list[tuple[str | None, dict]] = []
+    promoted: list[dict] = []
+    monkeypatch.setattr(registry_mod, "get_registry", lambda kind=None, **kw: built.append((kind, kw)) or object())
+
+    def fake_promote(source, dest, name, version, root, by, source_name=None):
+        promoted.append({"name": name, "version": version, "root": root, "source_name": source_name})
+        return ModelVersion(name, "7", ApprovalStatus.APPROVED, root, "alice", "2026-12-01T00:00:00+00:00")
+
+    monkeypatch.setattr(promote_mod, "promote", fake_promote)
+    monkeypatch.setenv("DETOPS_IDENTITY", "os")
+    monkeypatch.setenv("DETOPS_PROMOTE_SOURCE_ACCOUNT", "111122223333")
+    monkeypatch.setenv("DETOPS_PROMOTE_SOURCE_NAME", "detops-dev-detector")
+    code, out = cli("promote", "--registry", "sagemaker", "--name", "detops-prod-detector", "--version", "3",
+                    "--source-uri", "s3://dev-runs/registry", "--artifact-root", "s3://prod-runs/promoted", "--print-version")
+    assert code == 0 and out.strip() == "7", out
+    assert built == [("sagemaker", {}), ("sagemaker", {"metadata_uri": "s3://dev-runs/registry", "group_account_id": "111122223333"})]
+    assert promoted == [{"name": "detops-prod-detector", "version": "3", "root": "s3://prod-runs/promoted",
+                         "source_name": "detops-dev-detector"}]
+    built.clear()
+    monkeypatch.delenv("DETOPS_PROMOTE_SOURCE_NAME")
+    uri = "azureml://subscriptions/0000/resourceGroups/rg-dev/workspaces/mlw-dev"
+    code, _ = cli("promote", "--registry", "azureml", "--name", "bccd-detector", "--version", "3", "--source-uri", uri,
+                  "--artifact-root", "az://runs/promoted", "--print-version")
+    assert code == 0 and built[1] == ("azureml", {"workspace_uri": uri})  # the AWS account is not an Azure setting
+    assert promoted[-1]["source_name"] is None
+    built.clear()
+    code, _ = cli("promote", "--registry", "mlflow", "--name", "m", "--version", "1", "--source-uri", "sqlite:///dev.db",
+                  "--artifact-root", "prod-artifacts")
+    assert code == 0 and built[1] == ("mlflow", {"tracking_uri": "sqlite:///dev.db"})

