@@ -54,6 +54,15 @@ _AWS_REGION = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-(north|south|eas
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+def _lower_guid(value: str | None, hint: str) -> str | None:
+    """``value`` lower-cased when it is a GUID (None passes through); raises ``ValueError("must be <hint>")``."""
+    if value is None:
+        return None
+    if not _GUID.fullmatch(value):
+        raise ValueError(f"must be {hint}")
+    return value.lower()
+
+
 class _Strict(BaseModel):
     """Base: unknown keys are errors, values are checked on assignment too."""
 
@@ -139,9 +148,7 @@ class AzureDevOpsSettings(_Strict):
     @field_validator("organization_id")
     @classmethod
     def _guid(cls, value: str) -> str:
-        if not _GUID.fullmatch(value):
-            raise ValueError("must be the organization's GUID (Organization settings > Overview)")
-        return value.lower()
+        return _lower_guid(value, "the organization's GUID (Organization settings > Overview)")
 
     @field_validator("service_connections")
     @classmethod
@@ -201,9 +208,7 @@ class AzurePromotionSource(_Strict):
     @field_validator("subscription_id")
     @classmethod
     def _subscription(cls, value: str) -> str:
-        if not _GUID.fullmatch(value):
-            raise ValueError("must be the dev subscription's GUID")
-        return value.lower()
+        return _lower_guid(value, "the dev subscription's GUID")
 
     def uri(self) -> str:
         """``azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>`` (deployment.registry.azureml)."""
@@ -308,16 +313,12 @@ class AzureSettings(_Common):
     @field_validator("subscription_id")
     @classmethod
     def _subscription(cls, value: str) -> str:
-        if not _GUID.fullmatch(value):
-            raise ValueError("must be the subscription's GUID (az account show --query id)")
-        return value.lower()
+        return _lower_guid(value, "the subscription's GUID (az account show --query id)")
 
     @field_validator("promotion_reader_principal_id")
     @classmethod
     def _principal(cls, value: str | None) -> str | None:
-        if value is not None and not _GUID.fullmatch(value):
-            raise ValueError("must be the principal (object) id GUID of the prod deployer identity")
-        return value.lower() if value else value
+        return _lower_guid(value, "the principal (object) id GUID of the prod deployer identity")
 
 
 class AwsPromotionSource(_Strict):
