@@ -17,10 +17,13 @@ from fastapi import Depends, Query, Request
 from deployment.serving.inputs import InputError
 from deployment.serving.state import ServingState
 
+# The dependencies are ``async def`` although they never wait: FastAPI runs a plain ``def`` dependency
+# in its thread pool, and two thread hops per request cost more than the checks themselves.
+
 API_KEY_ERROR = "missing or invalid API key (header X-API-Key or Authorization: Bearer)"
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     """The :class:`ServingState` of the app serving ``request``."""
     return request.app.state.serving
 
@@ -50,7 +53,7 @@ def key_is_valid(given: str | None, keys: list[bytes]) -> bool:
     return ok
 
 
-def require_key(request: Request, state: State) -> None:
+async def require_key(request: Request, state: State) -> None:
     """Dependency: a valid API key, else :class:`InputError` 401 (none checked with ``auth=platform``:
     the Azure ML endpoint or SageMaker's IAM-signed InvokeEndpoint authenticated the caller)."""
     if state.settings.auth == "platform":
@@ -59,10 +62,10 @@ def require_key(request: Request, state: State) -> None:
         raise InputError(401, API_KEY_ERROR)
 
 
-def require_key_invocations(request: Request, state: State) -> None:
+async def require_key_invocations(request: Request, state: State) -> None:
     """Dependency of ``/invocations``: :func:`require_key` unless ``invocations_require_key`` is off."""
     if state.settings.invocations_require_key:
-        require_key(request, state)
+        await require_key(request, state)
 
 
 ApiKey = Annotated[None, Depends(require_key)]

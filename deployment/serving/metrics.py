@@ -14,7 +14,8 @@ class Metrics:
     """Prometheus metrics of one app instance, in their own registry (no global state).
 
     ``model_info`` carries the model name and version as labels (value 1), ``model_runtime`` the
-    runtime serving it (``savedmodel``, ``tflite-float``, ``tflite-int8``).
+    runtime serving it (``savedmodel``, ``tflite-float``, ``tflite-int8``); ``max_batch_size`` the
+    micro-batcher's batch size and ``tuned_images_per_second`` what startup's tuning measured.
     """
 
     def __init__(self, name: str, version: str, runtime: str = "savedmodel") -> None:
@@ -43,6 +44,15 @@ class Metrics:
             "detops_model_latency_seconds", "Model call time (one batch)", buckets=LATENCY_BUCKETS, registry=r
         )
         self.capture = Counter("detops_capture_records", "Data capture events", ["event"], registry=r)
+        self.max_batch_size = Gauge(
+            "detops_max_batch_size", "Most images per model call (after startup's batch-size tuning)", registry=r
+        )
+        self.tuned_images_per_second = Gauge(
+            "detops_batch_tuning_images_per_second",
+            "Images/s startup measured per batch size (DETOPS_BATCH_SIZE_TUNING)",
+            ["batch_size"],
+            registry=r,
+        )
 
 
 class RequestMetrics:

@@ -57,8 +57,18 @@ class ServingSettings(BaseSettings):
         "TFLite only when export/parity.json says that variant passed.",
     )
     max_batch_size: int = Field(8, gt=0, description="Most images in one model call (micro-batching).")
+    batch_size_tuning: bool = Field(
+        True,
+        description="At startup, time batches of 1, 2, 4... up to DETOPS_MAX_BATCH_SIZE on a synthetic "
+        "640x480 image and batch at most the size that scores the most images/s (a bigger size must gain "
+        "5%); on CPU a bigger SavedModel batch is often slower per image. false: batch up to "
+        "DETOPS_MAX_BATCH_SIZE.",
+    )
     model_workers: int | None = Field(
-        None, gt=0, le=16, description="Model calls (batches) in flight at once; unset: one per two cores."
+        None, gt=0, le=16, description=(
+            "Model calls (batches) in flight at once (SavedModel) or interpreters scoring side by side "
+            "(TFLite); unset: one per two cores (SavedModel), one per core (TFLite)."
+        ),
     )
     intra_op_threads: int | None = Field(
         None, gt=0, le=256, description="Threads inside one model call (TF intra-op / XNNPACK); unset: from the cores."

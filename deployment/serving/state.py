@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,12 +12,14 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from deployment.serving.batching import MicroBatcher
+from deployment.serving.batching import MicroBatcher, tune_batch_size
 from deployment.serving.capture import DataCapture
 from deployment.serving.metrics import Metrics
 from deployment.serving.model import Detection, ImageDecodeError
 from deployment.serving.runtime import ModelRunner, ThreadPlan, load_model
 from deployment.serving.settings import ServingSettings
+
+log = logging.getLogger("detops.serving")
 
 
 @dataclass
@@ -23,7 +27,8 @@ class ServingState:
     """Everything one app instance serves with (``app.state.serving``).
 
     ``model``, ``batcher`` and ``capture`` are None until startup (``lifespan``) has built them;
-    ``api_keys`` are the accepted keys as bytes (compared in constant time).
+    ``api_keys`` are the accepted keys as bytes (compared in constant time); ``batch_rates`` are the
+    images/s per batch size that startup measured (empty when tuning is off).
     """
 
     settings: ServingSettings
@@ -33,6 +38,7 @@ class ServingState:
     model: ModelRunner | None = None
     batcher: MicroBatcher | None = None
     capture: DataCapture | None = None
+    batch_rates: dict[int, float] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -63,6 +69,18 @@ def _new_capture(state: ServingState) -> DataCapture | None:
     )
 
 
+def synthetic_jpeg(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
+    """A JPEG of seeded uniform noise, ``width`` x ``height`` pixels (BCCD's size): decoding it costs
+    what a real photo of that size costs, unlike a flat image."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load and warm up the model (unless given), start the micro-batcher and capture; stop them after."""
@@ -72,9 +90,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.model = await asyncio.to_thread(load_model, s, state.plan)
     if not state.model.ready:
         await asyncio.to_thread(state.model.warmup)
+    max_batch = s.max_batch_size
+    if s.batch_size_tuning and max_batch > 1:
+        max_batch, state.batch_rates = await asyncio.to_thread(
+            tune_batch_size, state.model.predict, synthetic_jpeg(), s.max_batch_size
+        )
+        for b, r in state.batch_rates.items():
+            state.metrics.tuned_images_per_second.labels(str(b)).set(r)
+        rates = ", ".join(f"{b}: {r:.2f}" for b, r in state.batch_rates.items())
+        log.info("batch size %d of at most %d (images/s by batch size: %s)", max_batch, s.max_batch_size, rates)
+    state.metrics.max_batch_size.set(max_batch)
     batcher = MicroBatcher(
         state.predict,
-        s.max_batch_size,
+        max_batch,
         s.batch_wait_ms / 1000.0,
         on_batch=lambda n, _s: state.metrics.batch_size.observe(n),
         workers=state.plan.workers,
@@ -86,5 +114,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await batcher.stop()
+        close = getattr(state.model, "close", None)
+        if close is not None:
+            close()
         if state.capture is not None:
             await asyncio.to_thread(state.capture.close)

@@ -150,7 +150,7 @@ def test_thread_plan_from_the_cores(monkeypatch, make_settings):
     sm = rt.thread_plan(make_settings("x"))
     assert (sm.workers, sm.intra_op, sm.inter_op) == (4, 8, 2)
     tfl = rt.thread_plan(make_settings("x", runtime="tflite-float"))
-    assert (tfl.workers, tfl.intra_op) == (4, 2)  # interpreters share the cores, not threads
+    assert (tfl.workers, tfl.intra_op) == (8, 1)  # one single-thread interpreter per core
     given = rt.thread_plan(make_settings("x", model_workers=3, intra_op_threads=5, inter_op_threads=1))
     assert (given.workers, given.intra_op, given.inter_op) == (3, 5, 1)
     monkeypatch.setattr(rt, "available_cpus", lambda: 1)
