@@ -250,9 +250,7 @@ def serve(
     registry: RegistryOpt = None,
 ) -> None:
     """Run the scoring service in the foreground, for development (any approval status)."""
-    import uvicorn
-
-    from deployment.serving.app import create_app
+    from deployment.serving.app import create_app, run_server
     from deployment.serving.settings import load_settings
     from training.errors import ConfigError
 
@@ -267,7 +265,7 @@ def serve(
         settings = load_settings(model_dir=mv.artifact_uri, model_name=name, model_version=str(version))
     else:
         raise ConfigError("give --model-dir, or --name and --version")
-    uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=30)
+    run_server(create_app(settings), host, port)
 
 
 @app.command()

@@ -12,9 +12,7 @@ import argparse
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``--host``/``--port`` (default ``$DETOPS_HOST``/``$DETOPS_PORT``, 127.0.0.1:8080) and serve."""
-    import uvicorn
-
-    from deployment.serving.app import create_app
+    from deployment.serving.app import create_app, run_server
     from deployment.serving.settings import ServerSettings, load_settings
 
     server = ServerSettings()
@@ -22,14 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=server.host)
     p.add_argument("--port", type=int, default=server.port)
     args = p.parse_args(argv)
-    app = create_app(load_settings())
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=server.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    run_server(create_app(load_settings()), args.host, args.port, server.log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

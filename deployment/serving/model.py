@@ -132,6 +132,9 @@ class Detector:
         self.predict([buf.getvalue()])
         self.ready = True
 
+    def close(self) -> None:
+        """Nothing to release: TensorFlow owns the SavedModel's threads (the ModelRunner protocol)."""
+
     def _call(self, images: list[bytes]) -> dict[str, Any]:
         tf = self._tf
         out = self._fn(encoded_images=tf.constant(images, dtype=tf.string))

@@ -56,6 +56,9 @@ class ModelRunner(Protocol):
         """Detections per encoded image, in order; an undecodable image gets an ImageDecodeError in its slot."""
         ...
 
+    def close(self) -> None:
+        """Release the runtime's own threads (called once at shutdown, after the last ``predict``)."""
+
 
 def available_cpus() -> int:
     """CPU cores this process may use: the affinity mask, capped by a cgroup v2/v1 CPU quota."""

