@@ -19,11 +19,12 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from training.cpus import available_cpus
 
 DEFAULT_MAX_DELTA = 0.01  # AP points (absolute), float TFLite vs SavedModel on the test split
 
@@ -195,7 +196,7 @@ def tflite_detector(tflite_path: str, module) -> Callable[[object], dict]:
     import tensorflow as tf
 
     num_classes = int(module.class_names.shape[0]) - 1  # class_names[0] is the background's ""
-    runner = make_interpreter(tflite_path, os.cpu_count() or 1, num_classes).get_signature_runner()
+    runner = make_interpreter(tflite_path, available_cpus(), num_classes).get_signature_runner()
 
     def detect(encoded_images) -> dict:
         rows = []

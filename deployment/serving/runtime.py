@@ -13,20 +13,20 @@ its parity check against the SavedModel (docs/contracts.md); a missing file or a
 :class:`~training.errors.ConfigError` at startup, never a silent fallback.
 
 Threads: :func:`thread_plan` sizes model workers and per-worker threads from the cores the process
-may use (:func:`available_cpus`: CPU affinity and the cgroup quota, as a container sees them).
+may use (:func:`training.cpus.available_cpus`: CPU affinity and the cgroup quota, as a container sees them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from training import storage
+from training.cpus import available_cpus
 from training.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -58,35 +58,6 @@ class ModelRunner(Protocol):
 
     def close(self) -> None:
         """Release the runtime's own threads (called once at shutdown, after the last ``predict``)."""
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use: the affinity mask, capped by a cgroup v2/v1 CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        n = min(n, max(1, math.ceil(quota)))
-    return max(1, n)
-
-
-def _cgroup_quota() -> float | None:
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "<quota|max> <period>"
-            q, period = f.read().split()[:2]
-        return None if q == "max" else int(q) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            q1 = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            p1 = int(f.read())
-        return None if q1 <= 0 else q1 / p1
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def test_thread_plan_from_the_cores(monkeypatch, make_settings):
 
 
 def test_available_cpus_honours_the_cgroup_quota(monkeypatch):
-    from deployment.serving import runtime as rt
+    from training import cpus as rt
 
     monkeypatch.setattr(rt.os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.setattr(rt, "_cgroup_quota", lambda: 1.5)
