@@ -100,8 +100,10 @@ def load_runner(model_dir: str, runtime: str):
 
 
 def _reference_main(conn, model_dir: str, runtime: str) -> None:
-    """Child process of :class:`InProcessReference`: load the model, then time the batches it is sent."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Child process of :class:`InProcessReference`: load the model, then time the batches it is sent.
+
+    The spawned child inherits ``main()``'s environment (``TF_CPP_MIN_LOG_LEVEL`` included).
+    """
     runner = load_runner(model_dir, runtime)
     conn.send("ready")
     while (batches := conn.recv()) is not None:
@@ -161,6 +163,13 @@ def in_process_batches(
     return out
 
 
+async def _post_image(client, headers: dict[str, str], data: bytes) -> None:
+    """One ``POST /invocations`` of a raw JPEG on ``client`` (an ``aiohttp.ClientSession``); raises on 4xx/5xx."""
+    async with client.post("/invocations", data=data, headers=headers) as r:
+        await r.read()
+        r.raise_for_status()
+
+
 async def _http_load(
     url: str, key: str, images: list[bytes], requests: int, concurrency: int
 ) -> tuple[list[float], float]:
@@ -179,10 +188,8 @@ async def _http_load(
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(url, connector=conn, timeout=aiohttp.ClientTimeout(total=300)) as client:
 
-        async def post(i: int) -> None:
-            async with client.post("/invocations", data=images[i % len(images)], headers=headers) as r:
-                await r.read()
-                r.raise_for_status()
+        def post(i: int):
+            return _post_image(client, headers, images[i % len(images)])
 
         await asyncio.gather(*(post(i) for i in range(concurrency)))  # open the connections, warm up
 
@@ -204,7 +211,7 @@ async def _single_pairs(
     """``requests`` single images, each scored once in process and once by the service (c1), in pairs.
 
     The two calls of a pair run back to back (their order alternating), so that a change of the
-    machine's speed - a shared machine drifts by 10-20% within seconds - hits both sides of the c1
+    machine's speed - a shared machine drifts by 8-15% within seconds - hits both sides of the c1
     ratio alike. Returns ``((in-process latencies, wall), (service latencies, wall))`` in s; each
     side's wall time is the sum of its own calls (they run one at a time).
     """
@@ -214,13 +221,7 @@ async def _single_pairs(
     own: list[float] = []
     svc: list[float] = []
     async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=300)) as client:
-
-        async def post(data: bytes) -> None:
-            async with client.post("/invocations", data=data, headers=headers) as r:
-                await r.read()
-                r.raise_for_status()
-
-        await post(images[0])  # open the connection
+        await _post_image(client, headers, images[0])  # open the connection
         for i in range(requests):
             data = images[i % len(images)]
             for side in (0, 1) if i % 2 == 0 else (1, 0):
@@ -228,7 +229,7 @@ async def _single_pairs(
                 if side == 0:
                     own += ref.timed([[data]])  # blocks the loop: nothing else is in flight
                 else:
-                    await post(data)
+                    await _post_image(client, headers, data)
                     svc.append(time.perf_counter() - t0)
     return (own, sum(own)), (svc, sum(svc))
 
