@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.errors import ConfigError, validation_problems
 
@@ -107,7 +107,13 @@ class SplitConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Training: preset (training.experiment.PRESETS) and what overrides its defaults."""
+    """Training: preset (training.experiment.PRESETS) and what overrides its defaults.
+
+    ``anchors``: ``"preset"`` keeps the preset's anchor grid; ``"fit"`` fits its size and aspect ratios
+    to the training split's boxes at ``image_size`` (:mod:`training.anchors`; the fit and its score
+    go to ``model_config/anchors.json``). ``fit`` and an ``overrides`` key under
+    ``task.model.anchor`` exclude each other.
+    """
 
     preset: str = "retinanet_mobilenetv2_fpn_cpu"
     steps: int | None = Field(default=None, ge=1)
@@ -117,7 +123,25 @@ class TrainConfig(_Strict):
     warmup_steps: int | None = Field(default=None, ge=0)
     checkpoint_interval: int | None = Field(default=None, ge=1)
     init_checkpoint: str | None = None  # a checkpoint prefix; "none" disables the preset's pretrained backbone
+    anchors: Literal["preset", "fit"] = "preset"
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fit_or_override(self):
+        if self.anchors == "fit":
+            clash = [k for k in _dotted_keys(self.overrides) if k.startswith("task.model.anchor.") or k == "task.model.anchor"]
+            if clash:
+                raise ValueError(f"anchors: fit sets the anchors; remove the override {clash[0]!r} or use anchors: preset")
+        return self
+
+
+def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every leaf key of a nested and/or dotted dict as one dotted path."""
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += _dotted_keys(v, key + ".") if isinstance(v, dict) and v else [key]
+    return out
 
 
 class ExportConfig(_Strict):

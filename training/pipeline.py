@@ -185,11 +185,33 @@ def _write_experiment(cfg: RunConfig, run: Run, num_classes: int):
         seed=cfg.seed,
     )
     os.makedirs(run.path("model_config"), exist_ok=True)
+    if t.anchors == "fit":
+        _fit_anchors(params, run)
     source_checkpoint = params.task.init_checkpoint or None
     if source_checkpoint:
         params.task.init_checkpoint = bring_checkpoint(run, source_checkpoint)
     Path(run.path("model_config", "experiment.yaml")).write_text(experiment_to_yaml(params))
     return params, source_checkpoint
+
+
+def _fit_anchors(params, run: Run) -> None:
+    """Set ``params``' anchor size and aspect ratios from the training split's boxes
+    (:func:`training.anchors.fit_anchors`); write the fit and its score to ``model_config/anchors.json``."""
+    from training.anchors import fit_anchors, input_box_sizes
+
+    m = params.task.model
+    wh = input_box_sizes(storage.read_json(run.path("data", "annotations", "train.json")), max(m.input_size[:2]))
+    fit = fit_anchors(
+        wh,
+        min_level=m.min_level,
+        max_level=m.max_level,
+        num_scales=m.anchor.num_scales,
+        preset_size=m.anchor.anchor_size,
+        preset_ratios=list(m.anchor.aspect_ratios),
+        seed=int(params.task.train_data.seed or 0),
+    )
+    params.override({"task": {"model": {"anchor": {"anchor_size": fit.anchor_size, "aspect_ratios": fit.aspect_ratios}}}})
+    storage.write_json(run.path("model_config", "anchors.json"), fit.as_dict())
 
 
 def check_not_empty(report, classes: list[str] | None, source, run_url: str) -> None:
