@@ -7,19 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cloud_fakes import gpu_run_config
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _config(tmp_path: Path, datastore: str) -> Path:
-    cfg = tmp_path / "my config.yaml"
-    cfg.write_text(
-        "project: bccd\n"
-        f"datastore: {datastore}\n"
-        "data:\n  format: voc\n  path: ${DETOPS_DATASETS}/bccd/BCCD/Annotations\n"
-        "  images: ${DETOPS_DATASETS}/bccd/BCCD/JPEGImages\n"
-        "train:\n  preset: retinanet_resnet50_fpn_gpu\n"
-    )
-    return cfg
 
 
 def _run(args: list[str], env_extra: dict[str, str] | None = None, tmp_path: Path | None = None):
@@ -42,7 +32,7 @@ def _json_tail(stdout: str) -> dict:
 def test_submit_azureml_dry_run_without_credentials(tmp_path):
     from azure.ai.ml import load_job
 
-    cfg = _config(tmp_path, "runs")
+    cfg = gpu_run_config(tmp_path, "runs", name="my config.yaml")
     out = tmp_path / "specs out"
     r = _run(["submit", str(cfg), "--backend", "azureml", "--dry-run", "--out", str(out), "--nodes", "2",
               "--set", "train.steps=300"], tmp_path=tmp_path)
@@ -62,7 +52,7 @@ def test_submit_azureml_dry_run_without_credentials(tmp_path):
 
 
 def test_submit_sagemaker_dry_run_without_credentials(tmp_path):
-    cfg = _config(tmp_path, "s3://detops-ml/runs")
+    cfg = gpu_run_config(tmp_path, "s3://detops-ml/runs", name="my config.yaml")
     out = tmp_path / "specs out"
     r = _run(["submit", str(cfg), "--backend", "sagemaker", "--dry-run", "--out", str(out), "--nodes", "2"],
              tmp_path=tmp_path)
@@ -79,7 +69,7 @@ def test_submit_sagemaker_dry_run_without_credentials(tmp_path):
 
 
 def test_submit_errors_are_one_line_with_exit_codes(tmp_path):
-    cfg = _config(tmp_path, "runs")
+    cfg = gpu_run_config(tmp_path, "runs", name="my config.yaml")
     r = _run(["submit", str(cfg), "--backend", "sagemakr", "--dry-run"], tmp_path=tmp_path)
     assert r.returncode == 5 and "Did you mean 'sagemaker'" in r.stderr
     r = _run(["submit", str(cfg), "--backend", "sagemaker", "--dry-run"], tmp_path=tmp_path)

@@ -12,28 +12,16 @@ Machine Sizes - List responses), so the SDK's real conversion into ``Usage`` / `
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace as NS
 
 import pytest
+from cloud_fakes import gpu_run_config
 
 from training.backends.quota import QuotaError
 
 REGION = "us-east-1"
 QUOTA = "ml.g5.xlarge for spot training job usage"
 CODE = "L-1234ABCD"
-
-
-def _config(tmp_path: Path, datastore: str) -> Path:
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        "project: bccd\n"
-        f"datastore: {datastore}\n"
-        "data:\n  format: voc\n  path: ${DETOPS_DATASETS}/bccd/BCCD/Annotations\n"
-        "  images: ${DETOPS_DATASETS}/bccd/BCCD/JPEGImages\n"
-        "train:\n  preset: retinanet_resnet50_fpn_gpu\n  steps: 10\n"
-    )
-    return cfg
 
 
 def _quota(name: str, value: float, code: str = CODE) -> dict:
@@ -95,7 +83,7 @@ def _sm_submit(tmp_path, sq, sm, **kw):
     from training.backends.sagemaker import SageMakerBackend
 
     b = SageMakerBackend(sagemaker_client=sm, quotas_client=sq)
-    return b.submit(_config(tmp_path, "s3://detops-ml/runs"), [], wait=False, console=None, **kw)
+    return b.submit(gpu_run_config(tmp_path, "s3://detops-ml/runs", steps=10), [], wait=False, console=None, **kw)
 
 
 def test_sagemaker_submit_refuses_when_the_spot_quota_is_short(sm_env, tmp_path):
@@ -219,7 +207,7 @@ def test_cli_exit_code_and_skip_flag(sm_env, tmp_path, monkeypatch, capsys):
     sq, sq_stub, sm, sm_stub = _clients()
     monkeypatch.setattr(training.settings, "aws_client", lambda service, settings=None: {"service-quotas": sq,
                                                                                         "sagemaker": sm}[service])
-    cfg = _config(tmp_path, "s3://detops-ml/runs")
+    cfg = gpu_run_config(tmp_path, "s3://detops-ml/runs", steps=10)
     with sq_stub, sm_stub:
         sq_stub.add_response("list_service_quotas", {"Quotas": [_quota(QUOTA, 0)]}, {"ServiceCode": "sagemaker"})
         _running_jobs(sm_stub, [])
@@ -303,7 +291,7 @@ def aml_env(monkeypatch, no_cloud_credentials, tmp_path):
 def _aml_submit(tmp_path, client, **kw):
     from training.backends.azureml import AzureMLBackend
 
-    return AzureMLBackend(ml_client=client).submit(_config(tmp_path, "runs"), [], wait=False, **kw)
+    return AzureMLBackend(ml_client=client).submit(gpu_run_config(tmp_path, "runs", steps=10), [], wait=False, **kw)
 
 
 def test_azureml_submit_refuses_when_the_family_quota_is_short(aml_env, tmp_path):
