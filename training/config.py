@@ -129,19 +129,12 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _fit_or_override(self):
         if self.anchors == "fit":
-            clash = [k for k in _dotted_keys(self.overrides) if k.startswith("task.model.anchor.") or k == "task.model.anchor"]
+            from training.tracking import flatten  # nested and/or dotted keys -> dotted leaf keys
+
+            clash = [k for k in flatten(self.overrides) if k.startswith("task.model.anchor.") or k == "task.model.anchor"]
             if clash:
                 raise ValueError(f"anchors: fit sets the anchors; remove the override {clash[0]!r} or use anchors: preset")
         return self
-
-
-def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every leaf key of a nested and/or dotted dict as one dotted path."""
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out += _dotted_keys(v, key + ".") if isinstance(v, dict) and v else [key]
-    return out
 
 
 class ExportConfig(_Strict):
