@@ -205,7 +205,8 @@ def summarize(runs: dict[int, dict], args) -> dict:
     summary = {
         "seeds": list(runs),
         "parallel": getattr(args, "parallel", None),
-        "overrides": vals[0].get("overrides", []),
+        # The settings every seed shares: each run's own ``seed=N`` is in ``per_seed``'s keys.
+        "overrides": [o for o in vals[0].get("overrides", []) if not o.startswith("seed=")],
         "per_seed": {
             s: {
                 "test_AP50": r["test_AP50"], "test_AP": r["test_AP"], "per_class_AP50": r["test_per_class_AP50"],

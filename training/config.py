@@ -113,6 +113,11 @@ class TrainConfig(_Strict):
     to the training split's boxes at ``image_size`` (:mod:`training.anchors`; the fit and its score
     go to ``model_config/anchors.json``). ``fit`` and an ``overrides`` key under
     ``task.model.anchor`` exclude each other.
+
+    ``ema``: the decay of an exponential moving average of the trainable weights (Model Garden's
+    ``trainer.optimizer_config.ema``, warmed up as ``min(ema, (1 + step) / (10 + step))``); the
+    final checkpoint holds the averaged weights, so evaluation, export and serving use them.
+    ``None`` (default) trains without it.
     """
 
     preset: str = "retinanet_mobilenetv2_fpn_cpu"
@@ -124,6 +129,7 @@ class TrainConfig(_Strict):
     checkpoint_interval: int | None = Field(default=None, ge=1)
     init_checkpoint: str | None = None  # a checkpoint prefix; "none" disables the preset's pretrained backbone
     anchors: Literal["preset", "fit"] = "preset"
+    ema: float | None = Field(default=None, gt=0, lt=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -291,8 +291,11 @@ def _data_configs(
     }
 
 
-def _trainer_config(steps: int, steps_per_loop: int, checkpoint_interval: int, lr: float, warmup: int) -> dict[str, Any]:
-    """The trainer section: SGD with momentum, cosine decay over ``steps`` from ``lr`` after a linear warmup."""
+def _trainer_config(
+    steps: int, steps_per_loop: int, checkpoint_interval: int, lr: float, warmup: int, ema: float | None = None
+) -> dict[str, Any]:
+    """The trainer section: SGD with momentum, cosine decay over ``steps`` from ``lr`` after a linear
+    warmup; with ``ema``, Model Garden's moving average of the trainable weights at that decay."""
     schedule: dict[str, Any] = {
         "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9, "global_clipnorm": 10.0}},
         "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": lr, "decay_steps": steps}},
@@ -302,6 +305,8 @@ def _trainer_config(steps: int, steps_per_loop: int, checkpoint_interval: int, l
             "type": "linear",
             "linear": {"warmup_steps": warmup, "warmup_learning_rate": lr * 0.1},
         }
+    if ema is not None:
+        schedule["ema"] = {"average_decay": ema, "trainable_weights_only": True}
     return {
         "train_steps": steps,
         "steps_per_loop": steps_per_loop,
@@ -344,6 +349,7 @@ def build_experiment(
     where: str = "experiment overrides",
     pretrained_provider: Callable[[], str] | None = None,
     seed: int | None = None,
+    ema: float | None = None,
 ):
     """Build and validate the Model Garden ``ExperimentConfig`` of a run.
 
@@ -363,6 +369,8 @@ def build_experiment(
       seed: the run's seed, stored as ``task.train_data.seed`` (file and example shuffling of
         Model Garden's input reader); :func:`training.train.train_model` also seeds TensorFlow's
         global generator (augmentation, initializers) from it.
+      ema: decay of a moving average of the trainable weights (``trainer.optimizer_config.ema``,
+        0 < ema < 1); :func:`training.train.train_model` writes the averages into the final checkpoint.
 
     Returns:
       ``official.core.config_definitions.ExperimentConfig``, validated.
@@ -390,7 +398,7 @@ def build_experiment(
     base = {
         "runtime": {"mixed_precision_dtype": "float32", "distribution_strategy": "mirrored"},
         "task": task,
-        "trainer": _trainer_config(steps, steps_per_loop, checkpoint_interval, lr, warmup),
+        "trainer": _trainer_config(steps, steps_per_loop, checkpoint_interval, lr, warmup, ema),
     }
     try:
         params.override(base, is_strict=True)

@@ -183,6 +183,7 @@ def _write_experiment(cfg: RunConfig, run: Run, num_classes: int):
         where=f"train.overrides of {cfg.project}",
         pretrained_provider=None if (t.init_checkpoint or "").lower() == "none" else _pretrained,
         seed=cfg.seed,
+        ema=t.ema,
     )
     os.makedirs(run.path("model_config"), exist_ok=True)
     if t.anchors == "fit":

@@ -150,8 +150,27 @@ def train_model(
         if start:
             printer(f"resuming from step {start} (checkpoint in {checkpoint_dir})")
         runner.run()
+        _keep_averaged_weights(runner)
     step = int(runner.trainer.global_step.numpy())
     return TrainResult(step, max(step - start, 0), time.monotonic() - t0, progress.last)
+
+
+def _keep_averaged_weights(runner) -> None:
+    """With an EMA optimizer (``trainer.optimizer_config.ema``), rewrite the final checkpoint with the
+    model's trainable weights set to their moving averages, so that evaluation, export and serving
+    (which restore the model from the latest checkpoint) use the averaged weights. Earlier checkpoints
+    keep the raw weights and the averages beside them, so a resumed run continues as before."""
+    from official.modeling.optimization import ExponentialMovingAverage
+
+    optimizer = runner.trainer.optimizer
+    if not isinstance(optimizer, ExponentialMovingAverage) or runner.checkpoint_manager is None:
+        return
+    optimizer.assign_average_vars(runner.trainer.model.trainable_variables)
+    manager = runner.checkpoint_manager
+    step = int(runner.trainer.global_step.numpy())
+    # The manager saves nothing for a step it has saved already: then overwrite that step's files.
+    if manager.save(checkpoint_number=step, check_interval=False) is None:
+        manager.checkpoint.write(manager.latest_checkpoint)
 
 
 def _latest_step(checkpoint_dir: str) -> int:
