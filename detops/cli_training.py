@@ -71,10 +71,12 @@ def train(
     verbose: VerboseOpt = False,
 ) -> None:
     """Train (or resume training) the detector of a prepared run."""
-    from training import pipeline
+    from training import pipeline, report
 
     with _quiet(verbose):
-        pipeline.train(pipeline.Run.open(run_dir), steps=steps)
+        reporter = report.Reporter(out)
+        with reporter.stage("train"):
+            pipeline.train(pipeline.Run.open(run_dir), steps=steps, console=reporter)
 
 
 @app.command()

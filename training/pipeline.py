@@ -322,7 +322,7 @@ def train(run: Run, steps: int | None = None, console=None):
         params,
         checkpoint_dir=run.path("model_training", "checkpoints"),
         tensorboard_dir=run.path("model_training", "tensorboard"),
-        printer=None if on_progress else say,
+        printer=say,
         on_progress=on_progress,
     )
     run.stage_done("train", global_step=result.global_step, steps_run=result.steps_run,

@@ -32,6 +32,7 @@ from training.evaluate import COCO_STAT_NAMES
 from training.names import STAGES
 
 LOG_NAME = os.path.join("logs", "detops.log")  # inside the run folder
+_PLAIN_WIDTH = 160  # columns of a progress line when the output is not a terminal (CI logs, files)
 
 
 @dataclass
@@ -162,10 +163,19 @@ class Reporter:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            redirect_stderr=False,  # stderr stays where quiet_logs sent it (the log file)
         )
         self._progress, self._stage = progress, name
         self._task = progress.add_task(name, total=total, info="")
         t0 = time.monotonic()
+        # Pin the console to today's stdout for the stage: library code in the stage may point
+        # sys.stdout elsewhere (training.train sends Orbit's prints to stderr) and the bars must
+        # keep their stream. Outside a terminal the bar is printed once, when the stage ends, at
+        # the width it needs (rich would cut it at 80 columns).
+        saved_file, saved_width = self.console._file, self.console.width
+        self.console.file = self.console.file
+        if not self.console.is_terminal:
+            self.console.width = max(saved_width, _PLAIN_WIDTH)
         progress.start()
         ok = False
         try:
@@ -173,9 +183,11 @@ class Reporter:
             ok = True
         finally:
             task = progress.tasks[0]
-            if ok and task.total is not None:
-                progress.update(self._task, completed=task.total)
+            if ok:
+                done = task.total if task.total is not None else max(task.completed, 1)
+                progress.update(self._task, total=done, completed=done)
             progress.stop()
+            self.console.file, self.console.width = saved_file, saved_width
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.monotonic() - t0
             self._progress = self._task = self._stage = None
 

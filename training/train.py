@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
@@ -106,16 +108,16 @@ def train_model(
       checkpoint_dir: local folder (or a path TensorFlow's gfile can write) for ``ckpt-N`` files.
       tensorboard_dir: where train summaries go (default: ``<checkpoint_dir>/train``).
       strategy: a ``tf.distribute.Strategy``; default :func:`default_strategy`.
-      printer: called with one progress line per loop (default: the ``detops.train`` logger).
+      printer: called with the resume message and, without ``on_progress``, one progress line per
+        loop (default: the ``detops.train`` logger).
       on_progress: optional ``(global_step, total_steps, loss, steps_per_s)`` callback per loop
-        (a progress bar, :meth:`training.report.Reporter.train_progress`).
+        (a progress bar, :meth:`training.report.Reporter.train_progress`); with it the per-loop
+        lines and Orbit's printed messages go to the log (stderr), not stdout.
 
     Returns:
       :class:`TrainResult`; ``steps_run`` is 0 when the checkpoint already reached the target.
     """
-    import orbit
-    import tensorflow as tf
-    from official.core import task_factory, train_lib
+    from official.core import task_factory
     from official.vision import registry_imports  # noqa: F401  (registers the RetinaNet task)
 
     from training.experiment import register_backbones
@@ -126,10 +128,32 @@ def train_model(
     printer = printer or log.info
     total = int(params.trainer.train_steps)
     start = _latest_step(checkpoint_dir)
-    progress = _Progress(total, start, printer, on_progress)
+    progress = _Progress(total, start, log.info if on_progress else printer, on_progress)
     t0 = time.monotonic()
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=checkpoint_dir)
+    if start >= total:
+        printer(f"checkpoint already at step {start} >= {total}; nothing to train")
+    elif start:
+        printer(f"resuming from step {start} (checkpoint in {checkpoint_dir})")
+    # Orbit's controller prints each message to stdout besides logging it with absl. With a
+    # progress bar (on_progress) those copies go to stderr instead: the run's log file under
+    # training.report.quiet_logs, the terminal with --verbose.
+    with contextlib.redirect_stdout(sys.stderr) if on_progress else contextlib.nullcontext():
+        runner = _runner(params, task, strategy, checkpoint_dir, tensorboard_dir, progress)
+        if start < total:
+            runner.run()
+            _keep_averaged_weights(runner)
+    step = int(runner.trainer.global_step.numpy())
+    return TrainResult(step, max(step - start, 0), time.monotonic() - t0, progress.last)
+
+
+def _runner(params, task, strategy, checkpoint_dir: str, tensorboard_dir: str | None, progress: _Progress):
+    """Model Garden's Orbit runner for ``task`` with ``progress`` as train action and a summary writer."""
+    import orbit
+    import tensorflow as tf
+    from official.core import train_lib
+
     runner = train_lib.OrbitExperimentRunner(
         distribution_strategy=strategy,
         task=task,
@@ -144,15 +168,7 @@ def train_model(
         runner.controller.summary_manager = orbit.utils.SummaryManager(
             tensorboard_dir, tf.summary.scalar, global_step=runner.trainer.global_step
         )
-    if start >= total:
-        printer(f"checkpoint already at step {start} >= {total}; nothing to train")
-    else:
-        if start:
-            printer(f"resuming from step {start} (checkpoint in {checkpoint_dir})")
-        runner.run()
-        _keep_averaged_weights(runner)
-    step = int(runner.trainer.global_step.numpy())
-    return TrainResult(step, max(step - start, 0), time.monotonic() - t0, progress.last)
+    return runner
 
 
 def _keep_averaged_weights(runner) -> None:
