@@ -7,6 +7,7 @@ tracebacks only with ``--debug`` (or ``DETOPS_DEBUG=1``).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -58,7 +59,13 @@ def _interrupted() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return (and exit with) an :class:`ExitCode`."""
+    """Run the CLI; return (and exit with) an :class:`ExitCode`.
+
+    MLflow logs INFO lines to stderr by itself (e.g. "Creating initial MLflow database tables..." on
+    a new store); the console script shows its warnings only, unless ``MLFLOW_LOGGING_LEVEL`` is
+    set (MLflow's own setting, read when mlflow is imported).
+    """
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         rc = app(args=argv, standalone_mode=False)
         # Outside standalone mode typer returns an explicit exit's code instead of exiting; it turns

@@ -567,7 +567,9 @@ def _train_to_target(run: Run, steps: int | None, console) -> None:
 def _track(run: Run, console=None) -> bool:
     """Log the run to MLflow (idempotent per run id) when its config enables tracking; True if it did.
 
-    The URI is ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store.
+    The URI is ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store. The
+    message naming the MLflow run is printed when the run is first logged; later calls (the export's
+    metrics at finish) update the same MLflow run quietly.
     """
     tracking = (run.manifest.get("config") or {}).get("tracking") or {}
     if not tracking.get("enabled", False) or not is_chief():
@@ -575,9 +577,10 @@ def _track(run: Run, console=None) -> bool:
     from training.tracking import default_tracking_uri, log_run
 
     uri = tracking.get("uri") or default_tracking_uri()
+    known = run.manifest.get("mlflow_run_id")
     run.manifest["mlflow_run_id"] = log_run(run.local_dir, uri)
     run.save()
-    if console is not None:
+    if console is not None and run.manifest["mlflow_run_id"] != known:
         console.print(f"metrics logged to MLflow ({uri}), run {run.manifest['mlflow_run_id']}")
     return True
 

@@ -371,3 +371,20 @@ def test_promote_cli_names_the_source_registry_per_kind(cli, monkeypatch):
     code, _ = cli("promote", "--registry", "mlflow", "--name", "m", "--version", "1", "--source-uri", "sqlite:///dev.db",
                   "--artifact-root", "prod-artifacts")
     assert code == 0 and built[1] == ("mlflow", {"tracking_uri": "sqlite:///dev.db"})
+
+
+def test_console_script_shows_no_mlflow_info_lines_on_a_new_store(tmp_path):
+    """MLflow logs INFO lines to stderr when it creates a store; `detops` shows warnings only."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DETOPS_"))}
+    env.update(DETOPS_HOME=str(tmp_path / "home"), DETOPS_REGISTRY="mlflow",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'new store.db'}")
+    proc = subprocess.run([sys.executable, "-m", "detops.cli", "models", "list", "--name", "bccd", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == []
+    assert (tmp_path / "new store.db").exists()  # the store was created, quietly
+    assert proc.stderr == ""

@@ -72,3 +72,22 @@ def test_log_run_errors(tmp_path, make_run):
     pathlib.Path(run, "evaluation", "val", "metrics.json").write_text("{broken")
     with pytest.raises(DataError, match="val/metrics.json"):
         tracking.read_metrics(run)
+
+
+def test_the_mlflow_message_is_printed_when_the_run_is_first_logged(make_run, _isolated_home):
+    """`run_stages` logs after evaluate and again at finish (the export's metrics): one message."""
+    import io
+
+    from rich.console import Console
+
+    from training.pipeline import _track
+    from training.run import Run
+
+    run = Run.open(make_run())
+    run.manifest["config"]["tracking"] = {"enabled": True}
+    buf = io.StringIO()
+    console = Console(file=buf, soft_wrap=True)
+    assert _track(run, console) and _track(run, console)
+    rid = run.manifest["mlflow_run_id"]
+    assert rid == tracking.find_run(run.local_dir)
+    assert buf.getvalue().count(f"metrics logged to MLflow ({tracking.default_tracking_uri()}), run {rid}") == 1
