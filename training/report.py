@@ -135,7 +135,12 @@ class Reporter:
 
     @contextlib.contextmanager
     def stage(self, name: str, total: float | None = None) -> Iterator[Reporter]:
-        """A progress bar named ``name`` for the ``with`` body; records its wall time."""
+        """A progress bar named ``name`` for the ``with`` body; records its wall time.
+
+        During the stage stdout belongs to the bars and to :meth:`print`: anything else printed to
+        ``sys.stdout`` (Orbit prints each of its log messages) goes to stderr, which is the run's
+        log file under :func:`quiet_logs` and the terminal with ``--verbose``.
+        """
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -163,14 +168,14 @@ class Reporter:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            redirect_stdout=False,  # stray prints go to stderr (below), not above the bars
             redirect_stderr=False,  # stderr stays where quiet_logs sent it (the log file)
         )
         self._progress, self._stage = progress, name
         self._task = progress.add_task(name, total=total, info="")
         t0 = time.monotonic()
-        # Pin the console to today's stdout for the stage: library code in the stage may point
-        # sys.stdout elsewhere (training.train sends Orbit's prints to stderr) and the bars must
-        # keep their stream. Outside a terminal the bar is printed once, when the stage ends, at
+        # Pin the console to today's stdout for the stage: sys.stdout points at stderr during the
+        # stage (or wherever code in the stage sends it) and the bars must keep their stream. Outside a terminal the bar is printed once, when the stage ends, at
         # the width it needs (rich would cut it at 80 columns).
         saved_file, saved_width = self.console._file, self.console.width
         self.console.file = self.console.file
@@ -179,7 +184,8 @@ class Reporter:
         progress.start()
         ok = False
         try:
-            yield self
+            with contextlib.redirect_stdout(sys.stderr):
+                yield self
             ok = True
         finally:
             task = progress.tasks[0]

@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass
 
@@ -112,7 +110,7 @@ def train_model(
         loop (default: the ``detops.train`` logger).
       on_progress: optional ``(global_step, total_steps, loss, steps_per_s)`` callback per loop
         (a progress bar, :meth:`training.report.Reporter.train_progress`); with it the per-loop
-        lines and Orbit's printed messages go to the log (stderr), not stdout.
+        lines go to the log (``log.info``), not to ``printer``.
 
     Returns:
       :class:`TrainResult`; ``steps_run`` is 0 when the checkpoint already reached the target.
@@ -136,14 +134,12 @@ def train_model(
         printer(f"checkpoint already at step {start} >= {total}; nothing to train")
     elif start:
         printer(f"resuming from step {start} (checkpoint in {checkpoint_dir})")
-    # Orbit's controller prints each message to stdout besides logging it with absl. With a
-    # progress bar (on_progress) those copies go to stderr instead: the run's log file under
-    # training.report.quiet_logs, the terminal with --verbose.
-    with contextlib.redirect_stdout(sys.stderr) if on_progress else contextlib.nullcontext():
-        runner = _runner(params, task, strategy, checkpoint_dir, tensorboard_dir, progress)
-        if start < total:
-            runner.run()
-            _keep_averaged_weights(runner)
+    # Orbit's controller prints each message to stdout besides logging it with absl; under a
+    # progress bar (training.report.Reporter.stage) those prints go to stderr, the run's log.
+    runner = _runner(params, task, strategy, checkpoint_dir, tensorboard_dir, progress)
+    if start < total:
+        runner.run()
+        _keep_averaged_weights(runner)
     step = int(runner.trainer.global_step.numpy())
     return TrainResult(step, max(step - start, 0), time.monotonic() - t0, progress.last)
 

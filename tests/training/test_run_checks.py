@@ -284,3 +284,22 @@ def test_a_stage_bar_outside_a_terminal_is_whole_and_keeps_its_stream(capsys):
     assert "480/480" in out and info in out and "…" not in out, out
     assert "steps/sec" not in out and "480/480" not in elsewhere.getvalue()
     assert "done prepare" in out and "done train" in out, out
+
+
+def test_a_stray_print_in_a_stage_goes_to_stderr_and_the_bar_to_stdout(capsys):
+    """During a stage stdout belongs to the bars: a library's print (Orbit's) goes to stderr, which
+    is the run's log file under quiet_logs; after the stage print works as before."""
+    from rich.console import Console
+
+    from training.report import Reporter
+
+    reporter = Reporter(Console(soft_wrap=True))
+    with reporter.stage("train"):
+        print("train | step: 10 | steps/sec: 0.5")
+        reporter.print("a message of the run")
+        reporter.train_progress(2, 2, 0.9, 1.0)
+    print("after the stage")
+    captured = capsys.readouterr()
+    assert "steps/sec: 0.5" in captured.err and "steps/sec" not in captured.out, captured
+    assert "a message of the run" in captured.out and "done train" in captured.out, captured.out
+    assert "2/2" in captured.out and captured.out.rstrip().endswith("after the stage"), captured.out
