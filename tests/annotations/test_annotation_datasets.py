@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from training.annotations import ValidationPolicy, read_dataset, read_label_map, to_coco, validate
@@ -14,10 +13,8 @@ def _key(ds) -> list:
 
 
 def test_bccd_voc_quality_report(shared_datasets: Path) -> None:
-    t0 = time.perf_counter()
     ds = read_dataset("voc", shared_datasets / "bccd" / "BCCD")
-    res = validate(ds)
-    seconds = time.perf_counter() - t0
+    res = validate(ds)  # its speed: benchmarks/dataset_read.py
     r = res.report
     assert ds.rejected == [] and len(ds.records) == 364
     assert (r.images_in, r.images_kept, r.images_rejected) == (364, 364, 0)
@@ -31,7 +28,6 @@ def test_bccd_voc_quality_report(shared_datasets: Path) -> None:
     assert all(rec.sha256 and rec.width == 640 and rec.height == 480 for rec in res.dataset.records)
     coco = to_coco(res.dataset)
     assert len(coco["images"]) == 364 and len(coco["annotations"]) == 4886
-    assert seconds < 10, f"BCCD read + validate took {seconds:.1f} s"
 
 
 def test_bccd_test_csv_equals_voc(shared_datasets: Path) -> None:

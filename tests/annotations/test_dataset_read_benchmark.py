@@ -1,0 +1,42 @@
+"""benchmarks/dataset_read.py: read + validate time against a decode-only reference, on made-up VOC data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from PIL import Image
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "dataset_read.py"
+
+
+def _voc(root: Path, n: int) -> Path:
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    for i in range(n):
+        Image.new("RGB", (64, 48), (10 * i, 80, 160)).save(root / "JPEGImages" / f"im_{i}.jpg")
+        boxes = "".join(
+            f"<object><name>cell</name><bndbox><xmin>{2 + k}</xmin><ymin>3</ymin><xmax>{20 + k}</xmax>"
+            f"<ymax>30</ymax></bndbox></object>"
+            for k in range(i % 3 + 1)
+        )
+        (root / "Annotations" / f"im_{i}.xml").write_text(
+            f"<annotation><filename>im_{i}.jpg</filename><size><width>64</width><height>48</height>"
+            f"<depth>3</depth></size>{boxes}</annotation>"
+        )
+    return root
+
+
+def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("dataset_read_under_test", _PATH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = _voc(tmp_path / "tiny voc", n=5)
+    out = tmp_path / "result.json"
+    assert bench.main(["--path", str(data), "--rounds", "2", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["images_kept"], r["boxes_kept"], r["image_files"]) == (5, 1 + 2 + 3 + 1 + 2, 5)
+    assert r["read_validate_s"] > 0 and r["decode_reference_s"] > 0
+    assert abs(r["ratio"] - r["read_validate_s"] / r["decode_reference_s"]) < 0.01 * r["ratio"] + 0.002
+    assert f"ratio {r['ratio']:.2f}" in capsys.readouterr().out
