@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _datasets_root() -> Path:
-    env = os.environ.get("DETOPS_DATASETS")
-    return Path(env) if env else ROOT.parent / "shared" / "datasets"
+    from training.settings import CommonSettings
+
+    return Path(CommonSettings.load().datasets or ROOT.parent / "shared" / "datasets")
 
 
 def workload(fmt: str, path: str, images: str | None) -> tuple[float, int, int]:
