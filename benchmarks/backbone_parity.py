@@ -37,9 +37,7 @@ SIZE = 300  # the frozen graph's fixed input size
 def _default_images() -> Path:
     from training.settings import CommonSettings
 
-    root = CommonSettings.load().datasets
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    return base / "bccd" / "BCCD" / "JPEGImages"
+    return CommonSettings.load().datasets_root() / "bccd" / "BCCD" / "JPEGImages"
 
 
 def _load(paths: list[Path]) -> np.ndarray:

@@ -74,7 +74,9 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="also write the JSON result to this file")
     ap.add_argument("--from-json", nargs="+", default=None, help="summarize single-seed results (--out files) instead of running")
     args = ap.parse_args()
-    os.environ.setdefault("DETOPS_DATASETS", str(ROOT.parent / "shared" / "datasets"))
+    from training.settings import CommonSettings
+
+    os.environ["DETOPS_DATASETS"] = str(CommonSettings.load().datasets_root())  # the seeds' processes inherit it
     if args.from_json:
         runs = {json.loads(Path(p).read_text())["seed"]: json.loads(Path(p).read_text()) for p in args.from_json}
         print(json.dumps(summarize(runs, args), indent=2))

@@ -26,6 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.errors import ConfigError
 
+CHECKOUT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+"""Default datasets root of a source checkout: ``../shared/datasets`` beside the repository."""
+
 #: Where values come from, quoted in the "missing setting" error and in docs/settings.md.
 STACK_AZURE = "stack output of infra/azure, same name (`detops settings ci-variables`)"
 STACK_AWS = "stack output of infra/aws, same name (`detops settings ci-variables`)"
@@ -204,6 +207,11 @@ class CommonSettings(Settings):
     def detops_home(self) -> Path:
         """``DETOPS_HOME`` (expanded) or ``~/.detops``; not created here."""
         return (self.home or Path.home() / ".detops").expanduser()
+
+    def datasets_root(self) -> Path:
+        """``DETOPS_DATASETS`` (expanded), else ``shared/datasets`` beside a source checkout: the layout
+        scripts/demo.sh and .ci/run assume, used by the tests and benchmarks. Not checked to exist here."""
+        return Path(self.datasets).expanduser() if self.datasets else CHECKOUT_DATASETS
 
 
 # -- Azure ----------------------------------------------------------------------------------------

@@ -28,10 +28,16 @@ def _voc(root: Path, n: int) -> Path:
     return root
 
 
-def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp_path, capsys):
+def _bench():
     spec = importlib.util.spec_from_file_location("dataset_read_under_test", _PATH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp_path, capsys):
+    bench = _bench()
+    bench.AIM_RATIO = float("inf")  # the exit code's aim is tested below; here any ratio meets it
     data = _voc(tmp_path / "tiny voc", n=5)
     out = tmp_path / "result.json"
     assert bench.main(["--path", str(data), "--rounds", "2", "--out", str(out)]) == 0
@@ -40,3 +46,13 @@ def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp
     assert r["read_validate_s"] > 0 and r["decode_reference_s"] > 0
     assert abs(r["ratio"] - r["read_validate_s"] / r["decode_reference_s"]) < 0.01 * r["ratio"] + 0.002
     assert f"ratio {r['ratio']:.2f}" in capsys.readouterr().out
+
+
+def test_a_missed_aim_sets_the_exit_code_and_leads_the_output(tmp_path, capsys):
+    bench = _bench()
+    bench.AIM_RATIO = 0.0  # no ratio of two positive times meets it
+    data = _voc(tmp_path / "tiny voc", n=2)
+    out = tmp_path / "result.json"
+    assert bench.main(["--path", str(data), "--rounds", "1", "--out", str(out)]) == 1
+    assert json.loads(out.read_text())["aim_met"] is False
+    assert capsys.readouterr().out.splitlines()[0].startswith("AIM MISSED: read + validate takes")

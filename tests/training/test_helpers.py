@@ -49,6 +49,27 @@ def test_every_user_of_detops_home_resolves_it_the_same_way(tmp_path, monkeypatc
     assert pretrained.default_cache_dir() == home / "pretrained"
 
 
+# --------------------------------------------------------------------------------- DETOPS_DATASETS
+
+
+def test_datasets_root_default_is_shared_datasets_beside_the_checkout(monkeypatch):
+    from training.settings import CommonSettings
+
+    monkeypatch.delenv("DETOPS_DATASETS", raising=False)
+    checkout = Path(__file__).resolve().parents[2]
+    assert CommonSettings.load().datasets_root() == checkout.parent / "shared" / "datasets"
+    monkeypatch.setenv("DETOPS_DATASETS", "")  # empty counts as unset, as for DETOPS_HOME
+    assert CommonSettings.load().datasets_root() == checkout.parent / "shared" / "datasets"
+
+
+def test_datasets_root_takes_the_setting_with_the_user_folder_expanded(tmp_path, monkeypatch):
+    from training.settings import CommonSettings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DETOPS_DATASETS", "~/labelled data")
+    assert CommonSettings.load().datasets_root() == tmp_path / "labelled data"
+
+
 # ----------------------------------------------------------------------------------------- run ids
 
 
