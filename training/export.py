@@ -18,8 +18,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -117,28 +118,41 @@ def tflite_module(params, model):
     return holder
 
 
-def convert_tflite(params, model, quant: str | None, calibration_steps: int = 100) -> bytes:
-    """Convert to TFLite with Model Garden's converter; ``quant`` None (float32) or ``"int8"``.
+@contextlib.contextmanager
+def tflite_graph(params, model) -> Iterator[str]:
+    """The batch-1 graph of :func:`tflite_module` saved once as a temporary SavedModel; yields its folder.
 
-    The batch-1 TFLite graph is saved as a temporary SavedModel first (so the TFLite model keeps a
-    ``serving_default`` signature with named inputs and outputs). int8 calibration reads
-    ``params.task.train_data`` (the training split TFRecords) through Model Garden's own input
-    pipeline, ``calibration_steps`` images.
+    Both TFLite variants convert from it (see :func:`convert_tflite`), so the graph is traced and
+    saved once per export; the folder is removed when the ``with`` block ends. Saving it as a
+    SavedModel (not converting the concrete function) keeps a ``serving_default`` signature with
+    named inputs and outputs in the TFLite model.
     """
     import tempfile
 
     import tensorflow as tf
+
+    holder = tflite_module(params, model)
+    with tempfile.TemporaryDirectory(prefix="detops-tflite-") as tmp:
+        tf.saved_model.save(holder, tmp, signatures={"serving_default": holder.detect.get_concrete_function()})
+        yield tmp
+
+
+def convert_tflite(params, graph_dir: str, quant: str | None, calibration_steps: int = 100) -> bytes:
+    """Convert the graph saved by :func:`tflite_graph` with Model Garden's converter; return the model bytes.
+
+    ``quant`` None (float32) or ``"int8"``. int8 calibration reads ``params.task.train_data`` (the
+    training split TFRecords) through Model Garden's own input pipeline, ``calibration_steps``
+    images; every random source is seeded from the data seed first, so a conversion does not depend
+    on what ran before it.
+    """
     from official.vision.serving import export_tflite_lib
 
     from training.train import seed_everything
 
     seed_everything(params.task.train_data.seed)  # int8 calibration reads shuffled, augmented images
-    holder = tflite_module(params, model)
-    with tempfile.TemporaryDirectory(prefix="detops-tflite-") as tmp:
-        tf.saved_model.save(holder, tmp, signatures={"serving_default": holder.detect.get_concrete_function()})
-        return export_tflite_lib.convert_tflite_model(
-            saved_model_dir=tmp, quant_type=quant, params=copy.deepcopy(params), calibration_steps=calibration_steps
-        )
+    return export_tflite_lib.convert_tflite_model(
+        saved_model_dir=graph_dir, quant_type=quant, params=copy.deepcopy(params), calibration_steps=calibration_steps
+    )
 
 
 def nms_safe_threads(threads: int, num_classes: int) -> int:

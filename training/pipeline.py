@@ -406,19 +406,20 @@ def export(run: Run, console=None) -> dict:
     bounds = {"float": cfg.export.max_delta, "int8": cfg.export.max_delta_int8}
     if cfg.export.tflite:
         variants = [("float", None, "model.tflite")] + ([("int8", "int8", "model_int8.tflite")] if cfg.export.int8 else [])
-        for name, quant, fname in variants:
-            path = os.path.join(out_dir, fname)
-            with open(path, "wb") as f:
-                f.write(ex.convert_tflite(params, model, quant, cfg.export.calibration_steps))
-            m = evaluate_split(ex.tflite_detector(path, module), test, gt, os.path.join(out_dir, "parity", name), draw=False)
-            parity[name] = ex.parity_check(sm_metrics, m, bounds[name])
-            parity[name]["max_delta"] = bounds[name]
-            parity[name]["size_bytes"] = os.path.getsize(path)
-            verdict = "passed" if parity[name]["passed"] else "FAILED"
-            if hasattr(console, "advance"):  # the final summary prints the figures
-                _advance(console, 1, info=f"TFLite {name} AP50 {m['AP50']:.3f} {verdict}")
-            else:
-                say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), {verdict}")
+        with ex.tflite_graph(params, model) as graph_dir:  # traced and saved once for both variants
+            for name, quant, fname in variants:
+                path = os.path.join(out_dir, fname)
+                with open(path, "wb") as f:
+                    f.write(ex.convert_tflite(params, graph_dir, quant, cfg.export.calibration_steps))
+                m = evaluate_split(ex.tflite_detector(path, module), test, gt, os.path.join(out_dir, "parity", name), draw=False)
+                parity[name] = ex.parity_check(sm_metrics, m, bounds[name])
+                parity[name]["max_delta"] = bounds[name]
+                parity[name]["size_bytes"] = os.path.getsize(path)
+                verdict = "passed" if parity[name]["passed"] else "FAILED"
+                if hasattr(console, "advance"):  # the final summary prints the figures
+                    _advance(console, 1, info=f"TFLite {name} AP50 {m['AP50']:.3f} {verdict}")
+                else:
+                    say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), {verdict}")
     parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
     storage.write_json(os.path.join(out_dir, "parity.json"), parity)
     run.stage_done("export", parity_passed=parity["passed"])
