@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bccd_map.py"
-
 
 @pytest.fixture(scope="module")
-def bccd_map():
-    spec = importlib.util.spec_from_file_location("bccd_map_under_test", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bccd_map(load_benchmark):
+    return load_benchmark("bccd_map")
 
 
 def _run(seed: int, ap50: float, ap: float, float_delta: float, int8_delta: float, passed: bool = True) -> dict:

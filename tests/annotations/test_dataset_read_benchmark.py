@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from PIL import Image
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "dataset_read.py"
 
 
 def _voc(root: Path, n: int) -> Path:
@@ -28,15 +25,8 @@ def _voc(root: Path, n: int) -> Path:
     return root
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("dataset_read_under_test", _PATH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp_path, capsys):
-    bench = _bench()
+def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp_path, capsys, load_benchmark):
+    bench = load_benchmark("dataset_read")
     bench.AIM_RATIO = float("inf")  # the exit code's aim is tested below; here any ratio meets it
     data = _voc(tmp_path / "tiny voc", n=5)
     out = tmp_path / "result.json"
@@ -48,8 +38,8 @@ def test_the_benchmark_counts_the_dataset_and_reports_the_ratio_of_its_times(tmp
     assert f"ratio {r['ratio']:.2f}" in capsys.readouterr().out
 
 
-def test_a_missed_aim_sets_the_exit_code_and_leads_the_output(tmp_path, capsys):
-    bench = _bench()
+def test_a_missed_aim_sets_the_exit_code_and_leads_the_output(tmp_path, capsys, load_benchmark):
+    bench = load_benchmark("dataset_read")
     bench.AIM_RATIO = 0.0  # no ratio of two positive times meets it
     data = _voc(tmp_path / "tiny voc", n=2)
     out = tmp_path / "result.json"
