@@ -92,10 +92,10 @@ def smoke_azureml(
     if not scoring_uri or not key:
         if not endpoint:
             raise ConfigError("give --endpoint (or --url and the key variable) for an Azure ML smoke test")
-        from deployment.cloud_errors import azure_error
-        from deployment.targets.azureml import AzureMLTarget
+        from training.cloud import azure
+        from training.cloud.azure import azure_error
 
-        client = ml_client or AzureMLTarget().ml_client()
+        client = ml_client or azure.ml_client(what=f"smoke-test Azure ML endpoint {endpoint!r}")
         try:
             scoring_uri = scoring_uri or client.online_endpoints.get(endpoint).scoring_uri
             key = key or client.online_endpoints.get_keys(endpoint).primary_key
@@ -123,14 +123,14 @@ def smoke_sagemaker(image: str, endpoint: str, runtime_client: Any = None) -> di
     """``InvokeEndpoint`` on ``endpoint`` through ``sagemaker-runtime`` (IAM-signed by boto3)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from deployment.cloud_errors import aws_error
+    from training.cloud.aws import aws_error
 
     if not endpoint:
         raise ConfigError("give --endpoint for a SageMaker smoke test")
     if runtime_client is None:
-        from training.backends.sagemaker import client
+        from training.cloud import aws
 
-        runtime_client = client("sagemaker-runtime")
+        runtime_client = aws.client("sagemaker-runtime")
     data, ctype = _read_image(image)
     try:
         t0 = time.perf_counter()

@@ -42,11 +42,11 @@ def submit(
     A cloud backend first checks the quota for the instance type and count (exit 4 with the
     numbers when it is short; ``--skip-preflight`` submits anyway; ``--dry-run`` does not ask).
     """
-    from training.backends import get_backend
+    from training.backends import SubmitOptions, get_backend
 
     b = get_backend(backend)
-    result = b.submit(config, set_ or [], dry_run=dry_run, wait=wait, out_dir=out_dir, nodes=nodes, console=out,
-                      preflight=not skip_preflight)
+    result = b.submit(SubmitOptions(config, set_ or [], dry_run=dry_run, wait=wait, out_dir=out_dir, nodes=nodes,
+                                    console=out, preflight=not skip_preflight))
     if dry_run:
         out.print(f"[bold]dry run[/]: would create on {backend}:")
     out.print_json(json.dumps(result.to_dict(), default=str))

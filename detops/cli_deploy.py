@@ -35,6 +35,8 @@ ByOpt = Annotated[
     ),
 ]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why; stored in the audit trail.")]
+NameArg = Annotated[str, typer.Argument(help="Model name.")]
+VersionArg = Annotated[str, typer.Argument(help="Model version.")]
 RegistryOpt = Annotated[
     str | None,
     typer.Option("--registry", help="Registry kind (mlflow, azureml, sagemaker); default $DETOPS_REGISTRY or mlflow."),
@@ -138,25 +140,15 @@ def register_cmd(
 
 
 @app.command()
-def approve(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Model version.")],
-    comment: CommentOpt,
-    by: ByOpt = None,
-    registry: RegistryOpt = None,
-) -> None:
+def approve(name: NameArg, version: VersionArg, comment: CommentOpt, by: ByOpt = None,
+            registry: RegistryOpt = None) -> None:
     """Approve a PendingManualApproval version (not by the principal that registered it)."""
     _print_version(_service(registry).approve(name, version, _who(registry, by), comment))
 
 
 @app.command()
-def reject(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Model version.")],
-    comment: CommentOpt,
-    by: ByOpt = None,
-    registry: RegistryOpt = None,
-) -> None:
+def reject(name: NameArg, version: VersionArg, comment: CommentOpt, by: ByOpt = None,
+           registry: RegistryOpt = None) -> None:
     """Reject a PendingManualApproval or Approved version."""
     _print_version(_service(registry).reject(name, version, _who(registry, by), comment))
 
@@ -229,8 +221,8 @@ def models_list(
 
 @models.command("show")
 def models_show(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Model version.")],
+    name: NameArg,
+    version: VersionArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     registry: RegistryOpt = None,
 ) -> None:

@@ -22,6 +22,9 @@ shard_a=(tests/ci tests/annotations tests/deployment/test_browser.py tests/deplo
 shard_b=(tests/infra tests/cloud tests/training tests/test_*.py
          --ignore=tests/deployment/test_browser.py --ignore=tests/deployment/test_fuzz.py tests/deployment)
 
+# the layer contracts (pyproject.toml [tool.importlinter]): a back-arrow between layers fails CI first
+.venv/bin/lint-imports --no-cache
+
 logs="$(mktemp -d "${TMPDIR:-/tmp}/detops-tests.XXXXXX")"
 # every collected test in exactly one shard
 all="$(.venv/bin/python -m pytest -q --collect-only -p no:cacheprovider | grep '::' | sort)"

@@ -11,8 +11,9 @@ greps the code); docs/settings.md is generated from these classes (``detops sett
 
 An empty variable counts as unset (CI systems expand an undefined ``${{ vars.X }}`` to ``""``).
 
-The two cloud client factories live here too, so a missing setting is reported one way:
-:func:`azure_ml_client` (``azure.ai.ml.MLClient``) and :func:`boto3_session` / :func:`aws_client`.
+The cloud client factories that read these settings live one floor up, in :mod:`training.cloud`
+(``training.cloud.azure.ml_client``, ``training.cloud.aws.client``): a missing setting is still
+reported one way, by :meth:`Settings.require`.
 """
 
 from __future__ import annotations
@@ -260,23 +261,6 @@ class AzureSettings(Settings):
         return str(self.subscription_id), str(self.resource_group), str(self.workspace)
 
 
-def azure_ml_client(settings: AzureSettings | None = None, credential: Any = None, *, what: str = "reach the Azure ML workspace"):
-    """The one ``azure.ai.ml.MLClient`` factory (``DefaultAzureCredential`` unless ``credential``).
-
-    Raises:
-        ConfigError: AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP / AZUREML_WORKSPACE unset (all named).
-    """
-    settings = settings or AzureSettings.load()
-    ids = settings.workspace_ids(what)
-    from azure.ai.ml import MLClient
-
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    return MLClient(credential, *ids)
-
-
 # -- AWS ------------------------------------------------------------------------------------------
 
 _SM = ("submit --backend sagemaker", "register --registry sagemaker", "gate --registry sagemaker",
@@ -317,28 +301,6 @@ class AwsSettings(Settings):
                                             used_by=("sagemaker-container",), source=PLATFORM)
     worker_port: int = setting("DETOPS_WORKER_PORT", 2222, "tf.distribute worker port on SageMaker hosts.",
                                used_by=("sagemaker-container",), source=PLATFORM, ge=1, le=65535)
-
-
-def boto3_session(settings: AwsSettings | None = None, *, what: str = "call AWS"):
-    """The one ``boto3.Session`` factory: region from AWS_REGION / AWS_DEFAULT_REGION; credentials from
-    boto3's chain (OIDC web identity in CI, an instance or task role; never keys in files).
-
-    Raises:
-        ConfigError: no region set (names AWS_REGION and where it comes from).
-    """
-    settings = settings or AwsSettings.load()
-    settings.require("region", what=what)
-    import boto3
-
-    return boto3.Session(region_name=settings.region)
-
-
-def aws_client(service: str, settings: AwsSettings | None = None):
-    """A boto3 client of ``service`` from :func:`boto3_session` (``AWS_ENDPOINT_URL`` honoured)."""
-    settings = settings or AwsSettings.load()
-    session = boto3_session(settings, what=f"use {service}")
-    kw = {"endpoint_url": settings.endpoint_url} if settings.endpoint_url else {}
-    return session.client(service, **kw)
 
 
 #: The contract's classes in docs order (the serving class is added by :mod:`detops.settings_contract`).

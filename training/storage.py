@@ -30,10 +30,10 @@ def filesystem(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSys
     Credentials for ``az://`` and ``s3://`` come from the environment (``AZURE_STORAGE_*``,
     ``AWS_*``) or managed/workload identity; never from files in the repository.
     ``azureml://datastores/<name>/paths/...`` URLs are opened as the datastore's ``az://`` location
-    (:func:`training.backends.azureml.resolve_datastore_url`).
+    (:func:`training.cloud.azure.resolve_datastore_url`).
     """
     if url.startswith("azureml://"):  # what `submit --backend azureml` returns: open it on a CI runner too
-        from training.backends.azureml import resolve_datastore_url
+        from training.cloud.azure import resolve_datastore_url
 
         url = resolve_datastore_url(url)
     return url_to_fs(url, **storage_options)

@@ -26,7 +26,7 @@ from typing import Any
 
 from training import storage
 from training.errors import NotFoundError
-from training.home import detops_home as detops_home  # one resolution; re-exported for deployment
+from training.home import detops_home
 from training.names import SPLITS
 from training.settings import CommonSettings
 

@@ -59,13 +59,14 @@ def workspace_tracking_uri(ml_client: Any = None) -> str:
         ConfigError: neither ``MLFLOW_TRACKING_URI`` nor AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP /
             AZUREML_WORKSPACE are set.
     """
-    from training.settings import CommonSettings, azure_ml_client
+    from training.cloud import azure
+    from training.settings import CommonSettings
 
     uri = CommonSettings.load().mlflow_tracking_uri
     if uri:
         return uri
     if ml_client is None:
-        ml_client = azure_ml_client(what="find the workspace's MLflow registry (or set MLFLOW_TRACKING_URI)")
+        ml_client = azure.ml_client(what="find the workspace's MLflow registry (or set MLFLOW_TRACKING_URI)")
     return ml_client.workspaces.get(ml_client.workspace_name).mlflow_tracking_uri
 
 
@@ -128,7 +129,7 @@ def validate_model(model: Any) -> Any:
     and return the loaded entity. Raises :class:`ConfigError` with the SDK's message when it is invalid."""
     from azure.ai.ml import load_model
 
-    from training.backends.azureml import quiet_sdk
+    from training.cloud.azure import quiet_sdk
 
     quiet_sdk()
     with tempfile.TemporaryDirectory() as d:
@@ -172,20 +173,20 @@ class AzureMLRegistry(ModelRegistry):
     @property
     def ml(self) -> Any:
         """The workspace's ``MLClient`` (created on first use)."""
-        if self._ml_client is None and self._workspace is not None:
-            from training.settings import AzureSettings, azure_ml_client
+        if self._ml_client is None:
+            from training.cloud import azure
+            from training.settings import AzureSettings
 
-            sub, rg, ws = self._workspace
-            settings = AzureSettings.load().model_copy(update={"subscription_id": sub, "resource_group": rg, "workspace": ws})
-            self._ml_client = azure_ml_client(settings, what=f"read the model registry of workspace {ws!r}")
-        elif self._ml_client is None:
-            from deployment.targets.azureml import AzureMLTarget
-
-            self._ml_client = AzureMLTarget().ml_client()
+            settings = AzureSettings.load()
+            if self._workspace is not None:
+                sub, rg, ws = self._workspace
+                settings = settings.model_copy(update={"subscription_id": sub, "resource_group": rg, "workspace": ws})
+            what = f"read the model registry of workspace {settings.workspace!r}" if self._workspace else "read the Azure ML model registry"
+            self._ml_client = azure.ml_client(settings, what=what)
         return self._ml_client
 
     def _call(self, what: str, fn, *args, **kwargs):
-        from deployment.cloud_errors import azure_error
+        from training.cloud.azure import azure_error
 
         try:
             return fn(*args, **kwargs)

@@ -56,14 +56,8 @@ class ModelRegistry(abc.ABC):
     """Storage of model versions and their approval status (no business rules here)."""
 
     @abc.abstractmethod
-    def create_version(
-        self,
-        name: str,
-        artifact_uri: str,
-        registered_by: str,
-        metrics: dict[str, float],
-        tags: dict[str, str],
-    ) -> ModelVersion:
+    def create_version(self, name: str, artifact_uri: str, registered_by: str, metrics: dict[str, float],
+                       tags: dict[str, str]) -> ModelVersion:
         """Create a version with status ``PendingManualApproval`` and return it."""
 
     @abc.abstractmethod

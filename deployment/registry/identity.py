@@ -2,11 +2,11 @@
 
 The registrant and the approver are not typed in; they are the identity the cloud authenticated:
 
-- ``aws``: STS ``GetCallerIdentity`` -- id = ``UserId`` (``AROA...:session`` for an assumed role,
-  ``AIDA...`` for an IAM user), name = the ARN;
-- ``azure``: the access token of the credential (``DefaultAzureCredential``: ``az login``, workload
-  identity in CI, managed identity) -- id = the ``oid`` claim (Entra object id), name = ``name``,
-  ``upn``, ``app_displayname`` or ``appid``;
+- ``aws``: STS ``GetCallerIdentity`` (:func:`training.cloud.aws.caller_principal`) -- id = ``UserId``
+  (``AROA...:session`` for an assumed role, ``AIDA...`` for an IAM user), name = the ARN;
+- ``azure``: the access token of the credential (:func:`training.cloud.azure.caller_principal`;
+  ``DefaultAzureCredential``: ``az login``, workload identity in CI, managed identity) -- id = the
+  ``oid`` claim (Entra object id), name = ``name``, ``upn``, ``app_displayname`` or ``appid``;
 - ``os``: the operating-system user on this machine (local MLflow registry);
 - ``declared``: the ``--by`` value, trusted as given. Only for a local single-machine setup and
   tests; chosen explicitly with ``DETOPS_IDENTITY=declared``.
@@ -18,34 +18,15 @@ principal ids (:mod:`deployment.registry.approval`), never display names.
 
 from __future__ import annotations
 
-import base64
 import getpass
-import json
 import socket
-from dataclasses import dataclass
 from typing import Any
 
-from training.errors import BackendError, ConfigError
+from training.cloud import Principal as Principal  # one definition (the cloud layer's), re-exported
+from training.errors import ConfigError
 
 SOURCES = ("auto", "aws", "azure", "os", "declared")
 _AUTO = {"sagemaker": "aws", "azureml": "azure", "mlflow": "os"}
-#: Token scope asked for when reading the Azure principal (any ARM-scoped token carries oid/name).
-AZURE_SCOPE = "https://management.azure.com/.default"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated identity: ``id`` is stable and unique (compared by four-eyes), ``name`` is
-    for people (shown in the audit), ``source`` says where it came from (``aws``, ``azure``, ``os``,
-    ``declared``)."""
-
-    id: str
-    name: str
-    source: str
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready dict."""
-        return {"id": self.id, "name": self.name, "source": self.source}
 
 
 def as_principal(by: str | Principal) -> Principal:
@@ -85,59 +66,6 @@ def github_environment_reviewer(approvals: Any, environment: str) -> str:
             "reviewers (docs/cicd.md), or the job's human gate is missing"
         )
     return found
-
-
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The claims (payload) of a JWT, without verifying its signature (the token is our own
-    credential's, used only to read who we are). Raises :class:`ConfigError` for a malformed token."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise ConfigError("the Azure access token is not a JWT (header.payload.signature)")
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode()))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"the Azure access token's payload is not JSON: {e}") from e
-    if not isinstance(claims, dict):
-        raise ConfigError("the Azure access token's payload is not a JSON object")
-    return claims
-
-
-def aws_principal(sts_client: Any = None) -> Principal:
-    """The AWS caller (STS ``GetCallerIdentity``). Raises :class:`BackendError` when STS fails."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if sts_client is None:
-        from training.backends.sagemaker import client
-
-        sts_client = client("sts")
-    try:
-        who = sts_client.get_caller_identity()
-    except (ClientError, BotoCoreError) as e:
-        raise BackendError(f"cannot tell who is calling AWS (sts:GetCallerIdentity): {e}") from e
-    return Principal(str(who["UserId"]), str(who["Arn"]), "aws")
-
-
-def azure_principal(credential: Any = None) -> Principal:
-    """The Azure principal of ``credential`` (default ``DefaultAzureCredential``) from its token's claims.
-
-    Raises:
-        BackendError: no token could be obtained. ConfigError: the token has no ``oid`` claim.
-    """
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    try:
-        token = credential.get_token(AZURE_SCOPE).token
-    except Exception as e:  # azure.core.exceptions.ClientAuthenticationError and friends
-        raise BackendError(f"cannot tell who is calling Azure (no access token): {type(e).__name__}: {e}") from e
-    claims = jwt_claims(token)
-    oid = claims.get("oid")
-    if not oid:
-        raise ConfigError("the Azure access token has no 'oid' claim (object id of the principal)")
-    name = claims.get("name") or claims.get("upn") or claims.get("app_displayname") or claims.get("appid") or oid
-    return Principal(str(oid), str(name), "azure")
 
 
 def os_principal() -> Principal:
@@ -181,7 +109,11 @@ def current_principal(
             "(set DETOPS_IDENTITY=declared only for a local single-machine setup)"
         )
     if source == "aws":
-        return aws_principal(sts_client)
+        from training.cloud import aws
+
+        return aws.caller_principal(sts_client)
     if source == "azure":
-        return azure_principal(credential)
+        from training.cloud import azure
+
+        return azure.caller_principal(credential)
     return os_principal()

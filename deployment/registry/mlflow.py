@@ -93,14 +93,8 @@ class MlflowRegistry(ModelRegistry):
         self.client.set_model_version_tag(name, version, f"{AUDIT_PREFIX}{n:04d}", json.dumps(entry.__dict__))
 
     # -- ModelRegistry -------------------------------------------------------------------------
-    def create_version(
-        self,
-        name: str,
-        artifact_uri: str,
-        registered_by: str,
-        metrics: dict[str, float],
-        tags: dict[str, str],
-    ) -> ModelVersion:
+    def create_version(self, name: str, artifact_uri: str, registered_by: str, metrics: dict[str, float],
+                       tags: dict[str, str]) -> ModelVersion:
         """Create an MLflow model version (status ``PendingManualApproval``) and return it."""
         from mlflow.exceptions import MlflowException
 

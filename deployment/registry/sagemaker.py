@@ -53,9 +53,9 @@ class SageMakerRegistry(ModelRegistry):
             raise ConfigError(f"DETOPS_SM_REGISTRY_URI must be s3://bucket/prefix (model version metadata), got {metadata_uri!r}")
         self.metadata_uri: str = str(metadata_uri)
         if sagemaker_client is None:
-            from training.backends.sagemaker import client
+            from training.cloud import aws
 
-            sagemaker_client = client("sagemaker")
+            sagemaker_client = aws.client("sagemaker")
         self.sm = sagemaker_client
         if group_account_id is not None and not (len(group_account_id) == 12 and group_account_id.isdigit()):
             raise ConfigError(f"DETOPS_PROMOTE_SOURCE_ACCOUNT must be a 12-digit AWS account id, got {group_account_id!r}")
@@ -76,26 +76,17 @@ class SageMakerRegistry(ModelRegistry):
         return storage.join(self.metadata_uri, name, f"{version}.json")
 
     def _call(self, what: str, fn, **kwargs):
-        from botocore.exceptions import BotoCoreError, ClientError
+        from training.cloud import aws
 
-        from deployment.cloud_errors import aws_error
-
-        try:
-            return fn(**kwargs)
-        except ClientError as e:
-            raise aws_error(e, what) from e
-        except BotoCoreError as e:
-            raise BackendError(f"SageMaker {what}: {e}") from e
+        return aws.call(what, fn, **kwargs)
 
     def _packages(self, name: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group_ref(name), "MaxResults": 100}
-        while True:
-            page = self._call(f"list model packages of {name!r}", self.sm.list_model_packages, **kwargs)
-            out.extend(page.get("ModelPackageSummaryList", []))
-            if not page.get("NextToken"):
-                return sorted(out, key=lambda p: int(p.get("ModelPackageVersion", 0)))
-            kwargs["NextToken"] = page["NextToken"]
+        from training.cloud import aws
+
+        packages = aws.paginate(self.sm, "list_model_packages", "ModelPackageSummaryList",
+                                what=f"list model packages of {name!r}", ModelPackageGroupName=self.group_ref(name),
+                                PaginationConfig={"PageSize": 100})
+        return sorted(packages, key=lambda p: int(p.get("ModelPackageVersion", 0)))
 
     def package_arn(self, name: str, version: str) -> str:
         """ARN of model package ``version`` of group ``name``; NotFoundError if there is none."""

@@ -62,7 +62,7 @@ def resolve_saved_model(model_dir: str) -> str:
         if storage.exists(storage.join(cand, "saved_model.pb")):
             if storage.is_local(cand):
                 return cand
-            from training.tracking import detops_home
+            from training.home import detops_home
 
             local = detops_home() / "models" / hashlib.sha256(cand.encode()).hexdigest()[:16]
             if not (local / "saved_model.pb").exists():

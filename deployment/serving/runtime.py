@@ -119,7 +119,7 @@ def _local_copy(url: str) -> str:
     """A local path of ``url`` (copied once into ``<DETOPS_HOME>/models/<sha>/`` when remote)."""
     if storage.is_local(url):
         return url
-    from training.tracking import detops_home
+    from training.home import detops_home
 
     local = detops_home() / "models" / hashlib.sha256(url.encode()).hexdigest()[:16] / os.path.basename(url)
     if not local.exists():

@@ -67,9 +67,9 @@ class AzureMLTarget(DeployTarget):
     def ml_client(self):
         """``azure.ai.ml.MLClient`` of the workspace (created on first use; a dry run never calls it)."""
         if self._ml_client is None:
-            from training.settings import azure_ml_client
+            from training.cloud import azure
 
-            self._ml_client = azure_ml_client(self.settings, what="deploy to Azure ML")
+            self._ml_client = azure.ml_client(self.settings, what="deploy to Azure ML")
         return self._ml_client
 
     def _endpoint_name(self, endpoint: str | None) -> str:
@@ -83,7 +83,7 @@ class AzureMLTarget(DeployTarget):
     # -- entities ------------------------------------------------------------------------------
     def build_endpoint(self, endpoint: str, traffic: dict[str, int] | None = None):
         """The ``ManagedOnlineEndpoint`` / ``KubernetesOnlineEndpoint`` entity (``auth_mode: key``)."""
-        from training.backends.azureml import quiet_sdk
+        from training.cloud.azure import quiet_sdk
 
         quiet_sdk()
         from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
@@ -217,7 +217,7 @@ class AzureMLTarget(DeployTarget):
         except ConfigError:
             raise
         except Exception as e:  # azure.core.exceptions.HttpResponseError and friends
-            from deployment.cloud_errors import azure_error
+            from training.cloud.azure import azure_error
 
             raise azure_error(e, f"deploy to endpoint {name!r}") from e
         return Deployment(self.name, name, version.name, str(version.version), str(ep.provisioning_state),

@@ -73,7 +73,7 @@ class LocalTarget(DeployTarget):
 
     @staticmethod
     def _state_dir() -> Path:
-        from training.tracking import detops_home
+        from training.home import detops_home
 
         d = detops_home() / "endpoints" / "local"
         d.mkdir(parents=True, exist_ok=True)

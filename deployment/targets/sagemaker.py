@@ -16,7 +16,7 @@ Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_END
 
 Quota pre-flight: before anything is created, the Service Quotas value ``<instance type> for
 endpoint usage`` is compared with the new instance plus those the InService endpoints already hold
-(:mod:`training.backends.quota`; a blue/green update runs both fleets for a while);
+(:mod:`training.cloud.quota`; a blue/green update runs both fleets for a while);
 ``detops deploy --skip-preflight`` (``preflight=False``) skips it.
 """
 
@@ -55,9 +55,9 @@ class SageMakerTarget(DeployTarget):
     def sm(self):
         """The boto3 SageMaker client (created on first use, so a dry run needs no credentials)."""
         if self._sm is None:
-            from training.backends.sagemaker import client
+            from training.cloud import aws
 
-            self._sm = client("sagemaker")
+            self._sm = aws.client("sagemaker")
         return self._sm
 
     def _endpoint(self, endpoint: str | None) -> str:
@@ -167,7 +167,7 @@ class SageMakerTarget(DeployTarget):
                 self.sm.create_endpoint(**req["endpoint"])
             desc = self.sm.describe_endpoint(EndpointName=name)
         except ClientError as e:
-            from deployment.cloud_errors import aws_error
+            from training.cloud.aws import aws_error
 
             raise aws_error(e, f"deploy to endpoint {name!r}") from e
         except BotoCoreError as e:
@@ -182,7 +182,7 @@ class SageMakerTarget(DeployTarget):
         """The endpoint-usage quota pre-flight for ``count`` new instances (QuotaError when short)."""
         if not self.preflight:
             return "skipped (--skip-preflight)"
-        from training.backends.quota import enforce, sagemaker_preflight
+        from training.cloud.quota import enforce, sagemaker_preflight
 
         result = sagemaker_preflight(self.instance_type, count, usage="endpoint", sm_client=self.sm,
                                      quotas_client=self._quotas_client)
@@ -236,7 +236,7 @@ class SageMakerTarget(DeployTarget):
                     self.sm.update_endpoint(EndpointName=name, EndpointConfigName=config,
                                             RetainAllVariantProperties=False)
                 except ClientError as e:
-                    from deployment.cloud_errors import aws_error
+                    from training.cloud.aws import aws_error
 
                     raise aws_error(e, f"roll back endpoint {name!r}") from e
                 d = self.describe(name)

@@ -177,7 +177,7 @@ def _read_registry(scope: AwsScope) -> list[Statement]:
 
 
 def _quota_preflight(*listings: str) -> dict[str, Any]:
-    """The quota pre-flight of ``detops submit`` / ``deploy`` (training/backends/quota.py): read
+    """The quota pre-flight of ``detops submit`` / ``deploy`` (training/cloud/quota.py): read
     SageMaker's Service Quotas and list what runs now (listings take no resource ARN)."""
     return {
         "Sid": "QuotaPreflight",

@@ -11,6 +11,7 @@ import pytest
 
 from detops import contract
 from training import settings as S
+from training.cloud import aws, azure
 from training.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +108,7 @@ def test_missing_azure_settings_are_all_named_with_their_source(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
     with pytest.raises(ConfigError) as e:
-        S.azure_ml_client(what="deploy")
+        azure.ml_client(what="deploy")
     msg = str(e.value)
     assert "AZURE_RESOURCE_GROUP" in msg and "AZUREML_WORKSPACE" in msg
     assert "AZURE_SUBSCRIPTION_ID" not in msg
@@ -126,14 +127,14 @@ def test_boto3_session_without_region_names_aws_region(monkeypatch):
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     with pytest.raises(ConfigError, match=r"AWS_REGION .*stack output of infra/aws"):
-        S.boto3_session()
+        aws.boto3_session()
 
 
 def test_boto3_session_takes_the_region_and_endpoint(monkeypatch):
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-    client = S.aws_client("s3")
+    client = aws.client("s3")
     assert client.meta.region_name == "eu-west-1"
     assert client.meta.endpoint_url == "http://127.0.0.1:1"
 

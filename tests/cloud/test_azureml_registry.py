@@ -271,7 +271,7 @@ def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_pro
         asked.append((settings.subscription_id, settings.resource_group, settings.workspace))
         return {"mlw-dev": dev_client, "mlw-prod": prod_client}[settings.workspace]
 
-    monkeypatch.setattr("training.settings.azure_ml_client", fake_client)
+    monkeypatch.setattr("training.cloud.azure.ml_client", fake_client)
     for k, v in {"AZURE_SUBSCRIPTION_ID": "1111", "AZURE_RESOURCE_GROUP": "rg-prod", "AZUREML_WORKSPACE": "mlw-prod",
                  "DETOPS_IDENTITY": "os"}.items():
         monkeypatch.setenv(k, v)

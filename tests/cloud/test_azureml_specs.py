@@ -41,11 +41,12 @@ def test_pipeline_and_step_jobs_roundtrip_and_match_golden(aml_env, tmp_path):
     from azure.ai.ml import load_job
     from azure.ai.ml.entities import PipelineJob
 
+    from training.backends import SubmitOptions
     from training.backends.azureml import AzureMLBackend
 
     root = Path(__file__).resolve().parents[2]
-    sub = AzureMLBackend().submit(root / "configs" / "bccd.yaml", ["train.steps=300", "train.batch_size=16"],
-                                  dry_run=True, out_dir=tmp_path / "specs out", nodes=2, run_id=RUN_ID)
+    sub = AzureMLBackend().submit(SubmitOptions(root / "configs" / "bccd.yaml", ["train.steps=300", "train.batch_size=16"],
+                                                dry_run=True, out_dir=tmp_path / "specs out", nodes=2, run_id=RUN_ID))
     assert sub.run_url == f"azureml://datastores/detopsdata/paths/bccd/runs/{RUN_ID}/"
     assert set(sub.specs) == {"pipeline", "prepare", "train", "evaluate", "export"}
     for name, path in sub.specs.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.backends import BACKENDS, get_backend
+from training.backends import BACKENDS, SubmitOptions, get_backend
 from training.errors import GateError, NotFoundError
 
 
@@ -31,7 +31,8 @@ def test_cloud_sdks_not_imported_by_training():
 def test_local_dry_run_writes_resolved_config(tmp_path, monkeypatch):
     monkeypatch.setenv("DETOPS_DATASETS", str(tmp_path / "data sets"))
     root = Path(__file__).resolve().parents[2]
-    sub = get_backend("local").submit(root / "configs" / "bccd.yaml", ["train.steps=7"], dry_run=True, out_dir=tmp_path)
+    sub = get_backend("local").submit(SubmitOptions(root / "configs" / "bccd.yaml", ["train.steps=7"], dry_run=True,
+                                                    out_dir=tmp_path))
     assert sub.status == "planned" and "/bccd/runs/" in sub.run_url
     cfg = json.loads(Path(sub.specs["run_config"]).read_text())
     assert cfg["train"]["steps"] == 7 and cfg["data"]["path"].startswith(str(tmp_path / "data sets"))

@@ -17,7 +17,8 @@ from types import SimpleNamespace as NS
 import pytest
 from cloud_fakes import gpu_run_config
 
-from training.backends.quota import QuotaError
+from training.backends import SubmitOptions
+from training.cloud.quota import QuotaError
 
 REGION = "us-east-1"
 QUOTA = "ml.g5.xlarge for spot training job usage"
@@ -83,7 +84,7 @@ def _sm_submit(tmp_path, sq, sm, **kw):
     from training.backends.sagemaker import SageMakerBackend
 
     b = SageMakerBackend(sagemaker_client=sm, quotas_client=sq)
-    return b.submit(gpu_run_config(tmp_path, "s3://detops-ml/runs", steps=10), [], wait=False, console=None, **kw)
+    return b.submit(SubmitOptions(gpu_run_config(tmp_path, "s3://detops-ml/runs", steps=10), [], wait=False, console=None, **kw))
 
 
 def test_sagemaker_submit_refuses_when_the_spot_quota_is_short(sm_env, tmp_path):
@@ -143,7 +144,7 @@ def test_quota_not_found_or_not_readable_warns_and_goes_on(sm_env, tmp_path):
 
 
 def test_a_job_the_role_may_not_describe_is_named_and_not_counted(no_cloud_credentials):
-    from training.backends.quota import sagemaker_preflight
+    from training.cloud.quota import sagemaker_preflight
 
     sq, sq_stub, sm, sm_stub = _clients()
     with sq_stub, sm_stub:
@@ -158,7 +159,7 @@ def test_a_job_the_role_may_not_describe_is_named_and_not_counted(no_cloud_crede
 
 
 def test_default_quota_is_used_when_never_changed_and_the_usage_may_be_unreadable(sm_env, tmp_path):
-    from training.backends.quota import sagemaker_preflight
+    from training.cloud.quota import sagemaker_preflight
 
     sq, sq_stub, sm, sm_stub = _clients()
     with sq_stub, sm_stub:
@@ -175,7 +176,7 @@ def test_default_quota_is_used_when_never_changed_and_the_usage_may_be_unreadabl
 def test_endpoint_usage_counts_the_serving_instances(no_cloud_credentials):
     import datetime as dt
 
-    from training.backends.quota import sagemaker_preflight
+    from training.cloud.quota import sagemaker_preflight
 
     t = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     sq, sq_stub, sm, sm_stub = _clients()
@@ -201,11 +202,11 @@ def test_endpoint_usage_counts_the_serving_instances(no_cloud_credentials):
 
 def test_cli_exit_code_and_skip_flag(sm_env, tmp_path, monkeypatch, capsys):
     """``detops submit`` exits 4 with the numbers on stderr; ``--skip-preflight`` submits."""
-    import training.settings
+    import training.cloud.aws
     from detops.cli import main
 
     sq, sq_stub, sm, sm_stub = _clients()
-    monkeypatch.setattr(training.settings, "aws_client", lambda service, settings=None: {"service-quotas": sq,
+    monkeypatch.setattr(training.cloud.aws, "client", lambda service, settings=None: {"service-quotas": sq,
                                                                                         "sagemaker": sm}[service])
     cfg = gpu_run_config(tmp_path, "s3://detops-ml/runs", steps=10)
     with sq_stub, sm_stub:
@@ -291,7 +292,7 @@ def aml_env(monkeypatch, no_cloud_credentials, tmp_path):
 def _aml_submit(tmp_path, client, **kw):
     from training.backends.azureml import AzureMLBackend
 
-    return AzureMLBackend(ml_client=client).submit(gpu_run_config(tmp_path, "runs", steps=10), [], wait=False, **kw)
+    return AzureMLBackend(ml_client=client).submit(SubmitOptions(gpu_run_config(tmp_path, "runs", steps=10), [], wait=False, **kw))
 
 
 def test_azureml_submit_refuses_when_the_family_quota_is_short(aml_env, tmp_path):
@@ -320,7 +321,7 @@ def test_azureml_submit_goes_on_within_quota_and_skip_preflight_bypasses(aml_env
 
 
 def test_azureml_low_priority_uses_the_pooled_quota_and_max_instances_is_checked(aml_env, tmp_path):
-    from training.backends.quota import azureml_preflight
+    from training.cloud.quota import azureml_preflight
 
     result = azureml_preflight(_ml_client(tier="low_priority"), "gpu-cluster", 4, workspace="ws")
     assert {c.quota for c in result.checks} == {"cluster gpu-cluster max_instances",
@@ -332,7 +333,7 @@ def test_azureml_low_priority_uses_the_pooled_quota_and_max_instances_is_checked
 
 
 def test_azureml_unknown_size_or_missing_quota_warns_and_goes_on(aml_env, tmp_path):
-    from training.backends.quota import azureml_preflight
+    from training.cloud.quota import azureml_preflight
 
     result = azureml_preflight(_ml_client(size="Standard_Made_Up"), "gpu-cluster", 1, workspace="ws")
     assert "not in the region's VM sizes" in result.warnings[0]

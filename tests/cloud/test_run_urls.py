@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from training import storage
-from training.backends import azureml as aml
+from training.cloud import azure as aml
 from training.errors import ConfigError
 
 pytestmark = pytest.mark.integration

@@ -421,6 +421,16 @@ def test_a_dev_account_group_is_read_by_arn(no_cloud_credentials):
             self.asked.append(kwargs)
             return {"ModelPackageSummaryList": []}
 
+        def get_paginator(self, operation):
+            """botocore's own paginator over this fake's method (as a client's get_paginator builds it)."""
+            from botocore.paginate import Paginator
+
+            session = botocore.session.get_session()
+            op = session.get_service_model("sagemaker").operation_model("ListModelPackages")
+            assert operation == "list_model_packages"
+            config = session.get_paginator_model("sagemaker").get_paginator("ListModelPackages")
+            return Paginator(self.list_model_packages, config, op)
+
     reg = SageMakerRegistry(metadata_uri="s3://dev-runs/registry", serving_image=SERVING_IMAGE, sagemaker_client=FakeSm(),
                             group_account_id="111122223333")
     assert reg.list_versions("detops-dev-detector") == []

@@ -13,7 +13,9 @@ import pytest
 from deployment.registry import artifact
 from deployment.registry.approval import ApprovalService
 from deployment.registry.base import ApprovalStatus
-from deployment.registry.identity import Principal, azure_principal, current_principal, jwt_claims
+from deployment.registry.identity import Principal, current_principal
+from training.cloud.azure import caller_principal as azure_principal
+from training.cloud.azure import token_claims as jwt_claims
 from training.errors import BackendError, ConfigError, GateError
 
 # -- manifest ----------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def test_cli_takes_the_os_user_and_refuses_by(cli, registry, make_run, model_nam
 
 
 def test_azure_access_denied_is_one_line_naming_action_and_principal():
-    from deployment.cloud_errors import azure_error
+    from training.cloud.azure import azure_error
     from training.errors import AccessDeniedError
 
     class HttpResponseError(Exception):

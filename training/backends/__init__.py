@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.backends.base import Backend, Submission
+from training.backends.base import Backend, Submission, SubmitOptions
 from training.catalog import Catalog
 
 #: Backend name -> "module:Class" (imported lazily).
@@ -32,4 +32,4 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     return BACKENDS.load(name, **kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "Submission", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Submission", "SubmitOptions", "get_backend"]

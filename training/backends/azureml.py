@@ -29,7 +29,6 @@ variable                       meaning                                          
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -43,19 +42,12 @@ from training.backends.base import (
     Backend,
     JobControl,
     Submission,
+    SubmitOptions,
     new_run_id,
     out_folder,
     placeholder_env,
 )
 from training.errors import BackendError, ConfigError
-
-
-def quiet_sdk() -> None:
-    """Silence azure-ai-ml's "This is an experimental class" warnings (printed on every import)."""
-    import logging
-
-    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
-
 
 #: Image used in dry runs when DETOPS_TRAINING_IMAGE is unset (shown, never pulled).
 DRY_RUN_IMAGE = "detopsacr.azurecr.io/detops-training:0.1.0-gpu"
@@ -101,6 +93,8 @@ class AzureMLSettings:
 
 def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureMLSettings, nodes: int) -> dict[str, Any]:
     """The four command builders (``azure.ai.ml.command``), one per stage, keyed by stage name."""
+    from training.cloud.azure import quiet_sdk
+
     quiet_sdk()
     from azure.ai.ml import Input, Output, TensorFlowDistribution, command
     from azure.ai.ml.entities import Environment
@@ -303,20 +297,21 @@ class AzureMLBackend(Backend, JobControl):
     def ml_client(self, settings: AzureMLSettings):
         """An ``azure.ai.ml.MLClient`` for the workspace (``DefaultAzureCredential``)."""
         if self._ml_client is None:
-            from training.settings import AzureSettings, azure_ml_client
+            from training.cloud import azure
+            from training.settings import AzureSettings
 
             ids = {"subscription_id": settings.subscription_id, "resource_group": settings.resource_group,
                    "workspace": settings.workspace}
-            self._ml_client = azure_ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
+            self._ml_client = azure.ml_client(AzureSettings.load().model_copy(update=ids), what="submit to Azure ML")
         return self._ml_client
 
     def preflight(self, settings: AzureMLSettings, nodes: int, console: Any = None) -> dict[str, Any]:
         """Check that cluster ``settings.compute`` can get ``nodes`` nodes: its ``max_instances``
-        and the region's vCPU quota of its VM family and tier (:mod:`training.backends.quota`).
+        and the region's vCPU quota of its VM family and tier (:mod:`training.cloud.quota`).
 
         Returns the checks as a dict; raises QuotaError (exit 4) with the numbers when one is short.
         """
-        from training.backends.quota import azureml_preflight, enforce
+        from training.cloud.quota import azureml_preflight, enforce
 
         result = azureml_preflight(self.ml_client(settings), settings.compute, nodes, workspace=settings.workspace,
                                    subscription_id=settings.subscription_id)
@@ -339,19 +334,7 @@ class AzureMLBackend(Backend, JobControl):
         except Exception as e:  # azure.core.exceptions.*
             raise BackendError(f"cancelling Azure ML job {job}: {type(e).__name__}: {e}") from e
 
-    def submit(
-        self,
-        config: str | Path,
-        overrides: list[str] | None = None,
-        *,
-        dry_run: bool = False,
-        wait: bool = True,
-        out_dir: str | Path | None = None,
-        nodes: int = 1,
-        console: Any = None,
-        run_id: str | None = None,
-        preflight: bool = True,
-    ) -> Submission:
+    def submit(self, options: SubmitOptions) -> Submission:
         """Build, validate and (unless ``dry_run``) submit the pipeline job; stream it with ``wait``.
 
         With ``preflight`` the cluster size and vCPU quota are checked (:meth:`preflight`) before
@@ -362,23 +345,23 @@ class AzureMLBackend(Backend, JobControl):
         """
         from training.pipeline import load_run_config
 
-        overrides = list(overrides or [])
-        config = Path(config)
+        o = options
+        overrides, config = list(o.overrides), Path(o.config)
         with placeholder_env(DETOPS_DATASETS="/mnt/azureml/datasets"):
             cfg = load_run_config(config, overrides=overrides)
         from training.experiment import get_preset
 
         get_preset(cfg.train.preset)  # an unknown preset fails here, not after a queue wait in the cloud
-        settings = AzureMLSettings.from_env(for_submit=not dry_run)
-        run_id = run_id or new_run_id()
-        folder = out_folder(out_dir, self.name) if (dry_run or out_dir) else None
+        settings = AzureMLSettings.from_env(for_submit=not o.dry_run)
+        run_id = o.run_id or new_run_id()
+        folder = out_folder(o.out_dir, self.name) if (o.dry_run or o.out_dir) else None
         config_ref = str(config.resolve())
         if folder is not None:
             (folder / "inputs").mkdir(exist_ok=True)
             copied = folder / "inputs" / config.name
             shutil.copyfile(config, copied)
             config_ref = str(copied.resolve())  # written relative to the YAML by dump_specs
-        kw: dict[str, Any] = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": nodes}
+        kw: dict[str, Any] = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": o.nodes}
         job = build_pipeline_job(config_ref, overrides, **kw)
         step_jobs = build_step_jobs(config_ref, overrides, **kw)
         for step in step_jobs.values():
@@ -388,80 +371,25 @@ class AzureMLBackend(Backend, JobControl):
         details = {
             "compute": settings.compute,
             "image": settings.image,
-            "nodes": nodes,
+            "nodes": o.nodes,
             "steps": list(job.jobs),
             "experiment": job.experiment_name,
         }
-        if dry_run:
+        if o.dry_run:
             validate_job(job)
             details["preflight"] = "not run (a dry run makes no cloud calls)"
             return Submission(self.name, job.display_name, "planned", run_url, specs, details)
         validate_job(job)
         client = self.ml_client(settings)
-        details["preflight"] = self.preflight(settings, nodes, console) if preflight else "skipped (--skip-preflight)"
+        details["preflight"] = self.preflight(settings, o.nodes, o.console) if o.preflight else "skipped (--skip-preflight)"
         try:
             created = client.jobs.create_or_update(job)
-            if console is not None:
-                console.print(f"submitted {created.name}: {created.studio_url}")
-            if wait:
+            if o.console is not None:
+                o.console.print(f"submitted {created.name}: {created.studio_url}")
+            if o.wait:
                 client.jobs.stream(created.name)
                 created = client.jobs.get(created.name)
         except Exception as e:  # azure.core.exceptions.* -- reported, not a traceback
             raise BackendError(f"Azure ML job submission failed: {type(e).__name__}: {e}") from e
         details["studio_url"] = getattr(created, "studio_url", None)
         return Submission(self.name, created.name, str(created.status), run_url, specs, details)
-
-
-# -- run URLs outside Azure ML -------------------------------------------------------------------
-
-#: ``azureml://datastores/<name>/paths/<path>``, short or with the workspace prefix
-#: (``azureml://subscriptions/<s>/resourcegroups/<rg>/workspaces/<ws>/datastores/<name>/paths/<path>``).
-DATASTORE_URL = re.compile(
-    r"^azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/workspaces/[^/]+/)?"
-    r"datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$"
-)
-_LOCATIONS: dict[str, tuple[str, str, str]] = {}
-
-
-def datastore_location(name: str, ml_client: Any = None) -> tuple[str, str, str]:
-    """``(account, container, endpoint suffix)`` of an Azure ML blob / ADLS Gen2 datastore.
-
-    Offline when ``name`` is ``DETOPS_AML_DATASTORE`` and ``AZURE_STORAGE_ACCOUNT_NAME`` and
-    ``DETOPS_AML_DATASTORE_CONTAINER`` are set (stack outputs); else asked once per process from
-    the workspace (``MLClient.datastores.get``, the Reader role is enough).
-
-    Raises:
-        ConfigError: neither is possible (names the settings), or the datastore is not blob storage.
-    """
-    from training.settings import AzureSettings, azure_ml_client
-
-    az = AzureSettings.load()
-    if name == az.datastore and az.storage_account_name and az.datastore_container:
-        return az.storage_account_name, az.datastore_container, "core.windows.net"
-    if name not in _LOCATIONS:
-        client = ml_client or azure_ml_client(
-            az, what=f"resolve datastore {name!r} (or set AZURE_STORAGE_ACCOUNT_NAME and DETOPS_AML_DATASTORE_CONTAINER)"
-        )
-        ds = client.datastores.get(name)
-        container = getattr(ds, "container_name", None) or getattr(ds, "filesystem", None)
-        if not container:
-            raise ConfigError(f"datastore {name!r} is {type(ds).__name__}, not blob / ADLS Gen2 storage: cannot open its paths")
-        _LOCATIONS[name] = (ds.account_name, container, getattr(ds, "endpoint", None) or "core.windows.net")
-    return _LOCATIONS[name]
-
-
-def resolve_datastore_url(url: str, ml_client: Any = None) -> str:
-    """``azureml://datastores/<name>/paths/<p>`` -> ``az://<container>@<account>.blob.<suffix>/<p>``
-    (adlfs reads the account from the URL; credentials from the environment / workload identity).
-    Other URLs are returned unchanged.
-
-    Raises:
-        ConfigError: an ``azureml://`` URL that is not a datastore path, or see :func:`datastore_location`.
-    """
-    if not url.startswith("azureml://"):
-        return url
-    m = DATASTORE_URL.match(url)
-    if not m:
-        raise ConfigError(f"{url!r}: only azureml://datastores/<name>/paths/... URLs can be opened outside Azure ML")
-    account, container, suffix = datastore_location(m["datastore"], ml_client)
-    return f"az://{container}@{account}.blob.{suffix}/{m['path']}"

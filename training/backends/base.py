@@ -41,6 +41,46 @@ class Submission:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What ``detops submit`` asks of a backend: one typed object, passed whole to every backend.
+
+    Attributes:
+        config: run config YAML (configs/bccd.yaml); ``overrides`` are its ``--set key=value`` items.
+        dry_run: build and validate everything, write the specs under ``out_dir``, create nothing
+            and need no credentials.
+        wait: block (streaming status) until the job ends; else return once submitted.
+        out_dir: where spec files go (default: a temporary folder for a dry run).
+        nodes: training machines (multi-worker ``tf.distribute``; 1 = one machine).
+        console: a ``rich`` console for progress lines (optional).
+        run_id: the run's id (default: a new one, :func:`training.run.new_run_id`); the cloud
+            backends name the run folder and the job by it.
+        preflight: a cloud backend first checks the GPU quota for the instance type and count
+            (:mod:`training.cloud.quota`); False skips it (``--skip-preflight``). A dry run never
+            calls the cloud, so it never checks.
+
+    Raises:
+        ConfigError: ``nodes`` below 1.
+    """
+
+    config: str | Path
+    overrides: tuple[str, ...] | list[str] = ()
+    dry_run: bool = False
+    wait: bool = True
+    out_dir: str | Path | None = None
+    nodes: int = 1
+    console: Any = None
+    run_id: str | None = None
+    preflight: bool = True
+
+    def __post_init__(self) -> None:
+        from training.errors import ConfigError
+
+        object.__setattr__(self, "overrides", tuple(self.overrides or ()))
+        if self.nodes < 1:
+            raise ConfigError(f"nodes must be >= 1, got {self.nodes}")
+
+
 class Backend(abc.ABC):
     """One place the pipeline can run."""
 
@@ -48,31 +88,8 @@ class Backend(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def submit(
-        self,
-        config: str | Path,
-        overrides: list[str] | None = None,
-        *,
-        dry_run: bool = False,
-        wait: bool = True,
-        out_dir: str | Path | None = None,
-        nodes: int = 1,
-        console: Any = None,
-        preflight: bool = True,
-    ) -> Submission:
-        """Run or submit the pipeline for the run config at ``config``.
-
-        Args:
-            config: run config YAML (configs/bccd.yaml); ``overrides`` are ``--set key=value``.
-            dry_run: build and validate everything, write the specs under ``out_dir``, create
-                nothing and need no credentials.
-            wait: block (streaming status) until the job ends; else return once submitted.
-            out_dir: where spec files go (default: a temporary folder for a dry run).
-            nodes: training machines (multi-worker ``tf.distribute``; 1 = one machine).
-            console: a ``rich`` console for progress lines (optional).
-            preflight: a cloud backend first checks the GPU quota for the instance type and count
-                (:mod:`training.backends.quota`); False skips it (``--skip-preflight``). A dry run
-                never calls the cloud, so it never checks.
+    def submit(self, options: SubmitOptions) -> Submission:
+        """Run or submit the pipeline as ``options`` say (:class:`SubmitOptions`).
 
         Raises:
             ConfigError: invalid config or settings. BackendError: the service refused or failed.

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 from training import storage
-from training.backends.base import Backend, Submission, new_run_id, out_folder
+from training.backends.base import Backend, Submission, SubmitOptions, new_run_id, out_folder
 
 
 class LocalBackend(Backend):
@@ -15,18 +13,7 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def submit(
-        self,
-        config: str | Path,
-        overrides: list[str] | None = None,
-        *,
-        dry_run: bool = False,
-        wait: bool = True,
-        out_dir: str | Path | None = None,
-        nodes: int = 1,
-        console: Any = None,
-        preflight: bool = True,
-    ) -> Submission:
+    def submit(self, options: SubmitOptions) -> Submission:
         """Run the pipeline locally (``wait`` is implied: a local run always blocks; no quota, so
         ``preflight`` has nothing to check).
 
@@ -37,17 +24,17 @@ class LocalBackend(Backend):
         from training import pipeline
         from training.errors import ConfigError
 
-        if nodes != 1:
+        if options.nodes != 1:
             raise ConfigError("the local backend runs one worker; start several with TF_CONFIG (docs/cloud.md)")
-        cfg = pipeline.load_run_config(config, overrides=overrides or [], datastore=None)
-        if dry_run:
-            folder = out_folder(out_dir, self.name)
+        cfg = pipeline.load_run_config(options.config, overrides=list(options.overrides), datastore=None)
+        if options.dry_run:
+            folder = out_folder(options.out_dir, self.name)
             spec = folder / "run_config.json"
             spec.write_text(json.dumps(json.loads(cfg.model_dump_json()), indent=2) + "\n")
-            run_url = storage.join(cfg.datastore, cfg.project, "runs", new_run_id())
+            run_url = storage.join(cfg.datastore, cfg.project, "runs", options.run_id or new_run_id())
             return Submission(self.name, cfg.project, "planned", run_url, {"run_config": str(spec)},
                               {"stages": ["prepare", "train", "evaluate", "export"]})
-        result = pipeline.run_all(cfg, console=console)
+        result = pipeline.run_all(cfg, console=options.console)
         return Submission(
             self.name,
             result.run.id,

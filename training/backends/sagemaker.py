@@ -44,11 +44,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from training import storage
-from training.backends.base import COMPLETED, FAILED, RUNNING, Backend, JobControl, Submission, new_run_id, out_folder
+from training.backends import base
+from training.backends.base import Backend, JobControl, Submission, SubmitOptions, new_run_id, out_folder
 from training.errors import BackendError, ConfigError
 
 #: Images used in dry runs when unset (shown, never pulled).
@@ -72,14 +72,6 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
         for metric in ("AP", "AP50", "AP75")
     ),
 ]
-
-
-def client(service: str = "sagemaker"):
-    """A boto3 client from the one session factory (:func:`training.settings.aws_client`: region from
-    ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, endpoint from ``AWS_ENDPOINT_URL``)."""
-    from training.settings import aws_client
-
-    return aws_client(service)
 
 
 @dataclass
@@ -205,7 +197,9 @@ class SageMakerBackend(Backend, JobControl):
     def client(self):
         """The boto3 SageMaker client (created on first use)."""
         if self._client is None:
-            self._client = client("sagemaker")
+            from training.cloud import aws
+
+            self._client = aws.client("sagemaker")
         return self._client
 
     def job_state(self, job: str) -> tuple[str, str]:
@@ -218,7 +212,8 @@ class SageMakerBackend(Backend, JobControl):
             raise BackendError(f"SageMaker training job {job}: {e}") from e
         status = desc["TrainingJobStatus"]
         text = status + (f": {desc['FailureReason']}" if desc.get("FailureReason") else "")
-        return (COMPLETED if status == "Completed" else FAILED if status in ("Failed", "Stopped") else RUNNING), text
+        return (base.COMPLETED if status == "Completed" else base.FAILED if status in ("Failed", "Stopped")
+                else base.RUNNING), text
 
     def cancel(self, job: str) -> str:
         """Stop training job ``job`` (``StopTrainingJob``; a checkpointed spot job keeps its checkpoints)."""
@@ -232,11 +227,11 @@ class SageMakerBackend(Backend, JobControl):
 
     def preflight(self, settings: SageMakerSettings, nodes: int, console: Any = None) -> dict[str, Any]:
         """Check the Service Quotas value ``<instance type> for [spot ]training job usage`` against
-        ``nodes`` plus the instances already held by running jobs (:mod:`training.backends.quota`).
+        ``nodes`` plus the instances already held by running jobs (:mod:`training.cloud.quota`).
 
         Returns the checks as a dict; raises QuotaError (exit 4) with the numbers when it is short.
         """
-        from training.backends.quota import enforce, sagemaker_preflight
+        from training.cloud.quota import enforce, sagemaker_preflight
 
         usage = "spot training job" if settings.spot else "training job"
         result = sagemaker_preflight(settings.instance_type, nodes, usage=usage, sm_client=self.client,
@@ -272,19 +267,7 @@ class SageMakerBackend(Backend, JobControl):
             )
         return desc
 
-    def submit(
-        self,
-        config: str | Path,
-        overrides: list[str] | None = None,
-        *,
-        dry_run: bool = False,
-        wait: bool = True,
-        out_dir: str | Path | None = None,
-        nodes: int = 1,
-        console: Any = None,
-        run_id: str | None = None,
-        preflight: bool = True,
-    ) -> Submission:
+    def submit(self, options: SubmitOptions) -> Submission:
         """Prepare the run on S3 and start the training job (``dry_run``: write the request only).
 
         The run config's ``datastore`` must be ``s3://...`` (e.g. ``DETOPS_DATASTORE=s3://bucket/runs``).
@@ -298,15 +281,16 @@ class SageMakerBackend(Backend, JobControl):
         from training.experiment import get_preset
 
         # prepare runs here at submit time; a dry run only plans, so the dataset folder need not exist
-        with placeholder_env(DETOPS_DATASETS="/datasets") if dry_run else contextlib.nullcontext():
-            cfg = pipeline.load_run_config(config, overrides=list(overrides or []))
+        o = options
+        with placeholder_env(DETOPS_DATASETS="/datasets") if o.dry_run else contextlib.nullcontext():
+            cfg = pipeline.load_run_config(o.config, overrides=list(o.overrides))
         if not cfg.datastore.startswith("s3://"):
             raise ConfigError(
-                f"{config}: datastore is {cfg.datastore!r}; the SageMaker backend needs s3://bucket/prefix "
+                f"{o.config}: datastore is {cfg.datastore!r}; the SageMaker backend needs s3://bucket/prefix "
                 "(set DETOPS_DATASTORE or --set datastore=s3://...)"
             )
-        settings = SageMakerSettings.from_env(for_submit=not dry_run)
-        run_id = run_id or new_run_id()
+        settings = SageMakerSettings.from_env(for_submit=not o.dry_run)
+        run_id = o.run_id or new_run_id()
         run_url = storage.join(cfg.datastore, cfg.project, "runs", run_id)
         num_steps = cfg.train.steps or int(get_preset(cfg.train.preset).defaults["steps"])
         # <prefix>-<project>-<run id>: the prefix is the stack's (DETOPS_SM_NAME_PREFIX), which the IAM role allows
@@ -314,22 +298,22 @@ class SageMakerBackend(Backend, JobControl):
 
         job_name = naming.training_job_name(cfg.project, run_id)
         request = build_training_job(
-            job_name=job_name, run_url=run_url, settings=settings, nodes=nodes, num_steps=num_steps,
+            job_name=job_name, run_url=run_url, settings=settings, nodes=o.nodes, num_steps=num_steps,
             quantize=cfg.export.int8, init_checkpoint=cfg.train.init_checkpoint, project=cfg.project,
         )
         specs: dict[str, str] = {}
-        if dry_run or out_dir:
-            path = out_folder(out_dir, self.name) / "create_training_job.json"
+        if o.dry_run or o.out_dir:
+            path = out_folder(o.out_dir, self.name) / "create_training_job.json"
             path.write_text(json.dumps(request, indent=2) + "\n")
             specs["training_job"] = str(path)
         details = {"channels": {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]},
-                   "hyperparameters": request["HyperParameters"], "instances": nodes,
+                   "hyperparameters": request["HyperParameters"], "instances": o.nodes,
                    "instance_type": settings.instance_type, "spot": settings.spot}
-        if dry_run:
+        if o.dry_run:
             details["preflight"] = "not run (a dry run makes no cloud calls)"
             return Submission(self.name, job_name, "planned", run_url, specs, details)
-        details["preflight"] = self.preflight(settings, nodes, console) if preflight else "skipped (--skip-preflight)"
-        pipeline.prepare(cfg, run_dir=run_url, console=console, run_id=run_id)
-        desc = self.start(request, wait=wait, console=console)
+        details["preflight"] = self.preflight(settings, o.nodes, o.console) if o.preflight else "skipped (--skip-preflight)"
+        pipeline.prepare(cfg, run_dir=run_url, console=o.console, run_id=run_id)
+        desc = self.start(request, wait=o.wait, console=o.console)
         details["arn"] = desc.get("TrainingJobArn")
         return Submission(self.name, job_name, desc["TrainingJobStatus"], run_url, specs, details)

@@ -207,7 +207,7 @@ def sagemaker_preflight(
         usage: ``"training job"``, ``"spot training job"`` (managed spot training has its own
             quota) or ``"endpoint"``.
         quotas_client, sm_client: boto3 ``service-quotas`` / ``sagemaker`` clients (default: from
-            :func:`training.settings.aws_client`).
+            :func:`training.cloud.aws.client`).
 
     Returns:
         one check, or a warning when the quota is not found or cannot be read. The usage is left
@@ -215,12 +215,12 @@ def sagemaker_preflight(
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from training.settings import aws_client
+    from training.cloud import aws
 
     result = Preflight()
     name = sagemaker_quota_name(instance_type, usage)
     try:
-        quota = find_aws_quota(quotas_client or aws_client("service-quotas"), name)
+        quota = find_aws_quota(quotas_client or aws.client("service-quotas"), name)
     except (ClientError, BotoCoreError) as e:
         result.warnings.append(f"could not read the SageMaker quota {name!r} (Service Quotas: {e}); not checked")
         return result
@@ -230,7 +230,7 @@ def sagemaker_preflight(
     in_use: int | None = None
     skipped: list[str] = []
     try:
-        sm = sm_client or aws_client("sagemaker")
+        sm = sm_client or aws.client("sagemaker")
         in_use = (_endpoint_instances_in_use(sm, instance_type, skipped) if usage == "endpoint"
                   else _training_instances_in_use(sm, instance_type, usage.startswith("spot"), skipped))
     except (ClientError, BotoCoreError) as e:
