@@ -94,16 +94,6 @@ class ApprovalService:
         approved = [v for v in self.registry.list_versions(name) if v.status == ApprovalStatus.APPROVED]
         return max(approved, key=_version_key) if approved else None
 
-    def previous_approved(self, name: str, before: str) -> ModelVersion | None:
-        """The newest Approved version of ``name`` older than version ``before``, or None."""
-        ref = _version_key(ModelVersion(name, str(before), ApprovalStatus.PENDING, "", "", ""))
-        older = [
-            v
-            for v in self.registry.list_versions(name)
-            if v.status == ApprovalStatus.APPROVED and _version_key(v) < ref
-        ]
-        return max(older, key=_version_key) if older else None
-
     def require_approved(self, name: str, version: str) -> ModelVersion:
         """Return the version if it is Approved; else raise :class:`GateError` naming its status."""
         mv = self.registry.get_version(name, str(version))

@@ -219,13 +219,13 @@ def test_force_on_passing_gate_is_not_marked_forced(service, make_run, model_nam
     assert [e.action for e in mv.audit] == ["gate", "register"]
 
 
-def test_previous_approved(service, make_run, model_name):
+def test_current_approved_is_the_newest_approved_version(service, make_run, model_name):
+    assert service.current_approved(model_name) is None
     v1 = _approved(service, make_run(), model_name)
     v2 = service.register(make_run(), model_name, by="alice")
+    assert service.current_approved(model_name).version == v1.version  # a Pending v2 is not current
     v3 = _approved(service, make_run(), model_name)
     assert service.current_approved(model_name).version == v3.version
-    assert service.previous_approved(model_name, v3.version).version == v1.version
-    assert service.previous_approved(model_name, v1.version) is None
     assert v2.status == ApprovalStatus.PENDING
 
 

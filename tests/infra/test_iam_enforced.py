@@ -347,6 +347,35 @@ def test_trainer_starts_a_training_job_with_the_application_names(world) -> None
     _one_line_denial(info.value, "sagemaker:CreateTrainingJob")
 
 
+def test_trainer_may_start_jobs_only_on_the_stacks_instance_types(world) -> None:
+    """``ForAllValues:StringEquals sagemaker:InstanceTypes``: the stack's type is allowed, another type
+    (a far larger GPU instance) is denied, for the same job otherwise."""
+    from dataclasses import replace
+
+    from training import naming
+    from training.backends.sagemaker import SageMakerBackend, SageMakerSettings, build_training_job
+    from training.errors import BackendError
+
+    listed = world.out["training_instance_type"]
+    unlisted = "ml.p4d.24xlarge" if listed != "ml.p4d.24xlarge" else "ml.p5.48xlarge"
+    settings = SageMakerSettings(role_arn=world.out["sagemaker_role_arn"], image=f"{world.out['training_ecr_repository_url']}:0.1.0-gpu",
+                                 instance_type=listed, kms_key_id=world.out["kms_key_arn"])
+
+    def request(instance_type: str, run_id: str) -> dict:
+        return build_training_job(job_name=naming.training_job_name("bccd", run_id), run_url=world.run_url,
+                                  settings=replace(settings, instance_type=instance_type), nodes=1, num_steps=10,
+                                  quantize=False, project="bccd")
+
+    with world.as_role("trainer"), pytest.raises(BackendError) as info:
+        SageMakerBackend(poll_seconds=0.01).start(request(unlisted, "20261201T120000-unlist"), wait=False)
+    _one_line_denial(info.value, "sagemaker:CreateTrainingJob")
+    with world.as_role("trainer"):
+        SageMakerBackend(poll_seconds=0.01).start(request(listed, "20261201T120000-listed"), wait=False)
+    creates = [(c.context.get("sagemaker:InstanceTypes"), c.allowed)
+               for c in world.enforcer.calls if c.action == "sagemaker:CreateTrainingJob"]
+    assert creates == [([unlisted], False), ([listed], True)]
+
+
 # --- every boto3 call of the application is covered ----------------------------------------------------
 
 APP_SOURCES = [
