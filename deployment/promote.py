@@ -80,12 +80,15 @@ def promote(
         raise GateError(f"model {src_name!r} version {version} has no artifact manifest; it cannot be promoted")
     digest = artifact.verify_artifact(src.artifact_uri, manifest, what=f"source {src_name!r} version {version}")
     origin = f"{_registry_label(source)}#{src_name}/{version}"
-    for v in dest.list_versions(name):
+    service = ApprovalService(dest)
+    for v in service.list_versions(name):
         if v.tags.get("promoted_from") == origin and v.tags.get(artifact.DIGEST_TAG) == digest:
+            if v.status == ApprovalStatus.PENDING:  # a promote killed before its last step: finish it
+                return _approve_copy(service, v, who, origin, digest, approvals_of(src))
             return v
     dest_url = storage.join(artifact_root, name, f"v{version}-{digest[:12]}")
     copy_artifact(src.artifact_uri, dest_url, manifest)
-    approvals = [e.__dict__ for e in src.audit if e.action == "approve"]
+    approvals = approvals_of(src)
     tags = {k: v for k, v in src.tags.items() if k not in _LOCAL_TAGS}
     tags.update({
         "promoted_from": origin,
@@ -96,9 +99,30 @@ def promote(
     now = datetime.now(UTC).isoformat(timespec="seconds")
     details: dict[str, Any] = {"principal": who.to_dict(), "from": origin, "artifact_sha256": digest,
                                "source_approvals": approvals}
-    dest.set_status(name, mv.version, ApprovalStatus.PENDING,
-                    AuditEntry(who.name, now, "register", f"promoted from {origin}", details))
-    return dest.set_status(name, mv.version, ApprovalStatus.APPROVED,
-                           AuditEntry(who.name, now, "promote", f"same artifact {digest[:12]} approved in the source",
-                                      {**details, "from": ApprovalStatus.PENDING.value,
-                                       "to": ApprovalStatus.APPROVED.value}))
+    mv = dest.set_status(name, mv.version, ApprovalStatus.PENDING,
+                         AuditEntry(who.name, now, "register", f"promoted from {origin}", details))
+    return _approve_copy(service, mv, who, origin, digest, approvals)
+
+
+def approvals_of(src: ModelVersion) -> list[dict[str, Any]]:
+    """The ``approve`` audit entries of the source version (carried into the promoted one)."""
+    return [e.__dict__ for e in src.audit if e.action == "approve"]
+
+
+def _approve_copy(service: ApprovalService, mv: ModelVersion, who: Principal, origin: str, digest: str,
+                  approvals: list[dict[str, Any]]) -> ModelVersion:
+    """Move the promoted copy ``mv`` (PendingManualApproval) to Approved with a ``promote`` decision; where
+    the promoting identity may not write records (Azure ML), the copy is Approved by the source's record."""
+    mv, recs = service.decided(mv)
+    comment = f"same artifact {digest[:12]} approved in the source"
+    details = {"from_registry": origin, "artifact_sha256": digest, "source_approvals": approvals}
+    if service.registry.mirrors_decisions:
+        return service.decide(mv, recs, ApprovalStatus.APPROVED, who, comment, "promote", details)
+    if mv.status != ApprovalStatus.APPROVED:
+        raise GateError(f"promoted copy {mv.name} version {mv.version}: the source's approval record does not "
+                        f"approve artifact {digest[:12]}...")
+    if not any(e.action == "promote" for e in mv.audit):  # the audit entry only: the status is the source's record
+        entry = AuditEntry(who.name, datetime.now(UTC).isoformat(timespec="seconds"), "promote", comment,
+                           {**details, "principal": who.to_dict(), "to": ApprovalStatus.APPROVED.value})
+        mv = service.decided(service.registry.set_status(mv.name, mv.version, ApprovalStatus.APPROVED, entry))[0]
+    return mv

@@ -186,7 +186,7 @@ def models_list(
             want = ApprovalStatus(status)
         except ValueError:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(s.value for s in ApprovalStatus)}") from None
-    versions = [v for v in _service(registry).registry.list_versions(name) if want is None or v.status == want]
+    versions = [v for v in _service(registry).list_versions(name) if want is None or v.status == want]
     if as_json:
         out.print_json(
             json.dumps(
@@ -227,7 +227,7 @@ def models_show(
     registry: RegistryOpt = None,
 ) -> None:
     """One version: status, metrics, lineage, gate decision and audit trail."""
-    _print_version(_service(registry).registry.get_version(name, version), as_json)
+    _print_version(_service(registry).get_version(name, version), as_json)
 
 
 @app.command()
@@ -251,7 +251,7 @@ def serve(
     if model_dir:
         settings = load_settings(model_dir=model_dir)
     elif name and version:
-        mv = _service(registry).registry.get_version(name, version)
+        mv = _service(registry).get_version(name, version)
         if mv.status.value != "Approved":
             out.print(f"[yellow]note:[/] {name} version {version} is {mv.status.value} (serve is for development)")
         settings = load_settings(model_dir=mv.artifact_uri, model_name=name, model_version=str(version))

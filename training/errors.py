@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 5  # a run, model version or resource does not exist
     BACKEND = 6  # a cloud or server backend failed
     EXPORT = 7  # an export was written but failed its check (TFLite parity); the run folder is kept
+    CONFLICT = 8  # someone else changed the state first (an approval decided meanwhile): look again, re-run
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, the shell convention
 
 
@@ -49,6 +50,13 @@ class GateError(DetopsError):
     """A quality gate or an approval state refused the requested action."""
 
     exit_code = ExitCode.GATE
+
+
+class ConflictError(DetopsError):
+    """Another writer changed the state between our read and our write (compare-and-set lost):
+    names what changed and who won; nothing was written."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 class ExportError(DetopsError):

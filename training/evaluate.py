@@ -201,10 +201,10 @@ def evaluate_split(
     metrics, precision = coco_metrics(gt, results)
     metrics["num_images"] = len(gt["images"])
     metrics.update(extra or {})
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(os.path.join(out_dir, "detections.json"), "w") as f:
-        json.dump(results, f)
+    from training import storage
+
+    storage.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # whole or not at all
+    storage.write_bytes(os.path.join(out_dir, "detections.json"), json.dumps(results).encode())
     if draw:
         names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
         if precision is not None:

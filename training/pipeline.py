@@ -422,7 +422,10 @@ def export(run: Run, console=None) -> dict:
                     say(f"TFLite {name} -> {path}: AP50 {m['AP50']:.3f} (SavedModel {sm_metrics['AP50']:.3f}), {verdict}")
     parity["passed"] = all(v["passed"] for k, v in parity.items() if isinstance(v, dict) and "passed" in v)
     storage.write_json(os.path.join(out_dir, "parity.json"), parity)
-    run.stage_done("export", parity_passed=parity["passed"])
+    from training.manifest import compute_manifest, manifest_digest
+
+    # the files just evaluated for parity: registration refuses an export/ that differs from them
+    run.stage_done("export", parity_passed=parity["passed"], artifact_sha256=manifest_digest(compute_manifest(out_dir)))
     return parity
 
 

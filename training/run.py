@@ -200,8 +200,7 @@ class Run:
         """Write ``run.json`` locally (the chief only: other workers of a cluster never write it)."""
         if not is_chief():
             return
-        with open(self.path("run.json"), "w") as f:
-            json.dump(self.manifest, f, indent=2)
+        storage.write_json(self.path("run.json"), self.manifest)  # whole or not at all (temp file + rename)
 
     def is_complete(self, stage: str) -> bool:
         """True when ``run.json`` records ``stage`` as complete."""

@@ -204,6 +204,13 @@ class CommonSettings(Settings):
     model_sha256: str | None = setting(
         "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "
         "model loader refuses a model folder that does not match it.", used_by=("serve",), source=PLATFORM)
+    approvals_uri: str | None = setting(
+        "DETOPS_APPROVALS_URI", None, "Where approval records live, one immutable document per decision "
+        "(deployment/registry/records.py): az://<approvals container>@<account>.blob.core.windows.net on Azure "
+        "(only the approver identity may write it), or a folder/bucket only approvers may write beside a shared "
+        "MLflow server. Unset: a local MLflow registry keeps them beside its database; azureml and remote MLflow "
+        "registries then refuse approve/reject.",
+        used_by=("approve", "reject", "deploy", "promote", "models", "gate", "register"), source=STACK_AZURE)
 
     def detops_home(self) -> Path:
         """``DETOPS_HOME`` (expanded) or ``~/.detops``; not created here."""

@@ -6,8 +6,10 @@ cloud URL changes nothing else. Local paths are plain paths (no ``file://`` need
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -45,13 +47,64 @@ def is_local(url: str) -> bool:
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` to ``url``, creating parent folders where the filesystem has folders."""
+    """Write ``data`` to ``url`` whole or not at all, creating parent folders where the filesystem has them.
+
+    Locally the bytes go to a temporary file beside the target, are flushed to disk and renamed over
+    it (``os.replace`` is atomic on POSIX), so a kill mid-write leaves the old file or the new one,
+    never a truncated one. On object stores (``s3://``, ``az://``) one put of the whole object does
+    the same: a reader sees the old object or the new one.
+    """
+    if is_local(url):
+        _write_local_atomic(Path(url.removeprefix("file://")), data)
+        return
     fs, path = filesystem(url)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
+    fs.pipe_file(path, data)
+
+
+def _write_local_atomic(path: Path, data: bytes) -> None:
+    """Temp file in ``path``'s folder, fsync, rename over ``path``; the temp file is removed on any error."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def create_bytes(url: str, data: bytes) -> None:
+    """Create the object ``url`` with ``data`` only if it does not exist yet (compare-and-set on a name).
+
+    Local files are opened with ``O_EXCL`` (``"xb"``); on S3 the put carries ``If-None-Match: *`` and on
+    Azure Blob ``overwrite=False`` (the same header): of two writers racing for one name, exactly one
+    wins. Parent folders are created.
+
+    Raises:
+        FileExistsError: the object already exists (another writer was first).
+    """
+    if is_local(url):
+        path = Path(url.removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+        return
+    fs, path = filesystem(url)
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        raise
+    except OSError as e:  # s3fs: 412 PreconditionFailed
+        if "PreconditionFailed" in str(e) or "412" in str(e) or "exists" in str(e).lower():
+            raise FileExistsError(url) from e
+        raise
 
 
 def read_bytes(url: str) -> bytes:

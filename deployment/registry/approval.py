@@ -24,6 +24,7 @@ from deployment.registry import artifact
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from deployment.registry.gate import GateDecision, evaluate_gate
 from deployment.registry.identity import Principal, as_principal
+from deployment.registry.records import ApprovalRecord, record_entry, status_of
 from training import storage
 from training.errors import ConfigError, GateError
 from training.tracking import read_manifest, read_metrics
@@ -50,6 +51,21 @@ def _principal(by: str | Principal, what: str) -> Principal:
     p = as_principal(by)
     _require(p.id, what)
     return p
+
+
+#: Tag holding the digest the export stage recorded for the files it evaluated (``artifact.sha256`` is
+#: what registration hashed; register refuses the run when the two differ).
+EXPORTED_DIGEST_TAG = "export.sha256"
+
+
+def _exported_digest(manifest: dict, run_url: str) -> str:
+    """``stages.export.artifact_sha256`` of ``run.json``. Raises GateError for a run exported without it."""
+    export = (manifest.get("stages") or {}).get("export")
+    digest = export.get("artifact_sha256") if isinstance(export, dict) else None
+    if not digest:
+        raise GateError(f"run {run_url}: run.json records no digest of the exported files (exported by an older "
+                        "detops); re-run `detops export` so that what registers is what was evaluated")
+    return str(digest)
 
 
 #: Tag holding the registrant's principal id (compared by four-eyes; ``registered_by`` is the name).
@@ -89,14 +105,40 @@ class ApprovalService:
         self.allow_self_approval = allow_self_approval
 
     # -- queries ---------------------------------------------------------------------------------
+    def decided(self, mv: ModelVersion) -> tuple[ModelVersion, list[ApprovalRecord] | None]:
+        """``mv`` with the status its approval records give (and, where the registry keeps no copy,
+        their audit entries), and the records; ``(mv, None)`` where the registry's status is the guard."""
+        store = self.registry.approval_records()
+        if store is None:
+            return mv, None
+        recs = store.list(mv.name, mv.version)
+        digest = mv.tags.get(artifact.DIGEST_TAG, "")
+        mv.status = status_of(recs, digest)
+        source = self.registry.promotion_source_records(mv.tags["promoted_from"]) if (
+            not recs and mv.tags.get("promoted_from")) else None
+        if source is not None:  # a promoted copy: Approved where the same bytes were approved (the source's record)
+            src_store, src_name, src_version = source
+            mv.status = status_of(src_store.list(src_name, src_version), digest)
+        if not self.registry.mirrors_decisions:
+            mv.audit = [*mv.audit, *(record_entry(r) for r in recs)]
+        return mv, recs
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        """One version, with the status its approval records give (:meth:`decided`)."""
+        return self.decided(self.registry.get_version(name, str(version)))[0]
+
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version (of ``name``), oldest first, each with the status its approval records give."""
+        return [self.decided(v)[0] for v in self.registry.list_versions(name)]
+
     def current_approved(self, name: str) -> ModelVersion | None:
         """The newest Approved version of ``name`` (highest version number), or None."""
-        approved = [v for v in self.registry.list_versions(name) if v.status == ApprovalStatus.APPROVED]
+        approved = [v for v in self.list_versions(name) if v.status == ApprovalStatus.APPROVED]
         return max(approved, key=_version_key) if approved else None
 
     def require_approved(self, name: str, version: str) -> ModelVersion:
         """Return the version if it is Approved; else raise :class:`GateError` naming its status."""
-        mv = self.registry.get_version(name, str(version))
+        mv = self.get_version(name, str(version))
         if mv.status != ApprovalStatus.APPROVED:
             raise GateError(
                 f"model {name!r} version {version} is {mv.status.value}; only Approved versions can be deployed"
@@ -147,13 +189,19 @@ class ApprovalService:
         who = _principal(by, "--by (who registers)")
         if force:
             comment = _require(comment, "--comment (why the gate is forced)")
-        manifest, export_url, run_id = self._registrable(run_url, name)
+        manifest, export_url, run_id, half = self._registrable(run_url, name)
         decision = self.gate(run_url, name, margin)
         if not decision.passed and not force:
             raise GateError(f"quality gate failed for {run_url}: " + "; ".join(decision.reasons))
 
         files = artifact.compute_manifest(export_url)
         digest = artifact.manifest_digest(files)
+        exported = _exported_digest(manifest, run_url)
+        if digest != exported:
+            raise artifact.ArtifactIntegrityError(
+                f"{export_url} changed after it was exported and evaluated: its files hash to {digest[:12]}..., "
+                f"the export stage recorded {exported[:12]}... (run.json); re-run `detops export` and evaluate again"
+            )
         storage.write_json(storage.join(export_url, artifact.MANIFEST_FILE), artifact.manifest_document(files))
         dataset = (manifest.get("inputs") or {}).get("dataset") or {}
         tags = {
@@ -165,6 +213,7 @@ class ApprovalService:
             "gate.forced": str(bool(force and not decision.passed)).lower(),
             "gate.decision": json.dumps(decision.to_dict()),
             artifact.DIGEST_TAG: digest,
+            EXPORTED_DIGEST_TAG: exported,
             artifact.MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":")),  # = manifest_tags()
             REGISTRANT_ID_TAG: who.id,
         }
@@ -173,18 +222,22 @@ class ApprovalService:
         reviewer = (reviewer or "").strip() or None
         if reviewer:
             tags["gate.reviewer"] = reviewer
-        mv = self.registry.create_version(name, export_url, who.name, read_metrics(run_url), tags)
+        # a register killed after creating the version is finished, not repeated (its audit shows how far it got)
+        mv = half or self.registry.create_version(name, export_url, who.name, read_metrics(run_url), tags)
+        done = {e.action for e in mv.audit}
         pending = ApprovalStatus.PENDING
-        self.registry.set_status(name, mv.version, pending, _entry(who, "gate", "", decision.to_dict()))
-        if not decision.passed:
+        if "gate" not in done:
+            self.registry.set_status(name, mv.version, pending, _entry(who, "gate", "", decision.to_dict()))
+        if not decision.passed and "force" not in done:
             self.registry.set_status(name, mv.version, pending, _entry(who, "force", comment, {"reasons": decision.reasons}))
         return self.registry.set_status(
             name, mv.version, pending, _entry(who, "register", comment, {"run_url": run_url, "artifact_sha256": digest,
                                                     **({"reviewer": reviewer} if reviewer else {})})
         )
 
-    def _registrable(self, run_url: str, name: str) -> tuple[dict, str, str]:
-        """run.json, the export URL and the run id of a run that may register under ``name``.
+    def _registrable(self, run_url: str, name: str) -> tuple[dict, str, str, ModelVersion | None]:
+        """run.json, the export URL and the run id of a run that may register under ``name``, and the
+        version a killed registration of it left half-made (no ``register`` audit entry yet), if any.
 
         Raises GateError: the run is not complete, has no SavedModel, or is already registered."""
         manifest = read_manifest(run_url)
@@ -196,15 +249,20 @@ class ApprovalService:
         run_id = str(manifest.get("id") or run_url)
         for v in self.registry.list_versions(name):
             if v.tags.get("run_id") == run_id:
-                raise GateError(f"run {run_id} is already registered as {name!r} version {v.version}")
-        return manifest, export_url, run_id
+                if any(e.action == "register" for e in v.audit):
+                    raise GateError(f"run {run_id} is already registered as {name!r} version {v.version}")
+                return manifest, export_url, run_id, v
+        return manifest, export_url, run_id, None
 
     def _transition(
         self, name: str, version: str, to: ApprovalStatus, by: str | Principal, comment: str, action: str
     ) -> ModelVersion:
+        """Check and make one decision. With approval records, the decision is created as the next record
+        (compare-and-set: if someone decided meanwhile, :class:`ConflictError` and nothing is written),
+        then mirrored into the version where the registry keeps a copy."""
         who = _principal(by, "--by (who decides)")
         comment = _require(comment, "--comment (why)")
-        mv = self.registry.get_version(name, str(version))
+        mv, recs = self.decided(self.registry.get_version(name, str(version)))
         if to not in _ALLOWED[mv.status]:
             raise GateError(f"model {name!r} version {version} is {mv.status.value}; cannot {action} it")
         if to == ApprovalStatus.APPROVED and who.id == registrant_id(mv) and not self.allow_self_approval:
@@ -212,8 +270,25 @@ class ApprovalService:
                 f"{who.name!r} (principal {who.id}) registered model {name!r} version {version} and may not "
                 "approve it (another principal must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
             )
-        entry = _entry(who, action, comment, {"from": mv.status.value, "to": to.value})
-        return self.registry.set_status(name, str(version), to, entry)
+        return self.decide(mv, recs, to, who, comment, action)
+
+    def decide(self, mv: ModelVersion, recs: list[ApprovalRecord] | None, to: ApprovalStatus, who: Principal,
+               comment: str, action: str, details: dict | None = None) -> ModelVersion:
+        """Record ``mv``'s move to ``to`` (no rule checked here: :meth:`approve`, :meth:`reject` and
+        :func:`deployment.promote.promote` check first). ``recs`` are the records read when the rules were
+        checked (None: the registry's status is the guard); the new record must follow them.
+
+        Raises:
+            ConflictError: someone decided after ``recs`` were read; nothing was written.
+        """
+        entry = _entry(who, action, comment, {**(details or {}), "from": mv.status.value, "to": to.value})
+        if recs is not None:
+            self.registry.approval_records().append(ApprovalRecord(
+                len(recs), mv.name, str(mv.version), action, mv.status.value, to.value,
+                mv.tags.get(artifact.DIGEST_TAG, ""), registrant_id(mv), who.to_dict(), entry.at, comment))
+            if not self.registry.mirrors_decisions:
+                return self.get_version(mv.name, str(mv.version))
+        return self.decided(self.registry.set_status(mv.name, str(mv.version), to, entry))[0]
 
     def approve(self, name: str, version: str, by: str | Principal, comment: str) -> ModelVersion:
         """PendingManualApproval -> Approved, by a principal other than the registrant (ids compared); audited."""

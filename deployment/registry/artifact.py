@@ -22,64 +22,23 @@ The manifest file itself is not part of the manifest. Digests are hex sha256 of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from training import storage
 from training.errors import GateError
+from training.manifest import MANIFEST_FILE as MANIFEST_FILE  # one definition (the export stage's), re-exported
+from training.manifest import compute_manifest as compute_manifest
+from training.manifest import manifest_digest as manifest_digest
 
-#: File name of the manifest written into ``export/`` (excluded from the manifest itself).
-MANIFEST_FILE = "detops-manifest.json"
 #: Tags under which a model version stores the manifest and its digest.
 MANIFEST_TAG = "artifact.manifest"
 DIGEST_TAG = "artifact.sha256"
 #: Environment variable through which deploy targets pin the manifest digest in the serving container.
 DIGEST_ENV = "DETOPS_MODEL_SHA256"
 
-_CHUNK = 1 << 20
-
-
 class ArtifactIntegrityError(GateError):
     """An artifact does not match the manifest recorded at registration (names the file)."""
-
-
-def _sha256_file(fs: Any, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def compute_manifest(folder_url: str) -> dict[str, str]:
-    """``{relative path (with /): sha256 hex}`` of every file under ``folder_url``, sorted by path.
-
-    ``folder_url`` is a local path or an fsspec URL (``s3://``, ``az://``). The manifest file
-    :data:`MANIFEST_FILE` at the top of the folder is skipped. Raises :class:`training.errors.NotFoundError`
-    when the folder holds no file.
-    """
-    from training.errors import NotFoundError
-
-    fs, root = storage.filesystem(folder_url)
-    root = root.rstrip("/")
-    fs.invalidate_cache(root)  # hash what is there now, not a cached listing (s3fs/adlfs keep ETags)
-    found = fs.find(root) if fs.exists(root) else []
-    out: dict[str, str] = {}
-    for path in sorted(found):
-        rel = path[len(root) :].lstrip("/")
-        if not rel or rel == MANIFEST_FILE or fs.isdir(path):
-            continue
-        out[rel] = _sha256_file(fs, path)
-    if not out:
-        raise NotFoundError(f"no files under {folder_url!r} to register")
-    return out
-
-
-def manifest_digest(manifest: dict[str, str]) -> str:
-    """sha256 hex of the manifest's canonical JSON (keys sorted, no spaces): the artifact's identity."""
-    canon = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canon).hexdigest()
 
 
 def manifest_document(manifest: dict[str, str]) -> dict[str, Any]:
@@ -173,3 +132,37 @@ def manifest_tags(folder_url: str) -> dict[str, str]:
     """The version tags recording the artifact at ``folder_url`` (:data:`DIGEST_TAG`, :data:`MANIFEST_TAG`)."""
     files = compute_manifest(folder_url)
     return {DIGEST_TAG: manifest_digest(files), MANIFEST_TAG: json.dumps(files, sort_keys=True, separators=(",", ":"))}
+
+
+def expected_under(url: str) -> dict[str, str] | None:
+    """The manifest's entries for the files under ``url`` (paths relative to ``url``), from the
+    ``detops-manifest.json`` in ``url`` or its parent (a model folder or the ``saved_model/`` in it);
+    None when there is no manifest (a development model folder)."""
+    url = url.rstrip("/").removeprefix("file://")
+    for root in (url, url.rsplit("/", 1)[0] if "/" in url else None):
+        if root and storage.exists(storage.join(root, MANIFEST_FILE)):
+            files = dict(storage.read_json(storage.join(root, MANIFEST_FILE)).get("files") or {})
+            prefix = url[len(root):].strip("/")
+            if not prefix:
+                return files
+            return {k[len(prefix) + 1:]: v for k, v in files.items() if k.startswith(prefix + "/")}
+    return None
+
+
+def verified_local_copy(url: str, local: str, fetch: Any, expected: dict[str, str] | None) -> str:
+    """``local``, a cached copy of the folder ``url``, checked against ``expected`` on every load.
+
+    A missing or changed copy is fetched again with ``fetch(url, local)``; a copy that still differs after
+    that raises :class:`ArtifactIntegrityError` naming the files. With ``expected`` None (no manifest) the
+    copy is fetched when missing and used as it is.
+    """
+    import os
+    import shutil
+
+    if os.path.exists(local) and expected is not None and diff_manifest(expected, compute_manifest(local)):
+        shutil.rmtree(local)  # an edited cache is never served: fetch it again
+    if not os.path.exists(local):
+        fetch(url, local)
+    if expected is not None:
+        verify_artifact(local, expected, what=f"cached copy of {url}")
+    return local

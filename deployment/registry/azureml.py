@@ -32,6 +32,7 @@ from typing import Any
 
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from deployment.registry.mlflow import AUDIT_PREFIX, BY_TAG, CREATED_TAG, METRIC_PREFIX, STATUS_TAG, version_from_tags
+from training import storage
 from training.errors import ConfigError, NotFoundError
 
 #: Token audience of the Azure ML MLflow endpoint (the Azure Resource Manager scope).
@@ -69,6 +70,9 @@ def workspace_tracking_uri(ml_client: Any = None) -> str:
         ml_client = azure.ml_client(what="find the workspace's MLflow registry (or set MLFLOW_TRACKING_URI)")
     return ml_client.workspaces.get(ml_client.workspace_name).mlflow_tracking_uri
 
+
+#: The stacks' container of approval records (infra/azure/program.py, CONTAINERS).
+APPROVALS_CONTAINER = "approvals"
 
 #: Azure ML's datastore path forms of a model asset (short, and the long one the service returns).
 _DATASTORE_PATH = re.compile(
@@ -184,6 +188,46 @@ class AzureMLRegistry(ModelRegistry):
             what = f"read the model registry of workspace {settings.workspace!r}" if self._workspace else "read the Azure ML model registry"
             self._ml_client = azure.ml_client(settings, what=what)
         return self._ml_client
+
+    #: The approver identity may read the workspace, not write model assets: the record is the only copy.
+    mirrors_decisions = False
+
+    def approval_records(self) -> Any:
+        """The records of this workspace's versions, under ``<root>/<workspace name>/``.
+
+        The root is ``$DETOPS_APPROVALS_URI`` (this stack's ``approvals`` container, which only the approver
+        identity may write); for another stack's workspace (``workspace_uri``: the promotion source) it
+        is that stack's ``approvals`` container, in the storage account of its datastore (the stacks give
+        the promoting identity read access to it).
+
+        Raises:
+            ConfigError: ``DETOPS_APPROVALS_URI`` unset: a model asset's tags can be set by every identity
+                that may write the workspace, so the status fails closed.
+        """
+        from deployment.registry.records import ApprovalRecords
+        from training.settings import CommonSettings
+
+        if self._workspace is not None:
+            ds = self._call(f"get datastore {self.datastore!r}", self.ml.datastores.get, self.datastore)
+            root = f"az://{APPROVALS_CONTAINER}@{ds.account_name}.blob.{getattr(ds, 'endpoint', None) or 'core.windows.net'}"
+        else:
+            root = CommonSettings.load().approvals_uri or ""
+        if not root:
+            raise ConfigError("Azure ML approvals need DETOPS_APPROVALS_URI (stack output: the approvals container, "
+                              "which only the approver identity may write)")
+        return ApprovalRecords(storage.join(root, str(self.ml.workspace_name)))
+
+    def promotion_source_records(self, origin: str) -> Any:
+        """The dev workspace's records of the version ``origin`` names
+        (``AzureMLRegistry:azureml://subscriptions/.../workspaces/<ws>#<name>/<version>``), or None for
+        another form."""
+        label, _, ref = origin.partition("#")
+        kind, _, workspace_uri = label.partition(":")
+        name, _, version = ref.rpartition("/")
+        if kind != type(self).__name__ or not workspace_uri or not name:
+            return None
+        source = AzureMLRegistry(workspace_uri=workspace_uri, datastore=self.datastore)
+        return source.approval_records(), name, version
 
     def _call(self, what: str, fn, *args, **kwargs):
         from training.cloud.azure import azure_error

@@ -55,6 +55,28 @@ class ModelVersion:
 class ModelRegistry(abc.ABC):
     """Storage of model versions and their approval status (no business rules here)."""
 
+    #: True when :meth:`set_status` of an approve/reject also writes the status and audit entry into the
+    #: version itself (MLflow tags: ``mlflow ui`` shows them); False when the approval record is the only
+    #: copy (Azure ML: the approver identity may read the workspace, not write its model assets).
+    mirrors_decisions: bool = True
+
+    def approval_records(self) -> Any:
+        """Where approve/reject decisions are recorded (:class:`deployment.registry.records.ApprovalRecords`),
+        or None when the registry's own status is the guard (SageMaker: ``ModelApprovalStatus``, which
+        IAM lets only the approver role change). With records, a version's status is what they say
+        (:func:`deployment.registry.records.status_of`), never a tag.
+
+        Raises:
+            ConfigError: the registry needs a record store and none is configured (fail closed).
+        """
+        return None
+
+    def promotion_source_records(self, origin: str) -> Any:
+        """``(records, name, version)`` of the source version a promoted copy came from (``origin``: its
+        ``promoted_from`` tag), for registries whose promoting identity may not write approval records
+        (Azure ML: the prod deployer reads the dev stack's approvals container); None otherwise."""
+        return None
+
     @abc.abstractmethod
     def create_version(self, name: str, artifact_uri: str, registered_by: str, metrics: dict[str, float],
                        tags: dict[str, str]) -> ModelVersion:

@@ -68,6 +68,17 @@ def version_from_tags(name: str, version: str, source: str, tags: dict[str, str]
     )
 
 
+def local_store_path(tracking_uri: str) -> str | None:
+    """The file of a local MLflow store (``sqlite:///<path>``, ``file://<path>`` or a plain path), else None."""
+    if tracking_uri.startswith("sqlite:///"):
+        return tracking_uri.removeprefix("sqlite:///")
+    if tracking_uri.startswith("file://"):
+        return tracking_uri.removeprefix("file://")
+    if "://" in tracking_uri or tracking_uri.startswith("databricks"):
+        return None
+    return tracking_uri
+
+
 class MlflowRegistry(ModelRegistry):
     """Model versions in an MLflow model registry (local SQLite by default, or any tracking URI).
 
@@ -83,6 +94,28 @@ class MlflowRegistry(ModelRegistry):
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def approval_records(self) -> Any:
+        """``$DETOPS_APPROVALS_URI``; else, for a local store (SQLite or a folder), a folder beside it
+        (``<db>-approvals/``: whoever may write the database may write it too, docs/contracts.md).
+
+        Raises:
+            ConfigError: a remote tracking server without ``DETOPS_APPROVALS_URI``: its tags can be set by
+                anyone who may register, so approvals there fail closed.
+        """
+        from deployment.registry.records import ApprovalRecords
+        from training.settings import CommonSettings
+
+        uri = CommonSettings.load().approvals_uri
+        if uri:
+            return ApprovalRecords(uri)
+        local = local_store_path(self.tracking_uri)
+        if local is None:
+            raise ConfigError(
+                f"MLflow server {self.tracking_uri}: approval status needs DETOPS_APPROVALS_URI, a store only "
+                "approvers may write (a server's version tags can be set by anyone who may register)"
+            )
+        return ApprovalRecords(f"{local}-approvals")
 
     # -- helpers -------------------------------------------------------------------------------
     def _to_version(self, mv) -> ModelVersion:

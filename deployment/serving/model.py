@@ -62,20 +62,27 @@ def resolve_saved_model(model_dir: str) -> str:
         if storage.exists(storage.join(cand, "saved_model.pb")):
             if storage.is_local(cand):
                 return cand
+            from deployment.registry.artifact import expected_under, verified_local_copy
             from training.home import detops_home
 
             local = detops_home() / "models" / hashlib.sha256(cand.encode()).hexdigest()[:16]
-            if not (local / "saved_model.pb").exists():
-                fs, path = storage.filesystem(cand)
-                tmp = str(local) + ".partial"
-                fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-                os.replace(tmp, local)
-            return str(local)
+            return verified_local_copy(cand, str(local), _fetch_folder, expected_under(cand))
     if storage.is_local(url) and os.path.isdir(url):
         nested = find_nested_saved_model(url)
         if nested:
             return nested
     raise NotFoundError(f"no SavedModel (saved_model.pb) in {model_dir!r} or its saved_model/ folder")
+
+
+def _fetch_folder(url: str, local: str) -> None:
+    """Copy the folder ``url`` to ``local`` (through ``<local>.partial``, renamed when complete)."""
+    import shutil
+
+    fs, path = storage.filesystem(url)
+    tmp = local + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+    os.replace(tmp, local)
 
 
 def find_nested_saved_model(root: str, max_depth: int = 3) -> str | None:

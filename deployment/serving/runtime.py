@@ -116,18 +116,31 @@ def export_file(model_dir: str, filename: str) -> str | None:
 
 
 def _local_copy(url: str) -> str:
-    """A local path of ``url`` (copied once into ``<DETOPS_HOME>/models/<sha>/`` when remote)."""
+    """A local path of ``url`` (copied into ``<DETOPS_HOME>/models/<sha>/`` when remote, and checked
+    against the model folder's manifest on every load: an edited cached file is fetched again)."""
     if storage.is_local(url):
         return url
+    from deployment.registry.artifact import expected_under, verified_local_copy
     from training.home import detops_home
 
-    local = detops_home() / "models" / hashlib.sha256(url.encode()).hexdigest()[:16] / os.path.basename(url)
-    if not local.exists():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + ".partial")
-        tmp.write_bytes(storage.read_bytes(url))
-        os.replace(tmp, local)
-    return str(local)
+    parent, name = url.rstrip("/").rsplit("/", 1)
+    files = expected_under(parent)
+    expected = {name: files[name]} if files and name in files else None
+    folder = detops_home() / "models" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    verified_local_copy(url, str(folder), _fetch_file, expected)
+    return str(folder / name)
+
+
+def _fetch_file(url: str, local: str) -> None:
+    """Copy the object ``url`` into the new folder ``local`` (through ``<local>.partial``)."""
+    import shutil
+
+    tmp = local + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, url.rstrip("/").rsplit("/", 1)[1]), "wb") as f:
+        f.write(storage.read_bytes(url))
+    os.replace(tmp, local)
 
 
 def check_parity(model_dir: str, runtime: str) -> dict[str, Any]:

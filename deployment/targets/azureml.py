@@ -32,7 +32,7 @@ from typing import Any
 
 from deployment.registry.base import ModelVersion
 from deployment.targets.base import Deployment, DeployTarget, container_env
-from training.errors import BackendError, ConfigError
+from training.errors import BackendError, ConfigError, GateError
 
 COLORS = ("blue", "green")
 PORT = 8080
@@ -48,10 +48,14 @@ class AzureMLTarget(DeployTarget):
 
     name = "azureml"
 
-    def __init__(self, ml_client: Any = None, compute: str | None = None, image: str | None = None) -> None:
+    def __init__(self, ml_client: Any = None, compute: str | None = None, image: str | None = None,
+                 approvals: Any = None) -> None:
         from training.settings import AzureSettings, CommonSettings
 
         self._ml_client = ml_client
+        #: what answers "is it Approved now?" before a deploy: the workspace registry's
+        #: :class:`~deployment.registry.approval.ApprovalService` unless given
+        self._approvals = approvals
         self.settings = AzureSettings.load()  # ConfigError naming DETOPS_AML_INSTANCE_COUNT etc. when invalid
         self.compute = compute or self.settings.deploy_compute
         self.image = image or CommonSettings.load().serving_image
@@ -183,6 +187,24 @@ class AzureMLTarget(DeployTarget):
         traffic = {k: int(v) for k, v in (ep.traffic or {}).items()}
         return ep, traffic
 
+    def require_approved(self, version: ModelVersion, client: Any = None) -> None:
+        """Ask the workspace's registry again, here, right before deploying: the version must be Approved by
+        its approval records and still carry the artifact digest ``version`` was approved with (as the
+        SageMaker target re-reads ``ModelApprovalStatus``).
+
+        Raises:
+            GateError: not Approved now, or its artifact digest changed since ``version`` was read.
+        """
+        from deployment.registry.approval import ApprovalService
+        from deployment.registry.artifact import DIGEST_TAG
+        from deployment.registry.azureml import AzureMLRegistry
+
+        approvals = self._approvals or ApprovalService(AzureMLRegistry(ml_client=client or self.ml_client()))
+        now = approvals.require_approved(version.name, str(version.version))
+        if now.tags.get(DIGEST_TAG) != version.tags.get(DIGEST_TAG):
+            raise GateError(f"model {version.name} version {version.version}: its artifact digest changed since it "
+                            "was read for this deploy; run deploy again")
+
     def deploy(self, version: ModelVersion, endpoint: str | None = None, *, dry_run: bool = False,
                previous: dict[str, Any] | None = None) -> Deployment:
         """Deploy ``version`` to the idle colour, then move all traffic to it (the switch).
@@ -202,6 +224,7 @@ class AzureMLTarget(DeployTarget):
         if not self.image:
             raise ConfigError("set DETOPS_SERVING_IMAGE (the serving image in ACR) to deploy")
         client = self.ml_client()
+        self.require_approved(version, client)
         try:
             ep, traffic = self._current(client, name)
             if ep is None:

@@ -21,6 +21,7 @@ import httpx
 
 from deployment.registry.base import ModelVersion
 from deployment.targets.base import Deployment, DeployTarget, container_env
+from training import storage
 from training.errors import BackendError, ConfigError
 
 
@@ -150,7 +151,7 @@ class LocalTarget(DeployTarget):
             "history": list(prev_state.get("history", [])) + [str(version.version)],
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        self._state_file(endpoint).write_text(json.dumps(state, indent=2))
+        storage.write_json(str(self._state_file(endpoint)), state)  # whole or not at all
         self._wait_ready(proc, url, log_path)
         return Deployment(
             self.name,

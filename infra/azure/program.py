@@ -102,11 +102,13 @@ def _promotion_target_grants(containers) -> list[RoleGrant]:
 
 
 def _share_with_promotion_reader(p: str, principal_id: str, *, subscription_id: str, workspace_id, runs_container_id,
-                                 opts: pulumi.ResourceOptions) -> list[authorization.RoleAssignment]:
+                                 approvals_container_id, opts: pulumi.ResourceOptions) -> list[authorization.RoleAssignment]:
     """Dev (promotion source): the prod deployer may read this workspace's model assets and datastores
-    (Reader) and the runs container's blobs (Storage Blob Data Reader), nothing else."""
+    (Reader), the runs container's blobs and the approval records (Storage Blob Data Reader): a promoted
+    copy in prod is Approved by the dev record of the same artifact digest. Nothing else."""
     grants = [RoleGrant("Reader", workspace_id, "ml-reader"),
-              RoleGrant("Storage Blob Data Reader", runs_container_id, "runs-reader")]
+              RoleGrant("Storage Blob Data Reader", runs_container_id, "runs-reader"),
+              RoleGrant("Storage Blob Data Reader", approvals_container_id, "approvals-reader")]
     return [
         authorization.RoleAssignment(
             f"{p}-promotion-{grant.label}",
@@ -359,7 +361,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
 
     if settings.promotion_reader_principal_id:
         _share_with_promotion_reader(p, settings.promotion_reader_principal_id, subscription_id=subscription_id,
-                                     workspace_id=ml.workspace.id, runs_container_id=containers["runs"].id, opts=opts)
+                                     workspace_id=ml.workspace.id, runs_container_id=containers["runs"].id,
+                                     approvals_container_id=containers["approvals"].id, opts=opts)
 
     outputs: dict[str, Any] = {
         "cloud": "azure",
@@ -408,6 +411,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "DETOPS_AML_DATASTORE_CONTAINER": containers["runs"].name,
         "DETOPS_DATASETS": "az://datasets",
         "DETOPS_DATASTORE": "az://runs",
+        # approval records (deployment/registry/records.py): only the approver identity may write this container
+        "DETOPS_APPROVALS_URI": "az://approvals",
         "DETOPS_TRAINING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-training"),
         "DETOPS_SERVING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-serving"),
         # where `detops promote` copies a promoted version's files when this stack is the promotion target

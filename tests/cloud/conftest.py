@@ -8,6 +8,7 @@ see each other's buckets, listings or clients.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -108,6 +109,16 @@ def azure_env(azurite_server, monkeypatch) -> str:
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server)
     for var in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    # the stack's approvals container (only the approver writes it): where Azure ML approval records live
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    approvals = BlobServiceClient.from_connection_string(azurite_server).get_container_client("approvals")
+    with contextlib.suppress(ResourceExistsError):
+        approvals.create_container()
+    for blob in approvals.list_blobs():  # each test starts with no decision recorded
+        approvals.delete_blob(blob.name)
+    monkeypatch.setenv("DETOPS_APPROVALS_URI", "az://approvals")
     _clear_fsspec_caches()
     yield azurite_server
     _clear_fsspec_caches()

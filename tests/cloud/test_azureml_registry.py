@@ -151,7 +151,11 @@ def test_register_approve_deploy_from_the_asset_with_the_digest_checked(azure_en
     assert mv.artifact_uri == run_url + "/export" and mv.tags["azureml:asset_id"] == "azureml:bccd-detector:1"
     approved = service.approve("bccd-detector", mv.version, by="bob", comment="ok")
     assert approved.status == ApprovalStatus.APPROVED
-    assert client.models.get("bccd-detector", "1").tags["approval_status"] == "Approved"
+    # the decision is a record in the approvals container (the approver may not write model assets)
+    (record,) = storage.filesystem("az://approvals/ws/bccd-detector/1")[0].ls("approvals/ws/bccd-detector/1")
+    assert record.endswith("/0000.json")
+    assert storage.read_json("az://" + record)["to"] == "Approved"
+    assert client.models.get("bccd-detector", "1").tags["approval_status"] == "PendingManualApproval"
     assert [v.version for v in registry.list_versions("bccd-detector")] == ["1"]
 
     # the deployment references the asset and pins the digest; a changed blob is refused first
@@ -166,6 +170,32 @@ def test_register_approve_deploy_from_the_asset_with_the_digest_checked(azure_en
 
     with pytest.raises(ArtifactIntegrityError, match="changed: parity.json"):
         deploy_mod.deploy("bccd-detector", "1", NoClient(), "bccd-prod", registry=registry)
+
+
+def test_an_asset_tag_set_by_a_workspace_writer_does_not_approve(azure_env, tmp_path, monkeypatch):
+    """The probe of issue 33: trainer, registrar and deployer may all write model assets (AzureML Data
+    Scientist); only the approver may write the approvals container. A forged tag approves nothing, and
+    the Azure ML target asks the records again right before it deploys."""
+    from deployment.registry.approval import ApprovalService
+    from deployment.registry.base import ApprovalStatus
+    from deployment.targets.azureml import AzureMLTarget
+    from training.errors import GateError
+
+    run_url = upload_fake_run(tmp_path, azure_env, "az://runs/bccd/runs/20261122T120000-r9")
+    client = FakeClient("runs")
+    registry = AzureMLRegistry(ml_client=client)
+    service = ApprovalService(registry)
+    mv = service.register(run_url, "bccd-detector", by="ci")
+    asset = client.models.get("bccd-detector", mv.version)
+    asset.tags = {**asset.tags, "approval_status": "Approved"}  # a workspace writer's forgery
+    client.models.create_or_update(asset)
+    assert service.get_version("bccd-detector", mv.version).status == ApprovalStatus.PENDING
+    monkeypatch.setenv("DETOPS_SERVING_IMAGE", "detopsacr.azurecr.io/detops-serving@sha256:" + "a" * 64)
+    with pytest.raises(GateError, match="PendingManualApproval"):
+        AzureMLTarget(ml_client=client).deploy(registry.get_version("bccd-detector", mv.version), "bccd-prod")
+    monkeypatch.delenv("DETOPS_APPROVALS_URI")
+    with pytest.raises(ConfigError, match="DETOPS_APPROVALS_URI"):  # no record store: fail closed
+        service.require_approved("bccd-detector", mv.version)
 
 
 # -- promotion from the dev workspace into the prod workspace ------------------------------------------
@@ -189,7 +219,7 @@ _CONTAINERS = iter(range(10**6))
 
 
 @pytest.fixture
-def dev_and_prod(azure_env, tmp_path):
+def dev_and_prod(azure_env, tmp_path, monkeypatch):
     """``(dev registry named by DEV_URI, prod registry, dev client, prod client, registered dev version, dev
     container, prod container)``: each workspace's runs on its own fresh Azurite container."""
     from deployment.registry.approval import ApprovalService
@@ -201,6 +231,8 @@ def dev_and_prod(azure_env, tmp_path):
     create_container(azure_env, prod_c)
     mv = ApprovalService(AzureMLRegistry(ml_client=dev_client)).register(run_url, "bccd-detector", by="alice")
     dev = AzureMLRegistry(ml_client=dev_client, workspace_uri=DEV_URI)
+    # prod reads the dev workspace (its records) through the one MLClient factory, as `detops deploy` in prod does
+    monkeypatch.setattr("training.cloud.azure.ml_client", lambda settings=None, cred=None, *, what="": dev_client)
     return dev, AzureMLRegistry(ml_client=prod_client), dev_client, prod_client, mv, dev_c, prod_c
 
 
@@ -227,7 +259,8 @@ def test_promotion_registers_the_approved_asset_in_prod_with_the_same_digest(dev
     asset = prod_client.models.get("bccd-detector", out.version)
     assert asset.type == "custom_model"
     assert asset.path == f"azureml://datastores/workspaceblobstore/paths/promoted/bccd-detector/v1-{digest[:12]}/"
-    assert asset.tags["approval_status"] == "Approved"
+    # Approved by the dev record of the same digest (the prod deployer may read, not write, approval records)
+    assert ApprovalService(prod).get_version("bccd-detector", out.version).status == ApprovalStatus.APPROVED
     assert asset.tags["promoted_from"] == f"AzureMLRegistry:{DEV_URI}#bccd-detector/1"
     assert "azureml:asset_id" not in asset.tags and "azureml:path" not in asset.tags
     assert json.loads(asset.tags["promoted.approvals"])[0]["actor"] == "bob"
@@ -239,8 +272,9 @@ def test_promotion_registers_the_approved_asset_in_prod_with_the_same_digest(dev
     again = promote(dev, prod, "bccd-detector", mv.version, root, by="release-bot")
     assert again.version == out.version and prod_client.models.calls == calls
     assert [v.version for v in prod.list_versions("bccd-detector")] == ["1"]
-    # the dev version is untouched
-    assert dev_client.models.get("bccd-detector", "1").tags["approval_status"] == "Approved"
+    # the dev version is untouched: still Approved by its record, its asset unchanged by promotion
+    assert ApprovalService(dev).get_version("bccd-detector", "1").status == ApprovalStatus.APPROVED
+    assert dev_client.models.get("bccd-detector", "1").tags["approval_status"] == "PendingManualApproval"
 
 
 def test_promotion_refuses_a_tampered_dev_artifact(dev_and_prod):
@@ -260,6 +294,7 @@ def test_promotion_refuses_a_tampered_dev_artifact(dev_and_prod):
 
 def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_prod, monkeypatch, capsys):
     from deployment.registry.approval import ApprovalService
+    from deployment.registry.base import ApprovalStatus
     from detops import cli as cli_mod
     from training.errors import ExitCode
 
@@ -286,6 +321,7 @@ def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_pro
     assert run("--source-uri", DEV_URI, "--artifact-root", f"az://{prod_c}/promoted", "--print-version") == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "1"
     assert ("0000", "rg-dev", "mlw-dev") in asked and ("1111", "rg-prod", "mlw-prod") in asked
-    assert prod_client.models.get("bccd-detector", "1").tags["approval_status"] == "Approved"
+    prod = AzureMLRegistry(ml_client=prod_client)
+    assert ApprovalService(prod).get_version("bccd-detector", "1").status == ApprovalStatus.APPROVED
     assert run("--source-uri", "azureml://workspaces/mlw-dev", "--artifact-root", f"az://{prod_c}/promoted") == ExitCode.USAGE
     assert "not an Azure ML workspace URI" in capsys.readouterr().err

@@ -180,7 +180,12 @@ def test_blue_green_traffic_shift_and_rollback(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DETOPS_SERVING_IMAGE", "detopsacr.azurecr.io/detops-serving:0.1.0")
     client = FakeMLClient(tmp_path)
-    target = AzureMLTarget(ml_client=client)
+
+    class Approved:  # the registry's answer (its records: tests/cloud/test_azureml_registry.py)
+        def require_approved(self, name, version):
+            return _mv(version)
+
+    target = AzureMLTarget(ml_client=client, approvals=Approved())
     assert target.describe("bccd-prod") is None
 
     d1 = target.deploy(_mv("1"), "bccd-prod")

@@ -23,6 +23,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("DETOPS_REGISTRY", raising=False)
     monkeypatch.delenv("DETOPS_ALLOW_SELF_APPROVAL", raising=False)
     monkeypatch.delenv("DETOPS_GATE_MARGIN", raising=False)
+    monkeypatch.delenv("DETOPS_APPROVALS_URI", raising=False)
     for var in ("DETOPS_API_KEY", "DETOPS_API_KEYS", "DETOPS_MODEL_DIR"):
         monkeypatch.delenv(var, raising=False)
     yield home

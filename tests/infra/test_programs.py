@@ -572,6 +572,7 @@ def test_azure_promotion_is_provisioned_only_when_configured(program_runs) -> No
     c = {r.inputs["containerName"]: r.id for r in dev.of_type(rules.AZ_CONTAINER)}
     assert {(_role(a), a.inputs["scope"]) for a in shared} == {
         ("Reader", one(dev, rules.AZ_ML_WORKSPACE).id), ("Storage Blob Data Reader", c["runs"]),
+        ("Storage Blob Data Reader", c["approvals"]),
     }
     assert all(a.inputs["principalType"] == "ServicePrincipal" for a in shared)
     assert "DETOPS_PROMOTE_SOURCE_URI" not in dev.outputs
