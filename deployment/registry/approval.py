@@ -58,6 +58,24 @@ def _principal(by: str | Principal, what: str) -> Principal:
 EXPORTED_DIGEST_TAG = "export.sha256"
 
 
+def _evaluated_files(manifest: dict, run_url: str, export_url: str) -> tuple[dict[str, str], str, str]:
+    """``(manifest of export/, its digest, the digest the export stage recorded)``.
+
+    Raises:
+        ArtifactIntegrityError: the files changed after the export stage evaluated them.
+        GateError: the run recorded no digest.
+    """
+    files = artifact.compute_manifest(export_url)
+    digest = artifact.manifest_digest(files)
+    exported = _exported_digest(manifest, run_url)
+    if digest != exported:
+        raise artifact.ArtifactIntegrityError(
+            f"{export_url} changed after it was exported and evaluated: its files hash to {digest[:12]}..., "
+            f"the export stage recorded {exported[:12]}... (run.json); re-run `detops export` and evaluate again"
+        )
+    return files, digest, exported
+
+
 def _exported_digest(manifest: dict, run_url: str) -> str:
     """``stages.export.artifact_sha256`` of ``run.json``. Raises GateError for a run exported without it."""
     export = (manifest.get("stages") or {}).get("export")
@@ -194,14 +212,7 @@ class ApprovalService:
         if not decision.passed and not force:
             raise GateError(f"quality gate failed for {run_url}: " + "; ".join(decision.reasons))
 
-        files = artifact.compute_manifest(export_url)
-        digest = artifact.manifest_digest(files)
-        exported = _exported_digest(manifest, run_url)
-        if digest != exported:
-            raise artifact.ArtifactIntegrityError(
-                f"{export_url} changed after it was exported and evaluated: its files hash to {digest[:12]}..., "
-                f"the export stage recorded {exported[:12]}... (run.json); re-run `detops export` and evaluate again"
-            )
+        files, digest, exported = _evaluated_files(manifest, run_url, export_url)
         storage.write_json(storage.join(export_url, artifact.MANIFEST_FILE), artifact.manifest_document(files))
         dataset = (manifest.get("inputs") or {}).get("dataset") or {}
         tags = {
