@@ -174,7 +174,11 @@ def _publish_run(tmp_path: Path, run_url: str) -> None:
     for rel, data in files.items():
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_bytes(data)
-    (run / "run.json").write_text(json.dumps({"id": "20261201T120000-abc123", "project": "bccd", "status": "complete"}))
+    from training.manifest import compute_manifest, manifest_digest
+
+    exported = {"status": "complete", "artifact_sha256": manifest_digest(compute_manifest(str(run / "export")))}
+    (run / "run.json").write_text(json.dumps({"id": "20261201T120000-abc123", "project": "bccd", "status": "complete",
+                                              "stages": {"export": exported}}))  # as the export stage records it
     storage.publish_run(str(run), run_url)
 
 
