@@ -56,6 +56,14 @@ def is_escaping(name: str) -> bool:
     return norm == ".." or norm.startswith("../")
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False also for a name the OS refuses (too long, a NUL byte: pathlib raises)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 class ImageLocator:
     """Finds an image file by the name an annotation gives, in an ordered list of folders.
 
@@ -100,13 +108,13 @@ class ImageLocator:
             return None
         for folder in self.folders:
             exact = folder / name
-            if exact.is_file():
+            if _is_file(exact):
                 return exact
             sub, base = posixpath.split(name)
             sub_folder = folder / sub if sub else folder
             by_lower, by_stem = self._list(sub_folder)
             hit = by_lower.get(base.lower())
-            if hit is not None and (sub_folder / hit).is_file():
+            if hit is not None and _is_file(sub_folder / hit):
                 return sub_folder / hit
             stem, suffix = os.path.splitext(base)
             if suffix.lower() not in IMAGE_SUFFIXES:
