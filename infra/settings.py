@@ -181,6 +181,9 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 class _Common(_Strict):
     environment: Literal["dev", "prod"]
     log_retention_days: int = Field(default=30, ge=7, le=730)
+    #: Days the endpoints' captured requests (callers' images) are kept; then the storage deletes them
+    #: (S3 lifecycle rule on ``captures/`` of the runs bucket; Azure management policy on ``captures``).
+    capture_retention_days: int = Field(default=30, ge=1, le=3650)
     github: GitHubSettings
     tags: dict[str, str] = Field(default_factory=dict)
     #: Monthly cost budget of the stack (account/billing currency); alerts at 50/80/100 % actual, 100 % forecast.

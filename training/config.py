@@ -61,6 +61,9 @@ class ValidationPolicy(_Strict):
     image, so the boxes would be off) or ``"trust_image"`` (keep, use the real size, clip boxes).
     ``duplicates``: ``"reject"`` (default; the later copy by record order) or ``"keep"`` (report only).
     ``workers``: threads decoding images (I/O- and zlib/libjpeg-bound; Pillow releases the GIL), >= 1.
+    ``max_image_bytes``: the largest image file read (default 64 MiB: a 12-megapixel photo is 3-8 MB as
+    JPEG, 20-36 MB as PNG); a larger file is rejected as ``too_large`` without being read, so one huge
+    or hostile file cannot exhaust memory (``workers`` files are read at a time).
 
     Built directly (``ValidationPolicy(out_of_bounds="reject")``), a bad value raises
     :class:`ConfigError` naming the field; inside a run config it is reported with the other keys.
@@ -71,6 +74,7 @@ class ValidationPolicy(_Strict):
     size_mismatch: Literal["reject", "trust_image"] = "reject"
     duplicates: Literal["reject", "keep"] = "reject"
     workers: int = Field(default=8, ge=1)
+    max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -117,7 +117,11 @@ def _ingest(cfg: RunConfig, run: Run, say):
     Path(run.path("data", "quality_report.txt")).write_text(summary + "\n")
     say(summary)
     if not result.dataset.records:
-        raise DataError(f"{d.path}: no valid image left after validation (see {run.url}/data/quality_report.json)")
+        first = result.report.first_problem()
+        named = f"; first: {first}" if first else ""
+        raise DataError(
+            f"{d.path}: no valid image left after validation{named} (see {run.url}/data/quality_report.json)"
+        )
     check_not_empty(result.report, d.classes if isinstance(d.classes, list) else cfg.validation.classes, d.path, run.url)
     return result, read_sha256
 

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=server.host)
     p.add_argument("--port", type=int, default=server.port)
     args = p.parse_args(argv)
-    run_server(create_app(load_settings()), args.host, args.port, server.log_level)
+    run_server(create_app(load_settings()), args.host, args.port, server.log_level, server.max_connections)
 
 
 if __name__ == "__main__":  # pragma: no cover

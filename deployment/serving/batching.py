@@ -17,6 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
+class QueueFull(Exception):
+    """The batcher's queue has no room for all the items of one :meth:`MicroBatcher.submit_many` call."""
+
+
 class MicroBatcher:
     """Group items submitted concurrently into batched calls of ``fn``.
 
@@ -27,6 +31,8 @@ class MicroBatcher:
         on_batch: optional callback ``on_batch(batch_size, seconds)`` for metrics.
         workers: batches in flight at once (each worker takes the next group while the others run
             theirs; TensorFlow runs concurrent calls of one function safely).
+        max_queue: most items waiting for a worker (None: no bound); :meth:`submit_many` raises
+            :class:`QueueFull` rather than queue past it.
     """
 
     def __init__(
@@ -36,6 +42,7 @@ class MicroBatcher:
         max_wait_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
         workers: int = 1,
+        max_queue: int | None = None,
     ) -> None:
         self.fn = fn
         self.max_batch_size = max(1, int(max_batch_size))
@@ -44,6 +51,12 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self.workers = max(1, int(workers))
         self._tasks: list[asyncio.Task] = []
+        self.max_queue = max_queue
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a worker (not those in a batch being scored)."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     async def start(self) -> None:
         """Start the worker tasks on the running loop, each with its own model thread."""
@@ -64,11 +77,26 @@ class MicroBatcher:
 
     async def submit(self, item: Any) -> Any:
         """Queue ``item`` and return its result (or raise the exception the batch call raised)."""
-        if self._queue is None:
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: list[Any]) -> list[Any]:
+        """Queue every item of ``items`` (all or none) and return their results, in order.
+
+        Raises :class:`QueueFull` without queueing any item when they do not all fit under
+        ``max_queue``; a batch call's exception is raised for the items of that batch.
+        """
+        q = self._queue
+        if q is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
-        return await fut
+        if self.max_queue is not None and q.qsize() + len(items) > self.max_queue:
+            raise QueueFull(f"{q.qsize()} items queued, {len(items)} more do not fit under {self.max_queue}")
+        loop = asyncio.get_running_loop()
+        futs = []
+        for item in items:
+            fut = loop.create_future()
+            q.put_nowait((item, fut))
+            futs.append(fut)
+        return list(await asyncio.gather(*futs))
 
     async def _run(self, thread: ThreadPoolExecutor) -> None:
         try:

@@ -28,13 +28,20 @@ IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image")
 ALLOWED_FORMATS = ("JPEG", "PNG")
 
 
-class InputError(Exception):
-    """A bad request payload: carries the HTTP status (400/413/415/422) and a message for the client."""
+#: Channels of the decoded image the model gets: the SavedModel contract decodes every image to RGB
+#: (``channels=3``, docs/contracts.md), a grayscale or palette PNG too.
+DECODED_CHANNELS = 3
 
-    def __init__(self, status: int, message: str) -> None:
+
+class InputError(Exception):
+    """A request the service refuses: the HTTP status (400/401/403/413/415/422, or 503 when overloaded),
+    a message for the client and extra response headers (``Retry-After`` with a 503)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 class Instance(BaseModel):
@@ -100,12 +107,23 @@ class ImageInput:
     height: int
     source: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded image: ``width x height x`` :data:`DECODED_CHANNELS` (uint8)."""
+        return self.width * self.height * DECODED_CHANNELS
 
-def check_image(data: bytes, where: str, max_pixels: int, unsupported_status: int = 422) -> ImageInput:
+
+def check_image(
+    data: bytes, where: str, max_pixels: int, unsupported_status: int = 422, max_decoded_bytes: int | None = None
+) -> ImageInput:
     """Validate JPEG/PNG bytes by their header (Pillow, no full decode) and return an :class:`ImageInput`.
 
+    Every size check is on the header, before anything decodes the pixels: a 35 KB PNG of 6000 x 6000
+    grayscale pixels decodes to 108 MB of RGB.
+
     Raises :class:`InputError`: 422 (or ``unsupported_status``) when not a JPEG/PNG, 413 when larger
-    than ``max_pixels``.
+    than ``max_pixels`` or when its decoded size (:attr:`ImageInput.decoded_bytes`) exceeds
+    ``max_decoded_bytes`` (what is left of the request's budget; None: no budget).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -123,7 +141,14 @@ def check_image(data: bytes, where: str, max_pixels: int, unsupported_status: in
         raise InputError(422, f"{where}: image has no pixels")
     if width * height > max_pixels:
         raise InputError(413, f"{where}: image {width}x{height} exceeds {max_pixels} pixels")
-    return ImageInput(data, width, height)
+    img = ImageInput(data, width, height)
+    if max_decoded_bytes is not None and img.decoded_bytes > max_decoded_bytes:
+        raise InputError(
+            413,
+            f"{where}: image {width}x{height} decodes to {img.decoded_bytes} bytes ({DECODED_CHANNELS} channels), "
+            f"more than the {max_decoded_bytes} bytes left of the request's decoded-size limit",
+        )
+    return img
 
 
 def decode_b64(text: str, where: str) -> bytes:

@@ -51,6 +51,26 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest request body; larger gets 413.")
     max_images: int = Field(16, gt=0, description="Most images in one request; more gets 422.")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height); larger gets 413.")
+    max_decoded_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description=(
+            "Most bytes the images of one request decode to together (width x height x 3: the model decodes "
+            "to RGB), checked on the image headers before any decode; more gets 413. The default takes 16 "
+            "full-HD frames (99.5 MB) and refuses one 6000x6000 image (108 MB)."
+        ),
+    )
+    max_concurrent_requests: int = Field(
+        32, gt=0, description=(
+            "Scoring requests (/score, /invocations) handled at once; one more gets 503 with Retry-After "
+            "before its body is read. Probes and /metrics are not counted."
+        ),
+    )
+    max_queued_images: int = Field(
+        64, gt=0, description=(
+            "Images waiting for the model (the micro-batcher's queue); a request whose images do not all "
+            "fit gets 503 with Retry-After and none of them is queued."
+        ),
+    )
+    retry_after_seconds: int = Field(1, ge=0, description="Retry-After of a 503 answered under overload.")
     runtime: Literal["savedmodel", "tflite-float", "tflite-int8"] = Field(
         "savedmodel",
         description="Model runtime: the SavedModel, or the export's TFLite float/int8 model (XNNPACK); "
@@ -87,6 +107,12 @@ class ServingSettings(BaseSettings):
     capture_sample_rate: float = Field(0.0, ge=0, le=1, description="Fraction of requests captured.")
     capture_flush_records: int = Field(100, gt=0, description="Captured records buffered before a capture file is written.")
     capture_flush_seconds: float = Field(5.0, gt=0, description="Longest wait before buffered captures are written.")
+    capture_max_buffer_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description=(
+            "Most bytes of captured images held in memory (waiting or failed to write); beyond it new "
+            "records are dropped and counted in detops_capture_records_total{event=\"dropped\"}."
+        ),
+    )
     invocations_require_key: bool = Field(
         True, description="Require the API key on /invocations (set false behind SageMaker's IAM-signed endpoint)."
     )
@@ -108,6 +134,13 @@ class ServingSettings(BaseSettings):
                              "or DETOPS_AUTH=platform behind a platform that authenticates")
         return self
 
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServingSettings:
+        if self.max_queued_images < self.max_images:
+            raise ValueError(f"max_queued_images ({self.max_queued_images}) must be at least max_images "
+                             f"({self.max_images}): a request's images are queued all together or not at all")
+        return self
+
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
@@ -125,6 +158,12 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the scoring service binds.")
     port: int = Field(8080, gt=0, lt=65536, description="Port the scoring service listens on.")
     log_level: str = Field("info", description="uvicorn log level (critical, error, warning, info, debug, trace).")
+    max_connections: int = Field(
+        512, gt=0, description=(
+            "Open connections and requests uvicorn serves at once (its limit_concurrency); beyond it every "
+            "request, probes included, gets a plain 503. A backstop above DETOPS_MAX_CONCURRENT_REQUESTS."
+        ),
+    )
 
 
 def api_key_configured(env: Mapping[str, str]) -> bool:

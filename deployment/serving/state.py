@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from deployment.serving.batching import MicroBatcher, tune_batch_size
 from deployment.serving.capture import DataCapture
+from deployment.serving.inputs import InputError
 from deployment.serving.metrics import Metrics
 from deployment.serving.model import Detection, ImageDecodeError
 from deployment.serving.runtime import ModelRunner, ThreadPlan, load_model
@@ -22,13 +23,40 @@ from deployment.serving.settings import ServingSettings
 log = logging.getLogger("detops.serving")
 
 
+class Admission:
+    """The concurrency limit of the scoring routes: at most ``limit`` requests inside at once.
+
+    ``with admission:`` in a route handler (on the event loop, so a plain counter is safe) raises
+    :class:`~deployment.serving.inputs.InputError` 503 with ``Retry-After`` when ``limit`` requests are
+    already inside: an overloaded service answers at once instead of queueing work it cannot do in time.
+    """
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.retry_after = {"Retry-After": str(retry_after_s)}
+        self.active = 0
+
+    def overloaded(self, what: str) -> InputError:
+        """The 503 :class:`InputError` (with ``Retry-After``) of an overload, ``what`` saying which limit."""
+        return InputError(503, f"service overloaded ({what}); retry later", self.retry_after)
+
+    def __enter__(self) -> None:
+        if self.active >= self.limit:
+            raise self.overloaded(f"{self.active} requests in progress, the limit")
+        self.active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.active -= 1
+
+
 @dataclass
 class ServingState:
     """Everything one app instance serves with (``app.state.serving``).
 
     ``model``, ``batcher`` and ``capture`` are None until startup (``lifespan``) has built them;
     ``api_keys`` are the accepted keys as bytes (compared in constant time); ``batch_rates`` are the
-    images/s per batch size that startup measured (empty when tuning is off).
+    images/s per batch size that startup measured (empty when tuning is off); ``admission`` the
+    concurrency limit of the scoring routes.
     """
 
     settings: ServingSettings
@@ -39,6 +67,7 @@ class ServingState:
     batcher: MicroBatcher | None = None
     capture: DataCapture | None = None
     batch_rates: dict[int, float] = field(default_factory=dict)
+    admission: Admission = field(default_factory=lambda: Admission(32, 1))
 
     @property
     def ready(self) -> bool:
@@ -66,6 +95,7 @@ def _new_capture(state: ServingState) -> DataCapture | None:
         s.capture_flush_records,
         s.capture_flush_seconds,
         on_event=lambda kind, n: state.metrics.capture.labels(kind).inc(n),
+        max_buffer_bytes=s.capture_max_buffer_bytes,
     )
 
 
@@ -115,6 +145,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s.batch_wait_ms / 1000.0,
         on_batch=lambda n, _s: state.metrics.batch_size.observe(n),
         workers=state.plan.workers,
+        max_queue=s.max_queued_images,
     )
     await batcher.start()
     state.batcher = batcher

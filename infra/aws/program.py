@@ -91,7 +91,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     data = SecureBucket(f"{p}-data", SecureBucketArgs(bucket_name=bucket_name("data"), kms_key_arn=key_arn), opts)
     runs = SecureBucket(
         f"{p}-runs", SecureBucketArgs(bucket_name=bucket_name("runs"), kms_key_arn=key_arn, reader_role_arns=readers,
-                                       reader_keys=PROMOTION_READ_KEYS), opts
+                                       reader_keys=PROMOTION_READ_KEYS,
+                                       expire_prefixes={f"{CAPTURE_PREFIX}/": settings.capture_retention_days}), opts
     )
 
     training_repo = EcrRepository(

@@ -155,6 +155,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
             public_network_access=public,
             versioning=True,
             tags=tags,
+            expire_containers={"captures": settings.capture_retention_days},
         ),
         opts,
     )

@@ -115,8 +115,8 @@ class ProjectKey(pulumi.ComponentResource):
 @dataclass
 class SecureBucketArgs:
     """S3 bucket: versioning, SSE-KMS with ``kms_key_arn`` (bucket key on), all public access blocked,
-    ACLs disabled (bucket owner enforced), a bucket policy denying any request without TLS, and
-    expiry of non-current versions after ``noncurrent_days``."""
+    ACLs disabled (bucket owner enforced), a bucket policy denying any request without TLS, expiry of
+    non-current versions after ``noncurrent_days``, and of every object under ``expire_prefixes``."""
 
     bucket_name: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
@@ -127,6 +127,9 @@ class SecureBucketArgs:
     #: (key patterns; promotion across stacks: registry documents and the runs' export folders, not captures).
     reader_role_arns: Sequence[str] = ()
     reader_keys: Sequence[str] = ("*",)
+    #: ``{key prefix: days}``: objects under the prefix expire that many days after they were written, and
+    #: their old versions one day later (retention of the endpoints' captured requests, ``captures/``).
+    expire_prefixes: Mapping[str, int] = field(default_factory=dict)
 
 
 class SecureBucket(pulumi.ComponentResource):
@@ -229,7 +232,19 @@ class SecureBucket(pulumi.ComponentResource):
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=7
                     ),
-                )
+                ),
+                *(
+                    aws.s3.BucketLifecycleConfigurationRuleArgs(
+                        id=f"expire-{prefix.strip('/')}",
+                        status="Enabled",
+                        filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=prefix),
+                        expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=days),
+                        noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                            noncurrent_days=1
+                        ),
+                    )
+                    for prefix, days in args.expire_prefixes.items()
+                ),
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.versioning]),
         )

@@ -36,7 +36,9 @@ REGISTRY_PREFIX = "registry"  # s3://<runs bucket>/registry/<model>/<version>.js
 #: folders (``*/export`` itself too: checking that the folder exists is a HeadObject, i.e. s3:GetObject).
 PROMOTION_READ_KEYS = (f"{REGISTRY_PREFIX}/*", "*/export", "*/export/*")
 PROMOTED_PREFIX = "promoted"  # s3://<runs bucket>/promoted/<model>/v<version>-<digest12>/ (detops promote copies)
-CAPTURE_PREFIX = "captures"  # s3://<runs bucket>/captures/ (endpoint data capture, written by SageMaker)
+#: s3://<runs bucket>/captures/: endpoint data capture, written by SageMaker (the execution role), denied to
+#: every CI role (``_no_captures``), expired after ``capture_retention_days`` by the bucket's lifecycle.
+CAPTURE_PREFIX = "captures"
 #: The sha256 manifest registration writes into a run's export/ (deployment.registry.artifact.MANIFEST_FILE).
 ARTIFACT_MANIFEST = "detops-manifest.json"
 
@@ -187,6 +189,18 @@ def _quota_preflight(*listings: str) -> dict[str, Any]:
     }
 
 
+def _no_captures(scope: AwsScope) -> Statement:
+    """Deny reading and writing the endpoints' captured requests (``<runs bucket>/captures/``, callers'
+    images): SageMaker writes them with the execution role; no CI identity reads or rewrites them, even
+    where another statement allows the whole runs bucket."""
+    return {
+        "Sid": "NeverTouchCaptures",
+        "Effect": "Deny",
+        "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+        "Resource": _objects(scope.runs_bucket_arn, prefix=f"{CAPTURE_PREFIX}/"),
+    }
+
+
 def trainer_policy(scope: AwsScope) -> dict[str, Any]:
     """Prepare runs (read datasets, write runs), push the training image, run ``<prefix>-*`` training jobs."""
     return _document(
@@ -227,6 +241,7 @@ def trainer_policy(scope: AwsScope) -> dict[str, Any]:
             "Action": ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
             "Resource": [pulumi.Output.concat(arn, ":*") for arn in scope.log_group_arns],
         },
+        _no_captures(scope),
     )
 
 
@@ -272,6 +287,7 @@ def registrar_policy(scope: AwsScope) -> dict[str, Any]:
             "Condition": {"StringNotEquals": {"sagemaker:ModelApprovalStatus": PENDING}},
         },
         {"Sid": "NeverApprove", "Effect": "Deny", "Action": ["sagemaker:UpdateModelPackage"], "Resource": "*"},
+        _no_captures(scope),
     )
 
 
@@ -297,6 +313,7 @@ def approver_policy(scope: AwsScope) -> dict[str, Any]:
             "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": list(APPROVAL_DECISIONS)}},
         },
         {"Sid": "NeverRegister", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage"], "Resource": "*"},
+        _no_captures(scope),
     )
 
 
@@ -393,6 +410,7 @@ def deployer_policy(scope: AwsScope, promotion: PromotionSource | None = None) -
         },
         _quota_preflight("sagemaker:ListEndpoints"),
         *(() if promotion else never),
+        _no_captures(scope),
     )
 
 

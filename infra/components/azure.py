@@ -77,12 +77,16 @@ class StorageArgs:
     soft_delete_days: int = 7
     versioning: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: ``{container: days}``: blobs of the container (and their versions and snapshots) are deleted that
+    #: many days after they were written (a lifecycle management policy; the captured requests' retention).
+    expire_containers: Mapping[str, int] = field(default_factory=dict)
 
 
 class Storage(pulumi.ComponentResource):
     """StorageV2 account: no public blob access, HTTPS only, TLS 1.2, soft delete; private containers.
 
-    Attributes: ``account`` (:class:`storage.StorageAccount`), ``containers`` (name -> BlobContainer).
+    Attributes: ``account`` (:class:`storage.StorageAccount`), ``containers`` (name -> BlobContainer),
+    ``lifecycle`` (the :class:`storage.ManagementPolicy` of ``expire_containers``, or None).
     """
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -131,7 +135,42 @@ class Storage(pulumi.ComponentResource):
             )
             for container in args.containers
         }
+        self.lifecycle = (
+            storage.ManagementPolicy(
+                f"{name}-lifecycle",
+                account_name=self.account.name,
+                resource_group_name=args.resource_group_name,
+                management_policy_name="default",
+                policy=storage.ManagementPolicySchemaArgs(rules=[_expiry_rule(c, d) for c, d in args.expire_containers.items()]),
+                opts=child,
+            )
+            if args.expire_containers
+            else None
+        )
         self.register_outputs({"account_name": self.account.name})
+
+
+def _expiry_rule(container: str, days: int) -> storage.ManagementPolicyRuleArgs:
+    """Lifecycle rule deleting the block blobs of ``container`` ``days`` days after they were written."""
+    return storage.ManagementPolicyRuleArgs(
+        name=f"expire-{container}",
+        type="Lifecycle",
+        enabled=True,
+        definition=storage.ManagementPolicyDefinitionArgs(
+            filters=storage.ManagementPolicyFilterArgs(blob_types=["blockBlob"], prefix_match=[f"{container}/"]),
+            actions=storage.ManagementPolicyActionArgs(
+                base_blob=storage.ManagementPolicyBaseBlobArgs(
+                    delete=storage.DateAfterModificationArgs(days_after_modification_greater_than=days)
+                ),
+                version=storage.ManagementPolicyVersionArgs(
+                    delete=storage.DateAfterCreationArgs(days_after_creation_greater_than=days)
+                ),
+                snapshot=storage.ManagementPolicySnapShotArgs(
+                    delete=storage.DateAfterCreationArgs(days_after_creation_greater_than=days)
+                ),
+            ),
+        ),
+    )
 
 
 @dataclass

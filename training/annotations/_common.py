@@ -7,9 +7,11 @@ one would be slower than the copy.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import re
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
@@ -19,6 +21,13 @@ from training.errors import ConfigError, DataError
 
 #: File name suffixes treated as images when looking a file up by its stem (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jpe", ".jfif")
+
+#: Largest image width or height an annotation may claim: PNG's limit (a 31-bit unsigned integer, RFC
+#: 2083), beyond JPEG's 65535 and TIFF's; a larger number is malformed, not an image size.
+MAX_IMAGE_SIDE = 2**31 - 1
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 3, 60, 60, 6, 4
 
 #: Oxford-IIIT Pets style: ``Abyssinian_12.jpg`` -> ``Abyssinian`` (the stem minus ``_<digits>``).
 PETS_PATTERN = r"^(?P<label>.+?)_\d+$"
@@ -47,6 +56,14 @@ def is_escaping(name: str) -> bool:
     return norm == ".." or norm.startswith("../")
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False also for a name the OS refuses (too long, a NUL byte: pathlib raises)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 class ImageLocator:
     """Finds an image file by the name an annotation gives, in an ordered list of folders.
 
@@ -71,7 +88,7 @@ class ImageLocator:
             by_stem: dict[str, list[str]] = {}
             try:
                 names = sorted(os.listdir(folder))
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte or an unencodable name from an annotation
                 names = []
             for n in names:
                 by_lower.setdefault(n.lower(), n)
@@ -91,13 +108,13 @@ class ImageLocator:
             return None
         for folder in self.folders:
             exact = folder / name
-            if exact.is_file():
+            if _is_file(exact):
                 return exact
             sub, base = posixpath.split(name)
             sub_folder = folder / sub if sub else folder
             by_lower, by_stem = self._list(sub_folder)
             hit = by_lower.get(base.lower())
-            if hit is not None and (sub_folder / hit).is_file():
+            if hit is not None and _is_file(sub_folder / hit):
                 return sub_folder / hit
             stem, suffix = os.path.splitext(base)
             if suffix.lower() not in IMAGE_SUFFIXES:
@@ -124,6 +141,7 @@ class ReadContext:
     label_pattern: re.Pattern[str] | None = None  # class_from_filename, when given
     default_label: str | None = None  # the one class of a single-class `classes` list: labels label-less rows
     listing_cache: dict = field(default_factory=dict)
+    image_folders: list[Path] = field(default_factory=list)  # the `images` option (Dataset.image_folders)
     rejected: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
 
@@ -260,31 +278,61 @@ def build_dataset(ctx: ReadContext, records: list[ImageRecord], classes: Sequenc
         format=ctx.format,
         rejected=list(ctx.rejected),
         warnings=list(ctx.warnings),
+        image_folders=[str(f) for f in ctx.image_folders],
     )
 
 
+def brief(value: object) -> str:
+    """A short ``repr`` of a value read from an annotation, for reasons in the quality report.
+
+    Bounded in length and depth (:mod:`reprlib`: 3 levels, 60 characters per string), so that a huge or
+    deeply nested value (a malformed file) gives a readable sentence and no ``RecursionError``.
+    """
+    try:
+        return _BRIEF.repr(value)
+    except (ValueError, RecursionError):  # an int over 4300 digits (Python's str limit), a deep structure
+        return f"<{type(value).__name__}>"
+
+
 def parse_number(text: str | float | int | None, what: str) -> float:
-    """Parse a coordinate; raises ``ValueError`` naming ``what`` (the caller records the issue)."""
+    """Parse a coordinate into a float; raises ``ValueError`` naming ``what`` (the caller records the issue).
+
+    ``inf``/``nan`` (and ``1e400``, which overflows to ``inf``) are returned as they are: validation
+    rejects such a box as ``non_finite``. An integer too large for a float (JSON allows ``10**400``),
+    a list, an object or a boolean raise ``ValueError``.
+    """
     if text is None:
         raise ValueError(f"{what} is missing")
-    if isinstance(text, bool):
-        raise ValueError(f"{what} is not a number: {text!r}")
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise ValueError(f"{what} is not a number: {brief(text)}")
     if isinstance(text, (int, float)):
-        return float(text)
-    t = str(text).strip()
+        try:
+            return float(text)
+        except OverflowError:
+            raise ValueError(f"{what} is out of range: {brief(text)}") from None
+    t = text.strip()
     try:
         return float(t)
     except ValueError:
-        raise ValueError(f"{what} is not a number: {t!r}") from None
+        raise ValueError(f"{what} is not a number: {brief(t)}") from None
 
 
 def parse_size(value: str | int | float | None) -> int | None:
-    """An image width/height as an int (``"499px"`` and ``"499"`` accepted), ``None`` if absent/0."""
+    """An image width/height as an int (``"499px"`` and ``"499"`` accepted), ``None`` if absent/0/negative.
+
+    Raises ``ValueError`` for a value that is not a number (a list, an object, a boolean, text), not
+    finite (``inf``, ``nan``, ``1e400``) or above :data:`MAX_IMAGE_SIDE`.
+    """
     if value is None or value == "":
         return None
-    t = str(value).strip().lower().removesuffix("px").strip()
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"image size is not a number: {brief(value)}")
     try:
-        v = int(round(float(t)))
-    except ValueError:
-        raise ValueError(f"image size is not a number: {value!r}") from None
+        t = value.strip().lower().removesuffix("px").strip() if isinstance(value, str) else value
+        f = float(t)
+    except (ValueError, OverflowError):
+        raise ValueError(f"image size is not a number: {brief(value)}") from None
+    if not math.isfinite(f) or f > MAX_IMAGE_SIDE:
+        raise ValueError(f"image size {brief(value)} is out of range (at most {MAX_IMAGE_SIDE} pixels)")
+    v = int(round(f))
     return v if v > 0 else None

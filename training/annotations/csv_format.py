@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from training.annotations._common import ReadContext, find_files, parse_number, parse_size
+from training.annotations._common import ReadContext, brief, find_files, parse_number, parse_size
 from training.annotations.record import Box, ImageRecord
 from training.errors import ConfigError
 
@@ -129,8 +129,8 @@ def _row_label(row: list[str], roles: dict[str, int], id_to_name: dict[int, str]
         cid_text = row[roles["class_id"]].strip()
         try:
             cid = int(float(cid_text))
-        except ValueError:
-            raise ValueError(f"class id {cid_text!r} is not an integer") from None
+        except (ValueError, OverflowError):  # OverflowError: inf, 1e400
+            raise ValueError(f"class id {brief(cid_text)} is not an integer") from None
         if cid not in id_to_name:
             raise ValueError(f"class id {cid} is not in the class map {sorted(id_to_name)}")
         return id_to_name[cid]

@@ -129,6 +129,7 @@ def read_dataset(
         default_label=(
             str(classes[0]) if isinstance(classes, (list, tuple)) and len(classes) == 1 else None
         ),
+        image_folders=image_dirs,
     )
     records, native = spec.fn(ctx, inputs, image_dirs, **options)
     records = apply_class_from_filename(records, ctx.label_pattern, ctx)

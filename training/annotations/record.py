@@ -123,6 +123,10 @@ class Dataset:
     # and warnings about entries that were kept (e.g. a BBox-Label-Tool count line that disagrees).
     rejected: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    #: Local folders the caller named as image folders (``read_dataset(images=...)``): validation reads
+    #: an image whose symbolic link leads into one of them, as into ``root``, and refuses any other link
+    #: that leads out of ``root``.
+    image_folders: list[str] = field(default_factory=list)
 
     @property
     def num_boxes(self) -> int:

@@ -5,9 +5,12 @@ Rules (each rejection names the image, the annotation source and a reason code):
 ==================  ======  ===============================================================
 code                level   rule
 ==================  ======  ===============================================================
-path_escape         image   the image name is absolute or climbs out of the root with ``..``
+path_escape         image   the image name is absolute or climbs out of the root with ``..``, or
+                            the file is a symbolic link to a file outside the root (never read)
 missing_image       image   the image file does not exist
-unreadable_image    image   Pillow cannot decode it fully (``Image.load()``): truncated JPEG...
+unreadable_image    image   Pillow cannot decode it fully (``Image.load()``): truncated JPEG...;
+                            or it is not a regular file (a device, a FIFO: never opened)
+too_large           image   the file has more than ``policy.max_image_bytes`` bytes (never read)
 size_mismatch       image   annotated width/height != real size (after EXIF orientation), with
                             ``policy.size_mismatch == "reject"``; ``"trust_image"`` keeps the
                             image with its real size and reports it
@@ -48,6 +51,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +62,7 @@ from training.annotations._common import is_escaping, order_classes
 from training.annotations.record import Box, Dataset, ImageRecord, Issue
 from training.config import ValidationPolicy
 
-IMAGE_CODES = ("path_escape", "missing_image", "unreadable_image", "size_mismatch", "duplicate")
+IMAGE_CODES = ("path_escape", "missing_image", "unreadable_image", "too_large", "size_mismatch", "duplicate")
 BOX_CODES = ("non_finite", "inverted", "zero_area", "unknown_class", "out_of_bounds", "outside_image")
 _EXIF_ORIENTATION = 0x0112
 
@@ -128,6 +132,16 @@ class QualityReport:
             and listed_images == self.images_rejected
             and listed_boxes == self.boxes_rejected
         )
+
+    def first_problem(self) -> str | None:
+        """The first unparseable entry, else the first rejection, as ``file#record: reason`` (one-line
+        errors name it); None when nothing was rejected."""
+        if self.unparseable:
+            return str(self.unparseable[0])
+        if self.rejected:
+            r = self.rejected[0]
+            return f"{r.source or r.image}: {r.code}: {r.reason}"
+        return None
 
     def by_reason(self) -> dict[str, dict[str, int]]:
         """``{code: {"images": n, "boxes": n}}``: rejected images and boxes per reason code."""
@@ -235,13 +249,59 @@ class _ImageInfo:
     reencode: str | None = None
 
 
-def _read(root: str, image: str) -> bytes:
+class _Refused(Exception):
+    """An image file validation does not read: ``code`` (a code of :data:`IMAGE_CODES`) and reason."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _local_file(root: str, image: str, max_bytes: int, folders: list[str]) -> str:
+    """The real path of ``root/image`` once it is known to be a regular file inside ``root`` (or one of
+    ``folders``, real paths) of at most ``max_bytes`` bytes; raises :class:`_Refused` (``path_escape``
+    for a symbolic link leading out of them, ``unreadable_image`` for a device or a FIFO, ``too_large``)
+    or ``OSError``."""
+    path = os.path.join(root, image)
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if not any(_inside(real, f) for f in (base, *folders)):
+        raise _Refused(
+            "path_escape",
+            f"image is a symbolic link to {real}, outside the dataset folder {base} (links are followed "
+            "only into the root and the `images` folders)",
+        )
+    st = os.stat(real)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _Refused("unreadable_image", "not a regular file (a device, a FIFO or a socket)")
+    if st.st_size > max_bytes:
+        raise _Refused("too_large", f"image file has {st.st_size} bytes, more than max_image_bytes={max_bytes}")
+    return real
+
+
+def _read(root: str, image: str, max_bytes: int, folders: list[str]) -> bytes:
+    """The bytes of ``root/image``, at most ``max_bytes`` (local: through :func:`_local_file`)."""
     from training import storage
 
     if storage.is_local(root):
-        with open(os.path.join(root, image), "rb") as fh:
-            return fh.read()
-    return storage.read_bytes(storage.join(root, image))
+        with open(_local_file(root, image, max_bytes, folders), "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    else:
+        fs, path = storage.filesystem(storage.join(root, image))
+        size = fs.info(path).get("size") or 0
+        if size > max_bytes:
+            raise _Refused("too_large", f"image file has {size} bytes, more than max_image_bytes={max_bytes}")
+        with fs.open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew since it was measured
+        raise _Refused("too_large", f"image file has more than max_image_bytes={max_bytes} bytes")
+    return data
 
 
 def inspect_image(data: bytes) -> _ImageInfo:
@@ -296,15 +356,19 @@ def inspect_image(data: bytes) -> _ImageInfo:
     )
 
 
-def _inspect_path(root: str, image: str) -> _ImageInfo:
+def _inspect_path(root: str, image: str, max_bytes: int, folders: list[str]) -> _ImageInfo:
     try:
-        data = _read(root, image)
+        data = _read(root, image, max_bytes, folders)
+    except _Refused as exc:
+        return _ImageInfo(ok=False, code=exc.code, reason=exc.reason)
     except FileNotFoundError:
         return _ImageInfo(ok=False, code="missing_image", reason="image file not found")
     except IsADirectoryError:
         return _ImageInfo(ok=False, code="missing_image", reason="image path is a folder")
     except OSError as exc:
         return _ImageInfo(ok=False, code="unreadable_image", reason=f"cannot read file: {exc.strerror or exc}")
+    except ValueError as exc:  # a NUL byte or an unencodable character in the name an annotation gave
+        return _ImageInfo(ok=False, code="missing_image", reason=f"image name cannot be a file name: {exc}")
     return inspect_image(data)
 
 
@@ -353,8 +417,13 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
     report.boxes_in = dataset.num_boxes
 
     to_inspect = sorted({r.image for r in dataset.records if not is_escaping(r.image)})
+    folders = [os.path.realpath(f) for f in dataset.image_folders]
+
+    def inspect(image: str) -> _ImageInfo:
+        return _inspect_path(dataset.root, image, policy.max_image_bytes, folders)
+
     with ThreadPoolExecutor(max_workers=min(policy.workers, max(1, len(to_inspect)))) as pool:
-        infos = dict(zip(to_inspect, pool.map(lambda im: _inspect_path(dataset.root, im), to_inspect), strict=False))
+        infos = dict(zip(to_inspect, pool.map(inspect, to_inspect), strict=False))
 
     check = _RecordCheck(dataset, policy, report)
     kept = [clean for rec in dataset.records if (clean := check(rec, infos.get(rec.image))) is not None]
@@ -366,7 +435,9 @@ def validate(dataset: Dataset, policy: ValidationPolicy | None = None) -> Valida
     report.seconds = time.perf_counter() - t0
     if not report.counts_add_up:  # a bug in this module, never bad data
         raise AssertionError(f"quality report counts do not add up: {report.to_dict()['counts']}")
-    clean_ds = Dataset(root=dataset.root, records=kept, classes=classes, format=dataset.format)
+    clean_ds = Dataset(
+        root=dataset.root, records=kept, classes=classes, format=dataset.format, image_folders=dataset.image_folders
+    )
     return ValidationResult(dataset=clean_ds, report=report)
 
 

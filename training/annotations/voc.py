@@ -12,7 +12,8 @@ folders (option), then the XML's own folder, then the VOC ``JPEGImages/`` siblin
 ``<path>`` is never used (it holds the labeler's machine path: ``/home/pi/...``, ``C:\\...``).
 
 Files are parsed with ``defusedxml``: an XML file declaring entities or referencing external
-resources (an "XML bomb", XXE) is rejected, never expanded.
+resources (an "XML bomb", XXE) is rejected, never expanded; so is a file in an encoding expat does not
+read (UTF-8, UTF-16, ISO-8859-1 and one-byte code pages are read; Shift JIS, Big5... are not).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def read_voc(ctx: ReadContext, inputs: list[Path], images: list[Path]) -> tuple[
             continue
         except OSError as exc:
             ctx.reject(xml, "", f"cannot read file: {exc.strerror or exc}")
+            continue
+        except (ValueError, LookupError) as exc:  # an encoding expat cannot read (multi-byte, unknown name)
+            ctx.reject(xml, "", f"unreadable XML encoding: {exc}")
             continue
         ann = tree.getroot()
         if ann.tag != "annotation":

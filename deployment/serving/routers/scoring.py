@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from deployment.serving.batching import QueueFull
 from deployment.serving.dependencies import ApiKey, InvocationsKey, ScoreThreshold, State
 from deployment.serving.inputs import (
     IMAGE_CONTENT_TYPES,
@@ -28,24 +28,31 @@ from deployment.serving.state import ServingState
 
 router = APIRouter(tags=["scoring"])
 
+_OVERLOADED = {"description": "Overloaded: retry after the Retry-After header's seconds"}
 _SCORE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key"},
     413: {"description": "Body too large"},
     403: {"description": "URI not allowed"},
     422: {"description": "Malformed payload"},
+    503: _OVERLOADED,
 }
 _INVOCATIONS_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key"},
     413: {"description": "Body too large"},
     415: {"description": "Unsupported content type"},
     422: {"description": "Malformed payload"},
+    503: _OVERLOADED,
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+#: The JSON body's schema, added to the spec's components by ``deployment.serving.app`` (the routes read
+#: the raw body, so FastAPI does not add it).
+SCORE_REQUEST_REF = {"$ref": "#/components/schemas/ScoreRequest"}
+_SCORE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": SCORE_REQUEST_REF}}}}
 _INVOCATIONS_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}},
+            "application/json": {"schema": SCORE_REQUEST_REF},
             "image/jpeg": _BINARY,
             "image/png": _BINARY,
             "application/x-image": _BINARY,
@@ -55,18 +62,23 @@ _INVOCATIONS_BODY = {
 
 
 def images_from_request(state: ServingState, req: ScoreRequest) -> list[ImageInput]:
-    """Decode and check every image of a JSON request (blocking: base64, headers, URI reads; run in a thread)."""
+    """Decode and check every image of a JSON request (blocking: base64, headers, URI reads; run in a thread).
+
+    The images' decoded sizes together stay within ``max_decoded_bytes`` (413 naming the first one past it).
+    """
     s = state.settings
     out = []
+    budget = s.max_decoded_bytes
     for where, kind, value in collect(req, s.max_images):
         if kind == "b64":
             data = decode_b64(value, where)
-            img = check_image(data, where, s.max_pixels)
+            img = check_image(data, where, s.max_pixels, max_decoded_bytes=budget)
             img.source = {"bytes": data}
         else:
             data = read_uri(value, s.input_uri_prefixes, s.max_uri_bytes, where)
-            img = check_image(data, where, s.max_pixels)
+            img = check_image(data, where, s.max_pixels, max_decoded_bytes=budget)
             img.source = {"uri": value, "bytes": data}
+        budget -= img.decoded_bytes
         out.append(img)
     return out
 
@@ -81,7 +93,10 @@ async def score_images(
     s = state.settings
     assert state.batcher is not None
     thr = s.score_threshold if threshold is None else threshold
-    results = await asyncio.gather(*(state.batcher.submit(img.data) for img in images))
+    try:
+        results = await state.batcher.submit_many([img.data for img in images])
+    except QueueFull:
+        raise state.admission.overloaded(f"{state.batcher.queued} images wait for the model") from None
     preds = []
     for i, (img, res) in enumerate(zip(images, results)):
         if isinstance(res, ImageDecodeError):
@@ -107,12 +122,24 @@ def _parse_json(raw: bytes) -> ScoreRequest:
         raise InputError(422, f"body: {msg}") from None
 
 
-@router.post("/score", response_model=ScoreResponse, responses=_SCORE_ERRORS)
-async def score(body: ScoreRequest, state: State, _key: ApiKey, score_threshold: ScoreThreshold = None) -> Response:
+async def _score_json(state: ServingState, raw: bytes, threshold: float | None, route: str) -> Response:
+    """Parse, check and score a JSON body (``/score``, ``/invocations`` with ``application/json``)."""
+    req = await run_in_threadpool(_parse_json, raw)
+    images = await run_in_threadpool(images_from_request, state, req)
+    thr = threshold if threshold is not None else req.score_threshold
+    return await score_images(state, images, thr, route, "application/json")
+
+
+# Both routes take the raw body, not a parsed model: FastAPI parses a model body before it runs the
+# dependencies, so a request without a key got 422 for a malformed body (and had it parsed). Here the
+# key (a dependency), then the concurrency limit, come before the body is read.
+
+
+@router.post("/score", response_model=ScoreResponse, openapi_extra=_SCORE_BODY, responses=_SCORE_ERRORS)
+async def score(request: Request, state: State, _key: ApiKey, score_threshold: ScoreThreshold = None) -> Response:
     """Score base64 images or storage URIs (Azure ML style ``input_data`` or ``instances``)."""
-    images = await run_in_threadpool(images_from_request, state, body)
-    thr = score_threshold if score_threshold is not None else body.score_threshold
-    return await score_images(state, images, thr, "/score", "application/json")
+    with state.admission:
+        return await _score_json(state, await request.body(), score_threshold, "/score")
 
 
 @router.post(
@@ -123,17 +150,16 @@ async def invocations(
 ) -> Response:
     """SageMaker inference contract: one raw image, or the JSON payload of ``/score``."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    raw = await request.body()
-    max_pixels = state.settings.max_pixels
-    if ctype in IMAGE_CONTENT_TYPES:
-        img = check_image(raw, "body", max_pixels, 415)  # header parse only: cheaper than a thread hop
-        img.source = {"bytes": raw}
-        return await score_images(state, [img], score_threshold, "/invocations", ctype)
-    if ctype == "application/json":
-        req = await run_in_threadpool(_parse_json, raw)
-        images = await run_in_threadpool(images_from_request, state, req)
-        thr = score_threshold if score_threshold is not None else req.score_threshold
-        return await score_images(state, images, thr, "/invocations", ctype)
+    s = state.settings
+    with state.admission:
+        if ctype in IMAGE_CONTENT_TYPES:
+            raw = await request.body()
+            # header parse only: cheaper than a thread hop
+            img = check_image(raw, "body", s.max_pixels, 415, max_decoded_bytes=s.max_decoded_bytes)
+            img.source = {"bytes": raw}
+            return await score_images(state, [img], score_threshold, "/invocations", ctype)
+        if ctype == "application/json":
+            return await _score_json(state, await request.body(), score_threshold, "/invocations")
     raise InputError(
         415,
         f"unsupported Content-Type {ctype or '(none)'!r}; use {', '.join(IMAGE_CONTENT_TYPES)} or application/json",
