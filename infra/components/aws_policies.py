@@ -3,7 +3,7 @@
 Purposes (each a role that only its own GitHub environments can assume, see :mod:`infra.components.aws`):
 
 - ``trainer``: prepares runs on S3, pushes the training and serving images (the images job), starts
-  SageMaker training jobs.
+  SageMaker training jobs, reads the registry's versions (the quality gate).
 - ``registrar``: registers model versions, which are ``PendingManualApproval`` and nothing else.
 - ``approver``: the only identity that may change a version's approval status (after a person's review).
 - ``deployer``: deploys Approved versions to the stack's endpoints, pushes the serving image.
@@ -189,7 +189,8 @@ def _quota_preflight(*listings: str) -> dict[str, Any]:
 
 
 def trainer_policy(scope: AwsScope) -> dict[str, Any]:
-    """Prepare runs (read datasets, write runs), run ``<prefix>-*`` training jobs, and push the images:
+    """Prepare runs (read datasets, write runs), run ``<prefix>-*`` training jobs, read the registry's
+    versions (the evaluate job's quality gate lists them and reads the Approved one) and push the images:
     the images job (.github/workflows/images.yml, .azure-pipelines/templates/images.yml) runs as the
     trainer and ``scripts/images.sh`` pushes the training and the serving image."""
     return _document(
@@ -218,6 +219,8 @@ def trainer_policy(scope: AwsScope) -> dict[str, Any]:
             },
         },
         _quota_preflight("sagemaker:ListTrainingJobs"),
+        # the evaluate job's quality gate (`detops gate`) compares with the current Approved version
+        *_read_registry(scope),
         {
             "Sid": "WatchTrainingJobs",
             "Effect": "Allow",

@@ -294,6 +294,21 @@ def test_the_prod_deployer_promotes_the_approved_dev_version_only_when_configure
     assert {"sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage", "s3:GetObject", "s3:PutObject"} <= used
 
 
+def test_the_evaluate_job_runs_the_quality_gate_as_the_trainer(world) -> None:
+    """train.yml's evaluate job (environment ``training``, the trainer) runs ``detops gate``, which lists the
+    group's versions and reads the Approved one's metrics: under the trainer's own role, nothing is denied."""
+    with world.as_role("registrar"):
+        registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
+    with world.as_role("approver"):
+        _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
+    world.enforcer.calls.clear()
+    with world.as_role("trainer"):
+        decision = _service().gate(world.run_url, world.group)
+    assert [c.reason for c in world.enforcer.calls if not c.allowed] == []
+    assert decision.baseline_version == registered.version and decision.passed, decision
+    assert {"sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"} <= {c.action for c in world.enforcer.calls}
+
+
 @pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
 def test_no_ci_role_can_register_an_approved_model(world, purpose: str) -> None:
     import boto3
