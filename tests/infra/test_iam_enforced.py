@@ -377,7 +377,11 @@ NOT_GRANTED = {
 
 def _boto3_operations() -> set[str]:
     """``client.<operation>(...)`` calls on SageMaker/STS clients in the application's source, CamelCased
-    (``client.get_paginator("<operation>")`` counts as that operation)."""
+    (``client.get_paginator("<operation>")`` counts as that operation, ``client.get_waiter("<waiter>")`` as
+    the operation the waiter polls, from botocore's SageMaker waiter model)."""
+    import botocore.session
+
+    waiters = botocore.session.get_session().get_waiter_model("sagemaker")
     found = set()
     for path in APP_SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -385,7 +389,10 @@ def _boto3_operations() -> set[str]:
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_paginator"
                     and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
                 found.add("".join(part.title() for part in node.args[0].value.split("_")))
-            if isinstance(node, ast.Attribute) and node.attr == "get_paginator":
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_waiter"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.add(waiters.get_waiter("".join(part.title() for part in node.args[0].value.split("_"))).operation)
+            if isinstance(node, ast.Attribute) and node.attr in ("get_paginator", "get_waiter"):
                 continue
             if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Attribute, ast.Name)):
                 owner = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id
