@@ -348,8 +348,9 @@ class AwsSettings(_Common):
     ``ml.g6``, ``ml.p3``, ``ml.p4d``, ``ml.p5``...). ``max_training_instances`` caps a training job's
     instance count (exported for ``detops``). ``manage_training_log_group``: SageMaker logs every training
     job of an account and region to the one log group ``/aws/sagemaker/TrainingJobs``; only one stack per
-    account and region may own it (the others set this to false). ``github_oidc_provider_arn`` reuses an account's existing
-    GitHub OIDC provider (an account holds one per issuer URL); when empty the program creates it.
+    account and region may own it (the others set this to false). ``github_oidc_provider_arn``: the account's GitHub
+    OIDC provider (an account holds one per issuer URL), which infra/bootstrap creates; when empty the
+    program looks it up at its usual ARN (``arn:<partition>:iam::<account_id>:oidc-provider/token.actions.githubusercontent.com``).
     """
 
     name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,19}[a-z0-9]$")

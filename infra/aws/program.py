@@ -2,10 +2,11 @@
 
 Resources: a project KMS key; S3 buckets for data and runs (artifacts); ECR repositories for the
 training and serving images; CloudWatch log groups; the SageMaker execution role; a SageMaker model
-package group (the model registry); the GitHub OIDC provider and one role per purpose (trainer,
-registrar, approver, deployer: :mod:`infra.components.aws_policies`), each trusting only its own GitHub
-environments; CloudWatch alarms (5XX errors, p90 latency) per release endpoint to an encrypted SNS
-topic; a monthly cost budget with e-mail alerts. The provider may touch ``settings.account_id`` only.
+package group (the model registry); one role per purpose (trainer, registrar, approver, deployer:
+:mod:`infra.components.aws_policies`), each trusting only its own GitHub environments through the
+account's GitHub OIDC provider, which infra/bootstrap creates and this program looks up; CloudWatch
+alarms (5XX errors, p90 latency) per release endpoint to an encrypted SNS topic; a monthly cost budget
+with e-mail alerts. The provider may touch ``settings.account_id`` only.
 
 The returned outputs are the stack outputs (``pulumi stack output --json``) that ``detops`` reads to
 configure its AWS backends; docs/infra.md lists them.
@@ -19,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.aws import (
+    GITHUB_OIDC_HOST,
     EcrRepository,
     EcrRepositoryArgs,
     GitHubRole,
@@ -29,7 +31,6 @@ from infra.components.aws import (
     SageMakerRoleArgs,
     SecureBucket,
     SecureBucketArgs,
-    github_oidc_provider,
 )
 from infra.components.aws_policies import (
     CAPTURE_PREFIX,
@@ -146,10 +147,14 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     )
     endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
 
-    if settings.github_oidc_provider_arn:
-        provider_arn: pulumi.Input[str] = settings.github_oidc_provider_arn
-    else:
-        provider_arn = github_oidc_provider(f"{p}-github-oidc", opts).arn
+    # The account's one GitHub OIDC provider belongs to the bootstrap (infra/bootstrap); this stack only
+    # looks it up (by its fixed ARN: iam:GetOpenIDConnectProvider), so `pulumi up` fails clearly before
+    # the bootstrap ran instead of creating a second one (IAM holds one provider per URL and account).
+    provider_arn = aws.iam.get_open_id_connect_provider_output(
+        arn=settings.github_oidc_provider_arn
+        or pulumi.Output.concat("arn:", partition, ":iam::", account_id, ":oidc-provider/", GITHUB_OIDC_HOST),
+        opts=invoke,
+    ).arn
     scope = AwsScope(
         partition=partition,
         region=settings.region,

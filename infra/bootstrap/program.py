@@ -3,8 +3,9 @@ application stacks keep their state and encrypt their secrets, and who may previ
 
 - AWS: a versioned, KMS-encrypted, TLS-only S3 bucket for state (``pulumi login s3://<bucket>``; Pulumi's
   S3 backend locks with lock files in the bucket itself), a KMS key as the secrets provider
-  (``awskms://alias/<prefix>-pulumi-secrets``), the GitHub OIDC provider, and the infra-reader and
-  infra-deployer roles, each trusting only its own GitHub environments.
+  (``awskms://alias/<prefix>-pulumi-secrets``), the account's one GitHub OIDC provider (IAM holds one per
+  URL; the application stacks look it up), and the infra-reader and infra-deployer roles, each trusting
+  only its own GitHub environments.
 - Azure: a resource group with a storage account (Entra ID only, blob versioning, soft delete) and the
   ``pulumi-state`` container (``pulumi login azblob://pulumi-state?storage_account=<name>``; blob leases
   lock), a Key Vault key as the secrets provider (``azurekeyvault://<vault>.vault.azure.net/keys/pulumi-secrets``),
@@ -37,6 +38,7 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
     import pulumi_aws as aws
 
     from infra.components.aws import (
+        GITHUB_OIDC_HOST,
         GitHubRole,
         GitHubRoleArgs,
         ProjectKey,
@@ -96,7 +98,7 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
             },
             {"Sid": "UseSecretsKey", "Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], "Resource": [key_arn]},
             {
-                # IAM is outside PowerUserAccess: only the application stacks' roles and the GitHub provider.
+                # IAM is outside PowerUserAccess: only the application stacks' roles (and reading the GitHub provider).
                 "Sid": "ManageStackRoles",
                 "Effect": "Allow",
                 "Action": [
@@ -107,13 +109,11 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
                 "Resource": stack_roles,
             },
             {
-                "Sid": "ManageGitHubProvider",
+                # the application stacks look the account's GitHub provider up; only this bootstrap makes it
+                "Sid": "ReadGitHubProvider",
                 "Effect": "Allow",
-                "Action": [
-                    "iam:CreateOpenIDConnectProvider", "iam:GetOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider",
-                    "iam:TagOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
-                ],
-                "Resource": [iam_arn("oidc-provider", "token.actions.githubusercontent.com")],
+                "Action": ["iam:GetOpenIDConnectProvider"],
+                "Resource": [iam_arn("oidc-provider", GITHUB_OIDC_HOST)],
             },
         ],
     }

@@ -56,6 +56,28 @@ def test_aws_infra_roles_trust_their_environments_only(runs, stack: str) -> None
     assert iam["Resource"] == [f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/detops-{stack}-*"]
 
 
+def test_one_github_oidc_provider_per_account_made_by_the_bootstrap(runs) -> None:
+    """IAM holds one OIDC provider per URL in an account: the bootstrap creates it, the application stack
+    of the same account looks it up (by its ARN) and trusts exactly it; the infra deployer, which runs the
+    application stacks' `pulumi up`, may read it and nothing more."""
+    from iam_eval import evaluate
+    from infra_helpers import run_cloud, stack_settings
+
+    bootstrap, app = runs["aws", "dev"], run_cloud("aws", stack_settings("aws", "dev"))
+    providers = [*bootstrap.of_type(rules.AWS_OIDC_PROVIDER), *app.of_type(rules.AWS_OIDC_PROVIDER)]
+    assert [p.name for p in providers] == ["detopsdev-github-oidc"]  # the bootstrap's, and only it
+    arn = bootstrap.outputs["github_oidc_provider_arn"]
+    assert arn == f"arn:aws:iam::{AWS_ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
+    assert "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider" in app.calls
+    trusted = {json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Federated"]
+               for r in app.of_type(rules.AWS_ROLE) if "sagemaker" not in r.name}
+    assert trusted == {arn}
+    deployer = json.loads(next(r for r in bootstrap.of_type(rules.AWS_ROLE_POLICY) if "infra-deployer" in r.name).inputs["policy"])
+    assert evaluate([deployer], "iam:GetOpenIDConnectProvider", arn).allowed
+    for action in ("iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider"):
+        assert not evaluate([deployer], action, arn).allowed, action
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_azure_state_backend_and_infra_identities(runs, stack: str) -> None:
     run = runs["azure", stack]
