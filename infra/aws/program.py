@@ -50,6 +50,13 @@ PROJECT = "detops-aws"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
+def endpoint_log_group(endpoint: str) -> str:
+    """The log group SageMaker writes a real-time endpoint's container logs to:
+    ``/aws/sagemaker/Endpoints/<endpoint name>``, streams ``<variant>/<instance id>`` (SageMaker developer
+    guide, "Log groups and streams that SageMaker AI sends to Amazon CloudWatch Logs")."""
+    return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
 def create_stack(settings: AwsSettings) -> dict[str, Any]:
     """Declare the environment described by ``settings``; return the stack outputs by name.
 
@@ -107,8 +114,11 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     )
 
     # SageMaker writes to fixed log group names; creating them sets retention and encryption.
-    # /aws/sagemaker/TrainingJobs is shared by the whole account and region: one stack owns it.
-    log_group_names = {"training": TRAINING_LOG_GROUP, "endpoint": f"/aws/sagemaker/Endpoints/{p}-serving"}
+    # /aws/sagemaker/TrainingJobs is shared by the whole account and region: one stack owns it. An
+    # endpoint logs to /aws/sagemaker/Endpoints/<endpoint name>: one group per release stage's endpoint.
+    endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
+    log_group_names = {"training": TRAINING_LOG_GROUP,
+                       **{f"endpoint-{stage}": endpoint_log_group(name) for stage, name in endpoints.items()}}
     log_groups = {
         purpose: aws.cloudwatch.LogGroup(
             f"{p}-{purpose}-logs",
@@ -145,7 +155,6 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         model_package_group_description="detops object detector versions (approval: PendingManualApproval -> Approved)",
         opts=opts,
     )
-    endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
 
     # The account's one GitHub OIDC provider belongs to the bootstrap (infra/bootstrap); this stack only
     # looks it up (by its fixed ARN: iam:GetOpenIDConnectProvider), so `pulumi up` fails clearly before
@@ -277,7 +286,7 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "sagemaker_capture_uri": pulumi.Output.concat(runs_url, "/", CAPTURE_PREFIX, "/"),
         "sagemaker_endpoints": endpoints,
         "training_log_group": TRAINING_LOG_GROUP,
-        "endpoint_log_group": log_groups["endpoint"].name,
+        "endpoint_log_groups": {stage: log_groups[f"endpoint-{stage}"].name for stage in endpoints},
         "alerts_topic_arn": alerts.arn,
         "training_instance_type": settings.training_instance_type,
         "serving_instance_type": settings.serving_instance_type,

@@ -491,11 +491,30 @@ def test_aws_resources_use_the_explicit_regional_provider(program_runs) -> None:
 
 def test_shared_training_log_group_can_be_owned_by_another_stack(program_runs) -> None:
     run = run_cloud("aws", with_settings(stack_settings("aws", "prod"), manage_training_log_group=False))
-    assert [r.inputs["name"] for r in run.of_type(rules.AWS_LOG_GROUP)] == ["/aws/sagemaker/Endpoints/detops-prod-serving"]
+    assert [r.inputs["name"] for r in run.of_type(rules.AWS_LOG_GROUP)] == ["/aws/sagemaker/Endpoints/detops-prod-production"]
     role_policy = next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if "sagemaker" in r.name)
     assert f"arn:aws:logs:eu-west-1:{AWS_ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs:*" in _policy_statements(role_policy)["WriteLogs"]["Resource"]
     assert run.outputs["training_log_group"] == "/aws/sagemaker/TrainingJobs"
     assert violations(run) == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_endpoint_logs_to_a_group_the_stack_manages(program_runs, stack: str) -> None:
+    """SageMaker writes an endpoint's logs to /aws/sagemaker/Endpoints/<endpoint name>: the stack makes that
+    group for each release endpoint (retention, project key) and the execution role may write to it."""
+    settings = stack_settings("aws", stack)
+    run = program_runs["aws", stack]
+    groups = {r.inputs["name"]: r for r in run.of_type(rules.AWS_LOG_GROUP)}
+    key = one(run, rules.AWS_KMS_KEY).outputs["arn"]
+    role_policy = next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if "sagemaker" in r.name)
+    writable = _policy_statements(role_policy)["WriteLogs"]["Resource"]
+    for stage, endpoint in run.outputs["sagemaker_endpoints"].items():
+        name = f"/aws/sagemaker/Endpoints/{endpoint}"
+        assert name in groups, sorted(groups)
+        assert (groups[name].inputs["kmsKeyId"], groups[name].inputs["retentionInDays"]) == (key, settings.log_retention_days)
+        assert f"arn:aws:logs:eu-west-1:{AWS_ACCOUNT_ID}:log-group:{name}:*" in writable
+        assert run.outputs["endpoint_log_groups"][stage] == name
+    assert set(groups) == {"/aws/sagemaker/TrainingJobs", *(f"/aws/sagemaker/Endpoints/{e}" for e in run.outputs["sagemaker_endpoints"].values())}
 
 
 def test_rules_are_documented() -> None:
