@@ -322,8 +322,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     for purpose, role in roles.items():
         for env in getattr(settings.github.environments, purpose):
             variables: dict[str, Any] = {"AWS_ROLE_ARN": role.role.arn}
-            if purpose == "deployer":
-                variables["DETOPS_SM_ENDPOINT"] = endpoints.get(env, next(iter(endpoints.values())))
+            if purpose == "deployer":  # the release job's endpoint: detops' setting and the workflows' ENDPOINT_NAME
+                variables["DETOPS_SM_ENDPOINT"] = variables["ENDPOINT_NAME"] = endpoints.get(env, next(iter(endpoints.values())))
             ci_environments[env] = variables
     outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

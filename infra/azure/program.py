@@ -422,8 +422,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
     for purpose, identity in identities.items():
         for env in getattr(settings.github.environments, purpose):
             variables: dict[str, Any] = {"AZURE_CLIENT_ID": identity.identity.client_id}
-            if purpose == "deployer":
-                variables["DETOPS_AML_ENDPOINT"] = f"{p}-{env}"
+            if purpose == "deployer":  # the release job's endpoint: detops' setting and the workflows' ENDPOINT_NAME
+                variables["DETOPS_AML_ENDPOINT"] = variables["ENDPOINT_NAME"] = f"{p}-{env}"
             ci_environments[env] = variables
     outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

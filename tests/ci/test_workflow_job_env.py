@@ -31,11 +31,12 @@ SHELL = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/detops-dev/training@sha256:" + "0" * 64
 
 
-def job_env(workflow: dict[str, Any], job: str, variables: dict[str, str], passed: dict[str, str]) -> dict[str, str]:
-    """The environment of ``job``'s steps: the workflow's and the job's ``env:``; ``${{ vars.X }}`` is the CI
-    variable X ("" when unset, as GitHub expands it), any other expression the value in ``passed`` (by the
-    env name: job outputs, inputs), else ""."""
-    mapping = {**(workflow.get("env") or {}), **(workflow["jobs"][job].get("env") or {})}
+def job_env(workflow: dict[str, Any], job: str, variables: dict[str, str], passed: dict[str, str],
+            step: dict[str, Any] | None = None) -> dict[str, str]:
+    """The environment of ``job``'s steps (of ``step``, with its own ``env:``): the workflow's and the job's
+    ``env:``; ``${{ vars.X }}`` is the CI variable X ("" when unset, as GitHub expands it), any other
+    expression the value in ``passed`` (by the env name: job outputs, inputs), else ""."""
+    mapping = {**(workflow.get("env") or {}), **(workflow["jobs"][job].get("env") or {}), **((step or {}).get("env") or {})}
     env = {}
     for name, value in mapping.items():
         m = VAR.match(str(value))
@@ -51,16 +52,26 @@ def run_clean(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def aws_stack():
-    """``(outputs, CI variables)`` of the AWS program under mocks, per stack (dev, prod)."""
-    out = {}
-    for stack in ("dev", "prod"):
-        r = subprocess.run([sys.executable, str(REPO / "scripts" / "mock_stack_outputs.py"), "aws", stack],
-                           capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        outputs = json.loads(r.stdout)
-        out[stack] = (outputs, contract.ci_variables(outputs))
-    return out
+def stacks():
+    """``stacks(cloud, stack) -> (outputs, CI variables)``: the program under mocks (each run once)."""
+    cache: dict[tuple[str, str], tuple[dict[str, Any], contract.CiVariables]] = {}
+
+    def get(cloud: str, stack: str):
+        if (cloud, stack) not in cache:
+            r = subprocess.run([sys.executable, str(REPO / "scripts" / "mock_stack_outputs.py"), cloud, stack],
+                               capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
+            assert r.returncode == 0, r.stderr[-3000:]
+            outputs = json.loads(r.stdout)
+            cache[cloud, stack] = (outputs, contract.ci_variables(outputs))
+        return cache[cloud, stack]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def aws_stack(stacks):
+    """``{stack: (outputs, CI variables)}`` of the AWS program (dev, prod)."""
+    return {stack: stacks("aws", stack) for stack in ("dev", "prod")}
 
 
 def test_the_train_job_submits_under_the_stack_prefix_on_the_stack_instance_type(aws_stack, tmp_path) -> None:
@@ -89,3 +100,28 @@ def test_the_release_jobs_deploy_on_the_stack_serving_instance_type(aws_stack, s
     r = run_clean([sys.executable, "-c", code], env, REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == [outputs["serving_instance_type"], outputs["sagemaker_role_arn"]]
+
+
+#: The endpoint each stack serves an environment from, by cloud: its output (SageMaker) / the Azure ML
+#: endpoint name the program gives the environment's deployer.
+ENDPOINT_SETTING = {"aws": "DETOPS_SM_ENDPOINT", "azure": "DETOPS_AML_ENDPOINT"}
+
+
+@pytest.mark.parametrize(("cloud", "stack", "job"), [("aws", "dev", "staging"), ("aws", "prod", "production"),
+                                                     ("azure", "dev", "staging")])
+def test_the_release_steps_get_the_stack_endpoint_as_endpoint_name(stacks, cloud: str, stack: str, job: str) -> None:
+    """Both release workflows call `deploy` / `smoke-test` / `rollback --endpoint "${ENDPOINT_NAME}"`:
+    `detops settings ci-variables` must give each release environment its stack's endpoint under that name
+    (GitHub: an environment variable; Azure DevOps: the group detops-<environment>, whose every variable
+    the script sees, under `set -u`)."""
+    outputs, variables = stacks(cloud, stack)
+    endpoint = variables.environments[job][ENDPOINT_SETTING[cloud]]
+    if cloud == "aws":
+        assert endpoint == outputs["sagemaker_endpoints"][job]
+    workflow = load_yaml(GITHUB_DIR / "release.yml")
+    steps = [s for s in workflow["jobs"][job]["steps"] if "ENDPOINT_NAME" in str(s.get("run", ""))]
+    assert {s.get("id") for s in steps} >= {"deploy", "smoke"}
+    for step in steps:
+        assert job_env(workflow, job, variables.all_for(job), {}, step)["ENDPOINT_NAME"] == endpoint, step["name"]
+    group = next(c for c in contract.azure_devops_commands(variables) if f"--name detops-{job} " in c)
+    assert f"ENDPOINT_NAME={endpoint}" in group.split()
