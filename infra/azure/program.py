@@ -299,7 +299,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
                 location=settings.region,
                 subscription_id=subscription_id,
                 github_subjects=subjects,
-                azure_devops=(ado.issuer, ado_subject) if ado and ado_subject else None,
+                azure_devops=(client.tenant_id.apply(ado.issuer_url), ado_subject) if ado and ado_subject else None,
                 grants=_grants(purpose, workspace_id=ml.workspace.id, containers=containers,
                                acr_id=registry.registry.id, vault_id=vault.vault.id)
                 + (_promotion_target_grants(containers) if purpose == "deployer" and settings.promotion_source else []),

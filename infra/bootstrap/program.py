@@ -9,7 +9,8 @@ application stacks keep their state and encrypt their secrets, and who may previ
 - Azure: a resource group with a storage account (Entra ID only, blob versioning, soft delete) and the
   ``pulumi-state`` container (``pulumi login azblob://pulumi-state?storage_account=<name>``; blob leases
   lock), a Key Vault key as the secrets provider (``azurekeyvault://<vault>.vault.azure.net/keys/pulumi-secrets``),
-  the application stacks' resource groups, and the two infra identities with federated credentials.
+  the application stacks' resource groups, and the two infra identities with federated credentials
+  (GitHub environments, and Azure DevOps service connections when ``azure_devops`` is set).
 
 No passphrase anywhere: CI signs in with OIDC and the secrets provider is a cloud key.
 The bootstrap's own state stays with the administrator (``pulumi login --local``); docs/infra.md.
@@ -213,12 +214,19 @@ def _azure(settings: BootstrapSettings) -> dict[str, Any]:
         RoleGrant("Key Vault Crypto User", key.id, "secrets-key"),
         *[RoleGrant("Contributor", g.id, f"{prefix}-contributor") for prefix, g in stack_groups.items()],
     ]
+    ado = settings.azure_devops
+
+    def azure_devops(purpose: str) -> tuple[Any, str] | None:
+        """(issuer, subject) of ``purpose``'s Azure DevOps service connection, when it has one."""
+        subject = ado.subject(purpose) if ado else None
+        return (client.tenant_id.apply(ado.issuer_url), subject) if ado and subject else None
+
     identities = {
         purpose: CiIdentity(
             f"{p}-{purpose.replace('_', '-')}",
             CiIdentityArgs(resource_group_name=group.name, location=settings.region, subscription_id=subscription,
                            github_subjects=settings.github.subjects(purpose), grants=grants,
-                           purpose=purpose.replace("_", "-"), tags=tags),
+                           azure_devops=azure_devops(purpose), purpose=purpose.replace("_", "-"), tags=tags),
             opts,
         )
         for purpose, grants in (("infra_reader", reader_grants), ("infra_deployer", deployer_grants))

@@ -532,7 +532,7 @@ class CiIdentityArgs:
 
     ``github_subjects``: GitHub ``sub`` claims (``repo:owner/name:ref:refs/heads/main``,
     ``repo:owner/name:environment:prod``). ``azure_devops``: ``(issuer, subject)`` of a service
-    connection, or None. ``grants``: least-privilege role assignments, each on one resource.
+    connection (:class:`infra.settings.AzureDevOpsSettings`), or None. ``grants``: least-privilege role assignments, each on one resource.
     """
 
     resource_group_name: pulumi.Input[str]
@@ -540,7 +540,7 @@ class CiIdentityArgs:
     subscription_id: pulumi.Input[str]
     github_subjects: Sequence[str]
     grants: Sequence[RoleGrant]
-    azure_devops: tuple[str, str] | None = None
+    azure_devops: tuple[pulumi.Input[str], str] | None = None
     purpose: str = "ci"
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -562,7 +562,7 @@ class CiIdentity(pulumi.ComponentResource):
             tags={**args.tags, "detops-purpose": args.purpose},
             opts=child,
         )
-        federations: list[tuple[str, str, str]] = [
+        federations: list[tuple[str, pulumi.Input[str], str]] = [
             (f"github-{index}", GITHUB_ISSUER, subject) for index, subject in enumerate(args.github_subjects)
         ]
         if args.azure_devops is not None:

@@ -105,6 +105,26 @@ def test_azure_state_backend_and_infra_identities(runs, stack: str) -> None:
     assert groups == {f"{prefix}-rg" for prefix in bootstrap_settings("azure", stack).stack_name_prefixes}
 
 
+def test_azure_infra_identities_are_federated_with_azure_devops_too() -> None:
+    """.azure-pipelines/infra.yml signs in through the service connections detops-azureml-infra-reader /
+    -infra-deployer: the bootstrap federates them with the infra identities (Entra issuer)."""
+    from infra_helpers import with_settings
+    from infra_mocks import TENANT_ID
+
+    subjects = {"infra_reader": "/eid1/c/pub/t/a/a/sc/o/reader", "infra_deployer": "/eid1/c/pub/t/a/a/sc/o/deployer"}
+    settings = with_settings(bootstrap_settings("azure", "dev"), azure_devops={
+        "organization": "contoso", "project": "detops", "subjects": subjects,
+        "service_connections": {"infra_reader": "detops-azureml-infra-reader", "infra_deployer": "detops-azureml-infra-deployer"},
+    })
+    run = run_bootstrap(settings)
+    names = {r.inputs["tags"]["detops-purpose"]: r.outputs["name"] for r in run.of_type("azure-native:managedidentity:UserAssignedIdentity")}
+    ado = {(c.inputs["resourceName"], c.inputs["issuer"], c.inputs["subject"]) for c in run.of_type(rules.AZ_FEDERATED)
+           if "githubusercontent" not in c.inputs["issuer"]}
+    issuer = f"https://login.microsoftonline.com/{TENANT_ID}/v2.0"
+    assert ado == {(names["infra-reader"], issuer, subjects["infra_reader"]), (names["infra-deployer"], issuer, subjects["infra_deployer"])}
+    assert violations(run) == []
+
+
 def test_privileged_grants_are_refused_outside_the_bootstrap_shape() -> None:
     sub = "/subscriptions/00000000-1111-2222-3333-444444444444"
     role = f"{sub}/providers/Microsoft.Authorization/roleDefinitions/"

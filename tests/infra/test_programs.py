@@ -253,18 +253,46 @@ def test_azure_federated_credentials_per_purpose(program_runs, stack: str) -> No
     assert not [c for c in credentials if c.inputs["resourceName"] == _identity(run, "serving").outputs["name"]]
 
 
-def test_azure_devops_federation() -> None:
+TRAINER_SUBJECT = "/eid1/c/pub/t/mZmZmYiId3dmZlVVVVVVVQ/a/rEu5SSETf0KqFyZ8qWl5mA/sc/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/11111111-2222-3333-4444-555555555555"
+
+
+def test_azure_devops_federation_uses_the_entra_issuer() -> None:
+    """Service connections made since the Entra issuer became the default (and converted ones) present
+    tokens issued by https://login.microsoftonline.com/<tenant>/v2.0 with the subject Azure DevOps generated
+    for the connection; a connection whose subject is not known yet gets no credential."""
+    from infra_mocks import TENANT_ID
+
     settings = with_settings(
         stack_settings("azure", "dev"),
         azure_devops={
             "organization": "contoso",
+            "project": "detops",
+            "service_connections": {"trainer": "detops-azureml-trainer", "deployer": "detops-azureml-deployer"},
+            "subjects": {"trainer": TRAINER_SUBJECT},
+        },
+    )
+    run = run_cloud("azure", settings)
+    ado = {c.inputs["resourceName"]: (c.inputs["issuer"], c.inputs["subject"])
+           for c in run.of_type(rules.AZ_FEDERATED) if "github" not in c.inputs["issuer"]}
+    assert ado == {_identity(run, "trainer").outputs["name"]: (f"https://login.microsoftonline.com/{TENANT_ID}/v2.0", TRAINER_SUBJECT)}
+    assert violations(run) == []
+
+
+def test_azure_devops_federation_with_the_azure_devops_issuer() -> None:
+    """Connections not converted yet (the Azure DevOps issuer, retired on 1 July 2027): vstoken + sc:// subjects."""
+    settings = with_settings(
+        stack_settings("azure", "dev"),
+        azure_devops={
+            "organization": "contoso",
+            "issuer": "azure-devops",
             "organization_id": "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
             "project": "detops",
             "service_connections": {"trainer": "detops-dev-training", "deployer": "detops-dev-deploy"},
         },
     )
     run = run_cloud("azure", settings)
-    ado = {c.inputs["resourceName"]: c.inputs["subject"] for c in run.of_type(rules.AZ_FEDERATED) if "vstoken" in c.inputs["issuer"]}
+    ado = {c.inputs["resourceName"]: c.inputs["subject"] for c in run.of_type(rules.AZ_FEDERATED)
+           if c.inputs["issuer"] == "https://vstoken.dev.azure.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}
     assert ado == {
         _identity(run, "trainer").outputs["name"]: "sc://contoso/detops/detops-dev-training",
         _identity(run, "deployer").outputs["name"]: "sc://contoso/detops/detops-dev-deploy",
