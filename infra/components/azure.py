@@ -519,11 +519,25 @@ class AksCompute(pulumi.ComponentResource):
 
 @dataclass
 class RoleGrant:
-    """One role assignment: built-in ``role`` (key of :data:`ROLE_IDS`) on ``scope`` (a resource id)."""
+    """One role assignment: built-in ``role`` (key of :data:`ROLE_IDS`) on ``scope`` (a resource id),
+    limited by an ABAC ``condition`` (version 2.0) when one is given."""
 
     role: str
     scope: pulumi.Input[str]
     label: str
+    condition: str | None = None
+
+
+_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+
+
+def blob_path_condition(pattern: str) -> str:
+    """ABAC condition limiting every blob data action of Storage Blob Data Contributor but read (its
+    DataActions: ``blobs/delete``, ``write``, ``move/action``, ``add/action``, ``read``; Azure built-in roles)
+    to blobs whose path (inside the container) matches ``pattern`` (``StringLike``: ``*`` any run of
+    characters). Azure ABAC conditions apply to data actions only; the role's container-level Actions stay."""
+    writes = " AND ".join(f"!(ActionMatches{{'{_BLOBS}/{action}'}})" for action in ("delete", "write", "move/action", "add/action"))
+    return f"(({writes}) OR (@Resource[{_BLOBS}:path] StringLike '{pattern}'))"
 
 
 @dataclass
@@ -591,6 +605,7 @@ class CiIdentity(pulumi.ComponentResource):
                 principal_id=self.identity.principal_id,
                 principal_type="ServicePrincipal",
                 description=f"detops {args.purpose}: {grant.role}",
+                **({"condition": grant.condition, "condition_version": "2.0"} if grant.condition else {}),
                 opts=child,
             )
             for grant in args.grants

@@ -125,3 +125,20 @@ def test_the_release_steps_get_the_stack_endpoint_as_endpoint_name(stacks, cloud
         assert job_env(workflow, job, variables.all_for(job), {}, step)["ENDPOINT_NAME"] == endpoint, step["name"]
     group = next(c for c in contract.azure_devops_commands(variables) if f"--name detops-{job} " in c)
     assert f"ENDPOINT_NAME={endpoint}" in group.split()
+
+
+@pytest.mark.parametrize("job", ["staging", "production"])
+def test_the_release_jobs_open_the_runs_datastore_without_the_workspace(stacks, job: str) -> None:
+    """`deploy` verifies the version's files in the runs container against the registered digest; the
+    release job's environment names the storage account and the datastore's container (as train.yml's), so
+    the files open directly (adlfs reads AZURE_STORAGE_ACCOUNT_NAME) instead of failing or asking the
+    workspace for the datastore."""
+    outputs, variables = stacks("azure", "dev")
+    workflow = load_yaml(GITHUB_DIR / "release.yml")
+    env = job_env(workflow, job, {**variables.all_for("staging"), "DETOPS_BACKEND": "azureml"}, {})
+    code = ("import sys; from training.backends.azureml import datastore_location; "
+            "print(*datastore_location(sys.argv[1])[:2])")
+    r = run_clean([sys.executable, "-c", code, outputs["runs_datastore_name"]], env, REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [outputs["storage_account_name"], outputs["runs_container"]]
+    assert env["AZURE_STORAGE_ACCOUNT_NAME"] == outputs["storage_account_name"]  # what adlfs opens az://runs/... with

@@ -225,9 +225,11 @@ def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
     ws, acr, kv = one(run, rules.AZ_ML_WORKSPACE).id, one(run, rules.AZ_ACR).id, one(run, rules.AZ_VAULT).id
     reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
     assert _grants_of(run, "trainer") == {("AzureML Data Scientist", ws), (reader, c["datasets"]), (contributor, c["runs"]), ("AcrPush", acr)}
-    assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["models"]), (reader, c["approvals"])}
+    assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["runs"]),
+                                            (contributor, c["models"]), (reader, c["approvals"])}
     assert _grants_of(run, "approver") == {("Reader", ws), (reader, c["models"]), (contributor, c["approvals"])}
-    assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["models"]), (reader, c["approvals"]), ("AcrPush", acr), ("Key Vault Secrets User", kv)}
+    assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (reader, c["models"]), (reader, c["approvals"]),
+                                           ("AcrPush", acr), ("Key Vault Secrets User", kv)}
     assert _grants_of(run, "serving") == {("AcrPull", acr), (reader, c["models"]), (contributor, c["captures"])}
     # only the approver may write the approval records
     writers = {purpose for purpose in ("trainer", "registrar", "approver", "deployer", "serving") if (contributor, c["approvals"]) in _grants_of(run, purpose)}
@@ -235,6 +237,39 @@ def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
     for assignment in run.of_type(rules.AZ_ROLE_ASSIGNMENT):
         assert assignment.inputs["roleDefinitionId"].startswith(f"/subscriptions/{SUBSCRIPTION_ID}/providers/")
         assert assignment.inputs["principalType"] == "ServicePrincipal"
+
+
+def test_azure_registrar_writes_only_the_manifest_of_runs(program_runs) -> None:
+    """`register` writes the artifact's digest manifest into <run>/export/ (deployment.registry.artifact) as
+    the registrar; `deploy` reads the run's files as the deployer. The registrar's write on `runs` carries an
+    ABAC condition: every blob data action but read only on */export/detops-manifest.json."""
+    from fnmatch import fnmatchcase
+
+    from deployment.registry.artifact import MANIFEST_FILE
+    from infra.components.azure import blob_path_condition
+
+    run = program_runs["azure", "dev"]
+    runs = next(r.id for r in run.of_type(rules.AZ_CONTAINER) if r.inputs["containerName"] == "runs")
+    principal = _identity(run, "registrar").outputs["principalId"]
+    (writer,) = [a for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT)
+                 if a.inputs["principalId"] == principal and a.inputs["scope"] == runs and _role(a) == "Storage Blob Data Contributor"]
+    pattern = f"*/export/{MANIFEST_FILE}"
+    assert (writer.inputs["condition"], writer.inputs["conditionVersion"]) == (blob_path_condition(pattern), "2.0")
+    assert fnmatchcase(f"bccd/runs/20261201T120000-abc123/export/{MANIFEST_FILE}", pattern)
+    assert not fnmatchcase("bccd/runs/20261201T120000-abc123/export/model.tflite", pattern)
+    trainer = _identity(run, "trainer").outputs["principalId"]
+    assert all("condition" not in a.inputs for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"] == trainer)
+
+
+def test_blob_path_condition_limits_every_write_of_the_role() -> None:
+    from infra.components.azure import blob_path_condition
+
+    blobs = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    assert blob_path_condition("*/m.json") == (
+        f"((!(ActionMatches{{'{blobs}/delete'}}) AND !(ActionMatches{{'{blobs}/write'}}) AND "
+        f"!(ActionMatches{{'{blobs}/move/action'}}) AND !(ActionMatches{{'{blobs}/add/action'}})) OR "
+        f"(@Resource[{blobs}:path] StringLike '*/m.json'))"
+    )
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
