@@ -2,9 +2,9 @@
 serve (ECR layer pushes) or that a job makes as another identity than the one the other tests use:
 the AWS program's policies (under mocks) through the project's IAM evaluator (``iam_eval.py``).
 
-- the images job runs as the trainer (.github/workflows/images.yml: environment ``training``;
-  .azure-pipelines/templates/images.yml: ``identity: trainer``) and ``scripts/images.sh`` pushes the
-  training image AND the serving image;
+The images job runs as the trainer (.github/workflows/images.yml: environment ``training``;
+.azure-pipelines/templates/images.yml: ``identity: trainer``) and ``scripts/images.sh`` pushes the
+training image AND the serving image (and first asks the registry whether the commit's tag is there).
 """
 
 from __future__ import annotations
