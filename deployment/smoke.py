@@ -11,7 +11,10 @@ One check per target, each through the front door clients really use:
   no custom header but ``X-Amzn-SageMaker-Custom-Attributes``), the image bytes as the body.
 
 Every check requires a 200 whose JSON holds ``predictions[0].num_detections`` (the serving contract,
-docs/serving.md). Returns ``{"target", "url"|"endpoint", "model", "num_detections", "latency_ms"}``.
+docs/serving.md). With ``expect_version`` (the release's version) the answer's ``model.version`` (the
+serving app reports the ``DETOPS_MODEL_VERSION`` its target gave it) must be that version: during an
+update, or after one the platform rolled back, the previous version keeps answering. Returns
+``{"target", "url"|"endpoint", "model", "num_detections", "latency_ms"}``.
 """
 
 from __future__ import annotations
@@ -154,23 +157,33 @@ def smoke_test(
     *,
     target: str = "local",
     endpoint: str | None = None,
+    expect_version: str | None = None,
     **clients: Any,
 ) -> dict[str, Any]:
     """Smoke-test ``target`` (module docstring); ``clients`` pass ``ml_client=`` / ``runtime_client=``.
 
     Raises:
         ConfigError: a missing URL / endpoint / key, or an unreadable image.
-        BackendError: the endpoint is unreachable, not ready, or answers anything but a valid 200.
+        BackendError: the endpoint is unreachable, not ready, answers anything but a valid 200, or (with
+            ``expect_version``) answers with another model version.
         AccessDeniedError: the caller may not invoke the endpoint.
     """
     if target == "local":
         if not url:
             raise ConfigError("give --url for a local smoke test")
-        return smoke_local(url, image, api_key_env, timeout)
-    if target == "azureml":
-        return smoke_azureml(image, endpoint, url, api_key_env, timeout, clients.get("ml_client"))
-    if target == "sagemaker":
-        return smoke_sagemaker(image, endpoint or "", clients.get("runtime_client"))
-    from training.errors import unknown_name_error
+        result = smoke_local(url, image, api_key_env, timeout)
+    elif target == "azureml":
+        result = smoke_azureml(image, endpoint, url, api_key_env, timeout, clients.get("ml_client"))
+    elif target == "sagemaker":
+        result = smoke_sagemaker(image, endpoint or "", clients.get("runtime_client"))
+    else:
+        from training.errors import unknown_name_error
 
-    raise unknown_name_error("smoke-test target", target, TARGETS)
+        raise unknown_name_error("smoke-test target", target, TARGETS)
+    if expect_version is not None:
+        answered = (result.get("model") or {}).get("version") if isinstance(result.get("model"), dict) else None
+        if str(answered) != str(expect_version):
+            where = result.get("endpoint") or result.get("url")
+            raise BackendError(f"{target} endpoint {where} answered with model version {answered}, not {expect_version}: "
+                               "the version this release deployed does not serve yet (or its update was rolled back)")
+    return result

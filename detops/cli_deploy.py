@@ -340,6 +340,10 @@ def smoke_test(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    expect_version: Annotated[
+        str | None,
+        typer.Option("--expect-version", help="Fail unless this model version answers (the release's version)."),
+    ] = None,
 ) -> None:
     """Check a deployed endpoint through its platform's front door (non-zero exit on any failure)."""
     from deployment.smoke import smoke_test as run
@@ -347,7 +351,8 @@ def smoke_test(
     # Azure ML: the endpoint key comes from the workspace unless a variable is named explicitly (DETOPS_API_KEY
     # is the container's own key, not the gateway's)
     key_env = api_key_env or ("DETOPS_API_KEY" if target == "local" else "DETOPS_SMOKE_UNSET_KEY")
-    result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint)
+    result = run(url, image, api_key_env=key_env, timeout=timeout, target=target, endpoint=endpoint,
+                 expect_version=expect_version)
     out.print_json(json.dumps(result))
 
 

@@ -225,9 +225,14 @@ def group_identity(suffix: str) -> str | None:
 #: Settings that differ per identity: environment-level variables (GitHub) / per-environment
 #: variable groups (Azure DevOps), never repository-level or workflow-level.
 IDENTITY_SETTINGS = ("AZURE_CLIENT_ID", "AWS_ROLE_ARN")
-#: CI variables set by hand (docs/cicd.md): the model's name, and variables that are not detops settings.
+#: CI variables that are not detops settings (docs/cicd.md): the model's name and the ones set by hand, and
+#: those the workflows read that a stack exports per environment (:data:`ENVIRONMENT_CI_VARIABLES`).
 CI_ONLY_VARIABLES = {"DETOPS_MODEL_NAME", "INFRA_CLOUD", "PULUMI_STACK", "PULUMI_BACKEND_URL", "DETOPS_REVIEWERS", "ENDPOINT_NAME",
                      "ENDPOINT_URL", "MODEL_VERSION", "SMOKE_IMAGE"}
+#: Not settings, but per-environment values of the stacks' ``CI_ENVIRONMENTS`` output: ``ENDPOINT_NAME``, the
+#: endpoint a release environment deploys to and smoke-tests (``--endpoint "${ENDPOINT_NAME}"`` in both
+#: release workflows; the same name as the environment's ``DETOPS_SM_ENDPOINT`` / ``DETOPS_AML_ENDPOINT``).
+ENVIRONMENT_CI_VARIABLES = {"ENDPOINT_NAME"}
 
 
 def common_variables() -> set[str]:
@@ -262,11 +267,13 @@ def ci_variables(outputs: Mapping[str, Any], extra_names: Iterable[str] = ()) ->
     """Map ``pulumi stack output --json`` to CI variables.
 
     An output whose name is a setting's environment name becomes a variable of that name; the
-    ``CI_ENVIRONMENTS`` output (``{environment: {NAME: value}}``) becomes per-environment variables;
-    every other output (lower-case descriptive outputs) is listed in ``ignored``.
+    ``CI_ENVIRONMENTS`` output (``{environment: {NAME: value}}``) becomes per-environment variables
+    (settings, and the workflows' :data:`ENVIRONMENT_CI_VARIABLES`); every other output (lower-case
+    descriptive outputs) is listed in ``ignored``.
 
     Raises:
-        ConfigError: a ``CI_ENVIRONMENTS`` entry names something that is not a setting.
+        ConfigError: a ``CI_ENVIRONMENTS`` entry names something that is neither a setting nor one of
+            :data:`ENVIRONMENT_CI_VARIABLES`.
     """
     known = known_names() | set(extra_names)
     out = CiVariables()
@@ -278,7 +285,7 @@ def ci_variables(outputs: Mapping[str, Any], extra_names: Iterable[str] = ()) ->
                 if envname not in ENVIRONMENT_IDENTITY:
                     raise ConfigError(f"stack output {key}: unknown CI environment {envname!r} "
                                       f"(known: {', '.join(ENVIRONMENT_IDENTITY)})")
-                bad = sorted(set(variables) - known)
+                bad = sorted(set(variables) - known - ENVIRONMENT_CI_VARIABLES)
                 if bad:
                     raise ConfigError(f"stack output {key}.{envname}: {', '.join(bad)} is not a setting (docs/settings.md)")
                 out.environments[envname] = {k: _text(v) for k, v in sorted(variables.items())}

@@ -131,23 +131,43 @@ class GitHubSettings(_Strict):
         return [subject for purpose in PURPOSES for subject in self.subjects(purpose)]
 
 
+#: The OIDC issuers of Azure DevOps service connections (:class:`AzureDevOpsSettings`).
+ENTRA_ISSUER = "https://login.microsoftonline.com/{tenant_id}/v2.0"
+AZURE_DEVOPS_ISSUER = "https://vstoken.dev.azure.com/{organization_id}"
+
+
 class AzureDevOpsSettings(_Strict):
     """Azure DevOps service connections using workload identity federation (OIDC), one per purpose.
 
-    The issuer is ``https://vstoken.dev.azure.com/<organization_id>`` and each subject
-    ``sc://<organization>/<project>/<service connection>`` (Azure DevOps documentation,
-    "Workload identity federation for Azure Resource Manager service connections").
     ``service_connections`` maps a purpose (``trainer``, ``registrar`` ...) to its connection's name.
+    Each identity gets one federated credential for its connection, with
+
+    - ``issuer: entra`` (default; every connection made since the Entra issuer became the default, and
+      every converted one): the issuer ``https://login.microsoftonline.com/<tenant id>/v2.0`` (the stack's
+      tenant) and the subject Azure DevOps generates for the connection (``/eid1/c/pub/t/.../sc/<organization
+      id>/<connection id>``, shown on the connection as "Subject identifier"; it cannot be derived from its
+      name): ``subjects`` maps the purpose to it. A purpose without a subject yet gets no credential:
+      the first ``pulumi up`` makes the identities, the connections are then made (workload identity
+      federation, manual) with their client ids, and the next ``pulumi up`` federates them;
+    - ``issuer: azure-devops`` (connections not yet converted; retired by Microsoft on 1 July 2027): the
+      issuer ``https://vstoken.dev.azure.com/<organization_id>`` and the subject
+      ``sc://<organization>/<project>/<service connection>``.
+
+    Sources: Azure DevOps documentation, "Convert service connections to use the Microsoft Entra issuer"
+    (learn.microsoft.com/azure/devops/pipelines/release/convert-service-connections) and "Workload
+    identity federation for Azure Resource Manager service connections".
     """
 
     organization: str = Field(pattern=r"^[A-Za-z0-9-]+$")
-    organization_id: str
     project: str = Field(min_length=1)
     service_connections: dict[str, str] = Field(min_length=1)
+    issuer: Literal["entra", "azure-devops"] = "entra"
+    subjects: dict[str, str] = Field(default_factory=dict)
+    organization_id: str | None = None
 
     @field_validator("organization_id")
     @classmethod
-    def _guid(cls, value: str) -> str:
+    def _guid(cls, value: str | None) -> str | None:
         return _lower_guid(value, "the organization's GUID (Organization settings > Overview)")
 
     @field_validator("service_connections")
@@ -164,15 +184,36 @@ class AzureDevOpsSettings(_Strict):
             raise ValueError("each purpose needs its own service connection")
         return value
 
-    @property
-    def issuer(self) -> str:
-        """OIDC issuer URL of this organization."""
-        return f"https://vstoken.dev.azure.com/{self.organization_id}"
+    @model_validator(mode="after")
+    def _issuer_needs(self) -> AzureDevOpsSettings:
+        if self.issuer == "azure-devops" and not self.organization_id:
+            raise ValueError("issuer 'azure-devops' needs organization_id (the Azure DevOps issuer names the organization)")
+        for purpose, subject in self.subjects.items():
+            if purpose not in self.service_connections:
+                raise ValueError(f"subjects: {purpose!r} has no service connection in service_connections")
+            if self.issuer == "entra" and (subject.startswith("sc://") or not subject.strip()):
+                raise ValueError(
+                    f"subjects.{purpose}: {subject!r} is not a subject the Entra issuer presents "
+                    "(copy the connection's 'Subject identifier', /eid1/c/pub/t/...; sc:// is the Azure DevOps issuer's)")
+        if self.issuer == "azure-devops" and self.subjects:
+            raise ValueError("subjects: the Azure DevOps issuer's subjects are sc://<organization>/<project>/<connection>, made "
+                             "from the names; leave subjects out")
+        return self
+
+    def issuer_url(self, tenant_id: str) -> str:
+        """OIDC issuer URL of this organization's connections (``tenant_id``: the stack's Entra tenant)."""
+        if self.issuer == "entra":
+            return ENTRA_ISSUER.format(tenant_id=tenant_id)
+        return AZURE_DEVOPS_ISSUER.format(organization_id=self.organization_id)
 
     def subject(self, purpose: str) -> str | None:
-        """OIDC subject of ``purpose``'s service connection, or None when it has none."""
+        """OIDC subject of ``purpose``'s service connection, or None when it has none (yet)."""
         connection = self.service_connections.get(purpose)
-        return f"sc://{self.organization}/{self.project}/{connection}" if connection else None
+        if not connection:
+            return None
+        if self.issuer == "entra":
+            return self.subjects.get(purpose)
+        return f"sc://{self.organization}/{self.project}/{connection}"
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -351,8 +392,9 @@ class AwsSettings(_Common):
     ``ml.g6``, ``ml.p3``, ``ml.p4d``, ``ml.p5``...). ``max_training_instances`` caps a training job's
     instance count (exported for ``detops``). ``manage_training_log_group``: SageMaker logs every training
     job of an account and region to the one log group ``/aws/sagemaker/TrainingJobs``; only one stack per
-    account and region may own it (the others set this to false). ``github_oidc_provider_arn`` reuses an account's existing
-    GitHub OIDC provider (an account holds one per issuer URL); when empty the program creates it.
+    account and region may own it (the others set this to false). ``github_oidc_provider_arn``: the account's GitHub
+    OIDC provider (an account holds one per issuer URL), which infra/bootstrap creates; when empty the
+    program looks it up at its usual ARN (``arn:<partition>:iam::<account_id>:oidc-provider/token.actions.githubusercontent.com``).
     """
 
     name_prefix: str = Field(pattern=r"^[a-z][a-z0-9-]{1,19}[a-z0-9]$")
@@ -407,6 +449,8 @@ class BootstrapSettings(_Strict):
     ``cloud``: which backend to make. ``stack_name_prefixes``: the ``name_prefix`` of the application
     stacks this bootstrap serves (the infra deployer may manage their resource group / IAM roles only).
     ``github.environments``: only ``infra_reader`` and ``infra_deployer`` are used here.
+    ``azure_devops`` (Azure): the service connections of ``infra_reader`` / ``infra_deployer``
+    (:class:`AzureDevOpsSettings`), federated to the infra identities as well.
     """
 
     cloud: Literal["aws", "azure"]
@@ -418,6 +462,7 @@ class BootstrapSettings(_Strict):
     stack_name_prefixes: tuple[str, ...] = Field(min_length=1)
     github: GitHubSettings
     github_oidc_provider_arn: str | None = None
+    azure_devops: AzureDevOpsSettings | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -429,6 +474,12 @@ class BootstrapSettings(_Strict):
         for purpose in ("infra_reader", "infra_deployer"):
             if not self.github.subjects(purpose):
                 raise ValueError(f"github.environments.{purpose} must name at least one environment")
+        if self.azure_devops is not None and self.cloud != "azure":
+            raise ValueError("azure_devops: the bootstrap federates Azure DevOps with the Azure identities only (cloud azure)")
+        if self.azure_devops is not None:
+            other = sorted(set(self.azure_devops.service_connections) - {"infra_reader", "infra_deployer"})
+            if other:
+                raise ValueError(f"azure_devops.service_connections: the bootstrap makes infra_reader and infra_deployer only, not {', '.join(other)}")
         return self
 
 

@@ -146,7 +146,7 @@ promote_to_production() {
   (
     export MLFLOW_TRACKING_URI="$prod_uri"
     detops deploy --target local --name "$DETOPS_MODEL_NAME" --version "$prod_version" --endpoint "$ENDPOINT_NAME-prod" --port "$prod_port"
-    detops smoke-test --target local --endpoint "$ENDPOINT_NAME-prod" --url "http://127.0.0.1:$prod_port" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
+    detops smoke-test --target local --endpoint "$ENDPOINT_NAME-prod" --url "http://127.0.0.1:$prod_port" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY --expect-version "$prod_version"
   ) || fail "the promoted version did not deploy or failed its smoke test"
   "$PY" -c 'import sys; from deployment.targets.local import LocalTarget; LocalTarget().stop(sys.argv[1])' \
     "$ENDPOINT_NAME-prod" >/dev/null 2>&1 || true
@@ -160,7 +160,7 @@ release() {
   detops models show "$DETOPS_MODEL_NAME" "$VERSION"
   step "deploy version $VERSION to local endpoint $ENDPOINT_NAME"
   if detops deploy --target local --name "$DETOPS_MODEL_NAME" --version "$VERSION" --endpoint "$ENDPOINT_NAME" \
-    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY; }; then
+    && { step "smoke test $ENDPOINT_URL"; detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY --expect-version "$VERSION"; }; then
     return 0
   fi
   step "deployment or smoke test failed: roll back"
@@ -325,7 +325,7 @@ set -e
 export DETOPS_API_KEY="$good_key"
 step "after the rollback"
 [ "$(serving_version)" = "$FIRST" ] || fail "endpoint serves $(serving_version), not the rolled-back version $FIRST"
-detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY
+detops smoke-test --target local --endpoint "$ENDPOINT_NAME" --url "$ENDPOINT_URL" --image "$SMOKE_IMAGE" --api-key-env DETOPS_API_KEY --expect-version "$FIRST"
 detops models list --name "$DETOPS_MODEL_NAME"
 
 printf '\nREHEARSAL PASSED: versions %s and %s registered and approved; %s served; %s failed its smoke test and was rolled back to %s\n' \

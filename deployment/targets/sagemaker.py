@@ -14,6 +14,12 @@ Settings (environment): ``DETOPS_SM_ROLE_ARN`` (execution role), ``DETOPS_SM_END
 (default endpoint name), ``DETOPS_SM_INSTANCE_TYPE_SERVING`` (default ``ml.m5.large``),
 ``DETOPS_SM_CAPTURE_URI`` (``s3://`` prefix for captured data; required), ``DETOPS_SM_KMS_KEY_ID``.
 
+Deploy and rollback return once the endpoint is ``InService`` on the new config (boto3's
+``endpoint_in_service`` waiter, bounded by :data:`WAIT_DELAY_SECONDS` x :data:`WAIT_MAX_ATTEMPTS`): during an
+update SageMaker keeps the old variant answering, so a smoke test run before that would test the old
+model. A failed create, an update SageMaker rolled back (InService again, on the old config) or a
+timeout is a BackendError naming the endpoint and SageMaker's ``FailureReason``.
+
 Quota pre-flight: before anything is created, the Service Quotas value ``<instance type> for
 endpoint usage`` is compared with the new instance plus those the InService endpoints already hold
 (:mod:`training.cloud.quota`; a blue/green update runs both fleets for a while);
@@ -30,6 +36,10 @@ from deployment.targets.base import Deployment, DeployTarget, container_env
 from training.errors import BackendError, ConfigError, GateError, NotFoundError
 
 DRY_RUN_ROLE = "arn:aws:iam::123456789012:role/detops-sagemaker-execution"
+#: The wait for InService: DescribeEndpoint every 30 s (the waiter's own delay), at most 90 times
+#: (45 minutes, inside the release jobs' 60-minute timeout; the waiter's default is 120 times).
+WAIT_DELAY_SECONDS = 30
+WAIT_MAX_ATTEMPTS = 90
 
 
 class SageMakerTarget(DeployTarget):
@@ -39,11 +49,13 @@ class SageMakerTarget(DeployTarget):
 
     def __init__(self, sagemaker_client: Any = None, role_arn: str | None = None,
                  instance_type: str | None = None, capture_uri: str | None = None, *,
-                 preflight: bool = True, quotas_client: Any = None) -> None:
+                 preflight: bool = True, quotas_client: Any = None,
+                 wait_delay: int = WAIT_DELAY_SECONDS, wait_max_attempts: int = WAIT_MAX_ATTEMPTS) -> None:
         from training.settings import AwsSettings
 
         self._sm = sagemaker_client
         self.preflight = preflight
+        self.wait_delay, self.wait_max_attempts = wait_delay, wait_max_attempts
         self._quotas_client = quotas_client
         self.settings = AwsSettings.load()
         self.role_arn = role_arn or self.settings.sm_role_arn
@@ -128,11 +140,13 @@ class SageMakerTarget(DeployTarget):
         """Create the model, the endpoint config (with data capture) and create/update the endpoint.
 
         The switch is ``UpdateEndpoint`` (SageMaker keeps serving the old config when the update
-        fails); everything before it creates new resources only.
+        fails); everything before it creates new resources only. Returns once the endpoint is
+        ``InService`` on the new config (:meth:`wait_in_service`).
 
         Raises:
             GateError: the package is not Approved in SageMaker (or ``version`` is not Approved).
-            ConfigError: missing role / capture settings. BackendError: SageMaker refused a call.
+            ConfigError: missing role / capture settings. BackendError: SageMaker refused a call, or the
+                endpoint did not come InService on the new config (:meth:`wait_in_service`).
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -165,7 +179,7 @@ class SageMakerTarget(DeployTarget):
                                         RetainAllVariantProperties=False)
             else:
                 self.sm.create_endpoint(**req["endpoint"])
-            desc = self.sm.describe_endpoint(EndpointName=name)
+            desc = self.wait_in_service(name, req["endpoint"]["EndpointConfigName"])
         except ClientError as e:
             from training.cloud.aws import aws_error
 
@@ -177,6 +191,38 @@ class SageMakerTarget(DeployTarget):
                                    "model": req["model"]["ModelName"], "model_package_arn": arn,
                                    "data_capture": req["endpoint_config"]["DataCaptureConfig"]["DestinationS3Uri"],
                                    "preflight": preflight})
+
+    def wait_in_service(self, name: str, config_name: str) -> dict[str, Any]:
+        """Wait until endpoint ``name`` is ``InService`` on endpoint config ``config_name`` (boto3's
+        ``endpoint_in_service`` waiter, every ``wait_delay`` s, at most ``wait_max_attempts`` times);
+        return its ``DescribeEndpoint``.
+
+        Raises:
+            BackendError: naming the endpoint, its status and ``FailureReason``, when it is ``Failed``,
+                does not get there in time, or is ``InService`` on another config (SageMaker rolled a
+                failed update back and the old variant still answers).
+        """
+        from botocore.exceptions import WaiterError
+
+        try:
+            self.sm.get_waiter("endpoint_in_service").wait(
+                EndpointName=name, WaiterConfig={"Delay": self.wait_delay, "MaxAttempts": self.wait_max_attempts})
+        except WaiterError as e:
+            last = e.last_response or {}
+            reason = last.get("FailureReason") or (last.get("Error") or {}).get("Message") or "no reason given"
+            status = last.get("EndpointStatus", "unknown")
+            if "Max attempts exceeded" in str(e):
+                waited = self.wait_delay * self.wait_max_attempts
+                raise BackendError(f"SageMaker endpoint {name!r} is still {status} after {self.wait_max_attempts} "
+                                   f"checks ({waited} s), not InService: {reason}") from e
+            raise BackendError(f"SageMaker endpoint {name!r} is {status}, not InService: {reason}") from e
+        desc = self.sm.describe_endpoint(EndpointName=name)
+        if desc.get("EndpointConfigName") != config_name:
+            raise BackendError(
+                f"SageMaker endpoint {name!r} is InService on endpoint config {desc.get('EndpointConfigName')!r}, "
+                f"not {config_name!r}: the update failed and SageMaker kept the previous one "
+                f"({desc.get('FailureReason') or 'no reason given'})")
+        return desc
 
     def _check_quota(self, count: int) -> dict[str, Any] | str:
         """The endpoint-usage quota pre-flight for ``count`` new instances (QuotaError when short)."""
@@ -235,6 +281,7 @@ class SageMakerTarget(DeployTarget):
                 try:
                     self.sm.update_endpoint(EndpointName=name, EndpointConfigName=config,
                                             RetainAllVariantProperties=False)
+                    self.wait_in_service(name, config)
                 except ClientError as e:
                     from training.cloud.aws import aws_error
 

@@ -2,10 +2,11 @@
 
 Resources: a project KMS key; S3 buckets for data and runs (artifacts); ECR repositories for the
 training and serving images; CloudWatch log groups; the SageMaker execution role; a SageMaker model
-package group (the model registry); the GitHub OIDC provider and one role per purpose (trainer,
-registrar, approver, deployer: :mod:`infra.components.aws_policies`), each trusting only its own GitHub
-environments; CloudWatch alarms (5XX errors, p90 latency) per release endpoint to an encrypted SNS
-topic; a monthly cost budget with e-mail alerts. The provider may touch ``settings.account_id`` only.
+package group (the model registry); one role per purpose (trainer, registrar, approver, deployer:
+:mod:`infra.components.aws_policies`), each trusting only its own GitHub environments through the
+account's GitHub OIDC provider, which infra/bootstrap creates and this program looks up; CloudWatch
+alarms (5XX errors, p90 latency) per release endpoint to an encrypted SNS topic; a monthly cost budget
+with e-mail alerts. The provider may touch ``settings.account_id`` only.
 
 The returned outputs are the stack outputs (``pulumi stack output --json``) that ``detops`` reads to
 configure its AWS backends; docs/infra.md lists them.
@@ -19,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.aws import (
+    GITHUB_OIDC_HOST,
     EcrRepository,
     EcrRepositoryArgs,
     GitHubRole,
@@ -29,7 +31,6 @@ from infra.components.aws import (
     SageMakerRoleArgs,
     SecureBucket,
     SecureBucketArgs,
-    github_oidc_provider,
 )
 from infra.components.aws_policies import (
     CAPTURE_PREFIX,
@@ -47,6 +48,13 @@ from training import naming
 
 PROJECT = "detops-aws"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def endpoint_log_group(endpoint: str) -> str:
+    """The log group SageMaker writes a real-time endpoint's container logs to:
+    ``/aws/sagemaker/Endpoints/<endpoint name>``, streams ``<variant>/<instance id>`` (SageMaker developer
+    guide, "Log groups and streams that SageMaker AI sends to Amazon CloudWatch Logs")."""
+    return f"/aws/sagemaker/Endpoints/{endpoint}"
 
 
 def create_stack(settings: AwsSettings) -> dict[str, Any]:
@@ -107,8 +115,11 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     )
 
     # SageMaker writes to fixed log group names; creating them sets retention and encryption.
-    # /aws/sagemaker/TrainingJobs is shared by the whole account and region: one stack owns it.
-    log_group_names = {"training": TRAINING_LOG_GROUP, "endpoint": f"/aws/sagemaker/Endpoints/{p}-serving"}
+    # /aws/sagemaker/TrainingJobs is shared by the whole account and region: one stack owns it. An
+    # endpoint logs to /aws/sagemaker/Endpoints/<endpoint name>: one group per release stage's endpoint.
+    endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
+    log_group_names = {"training": TRAINING_LOG_GROUP,
+                       **{f"endpoint-{stage}": endpoint_log_group(name) for stage, name in endpoints.items()}}
     log_groups = {
         purpose: aws.cloudwatch.LogGroup(
             f"{p}-{purpose}-logs",
@@ -145,12 +156,15 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         model_package_group_description="detops object detector versions (approval: PendingManualApproval -> Approved)",
         opts=opts,
     )
-    endpoints = {stage: naming.endpoint_name(stage, p) for stage in settings.endpoint_stages}
 
-    if settings.github_oidc_provider_arn:
-        provider_arn: pulumi.Input[str] = settings.github_oidc_provider_arn
-    else:
-        provider_arn = github_oidc_provider(f"{p}-github-oidc", opts).arn
+    # The account's one GitHub OIDC provider belongs to the bootstrap (infra/bootstrap); this stack only
+    # looks it up (by its fixed ARN: iam:GetOpenIDConnectProvider), so `pulumi up` fails clearly before
+    # the bootstrap ran instead of creating a second one (IAM holds one provider per URL and account).
+    provider_arn = aws.iam.get_open_id_connect_provider_output(
+        arn=settings.github_oidc_provider_arn
+        or pulumi.Output.concat("arn:", partition, ":iam::", account_id, ":oidc-provider/", GITHUB_OIDC_HOST),
+        opts=invoke,
+    ).arn
     scope = AwsScope(
         partition=partition,
         region=settings.region,
@@ -273,7 +287,7 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
         "sagemaker_capture_uri": pulumi.Output.concat(runs_url, "/", CAPTURE_PREFIX, "/"),
         "sagemaker_endpoints": endpoints,
         "training_log_group": TRAINING_LOG_GROUP,
-        "endpoint_log_group": log_groups["endpoint"].name,
+        "endpoint_log_groups": {stage: log_groups[f"endpoint-{stage}"].name for stage in endpoints},
         "alerts_topic_arn": alerts.arn,
         "training_instance_type": settings.training_instance_type,
         "serving_instance_type": settings.serving_instance_type,
@@ -309,8 +323,8 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
     for purpose, role in roles.items():
         for env in getattr(settings.github.environments, purpose):
             variables: dict[str, Any] = {"AWS_ROLE_ARN": role.role.arn}
-            if purpose == "deployer":
-                variables["DETOPS_SM_ENDPOINT"] = endpoints.get(env, next(iter(endpoints.values())))
+            if purpose == "deployer":  # the release job's endpoint: detops' setting and the workflows' ENDPOINT_NAME
+                variables["DETOPS_SM_ENDPOINT"] = variables["ENDPOINT_NAME"] = endpoints.get(env, next(iter(endpoints.values())))
             ci_environments[env] = variables
     outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

@@ -24,6 +24,7 @@ import pulumi
 import pulumi_azure_native as azure_native
 from pulumi_azure_native import authorization, consumption, machinelearningservices, resources
 
+from infra.components.aws_policies import ARTIFACT_MANIFEST
 from infra.components.azure import (
     PRIVATE_DNS_ZONES,
     AksCompute,
@@ -46,6 +47,7 @@ from infra.components.azure import (
     RoleGrant,
     Storage,
     StorageArgs,
+    blob_path_condition,
     diagnostic_setting,
     role_definition_id,
 )
@@ -63,7 +65,9 @@ def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list
     """Least-privilege role assignments of one purpose's identity (docs/infra.md, "Identities").
 
     The approval record lives in the ``approvals`` container, which only the approver may write: the
-    registrar (who can write model assets and their tags) cannot approve its own registration.
+    registrar (who can write model assets and their tags) cannot approve its own registration. In
+    ``runs`` the registrar may write the artifact's digest manifest only (an ABAC path condition), and the
+    deployer reads the files it verifies against that digest.
     """
     reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
     table: dict[str, list[RoleGrant]] = {
@@ -76,6 +80,9 @@ def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list
         "registrar": [
             RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
             RoleGrant(reader, containers["runs"].id, "runs-reader"),
+            # the digest manifest `register` writes into the run's export/ folder, and no other blob of runs
+            RoleGrant(contributor, containers["runs"].id, "runs-manifest-writer",
+                      condition=blob_path_condition(f"*/export/{ARTIFACT_MANIFEST}")),
             RoleGrant(contributor, containers["models"].id, "models-contributor"),
             RoleGrant(reader, containers["approvals"].id, "approvals-reader"),
         ],
@@ -86,6 +93,8 @@ def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list
         ],
         "deployer": [
             RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
+            # deploy verifies the version's files (in runs) against the registered digest
+            RoleGrant(reader, containers["runs"].id, "runs-reader"),
             RoleGrant(reader, containers["models"].id, "models-reader"),
             RoleGrant(reader, containers["approvals"].id, "approvals-reader"),
             RoleGrant("AcrPush", acr_id, "acr-push"),
@@ -302,7 +311,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
                 location=settings.region,
                 subscription_id=subscription_id,
                 github_subjects=subjects,
-                azure_devops=(ado.issuer, ado_subject) if ado and ado_subject else None,
+                azure_devops=(client.tenant_id.apply(ado.issuer_url), ado_subject) if ado and ado_subject else None,
                 grants=_grants(purpose, workspace_id=ml.workspace.id, containers=containers,
                                acr_id=registry.registry.id, vault_id=vault.vault.id)
                 + (_promotion_target_grants(containers) if purpose == "deployer" and settings.promotion_source else []),
@@ -428,8 +437,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
     for purpose, identity in identities.items():
         for env in getattr(settings.github.environments, purpose):
             variables: dict[str, Any] = {"AZURE_CLIENT_ID": identity.identity.client_id}
-            if purpose == "deployer":
-                variables["DETOPS_AML_ENDPOINT"] = f"{p}-{env}"
+            if purpose == "deployer":  # the release job's endpoint: detops' setting and the workflows' ENDPOINT_NAME
+                variables["DETOPS_AML_ENDPOINT"] = variables["ENDPOINT_NAME"] = f"{p}-{env}"
             ci_environments[env] = variables
     outputs["CI_ENVIRONMENTS"] = ci_environments
     return outputs

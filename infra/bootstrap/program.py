@@ -3,12 +3,14 @@ application stacks keep their state and encrypt their secrets, and who may previ
 
 - AWS: a versioned, KMS-encrypted, TLS-only S3 bucket for state (``pulumi login s3://<bucket>``; Pulumi's
   S3 backend locks with lock files in the bucket itself), a KMS key as the secrets provider
-  (``awskms://alias/<prefix>-pulumi-secrets``), the GitHub OIDC provider, and the infra-reader and
-  infra-deployer roles, each trusting only its own GitHub environments.
+  (``awskms://alias/<prefix>-pulumi-secrets``), the account's one GitHub OIDC provider (IAM holds one per
+  URL; the application stacks look it up), and the infra-reader and infra-deployer roles, each trusting
+  only its own GitHub environments.
 - Azure: a resource group with a storage account (Entra ID only, blob versioning, soft delete) and the
   ``pulumi-state`` container (``pulumi login azblob://pulumi-state?storage_account=<name>``; blob leases
   lock), a Key Vault key as the secrets provider (``azurekeyvault://<vault>.vault.azure.net/keys/pulumi-secrets``),
-  the application stacks' resource groups, and the two infra identities with federated credentials.
+  the application stacks' resource groups, and the two infra identities with federated credentials
+  (GitHub environments, and Azure DevOps service connections when ``azure_devops`` is set).
 
 No passphrase anywhere: CI signs in with OIDC and the secrets provider is a cloud key.
 The bootstrap's own state stays with the administrator (``pulumi login --local``); docs/infra.md.
@@ -37,6 +39,7 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
     import pulumi_aws as aws
 
     from infra.components.aws import (
+        GITHUB_OIDC_HOST,
         GitHubRole,
         GitHubRoleArgs,
         ProjectKey,
@@ -96,7 +99,7 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
             },
             {"Sid": "UseSecretsKey", "Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], "Resource": [key_arn]},
             {
-                # IAM is outside PowerUserAccess: only the application stacks' roles and the GitHub provider.
+                # IAM is outside PowerUserAccess: only the application stacks' roles (and reading the GitHub provider).
                 "Sid": "ManageStackRoles",
                 "Effect": "Allow",
                 "Action": [
@@ -107,13 +110,11 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
                 "Resource": stack_roles,
             },
             {
-                "Sid": "ManageGitHubProvider",
+                # the application stacks look the account's GitHub provider up; only this bootstrap makes it
+                "Sid": "ReadGitHubProvider",
                 "Effect": "Allow",
-                "Action": [
-                    "iam:CreateOpenIDConnectProvider", "iam:GetOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider",
-                    "iam:TagOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
-                ],
-                "Resource": [iam_arn("oidc-provider", "token.actions.githubusercontent.com")],
+                "Action": ["iam:GetOpenIDConnectProvider"],
+                "Resource": [iam_arn("oidc-provider", GITHUB_OIDC_HOST)],
             },
         ],
     }
@@ -213,12 +214,19 @@ def _azure(settings: BootstrapSettings) -> dict[str, Any]:
         RoleGrant("Key Vault Crypto User", key.id, "secrets-key"),
         *[RoleGrant("Contributor", g.id, f"{prefix}-contributor") for prefix, g in stack_groups.items()],
     ]
+    ado = settings.azure_devops
+
+    def azure_devops(purpose: str) -> tuple[Any, str] | None:
+        """(issuer, subject) of ``purpose``'s Azure DevOps service connection, when it has one."""
+        subject = ado.subject(purpose) if ado else None
+        return (client.tenant_id.apply(ado.issuer_url), subject) if ado and subject else None
+
     identities = {
         purpose: CiIdentity(
             f"{p}-{purpose.replace('_', '-')}",
             CiIdentityArgs(resource_group_name=group.name, location=settings.region, subscription_id=subscription,
                            github_subjects=settings.github.subjects(purpose), grants=grants,
-                           purpose=purpose.replace("_", "-"), tags=tags),
+                           azure_devops=azure_devops(purpose), purpose=purpose.replace("_", "-"), tags=tags),
             opts,
         )
         for purpose, grants in (("infra_reader", reader_grants), ("infra_deployer", deployer_grants))

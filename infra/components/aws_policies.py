@@ -2,7 +2,8 @@
 
 Purposes (each a role that only its own GitHub environments can assume, see :mod:`infra.components.aws`):
 
-- ``trainer``: prepares runs on S3, pushes the training image, starts SageMaker training jobs.
+- ``trainer``: prepares runs on S3, pushes the training and serving images (the images job), starts
+  SageMaker training jobs, reads the registry's versions (the quality gate).
 - ``registrar``: registers model versions, which are ``PendingManualApproval`` and nothing else.
 - ``approver``: the only identity that may change a version's approval status (after a person's review).
 - ``deployer``: deploys Approved versions to the stack's endpoints, pushes the serving image.
@@ -128,7 +129,7 @@ def _list_buckets(*arns: pulumi.Input[str]) -> Statement:
     return {"Sid": "ListBuckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": list(arns)}
 
 
-def _push(repository_arn: pulumi.Input[str]) -> list[Statement]:
+def _push(*repository_arns: pulumi.Input[str]) -> list[Statement]:
     return [
         {
             "Sid": "PushImages",
@@ -144,7 +145,7 @@ def _push(repository_arn: pulumi.Input[str]) -> list[Statement]:
                 "ecr:DescribeImages",
                 "ecr:DescribeImageScanFindings",
             ],
-            "Resource": [repository_arn],
+            "Resource": list(repository_arns),
         },
         {"Sid": "RegistryToken", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
     ]
@@ -202,7 +203,10 @@ def _no_captures(scope: AwsScope) -> Statement:
 
 
 def trainer_policy(scope: AwsScope) -> dict[str, Any]:
-    """Prepare runs (read datasets, write runs), push the training image, run ``<prefix>-*`` training jobs."""
+    """Prepare runs (read datasets, write runs), run ``<prefix>-*`` training jobs, read the registry's
+    versions (the evaluate job's quality gate lists them and reads the Approved one) and push the images:
+    the images job (.github/workflows/images.yml, .azure-pipelines/templates/images.yml) runs as the
+    trainer and ``scripts/images.sh`` pushes the training and the serving image."""
     return _document(
         _list_buckets(scope.data_bucket_arn, scope.runs_bucket_arn),
         {"Sid": "ReadDatasets", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _objects(scope.data_bucket_arn, scope.runs_bucket_arn)},
@@ -213,7 +217,7 @@ def trainer_policy(scope: AwsScope) -> dict[str, Any]:
             "Resource": _objects(scope.runs_bucket_arn),
         },
         _kms(scope, encrypt=True),
-        *_push(scope.training_repository_arn),
+        *_push(scope.training_repository_arn, scope.serving_repository_arn),
         _pass_role(scope),
         {
             "Sid": "StartTrainingJobs",
@@ -229,6 +233,8 @@ def trainer_policy(scope: AwsScope) -> dict[str, Any]:
             },
         },
         _quota_preflight("sagemaker:ListTrainingJobs"),
+        # the evaluate job's quality gate (`detops gate`) compares with the current Approved version
+        *_read_registry(scope),
         {
             "Sid": "WatchTrainingJobs",
             "Effect": "Allow",

@@ -558,11 +558,25 @@ class AksCompute(pulumi.ComponentResource):
 
 @dataclass
 class RoleGrant:
-    """One role assignment: built-in ``role`` (key of :data:`ROLE_IDS`) on ``scope`` (a resource id)."""
+    """One role assignment: built-in ``role`` (key of :data:`ROLE_IDS`) on ``scope`` (a resource id),
+    limited by an ABAC ``condition`` (version 2.0) when one is given."""
 
     role: str
     scope: pulumi.Input[str]
     label: str
+    condition: str | None = None
+
+
+_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+
+
+def blob_path_condition(pattern: str) -> str:
+    """ABAC condition limiting every blob data action of Storage Blob Data Contributor but read (its
+    DataActions: ``blobs/delete``, ``write``, ``move/action``, ``add/action``, ``read``; Azure built-in roles)
+    to blobs whose path (inside the container) matches ``pattern`` (``StringLike``: ``*`` any run of
+    characters). Azure ABAC conditions apply to data actions only; the role's container-level Actions stay."""
+    writes = " AND ".join(f"!(ActionMatches{{'{_BLOBS}/{action}'}})" for action in ("delete", "write", "move/action", "add/action"))
+    return f"(({writes}) OR (@Resource[{_BLOBS}:path] StringLike '{pattern}'))"
 
 
 @dataclass
@@ -571,7 +585,7 @@ class CiIdentityArgs:
 
     ``github_subjects``: GitHub ``sub`` claims (``repo:owner/name:ref:refs/heads/main``,
     ``repo:owner/name:environment:prod``). ``azure_devops``: ``(issuer, subject)`` of a service
-    connection, or None. ``grants``: least-privilege role assignments, each on one resource.
+    connection (:class:`infra.settings.AzureDevOpsSettings`), or None. ``grants``: least-privilege role assignments, each on one resource.
     """
 
     resource_group_name: pulumi.Input[str]
@@ -579,7 +593,7 @@ class CiIdentityArgs:
     subscription_id: pulumi.Input[str]
     github_subjects: Sequence[str]
     grants: Sequence[RoleGrant]
-    azure_devops: tuple[str, str] | None = None
+    azure_devops: tuple[pulumi.Input[str], str] | None = None
     purpose: str = "ci"
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -601,7 +615,7 @@ class CiIdentity(pulumi.ComponentResource):
             tags={**args.tags, "detops-purpose": args.purpose},
             opts=child,
         )
-        federations: list[tuple[str, str, str]] = [
+        federations: list[tuple[str, pulumi.Input[str], str]] = [
             (f"github-{index}", GITHUB_ISSUER, subject) for index, subject in enumerate(args.github_subjects)
         ]
         if args.azure_devops is not None:
@@ -630,6 +644,7 @@ class CiIdentity(pulumi.ComponentResource):
                 principal_id=self.identity.principal_id,
                 principal_type="ServicePrincipal",
                 description=f"detops {args.purpose}: {grant.role}",
+                **({"condition": grant.condition, "condition_version": "2.0"} if grant.condition else {}),
                 opts=child,
             )
             for grant in args.grants

@@ -388,10 +388,13 @@ def test_sagemaker_deploy_refuses_when_the_endpoint_quota_is_short(deploy_env):
         sm_stub.assert_no_pending_responses()  # nothing created: create_model was never called
 
 
-def test_sagemaker_deploy_skip_preflight_creates_the_endpoint(deploy_env):
+def test_sagemaker_deploy_skip_preflight_creates_the_endpoint(deploy_env, monkeypatch):
     import datetime as dt
+    import time
 
     from deployment.targets.sagemaker import SageMakerTarget
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "120000")  # the new config: bccd-prod-v2-120000
 
     t = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     arn = f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/bccd-prod"
@@ -403,11 +406,12 @@ def test_sagemaker_deploy_skip_preflight_creates_the_endpoint(deploy_env):
                              {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint-config/c"})
         sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
         sm_stub.add_response("create_endpoint", {"EndpointArn": arn})
-        sm_stub.add_response("describe_endpoint", {"EndpointName": "bccd-prod", "EndpointArn": arn,
-                                                   "EndpointConfigName": "c", "EndpointStatus": "Creating",
-                                                   "CreationTime": t, "LastModifiedTime": t})
-        d = SageMakerTarget(sagemaker_client=sm, quotas_client=sq, preflight=False).deploy(_approved_version(), "bccd-prod")
-    assert d.status == "Creating" and d.details["preflight"] == "skipped (--skip-preflight)"
+        for status in ("Creating", "InService", "InService"):  # waited for until InService on the new config
+            sm_stub.add_response("describe_endpoint", {"EndpointName": "bccd-prod", "EndpointArn": arn,
+                                                       "EndpointConfigName": "bccd-prod-v2-120000", "EndpointStatus": status,
+                                                       "CreationTime": t, "LastModifiedTime": t})
+        d = SageMakerTarget(sagemaker_client=sm, quotas_client=sq, preflight=False, wait_delay=0).deploy(_approved_version(), "bccd-prod")
+    assert d.status == "InService" and d.details["preflight"] == "skipped (--skip-preflight)"
 
 
 def test_deploy_cli_passes_skip_preflight_to_the_sagemaker_target(monkeypatch, no_cloud_credentials):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -334,6 +335,36 @@ def test_cli_smoke_test_against_live_server(cli, live_server, monkeypatch, tmp_p
     assert code == 0 and '"num_detections": ' in out
     code, out = cli("smoke-test", "--url", live_server.url, "--image", str(img), "--api-key-env", "BAD_KEY")
     assert code == ExitCode.BACKEND and "401" in out
+
+
+def test_cli_smoke_test_checks_which_version_answers(cli, live_server, monkeypatch, tmp_path, bccd_image):
+    """The release's smoke test names the version it deployed: the service answering with another one
+    (the old variant during an update, or after a rolled-back one) fails it. The live server is version 7."""
+    img = tmp_path / "cell.jpg"
+    img.write_bytes(bccd_image)
+    monkeypatch.setenv("GOOD_KEY", "test-key-0123456789abcdef")
+    args = ("smoke-test", "--url", live_server.url, "--image", str(img), "--api-key-env", "GOOD_KEY")
+    code, out = cli(*args, "--expect-version", "7")
+    assert code == 0 and '"version": "7"' in out
+    code, out = cli(*args, "--expect-version", "8")
+    assert code == ExitCode.BACKEND
+    assert f"local endpoint {live_server.url} answered with model version 7, not 8" in " ".join(out.split())
+
+
+def test_sagemaker_smoke_test_checks_which_version_answers() -> None:
+    import io
+
+    from deployment.smoke import smoke_test
+
+    class Runtime:  # sagemaker-runtime InvokeEndpoint: the old variant still answers
+        def invoke_endpoint(self, **kwargs):
+            body = {"model": {"name": "detops-dev-detector", "version": "1"}, "predictions": [{"num_detections": 2}]}
+            return {"Body": io.BytesIO(json.dumps(body).encode())}
+
+    image = str(Path(__file__).resolve().parents[2] / "tests" / "ci" / "data" / "smoke.jpg")
+    assert smoke_test(None, image, target="sagemaker", endpoint="e", runtime_client=Runtime(), expect_version="1")["model"]["version"] == "1"
+    with pytest.raises(BackendError, match="sagemaker endpoint e answered with model version 1, not 2"):
+        smoke_test(None, image, target="sagemaker", endpoint="e", runtime_client=Runtime(), expect_version="2")
 
 
 def test_promote_cli_names_the_source_registry_per_kind(cli, monkeypatch):

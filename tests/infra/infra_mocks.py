@@ -8,7 +8,8 @@ same shape CrossGuard policies see as ``props``) and the resolved stack outputs.
 The mocks answer like the clouds do where the programs depend on it: Azure resource ids with the real
 ARM path shape (role-assignment scopes are checked against them), AWS ARNs, ECR repository URLs,
 identity client/principal ids, AKS kubelet identity, and the provider invokes
-(``azure-native:authorization:getClientConfig``, ``aws:index/getCallerIdentity``, ``getPartition``).
+(``azure-native:authorization:getClientConfig``, ``aws:index/getCallerIdentity``, ``getPartition``, and
+``aws:iam/getOpenIdConnectProvider`` answering for the provider the bootstrap made).
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"subscriptionId": SUBSCRIPTION_ID, "tenantId": TENANT_ID, "clientId": "deployer", "objectId": "deployer-oid"}, []
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": AWS_ACCOUNT_ID, "arn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:user/deployer", "userId": "AIDA", "id": AWS_ACCOUNT_ID}, []
+        if args.token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
+            # the account's provider, made by infra/bootstrap: looked up by its ARN
+            arn = args.args["arn"]
+            return {"arn": arn, "id": arn, "url": arn.split(":oidc-provider/", 1)[1], "clientIdLists": ["sts.amazonaws.com"],
+                    "thumbprintLists": [], "tags": {}}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws", "reverseDnsPrefix": "com.amazonaws"}, []
         raise NotImplementedError(f"invoke {args.token} is not mocked")

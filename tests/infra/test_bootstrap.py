@@ -56,6 +56,28 @@ def test_aws_infra_roles_trust_their_environments_only(runs, stack: str) -> None
     assert iam["Resource"] == [f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/detops-{stack}-*"]
 
 
+def test_one_github_oidc_provider_per_account_made_by_the_bootstrap(runs) -> None:
+    """IAM holds one OIDC provider per URL in an account: the bootstrap creates it, the application stack
+    of the same account looks it up (by its ARN) and trusts exactly it; the infra deployer, which runs the
+    application stacks' `pulumi up`, may read it and nothing more."""
+    from iam_eval import evaluate
+    from infra_helpers import run_cloud, stack_settings
+
+    bootstrap, app = runs["aws", "dev"], run_cloud("aws", stack_settings("aws", "dev"))
+    providers = [*bootstrap.of_type(rules.AWS_OIDC_PROVIDER), *app.of_type(rules.AWS_OIDC_PROVIDER)]
+    assert [p.name for p in providers] == ["detopsdev-github-oidc"]  # the bootstrap's, and only it
+    arn = bootstrap.outputs["github_oidc_provider_arn"]
+    assert arn == f"arn:aws:iam::{AWS_ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"
+    assert "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider" in app.calls
+    trusted = {json.loads(r.inputs["assumeRolePolicy"])["Statement"][0]["Principal"]["Federated"]
+               for r in app.of_type(rules.AWS_ROLE) if "sagemaker" not in r.name}
+    assert trusted == {arn}
+    deployer = json.loads(next(r for r in bootstrap.of_type(rules.AWS_ROLE_POLICY) if "infra-deployer" in r.name).inputs["policy"])
+    assert evaluate([deployer], "iam:GetOpenIDConnectProvider", arn).allowed
+    for action in ("iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider"):
+        assert not evaluate([deployer], action, arn).allowed, action
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_azure_state_backend_and_infra_identities(runs, stack: str) -> None:
     run = runs["azure", stack]
@@ -81,6 +103,26 @@ def test_azure_state_backend_and_infra_identities(runs, stack: str) -> None:
     assert INFRA_ROLE_IDS["Contributor"] not in rbac.inputs["condition"] and ROLE_IDS["AcrPull"] in rbac.inputs["condition"]
     groups = {r.inputs["resourceGroupName"] for r in run.of_type("azure-native:resources:ResourceGroup") if r.inputs.get("resourceGroupName")}
     assert groups == {f"{prefix}-rg" for prefix in bootstrap_settings("azure", stack).stack_name_prefixes}
+
+
+def test_azure_infra_identities_are_federated_with_azure_devops_too() -> None:
+    """.azure-pipelines/infra.yml signs in through the service connections detops-azureml-infra-reader /
+    -infra-deployer: the bootstrap federates them with the infra identities (Entra issuer)."""
+    from infra_helpers import with_settings
+    from infra_mocks import TENANT_ID
+
+    subjects = {"infra_reader": "/eid1/c/pub/t/a/a/sc/o/reader", "infra_deployer": "/eid1/c/pub/t/a/a/sc/o/deployer"}
+    settings = with_settings(bootstrap_settings("azure", "dev"), azure_devops={
+        "organization": "contoso", "project": "detops", "subjects": subjects,
+        "service_connections": {"infra_reader": "detops-azureml-infra-reader", "infra_deployer": "detops-azureml-infra-deployer"},
+    })
+    run = run_bootstrap(settings)
+    names = {r.inputs["tags"]["detops-purpose"]: r.outputs["name"] for r in run.of_type("azure-native:managedidentity:UserAssignedIdentity")}
+    ado = {(c.inputs["resourceName"], c.inputs["issuer"], c.inputs["subject"]) for c in run.of_type(rules.AZ_FEDERATED)
+           if "githubusercontent" not in c.inputs["issuer"]}
+    issuer = f"https://login.microsoftonline.com/{TENANT_ID}/v2.0"
+    assert ado == {(names["infra-reader"], issuer, subjects["infra_reader"]), (names["infra-deployer"], issuer, subjects["infra_deployer"])}
+    assert violations(run) == []
 
 
 def test_privileged_grants_are_refused_outside_the_bootstrap_shape() -> None:

@@ -298,6 +298,21 @@ def test_the_prod_deployer_promotes_the_approved_dev_version_only_when_configure
     assert {"sagemaker:CreateModelPackage", "sagemaker:UpdateModelPackage", "s3:GetObject", "s3:PutObject"} <= used
 
 
+def test_the_evaluate_job_runs_the_quality_gate_as_the_trainer(world) -> None:
+    """train.yml's evaluate job (environment ``training``, the trainer) runs ``detops gate``, which lists the
+    group's versions and reads the Approved one's metrics: under the trainer's own role, nothing is denied."""
+    with world.as_role("registrar"):
+        registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
+    with world.as_role("approver"):
+        _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
+    world.enforcer.calls.clear()
+    with world.as_role("trainer"):
+        decision = _service().gate(world.run_url, world.group)
+    assert [c.reason for c in world.enforcer.calls if not c.allowed] == []
+    assert decision.baseline_version == registered.version and decision.passed, decision
+    assert {"sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"} <= {c.action for c in world.enforcer.calls}
+
+
 @pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
 def test_no_ci_role_can_register_an_approved_model(world, purpose: str) -> None:
     import boto3
@@ -395,7 +410,11 @@ NOT_GRANTED = {
 
 def _boto3_operations() -> set[str]:
     """``client.<operation>(...)`` calls on SageMaker/STS clients in the application's source, CamelCased
-    (``client.get_paginator("<operation>")`` counts as that operation)."""
+    (``client.get_paginator("<operation>")`` counts as that operation, ``client.get_waiter("<waiter>")`` as
+    the operation the waiter polls, from botocore's SageMaker waiter model)."""
+    import botocore.session
+
+    waiters = botocore.session.get_session().get_waiter_model("sagemaker")
     found = set()
     for path in APP_SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -403,7 +422,10 @@ def _boto3_operations() -> set[str]:
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_paginator"
                     and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
                 found.add("".join(part.title() for part in node.args[0].value.split("_")))
-            if isinstance(node, ast.Attribute) and node.attr == "get_paginator":
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_waiter"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.add(waiters.get_waiter("".join(part.title() for part in node.args[0].value.split("_"))).operation)
+            if isinstance(node, ast.Attribute) and node.attr in ("get_paginator", "get_waiter"):
                 continue
             if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Attribute, ast.Name)):
                 owner = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id

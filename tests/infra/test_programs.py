@@ -53,7 +53,10 @@ def test_every_resource_passes_the_security_rules(program_runs, cloud: str, stac
 
 
 def test_every_rule_applies_to_some_registered_resource(program_runs) -> None:
-    registered = {r.type for run in program_runs.values() for r in custom(run)}
+    from infra_helpers import bootstrap_settings, run_bootstrap
+
+    bootstrap = [run_bootstrap(bootstrap_settings(cloud, "dev")) for cloud in ("aws", "azure")]
+    registered = {r.type for run in [*program_runs.values(), *bootstrap] for r in custom(run)}
     unused = [rule.name for rule in rules.RESOURCE_RULES if not rule.resource_types & registered]
     assert unused == []
 
@@ -96,7 +99,7 @@ def test_aws_resource_inventory(program_runs) -> None:
     assert counts[rules.AWS_ROLE] == 2 and counts[rules.AWS_ROLE_POLICY] == 2  # SageMaker execution role, deployer
     assert counts["aws:cloudwatch/metricAlarm:MetricAlarm"] == 2 and counts["aws:budgets/budget:Budget"] == 1
     assert counts["aws:sagemaker/modelPackageGroup:ModelPackageGroup"] == 1
-    assert counts[rules.AWS_OIDC_PROVIDER] == 1
+    assert counts[rules.AWS_OIDC_PROVIDER] == 0  # the account's one provider belongs to infra/bootstrap
     assert not any(call.startswith("azure") for call in program_runs["aws", "prod"].calls)
 
 
@@ -222,9 +225,11 @@ def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
     ws, acr, kv = one(run, rules.AZ_ML_WORKSPACE).id, one(run, rules.AZ_ACR).id, one(run, rules.AZ_VAULT).id
     reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
     assert _grants_of(run, "trainer") == {("AzureML Data Scientist", ws), (reader, c["datasets"]), (contributor, c["runs"]), ("AcrPush", acr)}
-    assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["models"]), (reader, c["approvals"])}
+    assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["runs"]),
+                                            (contributor, c["models"]), (reader, c["approvals"])}
     assert _grants_of(run, "approver") == {("Reader", ws), (reader, c["models"]), (contributor, c["approvals"])}
-    assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["models"]), (reader, c["approvals"]), ("AcrPush", acr), ("Key Vault Secrets User", kv)}
+    assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (reader, c["models"]), (reader, c["approvals"]),
+                                           ("AcrPush", acr), ("Key Vault Secrets User", kv)}
     assert _grants_of(run, "serving") == {("AcrPull", acr), (reader, c["models"]), (contributor, c["captures"])}
     # only the approver may write the approval records
     writers = {purpose for purpose in ("trainer", "registrar", "approver", "deployer", "serving") if (contributor, c["approvals"]) in _grants_of(run, purpose)}
@@ -232,6 +237,39 @@ def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
     for assignment in run.of_type(rules.AZ_ROLE_ASSIGNMENT):
         assert assignment.inputs["roleDefinitionId"].startswith(f"/subscriptions/{SUBSCRIPTION_ID}/providers/")
         assert assignment.inputs["principalType"] == "ServicePrincipal"
+
+
+def test_azure_registrar_writes_only_the_manifest_of_runs(program_runs) -> None:
+    """`register` writes the artifact's digest manifest into <run>/export/ (deployment.registry.artifact) as
+    the registrar; `deploy` reads the run's files as the deployer. The registrar's write on `runs` carries an
+    ABAC condition: every blob data action but read only on */export/detops-manifest.json."""
+    from fnmatch import fnmatchcase
+
+    from deployment.registry.artifact import MANIFEST_FILE
+    from infra.components.azure import blob_path_condition
+
+    run = program_runs["azure", "dev"]
+    runs = next(r.id for r in run.of_type(rules.AZ_CONTAINER) if r.inputs["containerName"] == "runs")
+    principal = _identity(run, "registrar").outputs["principalId"]
+    (writer,) = [a for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT)
+                 if a.inputs["principalId"] == principal and a.inputs["scope"] == runs and _role(a) == "Storage Blob Data Contributor"]
+    pattern = f"*/export/{MANIFEST_FILE}"
+    assert (writer.inputs["condition"], writer.inputs["conditionVersion"]) == (blob_path_condition(pattern), "2.0")
+    assert fnmatchcase(f"bccd/runs/20261201T120000-abc123/export/{MANIFEST_FILE}", pattern)
+    assert not fnmatchcase("bccd/runs/20261201T120000-abc123/export/model.tflite", pattern)
+    trainer = _identity(run, "trainer").outputs["principalId"]
+    assert all("condition" not in a.inputs for a in run.of_type(rules.AZ_ROLE_ASSIGNMENT) if a.inputs["principalId"] == trainer)
+
+
+def test_blob_path_condition_limits_every_write_of_the_role() -> None:
+    from infra.components.azure import blob_path_condition
+
+    blobs = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    assert blob_path_condition("*/m.json") == (
+        f"((!(ActionMatches{{'{blobs}/delete'}}) AND !(ActionMatches{{'{blobs}/write'}}) AND "
+        f"!(ActionMatches{{'{blobs}/move/action'}}) AND !(ActionMatches{{'{blobs}/add/action'}})) OR "
+        f"(@Resource[{blobs}:path] StringLike '*/m.json'))"
+    )
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -250,18 +288,46 @@ def test_azure_federated_credentials_per_purpose(program_runs, stack: str) -> No
     assert not [c for c in credentials if c.inputs["resourceName"] == _identity(run, "serving").outputs["name"]]
 
 
-def test_azure_devops_federation() -> None:
+TRAINER_SUBJECT = "/eid1/c/pub/t/mZmZmYiId3dmZlVVVVVVVQ/a/rEu5SSETf0KqFyZ8qWl5mA/sc/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/11111111-2222-3333-4444-555555555555"
+
+
+def test_azure_devops_federation_uses_the_entra_issuer() -> None:
+    """Service connections made since the Entra issuer became the default (and converted ones) present
+    tokens issued by https://login.microsoftonline.com/<tenant>/v2.0 with the subject Azure DevOps generated
+    for the connection; a connection whose subject is not known yet gets no credential."""
+    from infra_mocks import TENANT_ID
+
     settings = with_settings(
         stack_settings("azure", "dev"),
         azure_devops={
             "organization": "contoso",
+            "project": "detops",
+            "service_connections": {"trainer": "detops-azureml-trainer", "deployer": "detops-azureml-deployer"},
+            "subjects": {"trainer": TRAINER_SUBJECT},
+        },
+    )
+    run = run_cloud("azure", settings)
+    ado = {c.inputs["resourceName"]: (c.inputs["issuer"], c.inputs["subject"])
+           for c in run.of_type(rules.AZ_FEDERATED) if "github" not in c.inputs["issuer"]}
+    assert ado == {_identity(run, "trainer").outputs["name"]: (f"https://login.microsoftonline.com/{TENANT_ID}/v2.0", TRAINER_SUBJECT)}
+    assert violations(run) == []
+
+
+def test_azure_devops_federation_with_the_azure_devops_issuer() -> None:
+    """Connections not converted yet (the Azure DevOps issuer, retired on 1 July 2027): vstoken + sc:// subjects."""
+    settings = with_settings(
+        stack_settings("azure", "dev"),
+        azure_devops={
+            "organization": "contoso",
+            "issuer": "azure-devops",
             "organization_id": "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
             "project": "detops",
             "service_connections": {"trainer": "detops-dev-training", "deployer": "detops-dev-deploy"},
         },
     )
     run = run_cloud("azure", settings)
-    ado = {c.inputs["resourceName"]: c.inputs["subject"] for c in run.of_type(rules.AZ_FEDERATED) if "vstoken" in c.inputs["issuer"]}
+    ado = {c.inputs["resourceName"]: c.inputs["subject"] for c in run.of_type(rules.AZ_FEDERATED)
+           if c.inputs["issuer"] == "https://vstoken.dev.azure.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}
     assert ado == {
         _identity(run, "trainer").outputs["name"]: "sc://contoso/detops/detops-dev-training",
         _identity(run, "deployer").outputs["name"]: "sc://contoso/detops/detops-dev-deploy",
@@ -311,7 +377,7 @@ def test_aws_roles_trust_only_their_own_environments(program_runs, stack: str) -
             assert f"{purpose}_role_arn" not in run.outputs
             continue
         (statement,) = json.loads(_role_of(run, purpose).inputs["assumeRolePolicy"])["Statement"]
-        assert statement["Principal"] == {"Federated": one(run, rules.AWS_OIDC_PROVIDER).outputs["arn"]}
+        assert statement["Principal"] == {"Federated": f"arn:aws:iam::{AWS_ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"}
         assert statement["Condition"] == {
             "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com", "token.actions.githubusercontent.com:sub": subjects}
         }
@@ -488,11 +554,30 @@ def test_aws_resources_use_the_explicit_regional_provider(program_runs) -> None:
 
 def test_shared_training_log_group_can_be_owned_by_another_stack(program_runs) -> None:
     run = run_cloud("aws", with_settings(stack_settings("aws", "prod"), manage_training_log_group=False))
-    assert [r.inputs["name"] for r in run.of_type(rules.AWS_LOG_GROUP)] == ["/aws/sagemaker/Endpoints/detops-prod-serving"]
+    assert [r.inputs["name"] for r in run.of_type(rules.AWS_LOG_GROUP)] == ["/aws/sagemaker/Endpoints/detops-prod-production"]
     role_policy = next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if "sagemaker" in r.name)
     assert f"arn:aws:logs:eu-west-1:{AWS_ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs:*" in _policy_statements(role_policy)["WriteLogs"]["Resource"]
     assert run.outputs["training_log_group"] == "/aws/sagemaker/TrainingJobs"
     assert violations(run) == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_endpoint_logs_to_a_group_the_stack_manages(program_runs, stack: str) -> None:
+    """SageMaker writes an endpoint's logs to /aws/sagemaker/Endpoints/<endpoint name>: the stack makes that
+    group for each release endpoint (retention, project key) and the execution role may write to it."""
+    settings = stack_settings("aws", stack)
+    run = program_runs["aws", stack]
+    groups = {r.inputs["name"]: r for r in run.of_type(rules.AWS_LOG_GROUP)}
+    key = one(run, rules.AWS_KMS_KEY).outputs["arn"]
+    role_policy = next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if "sagemaker" in r.name)
+    writable = _policy_statements(role_policy)["WriteLogs"]["Resource"]
+    for stage, endpoint in run.outputs["sagemaker_endpoints"].items():
+        name = f"/aws/sagemaker/Endpoints/{endpoint}"
+        assert name in groups, sorted(groups)
+        assert (groups[name].inputs["kmsKeyId"], groups[name].inputs["retentionInDays"]) == (key, settings.log_retention_days)
+        assert f"arn:aws:logs:eu-west-1:{AWS_ACCOUNT_ID}:log-group:{name}:*" in writable
+        assert run.outputs["endpoint_log_groups"][stage] == name
+    assert set(groups) == {"/aws/sagemaker/TrainingJobs", *(f"/aws/sagemaker/Endpoints/{e}" for e in run.outputs["sagemaker_endpoints"].values())}
 
 
 def test_rules_are_documented() -> None:

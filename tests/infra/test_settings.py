@@ -216,3 +216,44 @@ def test_program_entry_point_stops_on_invalid_settings(pulumi_config, monkeypatc
     pulumi_config(_cli_config("azure", "dev", gpu_max_nodes=0))
     with pytest.raises(pulumi.RunError, match=r"setting 'detops-azure:gpu_max_nodes'"):
         _run_main("azure", "dev", monkeypatch)
+
+
+def _commented_example(path: Path, key: str) -> Any:
+    """The value of the commented-out ``key:`` example block of a stack file (lines ``  #   ...`` under
+    ``  # key:``), parsed as YAML: what a user gets by uncommenting it."""
+    lines = path.read_text().splitlines()
+    start = lines.index(f"  # {key}:")
+    block = [f"{key}:"]
+    for line in lines[start + 1:]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line.removeprefix("  # "))
+    return yaml.safe_load("\n".join(block))[key]
+
+
+def test_the_azure_devops_example_of_the_stack_file_is_valid() -> None:
+    from infra_helpers import with_settings
+
+    example = _commented_example(REPO / "infra" / "azure" / "Pulumi.dev.yaml", "detops-azure:azure_devops")
+    settings = with_settings(stack_settings("azure", "dev"), azure_devops=example)
+    assert settings.azure_devops is not None and settings.azure_devops.issuer == "entra"
+    assert settings.azure_devops.issuer_url("t") == "https://login.microsoftonline.com/t/v2.0"
+    assert settings.azure_devops.subject("trainer") == example["subjects"]["trainer"]
+    assert settings.azure_devops.subject("deployer") is None  # no subject yet: no credential
+
+
+@pytest.mark.parametrize(
+    ("azure_devops", "expected"),
+    [
+        ({"subjects": {"trainer": "sc://contoso/detops/detops-azureml-trainer"}}, "sc:// is the Azure DevOps issuer's"),
+        ({"issuer": "azure-devops"}, "issuer 'azure-devops' needs organization_id"),
+        ({"subjects": {"deployer": "/eid1/c/pub/t/x"}}, "'deployer' has no service connection"),
+        ({"service_connection": "detops-dev"}, "unknown setting"),
+    ],
+)
+def test_azure_devops_settings_are_checked(azure_devops: dict[str, Any], expected: str) -> None:
+    values = {**stack_settings("azure", "dev").model_dump(),
+              "azure_devops": {"organization": "contoso", "project": "detops",
+                               "service_connections": {"trainer": "detops-azureml-trainer"}, **azure_devops}}
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(AzureSettings, values, namespace="detops-azure", source="Pulumi.dev.yaml")

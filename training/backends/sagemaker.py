@@ -33,7 +33,9 @@ variable                        meaning                                         
 ``DETOPS_SM_INSTANCE_TYPE``     training instance type                          ``ml.g5.xlarge``
 ``DETOPS_SM_SPOT``              managed spot training (``true``/``false``)      ``true``
 ``DETOPS_SM_MAX_RUN``           max training seconds                            ``86400``
-``DETOPS_SM_KMS_KEY_ID``        KMS key for output and volumes                  unset
+``DETOPS_SM_KMS_KEY_ID``        KMS key for output and EBS volumes (not sent    unset
+                                as a volume key for instance types with local
+                                storage: :data:`LOCAL_STORAGE_FAMILIES`)
 ``DETOPS_DATASTORE``            ``s3://bucket/prefix`` run root (if the config  from the config
                                 does not say ``s3://``)
 ==============================  ==============================================  ==================
@@ -72,6 +74,34 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
         for metric in ("AP", "AP50", "AP75")
     ),
 ]
+
+
+#: Instance families with local (NVMe) instance storage. SageMaker refuses ``ResourceConfig.VolumeKmsKeyId``
+#: for them (botocore's service model, sagemaker 2017-07-24, ``ResourceConfig.VolumeKmsKeyId``: "You can't
+#: request a VolumeKmsKeyId when using an instance type with local storage"; the instance hardware
+#: encrypts local storage). The families are those with instance store volumes in the EC2 User Guide,
+#: "Instance store volume limits for EC2 instances"
+#: (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-store-volumes.html), which an
+#: ``ml.<family>.<size>`` SageMaker type shares with EC2 ``<family>.<size>``; every size of these families
+#: has instance storage.
+LOCAL_STORAGE_FAMILIES = frozenset({
+    # general purpose, compute and memory optimized with a "d" (local disk) variant
+    "m5d", "m5ad", "m5dn", "m6gd", "m6id", "m6idn", "m7gd", "c5d", "c6gd", "c6id", "c7gd",
+    "r5d", "r5ad", "r5dn", "r6gd", "r6id", "r6idn", "r7gd", "x1", "x1e", "x2gd", "x2idn", "x2iedn", "z1d",
+    # storage optimized
+    "d2", "d3", "d3en", "h1", "i3", "i3en", "i4g", "i4i", "im4gn", "is4gen",
+    # accelerated computing (ml.p3 and ml.p2, ml.g5g, ml.inf1/inf2 have EBS storage only)
+    "dl1", "f1", "g4ad", "g4dn", "g5", "g6", "g6e", "gr6", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en",
+    "trn1", "trn1n", "trn2",
+})
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """True when the SageMaker (``ml.g4dn.xlarge``) or EC2 (``g4dn.xlarge``) instance type has local
+    instance storage (its family is in :data:`LOCAL_STORAGE_FAMILIES`), i.e. takes no volume KMS key."""
+    parts = instance_type.split(".")
+    family = parts[1] if len(parts) == 3 and parts[0] == "ml" else parts[0]
+    return family in LOCAL_STORAGE_FAMILIES
 
 
 @dataclass
@@ -148,6 +178,9 @@ def build_training_job(
         nodes: ``ResourceConfig.InstanceCount``.
         num_steps, quantize: seed-003 hyperparameters (strings in the request, as SageMaker wants).
 
+    With ``settings.kms_key_id`` the output is encrypted with that key, and so is the EBS volume, except
+    on instance types with local storage (:func:`has_local_storage`), where SageMaker refuses a volume key.
+
     Raises:
         ConfigError: bad job name, nodes < 1, non-S3 run folder.
     """
@@ -179,7 +212,8 @@ def build_training_job(
     }
     if settings.kms_key_id:
         req["OutputDataConfig"]["KmsKeyId"] = settings.kms_key_id
-        req["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_id
+        if not has_local_storage(settings.instance_type):  # local NVMe is encrypted by the instance itself
+            req["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_id
     return req
 
 
