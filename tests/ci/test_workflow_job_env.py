@@ -136,7 +136,7 @@ def test_the_release_jobs_open_the_runs_datastore_without_the_workspace(stacks, 
     outputs, variables = stacks("azure", "dev")
     workflow = load_yaml(GITHUB_DIR / "release.yml")
     env = job_env(workflow, job, {**variables.all_for("staging"), "DETOPS_BACKEND": "azureml"}, {})
-    code = ("import sys; from training.backends.azureml import datastore_location; "
+    code = ("import sys; from training.cloud.azure import datastore_location; "
             "print(*datastore_location(sys.argv[1])[:2])")
     r = run_clean([sys.executable, "-c", code, outputs["runs_datastore_name"]], env, REPO)
     assert r.returncode == 0, r.stderr[-2000:]
