@@ -416,6 +416,8 @@ def export(run: Run, console=None) -> dict:
                 parity[name]["max_delta"] = bounds[name]
                 parity[name]["size_bytes"] = os.path.getsize(path)
                 verdict = "passed" if parity[name]["passed"] else "FAILED"
+                if parity[name].get("measurable") is False:
+                    verdict = f"not measurable ({parity[name]['detections_savedmodel']} SavedModel detections)"
                 if hasattr(console, "advance"):  # the final summary prints the figures
                     _advance(console, 1, info=f"TFLite {name} AP50 {m['AP50']:.3f} {verdict}")
                 else:
