@@ -98,7 +98,8 @@ def gate(
     ] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Check the quality gate of a run against the current Approved version (exit 4 if it fails)."""
+    """Check the quality gate of a run: its floor (the run config's gate.*), TFLite parity and the
+    current Approved version (exit 4 if it fails)."""
     from training.errors import GateError
 
     decision = _service(registry).gate(run_dir, name, margin)

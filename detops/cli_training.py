@@ -132,8 +132,11 @@ def run(
     metrics, per-class AP50, TFLite parity, wall time per stage, next command). TensorFlow, absl
     and Python warnings go to ``logs/detops.log`` in the run folder (``--verbose`` shows them).
     Exits 7 (ExitCode.EXPORT) when the TFLite parity check failed; the run folder is kept complete.
+    A model under the quality floor (no test detections, test AP50 under ``gate.min_ap50`` or a class
+    under ``gate.min_class_ap50``) leads the summary but exits 0: the run finished; ``detops gate``
+    refuses it.
     """
-    from training import pipeline, report
+    from training import floors, pipeline, report
     from training.errors import ExportError
 
     cfg = None
@@ -159,6 +162,7 @@ def run(
         stage_seconds={**report.stage_seconds_from_manifest(run.manifest), **reporter.stage_seconds},
         train_info=run.manifest.get("stages", {}).get("train"),
         log_path=log_path,
+        floor=floors.gate_config(run.manifest.get("config"), where=f"{run.url}/run.json"),
     )
     if failure:
         raise ExportError(failure)

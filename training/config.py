@@ -156,6 +156,29 @@ class ExportConfig(_Strict):
     # Post-training int8 quantization usually costs 1-3 AP points; its own bound.
     max_delta_int8: float = Field(default=0.03, ge=0)
     calibration_steps: int = Field(default=100, ge=1)
+    # Fewer SavedModel detections than this on the test split: parity is "not measurable" (a model
+    # that finds nothing "agrees" with its TFLite copy at 0.000 AP); the quality gate refuses it.
+    # Measured: 0 for the cards at 120 steps, 614 at 240, 734 at 480 (57 test images); BCCD 5373.
+    parity_min_detections: int = Field(default=10, ge=1)
+
+
+class GateConfig(_Strict):
+    """The quality gate's absolute floor (:mod:`training.floors`), checked on the test split whether or
+    not an Approved version exists to compare with (``detops gate``, ``register``; the run summary).
+
+    ``min_ap50``: the lowest test AP50 (COCO AP at IoU 0.50, in [0, 1]) a candidate may have.
+    ``min_class_ap50``: the lowest test AP50 of any one class (classes without a test box are not
+    checked), so a model that never finds one class fails. A candidate at the floor passes.
+
+    The defaults (0.2, 0.05) are far below what a model that learnt something reaches and far above
+    one that did not. Measured here (configs/bccd.yaml and configs/pinochle_cards.yaml, seed 42):
+    the cards at 120 steps made 0 test detections (AP50 0.000 in every class); at 240 steps test
+    AP50 0.415 (weakest class 0.330); at the default 480 steps 0.543 (weakest 0.336); BCCD's
+    default 0.912 (weakest class RBC 0.848).
+    """
+
+    min_ap50: float = Field(default=0.2, ge=0, le=1)
+    min_class_ap50: float = Field(default=0.05, ge=0, le=1)
 
 
 class TrackingConfig(_Strict):
@@ -178,6 +201,7 @@ class RunConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @property

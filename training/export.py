@@ -28,6 +28,9 @@ import numpy as np
 from training.cpus import available_cpus
 
 DEFAULT_MAX_DELTA = 0.01  # AP points (absolute), float TFLite vs SavedModel on the test split
+#: SavedModel detections on the test split below which a parity comparison says nothing (0 vs 0 AP
+#: "agrees" for a model that finds nothing); the run config's ``export.parity_min_detections``.
+DEFAULT_MIN_DETECTIONS = 10
 
 
 def save_saved_model(module, out_dir: str) -> str:
@@ -253,13 +256,21 @@ def tflite_detector(tflite_path: str, module) -> Callable[[object], dict]:
 
 
 def parity_check(
-    savedmodel_metrics: dict, tflite_metrics: dict, max_delta: float = DEFAULT_MAX_DELTA
+    savedmodel_metrics: dict,
+    tflite_metrics: dict,
+    max_delta: float = DEFAULT_MAX_DELTA,
+    min_detections: int = DEFAULT_MIN_DETECTIONS,
 ) -> dict:
     """Compare TFLite's test-split COCO AP/AP50 with the SavedModel's.
 
     Returns ``{"AP_savedmodel", "AP_tflite", "delta_AP", "AP50_savedmodel", "AP50_tflite",
     "delta_AP50", "passed"}``; deltas are ``tflite - savedmodel`` (AP points in [0, 1]), and the
     check passes when both ``|delta|`` are at most ``max_delta``.
+
+    When ``savedmodel_metrics`` has ``num_detections`` (the SavedModel's detections on the split,
+    as :func:`training.evaluate.coco_metrics` counts them), the result also has
+    ``"detections_savedmodel"``, ``"min_detections"`` and ``"measurable"``: with fewer than
+    ``min_detections`` detections the comparison is not measurable and ``passed`` is False.
     """
     out = {}
     for key in ("AP", "AP50"):
@@ -268,6 +279,10 @@ def parity_check(
         out[f"{key}_tflite"] = b
         out[f"delta_{key}"] = b - a
     out["passed"] = bool(abs(out["delta_AP"]) <= max_delta and abs(out["delta_AP50"]) <= max_delta)
+    if "num_detections" in savedmodel_metrics:
+        n = int(savedmodel_metrics["num_detections"])
+        out.update(detections_savedmodel=n, min_detections=int(min_detections), measurable=n >= min_detections)
+        out["passed"] = out["passed"] and out["measurable"]
     return out
 
 

@@ -416,10 +416,12 @@ def export(run: Run, console=None) -> dict:
                 with open(path, "wb") as f:
                     f.write(ex.convert_tflite(params, graph_dir, quant, cfg.export.calibration_steps))
                 m = evaluate_split(ex.tflite_detector(path, module), test, gt, os.path.join(out_dir, "parity", name), draw=False)
-                parity[name] = ex.parity_check(sm_metrics, m, bounds[name])
+                parity[name] = ex.parity_check(sm_metrics, m, bounds[name], cfg.export.parity_min_detections)
                 parity[name]["max_delta"] = bounds[name]
                 parity[name]["size_bytes"] = os.path.getsize(path)
                 verdict = "passed" if parity[name]["passed"] else "FAILED"
+                if parity[name].get("measurable") is False:
+                    verdict = f"not measurable ({parity[name]['detections_savedmodel']} SavedModel detections)"
                 if hasattr(console, "advance"):  # the final summary prints the figures
                     _advance(console, 1, info=f"TFLite {name} AP50 {m['AP50']:.3f} {verdict}")
                 else:
@@ -525,7 +527,9 @@ def run_stages(
                 parity = export(run, console=console)
             # A failed parity check keeps the run complete (every artifact there, for inspection;
             # the quality gate refuses it, `register --force` stays possible) but it is not a
-            # success: `detops run` leads its summary with the failure and exits ExitCode.EXPORT.
+            # success: `detops run` leads its summary with the failure and exits ExitCode.EXPORT. A
+            # check that was not measurable (too few detections, export.parity_min_detections) is
+            # recorded false too; the run exits 0 and its summary leads with the model's problem.
             run.manifest["checks"] = {"tflite_parity": bool(parity.get("passed", True))}
         if finish and all(run.is_complete(s) for s in STAGES):
             run.finish("complete")

@@ -7,8 +7,8 @@
 * :class:`Reporter` is the console the pipeline stages write to (``print``), plus one rich progress
   bar per stage with elapsed time and ETA (:meth:`Reporter.stage`, :meth:`Reporter.advance`,
   :meth:`Reporter.train_progress`); it records each stage's wall time.
-* :func:`print_summary` prints the final summary of a run: verdict first (a failed TFLite parity
-  leads), the run folder, the 12 COCO figures of the test split (other splits' rows too), per-class
+* :func:`print_summary` prints the final summary of a run: verdict first (a model under the quality
+  floor of :mod:`training.floors` leads, then a failed TFLite parity), the run folder, the 12 COCO figures of the test split (other splits' rows too), per-class
   AP50, the parity verdict, wall time per stage and the next command. Tables get the width they
   need when the output is not a terminal (CI logs), so no figure is cut.
 """
@@ -262,10 +262,17 @@ def print_metrics(metrics: dict[str, dict], console) -> None:
 
 
 def parity_lines(parity: dict) -> list[str]:
-    """One line per TFLite variant: AP50 and AP deltas vs the SavedModel, bound, verdict."""
+    """One line per TFLite variant: AP50 and AP deltas vs the SavedModel, bound, verdict (or why the
+    check was not measurable)."""
     out = []
     for name, p in parity.items():
         if not isinstance(p, dict) or "passed" not in p:
+            continue
+        if p.get("measurable") is False:
+            out.append(
+                f"TFLite {name}: parity not measurable: the SavedModel made {p.get('detections_savedmodel')} detections "
+                f"on the test split (at least {p.get('min_detections')} needed, export.parity_min_detections)"
+            )
             continue
         out.append(
             f"TFLite {name}: AP50 {p['AP50_tflite']:.3f} (SavedModel {p['AP50_savedmodel']:.3f}, "
@@ -276,15 +283,43 @@ def parity_lines(parity: dict) -> list[str]:
 
 
 def parity_failure(parity: dict | None) -> str | None:
-    """A one-line reason when the parity check failed, else None."""
+    """A one-line reason when the parity check failed, else None.
+
+    A variant that was not measurable (``"measurable": false``, too few detections) has not failed
+    a comparison: its run is reported by the quality floor (:func:`floor_problem`), not here.
+    """
     if not parity or parity.get("passed", True):
         return None
     bad = [
         f"{k} AP50 delta {v['delta_AP50']:+.3f}, AP delta {v['delta_AP']:+.3f} (bound {v.get('max_delta', 0):.3f})"
         for k, v in parity.items()
-        if isinstance(v, dict) and not v.get("passed", True)
+        if isinstance(v, dict) and not v.get("passed", True) and v.get("measurable") is not False
     ]
+    if not bad:
+        return None
     return "TFLite parity FAILED: " + "; ".join(bad) + " -- the exports are kept for inspection in export/"
+
+
+def _unmeasurable(parity: dict | None) -> bool:
+    """True when a TFLite variant of ``parity`` (parity.json) was not measurable."""
+    return any(isinstance(v, dict) and v.get("measurable") is False for v in (parity or {}).values())
+
+
+def floor_problem(metrics: dict[str, dict], floor) -> str | None:
+    """One line when the test split's metrics are under the quality floor, else None (also when the
+    test split was not evaluated).
+
+    ``floor`` is the run's :class:`training.config.GateConfig`; the verdict is
+    :func:`training.floors.check_floor`'s, the same the quality gate applies.
+    """
+    from training.floors import ADVICE, check_floor
+
+    if "test" not in metrics or floor is None:
+        return None
+    check = check_floor(metrics["test"], floor)
+    if check.passed:
+        return None
+    return "; ".join(check.reasons) + f": {ADVICE}"
 
 
 def stage_seconds_from_manifest(manifest: dict) -> dict[str, float]:
@@ -314,22 +349,25 @@ def print_summary(
     stage_seconds: dict[str, float],
     train_info: dict | None = None,
     log_path: str | None = None,
+    floor=None,
 ) -> str | None:
-    """Print the final summary of ``detops run``; return the failure line (None when all passed).
+    """Print the final summary of ``detops run``; return the parity failure line (None when parity
+    did not fail; a model under the quality floor is not a failure of the run, the gate refuses it).
 
-    The first line is the verdict: ``FAILED: TFLite parity ...`` when the parity check failed,
-    else ``run complete`` (or, after ``--stage``, the run's status and the stages done). Then the run folder, the test metrics (all 12 COCO figures; the other
-    splits as extra rows), per-class AP50 of every split, the parity lines, the wall time per stage
-    (with training steps/s) and the next command.
+    The first line is the verdict: ``PROBLEM: <why>: train longer (train.steps) or check the labels``
+    when the test metrics are under ``floor`` (the run's :class:`training.config.GateConfig`; None:
+    its defaults; :func:`floor_problem`), then ``FAILED: TFLite parity ...`` when the parity check
+    failed, else ``run complete`` (or, after ``--stage``, the run's status and the stages done).
+    Then the run folder, the test metrics (all 12 COCO figures; the other splits as extra rows),
+    per-class AP50 of every split, the parity lines, the wall time per stage (with training
+    steps/s) and the next command.
     """
+    from training.config import GateConfig
+
     failure = parity_failure(parity)
+    problem = floor_problem(metrics, GateConfig() if floor is None else floor)
     wide = _wide(console)
-    if failure:
-        console.print(f"[bold red]FAILED:[/] {failure}", **wide)
-    elif status == "complete":
-        console.print("[bold green]run complete[/]: every stage finished and the TFLite exports passed parity", **wide)
-    else:
-        console.print(f"run {status}: stages done: {', '.join(s for s in STAGES if s in stage_seconds) or 'none'}", **wide)
+    _print_verdict(console, status, problem, failure, parity, stage_seconds)
     console.print(f"run folder: {run_url}", **wide)
     order = [s for s in ("test", "val", "train") if s in metrics]
     if order:
@@ -348,7 +386,13 @@ def print_summary(
         console.print("wall time: " + ", ".join(parts) + f"; total {_fmt_seconds(total)}", **wide)
     if log_path:
         console.print(f"full log: {log_path}", **wide)
-    if failure:
+    if problem or _unmeasurable(parity):
+        console.print(
+            f"next: train longer (detops run <config> --set train.steps=N) or check the labels "
+            f"({run_url}/data/quality_report.txt); `detops gate` refuses this run",
+            **wide,
+        )
+    elif failure:
         console.print(
             f"next: inspect {run_url}/export/parity.json; a run whose parity failed cannot pass `detops gate`",
             **wide,
@@ -358,3 +402,30 @@ def print_summary(
     else:
         console.print(f"next: detops run --run-dir {run_url} (runs the stages not done yet)", **wide)
     return failure
+
+
+def _print_verdict(
+    console, status: str, problem: str | None, failure: str | None, parity: dict | None, stage_seconds: dict
+) -> None:
+    """The summary's first line(s): the floor problem, the parity failure, else the run's status."""
+    wide = _wide(console)
+    if problem:
+        console.print(f"[bold red]PROBLEM:[/] {problem}", **wide)
+    if failure:
+        console.print(f"[bold red]FAILED:[/] {failure}", **wide)
+    elif status == "complete" and problem:
+        console.print(
+            "run finished: every stage is complete (exit 0), but the model is under the quality floor "
+            "(gate.min_ap50, gate.min_class_ap50 of the run config): `detops gate` refuses it",
+            **wide,
+        )
+    elif status == "complete" and _unmeasurable(parity):
+        console.print(
+            "run finished: every stage is complete (exit 0), but the TFLite parity was not measurable "
+            "(export.parity_min_detections): `detops gate` refuses it",
+            **wide,
+        )
+    elif status == "complete":
+        console.print("[bold green]run complete[/]: every stage finished and the TFLite exports passed parity", **wide)
+    else:
+        console.print(f"run {status}: stages done: {', '.join(s for s in STAGES if s in stage_seconds) or 'none'}", **wide)

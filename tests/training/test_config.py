@@ -81,7 +81,8 @@ def test_shipped_configs_validate(monkeypatch):
     monkeypatch.setenv("DETOPS_DATASETS", "/datasets")
     for p in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
         cfg = load_run_config(p)
-        assert cfg.data.path.startswith("/datasets/"), p
+        paths = [cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path
+        assert paths and all(x.startswith("/datasets/") for x in paths), p
 
 
 def test_set_reads_exponent_floats():

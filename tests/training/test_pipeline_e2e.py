@@ -104,7 +104,9 @@ def test_tflite_runs_and_parity_recorded(tiny_run: Path):
     assert parity["float"]["max_delta"] == 0.01 and parity["int8"]["max_delta"] == 0.03
     for name in ("float", "int8"):
         p = parity[name]
-        assert p["passed"] == (abs(p["delta_AP"]) <= p["max_delta"] and abs(p["delta_AP50"]) <= p["max_delta"])
+        within = abs(p["delta_AP"]) <= p["max_delta"] and abs(p["delta_AP50"]) <= p["max_delta"]
+        assert p["measurable"] == (p["detections_savedmodel"] >= p["min_detections"] == 10)
+        assert p["passed"] == (within and p["measurable"])
         assert p["delta_AP50"] == pytest.approx(p["AP50_tflite"] - p["AP50_savedmodel"])
     interp = Interpreter(model_path=str(tiny_run / "export" / "model_int8.tflite"))
     runner = interp.get_signature_runner()
