@@ -19,7 +19,7 @@
 #
 # Caching: every image is tagged with a content hash of what goes into it (the Dockerfile and its
 # .dockerignore, requirements/*.txt, docker/*.sh, pyproject.toml, README.md and the training, deployment
-# and detops packages; the base: this script's base recipe). An image whose tag exists is not rebuilt;
+# and detops packages, and the base image's tag; the base: this script's base recipe). An image whose tag exists is not rebuilt;
 # when one is built, older tags of the same image are removed (the layer cache keeps what they share).
 # Log lines go to stderr, the name=REF lines to stdout.
 set -euo pipefail
@@ -100,10 +100,11 @@ base_image() {
   echo "$ref"
 }
 
-# Content hash of what image $1 (training|serving) is built from.
+# Content hash of what image $1 (training|serving) is built from, on base $2.
 content_hash() {
   local dockerfile="docker/$1.Dockerfile"
   {
+    echo "base $2"
     sha256sum "$dockerfile" "$dockerfile.dockerignore" pyproject.toml README.md requirements/*.txt docker/*.sh
     find training deployment detops -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z \
       | xargs -0 sha256sum
@@ -114,7 +115,7 @@ build_image() { # training|serving base-ref -> prints the image ref
   local name="$1" base="$2" tag repo ref tmp
   local dockerfile="docker/$name.Dockerfile"
   local args=(--file "$dockerfile")
-  tag="$(content_hash "$name")"
+  tag="$(content_hash "$name" "$base")"
   repo="localhost/detops-$name"
   if [ "$name" = training ]; then
     tag="cpu-$tag"

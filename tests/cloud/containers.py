@@ -116,7 +116,13 @@ class Container:
         return json.loads(r.stdout)[0]
 
     def remove(self) -> None:
-        subprocess.run([*engine(), "rm", "-f", "-t", "2", self.name], capture_output=True, text=True)
+        """Remove the container (forced), retried: an engine busy with its exit may refuse once."""
+        grace = ["-t", "2"] if ENGINE == "podman" else []  # podman waits 10 s for SIGTERM by default
+        for _ in range(5):
+            r = subprocess.run([*engine(), "rm", "-f", *grace, self.name], capture_output=True, text=True)
+            if r.returncode == 0 or "no such container" in r.stderr.lower():
+                return
+            time.sleep(1)
 
     def __enter__(self) -> Container:
         return self
@@ -144,6 +150,14 @@ def wait_http(container: Container, url: str, timeout: float = 300) -> int:
     return status
 
 
+def remove_leftovers() -> None:
+    """Remove every container this test process started (``detops-test-<pid>-*``) that is still there."""
+    r = subprocess.run([*engine(), "ps", "-a", "-q", "--filter", f"name=detops-test-{os.getpid()}-"],
+                       capture_output=True, text=True)
+    for cid in r.stdout.split():
+        subprocess.run([*engine(), "rm", "-f", cid], capture_output=True, text=True)
+
+
 @contextmanager
 def network(name: str) -> Iterator[str]:
     """A container network ``name`` (its containers reach each other by name); removed on exit."""
@@ -153,7 +167,7 @@ def network(name: str) -> Iterator[str]:
     try:
         yield full
     finally:
-        subprocess.run([*engine(), "network", "rm", "-f", full], capture_output=True, text=True)
+        subprocess.run([*engine(), "network", "rm", full], capture_output=True, text=True)
 
 
 def own(path: Path, uid: int = 10001) -> Path:

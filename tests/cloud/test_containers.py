@@ -42,11 +42,13 @@ THREADS = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTERO
 
 
 @pytest.fixture(scope="session")
-def images() -> dict[str, str]:
-    """``{"training_image_cpu": ref, "serving_image": ref}``, built (or cached) from the repository."""
-    from containers import build_images
+def images():
+    """``{"training_image_cpu": ref, "serving_image": ref}``, built (or cached) from the repository;
+    at the end of the session no container of this process is left."""
+    from containers import build_images, remove_leftovers
 
-    return build_images()
+    yield build_images()
+    remove_leftovers()
 
 
 # --------------------------------------------------------------------------------- training, SageMaker
