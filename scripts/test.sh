@@ -20,8 +20,8 @@ fi
 # in its process: Pulumi's mocks hang when they start after the cloud tests' event loops.
 # The container tests (tests/cloud/test_containers.py: the image builds, then the images run as SageMaker
 # and Azure ML run them) start shard a, so that their image build (network and disk) overlaps shard b's
-# CPU-bound tests; measured here: a cold build about 9 min (base 2 min, training image 5, serving 1.5),
-# a source change about 1 min, nothing changed a few seconds; the tests about 9-12 min (docs/cloud.md).
+# CPU-bound tests; measured here: a cold build 6-9 min (base 1-2 min, training image 4-5, serving 1.5-2),
+# a source change about 1 min, nothing changed 0.2 s; the tests themselves 11-12 min (docs/cloud.md).
 shard_a=(tests/cloud/test_containers.py tests/ci tests/annotations tests/deployment/test_browser.py
          tests/deployment/test_fuzz.py)
 shard_b=(tests/infra --ignore=tests/cloud/test_containers.py tests/cloud tests/training tests/test_*.py
