@@ -38,6 +38,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/detops
 COPY requirements/serving.txt requirements/serving.txt
 COPY docker/install.sh /usr/local/bin/detops-install
+# The pinned set in a layer of its own, then the wheel: a source change rebuilds only the second.
+RUN sh /usr/local/bin/detops-install serving
 COPY --from=builder /wheels /wheels
 RUN sh /usr/local/bin/detops-install serving /wheels/detops-*.whl && rm -rf /wheels
 

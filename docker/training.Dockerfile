@@ -40,12 +40,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/detops
 COPY requirements/training.txt requirements/training-gpu.txt requirements/
 COPY docker/install.sh /usr/local/bin/detops-install
-COPY --from=builder /wheels /wheels
+# The pinned set in a layer of its own, then the wheel: a source change rebuilds only the second.
 RUN case "${VARIANT}" in \
       cpu) PROFILE=training ;; \
       gpu) PROFILE=training-gpu ;; \
       *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 2 ;; \
     esac \
+ && echo "${PROFILE}" > requirements/profile \
+ && sh /usr/local/bin/detops-install "${PROFILE}"
+COPY --from=builder /wheels /wheels
+RUN PROFILE="$(cat requirements/profile)" \
  && sh /usr/local/bin/detops-install "${PROFILE}" /wheels/detops-*.whl \
  && rm -rf /wheels
 
@@ -55,8 +59,8 @@ COPY docker/train-entrypoint.sh /usr/local/bin/detops-train-entrypoint
 RUN chmod 0755 /usr/local/bin/detops-train-entrypoint \
  && groupadd --system --gid 10001 detops \
  && useradd --system --uid 10001 --gid detops --home-dir /tmp/detops --shell /usr/sbin/nologin detops \
- && mkdir -p /opt/ml/model /opt/ml/output /opt/ml/checkpoints /opt/ml/input /tmp/detops \
- && chown -R 10001:10001 /opt/ml /tmp/detops
+ && mkdir -p /opt/ml/model /opt/ml/output /opt/ml/checkpoints /opt/ml/input /tmp/detops /tmp/matplotlib \
+ && chown -R 10001:10001 /opt/ml /tmp/detops /tmp/matplotlib
 USER 10001:10001
 
 # SageMaker runs `docker run <image> train`; Azure ML runs its command line (`detops run --stage ...`).

@@ -105,6 +105,32 @@ def find_nested_saved_model(root: str, max_depth: int = 3) -> str | None:
     return found[0] if found else None
 
 
+def model_root(model_dir: str) -> str:
+    """The export folder to load and verify for ``model_dir``: ``model_dir`` itself, or the folder nested
+    inside it that holds the export, where the platform put the registered folder one level down.
+
+    Azure ML mounts a registered folder *inside* ``$AZUREML_MODEL_DIR`` (``<dir>/export/saved_model/``,
+    ``<dir>/export/detops-manifest.json``); the artifact manifest, ``parity.json`` and the TFLite files sit
+    beside ``saved_model/`` there, so the digest check and the TFLite runtime must look in ``<dir>/export``,
+    not in ``<dir>``. Returned unchanged: remote URLs, and local folders holding ``saved_model.pb``,
+    ``saved_model/`` or a manifest at the top (a run's ``export/``, SageMaker's /opt/ml/model), or no
+    nested SavedModel at all (the loader then names what is missing). Raises :class:`ConfigError` when
+    several SavedModels are nested (:func:`find_nested_saved_model`).
+    """
+    from deployment.registry.artifact import MANIFEST_FILE
+
+    url = model_dir.rstrip("/").removeprefix("file://")
+    if not storage.is_local(model_dir) or not os.path.isdir(url):
+        return model_dir
+    if any(os.path.exists(os.path.join(url, name)) for name in ("saved_model.pb", "saved_model", MANIFEST_FILE)):
+        return model_dir
+    nested = find_nested_saved_model(url)
+    if nested is None:
+        return model_dir
+    # <dir>/export/saved_model -> <dir>/export (the registered folder); a bare nested SavedModel as it is
+    return os.path.dirname(nested) if os.path.basename(nested) == "saved_model" else nested
+
+
 class Detector:
     """A loaded SavedModel that scores batches of encoded images.
 

@@ -183,23 +183,26 @@ def load_model(settings: ServingSettings, plan: ThreadPlan | None = None) -> Mod
     interpreter per model worker. Raises :class:`ConfigError` (unknown runtime, failed parity) or
     :class:`NotFoundError` (no model file).
     """
+    from deployment.serving.model import model_root
+
     plan = plan or thread_plan(settings)
     runtime = settings.runtime
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    model_dir = model_root(settings.model_dir)  # Azure ML: the registered export/ nested in AZUREML_MODEL_DIR
     if runtime == "savedmodel":
         configure_tensorflow_threads(plan)
         from deployment.serving.model import Detector
 
-        return Detector(settings.model_dir, settings.model_name, settings.model_version)
+        return Detector(model_dir, settings.model_name, settings.model_version)
     from deployment.registry.artifact import verify_model_dir
 
-    verify_model_dir(settings.model_dir)  # files changed since registration: refuse, as for the SavedModel
-    check_parity(settings.model_dir, runtime)
-    model_url = export_file(settings.model_dir, TFLITE_FILES[runtime])
+    verify_model_dir(model_dir)  # files changed since registration: refuse, as for the SavedModel
+    check_parity(model_dir, runtime)
+    model_url = export_file(model_dir, TFLITE_FILES[runtime])
     if model_url is None:
-        raise NotFoundError(f"runtime {runtime!r}: no {TFLITE_FILES[runtime]} in {settings.model_dir!r}")
-    labels_url = export_file(settings.model_dir, "label_map.pbtxt")
+        raise NotFoundError(f"runtime {runtime!r}: no {TFLITE_FILES[runtime]} in {model_dir!r}")
+    labels_url = export_file(model_dir, "label_map.pbtxt")
     if labels_url is None:
         raise NotFoundError(f"runtime {runtime!r}: no label_map.pbtxt next to {model_url!r}")
     # TF only decodes and resizes here, one op at a time per image: more TF threads spin beside the

@@ -18,18 +18,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "training"))
-from training_fakes import make_voc_dataset, tiny_config_tree  # noqa: E402
+from cloud_fakes import prepared_tiny_run, sagemaker_opt_ml, sagemaker_request, tiny_voc_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 VENV_BIN = str(Path(sys.executable).parent)
@@ -52,50 +49,13 @@ def _base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _prepared_run(tmp_path: Path, steps: int = 2) -> tuple[Path, dict]:
-    """Prepare the tiny run locally (what ``detops submit --backend sagemaker`` does before the job)."""
-    from training import pipeline
-    from training.config import RunConfig
-
-    data = make_voc_dataset(tmp_path / "data set", n=16)
-    tree = tiny_config_tree(data, tmp_path / "datastore", steps=steps)
-    tree["export"]["tflite"] = False  # SavedModel only: TFLite conversion is covered by test_pipeline_e2e
-    run = pipeline.prepare(RunConfig.model_validate(tree), run_dir=str(tmp_path / "datastore" / "tiny" / "runs" / RUN_ID),
-                           run_id=RUN_ID)
-    return Path(run.local_dir), tree
-
-
-# ---------------------------------------------------------------------------------------- SageMaker
-
-
 def _sagemaker_request(nodes: int, num_steps: int) -> dict:
-    from training.backends.sagemaker import SageMakerSettings, build_training_job
-
-    return build_training_job(job_name="detops-tiny", run_url=f"s3://bucket/tiny/runs/{RUN_ID}", nodes=nodes,
-                              settings=SageMakerSettings(), num_steps=num_steps, quantize=False, project="tiny")
+    return sagemaker_request(nodes, num_steps, f"s3://bucket/tiny/runs/{RUN_ID}")
 
 
 def _opt_ml(root: Path, run_dir: Path, request: dict, hosts: list[str], host: str) -> dict[str, str]:
     """Lay out /opt/ml as SageMaker does for ``request``; return the container's environment."""
-    s3_run = request["HyperParameters"]["run_url"]
-    for ch in request["InputDataConfig"]:
-        prefix = ch["DataSource"]["S3DataSource"]["S3Uri"].removeprefix(s3_run + "/")
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        target = root / "input" / "data" / ch["ChannelName"]
-        target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(run_dir.rglob("*")):
-            rel = f.relative_to(run_dir).as_posix()
-            if f.is_file() and rel.startswith(prefix):
-                dest = target / rel.removeprefix(base).lstrip("/")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(f, dest)
-    config = root / "input" / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    hp = {**request["HyperParameters"], "run_url": str(run_dir)}  # the datastore is a local folder here
-    (config / "hyperparameters.json").write_text(json.dumps(hp))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts,
-                                                            "network_interface_name": "eth0"}))
-    job_env = {**request["Environment"], "DETOPS_RUN_URL": str(run_dir)}
+    job_env = sagemaker_opt_ml(root, run_dir, request, hosts, host, str(run_dir))  # the datastore is a local folder
     return _base_env(**job_env, DETOPS_SM_ROOT=str(root), DETOPS_HOME=str(root.parent / f"home {host}"))
 
 
@@ -132,7 +92,7 @@ def _assert_complete_run(run_dir: Path) -> dict:
 def test_sagemaker_single_host_metrics_resume_and_failure(tmp_path):
     from training.backends.sagemaker import METRIC_DEFINITIONS
 
-    run_dir, _ = _prepared_run(tmp_path)
+    run_dir = prepared_tiny_run(tmp_path, RUN_ID)
     opt_ml = tmp_path / "opt ml"
     env = _opt_ml(opt_ml, run_dir, _sagemaker_request(1, 2), ["algo-1"], "algo-1")
 
@@ -172,7 +132,7 @@ def test_sagemaker_single_host_metrics_resume_and_failure(tmp_path):
 
 
 def test_sagemaker_two_hosts_from_resourceconfig(tmp_path):
-    run_dir, _ = _prepared_run(tmp_path)
+    run_dir = prepared_tiny_run(tmp_path, RUN_ID)
     hosts = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]  # SageMaker says algo-1, algo-2
     request = _sagemaker_request(2, 2)
     assert request["ResourceConfig"]["InstanceCount"] == 2
@@ -206,14 +166,7 @@ def test_azureml_command_steps_one_after_another(tmp_path):
 
     from training.backends.azureml import AzureMLSettings, build_step_jobs
 
-    data = make_voc_dataset(tmp_path / "datasets" / "tiny shapes", n=16)
-    tree = tiny_config_tree(data, tmp_path / "unused", steps=2)
-    tree["data"] = {k: v.replace(str(tmp_path / "datasets"), "${DETOPS_DATASETS}") for k, v in tree["data"].items()}
-    tree["tracking"] = {"enabled": True}
-    tree["export"]["tflite"] = False
-    config = tmp_path / "inputs" / "tiny.yaml"
-    config.parent.mkdir()
-    config.write_text(yaml.safe_dump(tree))
+    config = tiny_voc_config(tmp_path / "inputs", tmp_path / "datasets", str(tmp_path / "unused"))
 
     settings = AzureMLSettings()
     jobs = build_step_jobs("./inputs/tiny.yaml", ["export.int8=false", "train.steps=2"], project="tiny", run_id=RUN_ID, settings=settings)

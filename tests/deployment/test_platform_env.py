@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -79,6 +80,31 @@ def test_azureml_online_deployment_env(kubernetes, fake_saved_model, tmp_path, m
         body = {"input_data": {"columns": ["image"], "data": [base64.b64encode(_jpeg()).decode()]}}
         r = c.post("/score", json=body)  # the endpoint key was checked by Azure ML's front end
         assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("runtime", ["savedmodel", "tflite-float"])
+def test_azureml_nested_registered_folder_is_verified_and_served(runtime, fake_tflite_export, tmp_path, monkeypatch):
+    """A registered version carries its artifact digest (DETOPS_MODEL_SHA256 from the deployment spec);
+    Azure ML nests the registered export/ (manifest, parity.json, TFLite files) inside AZUREML_MODEL_DIR.
+    The app verifies and loads that nested folder, and still refuses it once a file changed."""
+    from deployment.registry import artifact
+
+    model_dir = tmp_path / "var" / "azureml-app" / "azureml-models" / "bccd" / "3"
+    export = model_dir / "export"
+    shutil.copytree(fake_tflite_export, export)
+    files = artifact.compute_manifest(str(export))
+    (export / artifact.MANIFEST_FILE).write_text(json.dumps(artifact.manifest_document(files)))
+    env = {**_azureml_env(False), "AZUREML_MODEL_DIR": str(model_dir), "DETOPS_RUNTIME": runtime,
+           "DETOPS_MODEL_SHA256": artifact.manifest_digest(files)}
+    with _start(monkeypatch, env) as c:
+        assert c.get("/readyz").status_code == 200
+        body = {"input_data": {"columns": ["image"], "data": [base64.b64encode(_jpeg()).decode()]}}
+        assert c.post("/score", json=body).status_code == 200
+    changed = export / ("saved_model/saved_model.pb" if runtime == "savedmodel" else "model.tflite")
+    changed.write_bytes(changed.read_bytes() + b"\x00")
+    with pytest.raises(artifact.ArtifactIntegrityError, match=f"changed: {changed.relative_to(export)}"):
+        with _start(monkeypatch, env):
+            pass
 
 
 def test_sagemaker_model_env(fake_saved_model, tmp_path, monkeypatch):
