@@ -238,7 +238,10 @@ cloud_rehearsal() {
   else
     # the workspace's MLflow endpoint: the local SQLite store stands in
     export DETOPS_REGISTRY=mlflow MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
-    "$PY" -c 'import os, sys; from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]).create_container(sys.argv[1])' "$DETOPS_AML_DATASTORE_CONTAINER"
+    # the stack's containers on Azurite: the runs datastore and the approval records (DETOPS_APPROVALS_URI, az://approvals)
+    approvals_container="${DETOPS_APPROVALS_URI:-az://approvals}"; approvals_container="${approvals_container#az://}"
+    "$PY" -c 'import os, sys; from azure.storage.blob import BlobServiceClient; svc = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]); [svc.create_container(c) for c in sys.argv[1:]]' \
+      "$DETOPS_AML_DATASTORE_CONTAINER" "${approvals_container%%/*}"
   fi
   if [ "$mode" = sagemaker ] && [ "$config" = configs/bccd.yaml ]; then  # submit prepares from the stack's bucket
     "$PY" -c 'import sys; from training import storage; storage.upload_dir(sys.argv[1], sys.argv[2])' \
