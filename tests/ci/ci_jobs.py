@@ -58,7 +58,7 @@ class Step:
 class Job:
     """One CI job as its workflow file defines it.
 
-    ``system``: ``"github"`` or ``"azure-devops"``; ``workflow``: the file name (``train.yml``); ``name``: the
+    ``system``: ``"github"``, ``"azure-devops"`` (or ``"person"``: a person's step between the workflows); ``workflow``: the file name (``train.yml``); ``name``: the
     job id (GitHub ``train``, ``images/build``; Azure ``Train.Submit``); ``environment``: the GitHub
     environment (its name when the YAML gives a mapping) or the Azure DevOps environment of a deployment
     job; ``identity``: the Azure DevOps ``identity:`` parameter of the job's cloud steps (GitHub: None, the
@@ -92,6 +92,8 @@ class Job:
         the caller selects with :attr:`groups`) and the inline variables (``$[ ... ]`` runtime expressions
         taken from ``passed`` by name, else "")."""
         passed = passed or {}
+        if self.system == "person":  # a person's shell: every variable exported
+            return dict(variables)
         if self.system == "azure-devops":
             inline = {k: passed.get(k, "") if str(v).startswith("$[") else str(v) for k, v in self.variables.items()}
             return {**variables, **inline}
