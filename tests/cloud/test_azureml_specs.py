@@ -216,3 +216,62 @@ def test_azureml_dry_run_deploy_needs_no_credentials(no_cloud_credentials):
     assert d.status == "planned"
     assert "auth_mode: key" in d.details["specs"]["endpoint"]
     assert "app_insights_enabled: true" in d.details["specs"]["deployment"]
+
+
+def test_submit_uploads_the_run_config_into_the_run_folder_and_reads_the_stack_datasets(azure_env, monkeypatch, tmp_path):
+    """The trainer may write the runs container only: submit puts the config there itself (azure-ai-ml would
+    upload a local file to the workspace's default datastore), the job reads the stack's datasets container
+    (DETOPS_DATASETS=az://datasets/...) and every step runs as the compute cluster's managed identity.
+    Azurite stands in for the storage account; what it cannot show is Azure RBAC on these writes
+    (tests/infra/test_job_access.py checks the roles)."""
+    from azure.storage.blob import BlobServiceClient
+
+    from training.backends import SubmitOptions
+    from training.backends.azureml import AzureMLBackend
+
+    BlobServiceClient.from_connection_string(azure_env).create_container("runs")
+    for k, v in {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "ws",
+                 "DETOPS_TRAINING_IMAGE": "detopsacr.azurecr.io/detops-training@sha256:" + "0" * 64,
+                 "DETOPS_AML_DATASTORE": "runs_store", "DETOPS_AML_DATASTORE_CONTAINER": "runs",
+                 "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1", "DETOPS_DATASETS": "az://datasets"}.items():
+        monkeypatch.setenv(k, v)
+    created = []
+    client = type("Client", (), {"jobs": type("Jobs", (), {"create_or_update": lambda self, job: created.append(job) or job})()})()
+    root = Path(__file__).resolve().parents[2]
+    sub = AzureMLBackend(ml_client=client).submit(
+        SubmitOptions(root / "configs" / "bccd.yaml", [], dry_run=False, wait=False, preflight=False, run_id=RUN_ID))
+    blob = BlobServiceClient.from_connection_string(azure_env).get_blob_client("runs", f"bccd/runs/{RUN_ID}/inputs/bccd.yaml")
+    assert blob.download_blob().readall() == (root / "configs" / "bccd.yaml").read_bytes()
+    (job,) = created
+    assert job.inputs["config"].path == f"azureml://datastores/runs_store/paths/bccd/runs/{RUN_ID}/inputs/bccd.yaml"
+    assert job.inputs["datasets"].path == "https://devstoreaccount1.blob.core.windows.net/datasets/"
+    assert {type(node.identity).__name__ for node in job.jobs.values()} == {"ManagedIdentityConfiguration"}
+    assert sub.run_url == f"azureml://datastores/runs_store/paths/bccd/runs/{RUN_ID}/"
+
+
+def test_a_config_upload_the_identity_cannot_make_stops_submit_before_any_job(azure_env, monkeypatch, tmp_path):
+    from training.backends import SubmitOptions
+    from training.backends.azureml import AzureMLBackend
+    from training.errors import BackendError
+
+    for k, v in {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "ws",
+                 "DETOPS_TRAINING_IMAGE": "detopsacr.azurecr.io/detops-training@sha256:" + "0" * 64,
+                 "DETOPS_AML_DATASTORE": "runs_store", "DETOPS_AML_DATASTORE_CONTAINER": "no-such-container",
+                 "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1"}.items():
+        monkeypatch.setenv(k, v)
+    created = []
+    client = type("Client", (), {"jobs": type("Jobs", (), {"create_or_update": lambda self, job: created.append(job) or job})()})()
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(BackendError, match=f"uploading the run config to azureml://datastores/runs_store/paths/bccd/runs/{RUN_ID}/inputs/bccd.yaml"):
+        AzureMLBackend(ml_client=client).submit(
+            SubmitOptions(root / "configs" / "bccd.yaml", [], dry_run=False, wait=False, preflight=False, run_id=RUN_ID))
+    assert created == []
+
+
+def test_az_datasets_need_the_storage_account():
+    from training.backends.azureml import blob_url
+    from training.errors import ConfigError
+
+    assert blob_url("az://datasets/bccd", "acct") == "https://acct.blob.core.windows.net/datasets/bccd/"
+    with pytest.raises(ConfigError, match="AZURE_STORAGE_ACCOUNT_NAME"):
+        blob_url("az://datasets", None)

@@ -22,9 +22,19 @@ variable                       meaning                                          
 ``AZUREML_WORKSPACE``          Azure ML workspace name                             required to submit
 ``DETOPS_AML_COMPUTE``         compute cluster for the steps                       ``gpu-cluster``
 ``DETOPS_TRAINING_IMAGE``      training image in ACR (``<acr>.azurecr.io/...``)    required to submit
-``DETOPS_AML_DATASTORE``       datastore holding datasets and runs                 ``workspaceblobstore``
-``DETOPS_AML_DATASETS_PATH``   datasets folder inside that datastore               ``datasets``
+``DETOPS_AML_DATASTORE``       datastore holding the runs                          ``workspaceblobstore``
+``DETOPS_DATASETS``            ``az://<container>/<path>``: the stack's datasets   (the datastore's
+                               (read by the job as ``https://<account>.blob...``)  ``datasets`` folder)
+``AZURE_STORAGE_ACCOUNT_NAME`` the storage account of ``az://`` datasets            required with ``az://``
+``DETOPS_AML_DATASETS_PATH``   datasets folder inside the datastore (no az://)      ``datasets``
 =============================  ==================================================  =================
+
+Who reads and writes what: ``submit`` uploads the run config itself, with the submitter's identity, into
+the run folder (``<run>/inputs/<config>``: the trainer may write the runs container and nothing else), so
+azure-ai-ml never uploads a local file to the workspace's default datastore. Every step runs with the
+compute cluster's managed identity (``ManagedIdentityConfiguration``: the stack gives each cluster's
+identity read on ``datasets`` and write on ``runs``), never falling back to whatever identity a datastore
+or the submitter has.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ class AzureMLSettings:
     image: str = DRY_RUN_IMAGE
     datastore: str = "workspaceblobstore"
     datasets_path: str = "datasets"
+    datasets_uri: str | None = None
     subscription_id: str | None = None
     resource_group: str | None = None
     workspace: str | None = None
@@ -80,6 +91,7 @@ class AzureMLSettings:
             image=common.training_image or DRY_RUN_IMAGE,
             datastore=az.datastore,
             datasets_path=az.datasets_path.strip("/"),
+            datasets_uri=blob_url(str(common.datasets), az.storage_account_name) if str(common.datasets).startswith("az://") else None,
             subscription_id=az.subscription_id,
             resource_group=az.resource_group,
             workspace=az.workspace,
@@ -90,6 +102,28 @@ class AzureMLSettings:
         path = "/".join(p.strip("/") for p in parts if p.strip("/"))
         return f"azureml://datastores/{self.datastore}/paths/{path}/"
 
+    def datasets(self) -> str:
+        """The job's datasets input: the stack's datasets container (``DETOPS_DATASETS=az://...``) as a blob
+        URL, else the ``datasets`` folder of the runs datastore."""
+        return self.datasets_uri or self.datastore_uri(self.datasets_path)
+
+    def config_uri(self, project: str, run_id: str, name: str) -> str:
+        """Where ``submit`` puts the run config: ``<run folder>inputs/<name>`` on the datastore."""
+        return self.datastore_uri(project, "runs", run_id, "inputs") + name
+
+
+def blob_url(uri: str, account: str | None) -> str:
+    """``az://<container>/<path>`` -> ``https://<account>.blob.core.windows.net/<container>/<path>/``: a storage
+    path an Azure ML job input takes without a datastore ("Access data in a job": supported paths), read
+    with the job's identity.
+
+    Raises:
+        ConfigError: no storage account (names AZURE_STORAGE_ACCOUNT_NAME).
+    """
+    if not account:
+        raise ConfigError(f"DETOPS_DATASETS={uri} needs AZURE_STORAGE_ACCOUNT_NAME (the stack's storage account)")
+    return f"https://{account}.blob.core.windows.net/{uri.removeprefix('az://').strip('/')}/"
+
 
 def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureMLSettings, nodes: int) -> dict[str, Any]:
     """The four command builders (``azure.ai.ml.command``), one per stage, keyed by stage name."""
@@ -97,7 +131,7 @@ def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureML
 
     quiet_sdk()
     from azure.ai.ml import Input, Output, TensorFlowDistribution, command
-    from azure.ai.ml.entities import Environment
+    from azure.ai.ml.entities import Environment, ManagedIdentityConfiguration
 
     if nodes < 1:
         raise ConfigError(f"nodes must be >= 1, got {nodes}")
@@ -108,6 +142,8 @@ def _steps(overrides: list[str], *, run_id: str, run_uri: str, settings: AzureML
         "compute": settings.compute,
         "outputs": {"run": Output(type="uri_folder", path=run_uri, mode="rw_mount")},
         "environment_variables": {"DETOPS_RUN_ID": run_id, "DETOPS_RUN_URL": run_uri, "TF_CPP_MIN_LOG_LEVEL": "1"},
+        # data access as the compute cluster's managed identity (the module docstring)
+        "identity": ManagedIdentityConfiguration(),
     }
     run_in = {"run": Input(type="uri_folder", mode="ro_mount")}
     def step(stage: str, display: str, **kw: Any):
@@ -184,7 +220,7 @@ def build_pipeline_job(
 
     job = detops_pipeline(
         config=Input(type="uri_file", path=config_path),
-        datasets=Input(type="uri_folder", path=settings.datastore_uri(settings.datasets_path)),
+        datasets=Input(type="uri_folder", path=settings.datasets()),
     )
     # azure-ai-ml annotates PipelineJob.outputs as dict[str, str | Output]; at run time it is an attribute dict
     job.outputs.run.path = run_uri  # type: ignore[attr-defined]
@@ -207,7 +243,7 @@ def build_step_jobs(
     nodes_ = {
         "prepare": steps["prepare"](
             config=Input(type="uri_file", path=config_path),
-            datasets=Input(type="uri_folder", path=settings.datastore_uri(settings.datasets_path), mode="ro_mount"),
+            datasets=Input(type="uri_folder", path=settings.datasets(), mode="ro_mount"),
         ),
         "train": steps["train"](run=run),
         "evaluate": steps["evaluate"](run=run),
@@ -221,6 +257,22 @@ def build_step_jobs(
         job.tags = {"detops.run_id": run_id, "detops.project": project, "detops.stage": name}
         jobs[name] = job
     return jobs
+
+
+def upload_config(config: Path, uri: str, client: Any = None) -> None:
+    """Copy the run config to ``uri`` (an ``azureml://`` datastore path) with the caller's own identity.
+
+    Raises:
+        BackendError: the write failed (names the URI; e.g. the identity may not write the container).
+    """
+    from training import storage
+    from training.cloud.azure import resolve_datastore_url
+
+    target = resolve_datastore_url(uri, client)
+    try:
+        storage.write_bytes(target, config.read_bytes())
+    except Exception as e:  # adlfs / azure.core errors -- reported, not a traceback
+        raise BackendError(f"uploading the run config to {uri}: {type(e).__name__}: {e}") from e
 
 
 def validate_job(job) -> None:
@@ -340,8 +392,10 @@ class AzureMLBackend(Backend, JobControl):
         With ``preflight`` the cluster size and vCPU quota are checked (:meth:`preflight`) before
         the job is created.
 
-        A dry run writes ``pipeline_job.yaml``, one ``<stage>.command_job.yaml`` per step and a
-        copy of the config (``inputs/<name>``, referenced relatively) to ``<out_dir>/azureml/``.
+        The run config goes to the run folder (:meth:`AzureMLSettings.config_uri`), uploaded here with the
+        submitter's identity; the specs reference it there. A dry run writes ``pipeline_job.yaml``, one
+        ``<stage>.command_job.yaml`` per step and the config it would upload (``inputs/<name>``) to
+        ``<out_dir>/azureml/``, and uploads nothing.
         """
         from training.pipeline import load_run_config
 
@@ -355,12 +409,10 @@ class AzureMLBackend(Backend, JobControl):
         settings = AzureMLSettings.from_env(for_submit=not o.dry_run)
         run_id = o.run_id or new_run_id()
         folder = out_folder(o.out_dir, self.name) if (o.dry_run or o.out_dir) else None
-        config_ref = str(config.resolve())
+        config_ref = settings.config_uri(cfg.project, run_id, config.name)
         if folder is not None:
             (folder / "inputs").mkdir(exist_ok=True)
-            copied = folder / "inputs" / config.name
-            shutil.copyfile(config, copied)
-            config_ref = str(copied.resolve())  # written relative to the YAML by dump_specs
+            shutil.copyfile(config, folder / "inputs" / config.name)
         kw: dict[str, Any] = {"project": cfg.project, "run_id": run_id, "settings": settings, "nodes": o.nodes}
         job = build_pipeline_job(config_ref, overrides, **kw)
         step_jobs = build_step_jobs(config_ref, overrides, **kw)
@@ -382,6 +434,7 @@ class AzureMLBackend(Backend, JobControl):
         validate_job(job)
         client = self.ml_client(settings)
         details["preflight"] = self.preflight(settings, o.nodes, o.console) if o.preflight else "skipped (--skip-preflight)"
+        upload_config(config, config_ref, client)
         try:
             created = client.jobs.create_or_update(job)
             if o.console is not None:
