@@ -132,6 +132,33 @@ def _share_with_promotion_reader(p: str, principal_id: str, *, subscription_id: 
     ]
 
 
+def _compute_data_access(p: str, clusters, containers, *, subscription_id: str,
+                         opts: pulumi.ResourceOptions) -> list[authorization.RoleAssignment]:
+    """Each compute cluster's system-assigned identity: Storage Blob Data Reader on ``datasets`` and Storage
+    Blob Data Contributor on ``runs``, nothing else.
+
+    A job that sets no identity reaches identity-based datastores as the compute's managed identity ("Data
+    administration" / "Access data in a job", Azure ML docs: credential-less datastores fall back to the
+    compute identity); the steps mount the datasets read-only and the run folder read-write
+    (training/backends/azureml.py: ``ro_mount`` / ``rw_mount`` outputs under the runs datastore).
+    """
+    grants = [("Storage Blob Data Reader", containers["datasets"].id, "datasets-reader"),
+              ("Storage Blob Data Contributor", containers["runs"].id, "runs-contributor")]
+    return [
+        authorization.RoleAssignment(
+            f"{p}-{name}-{label}",
+            scope=scope,
+            role_definition_id=role_definition_id(subscription_id, role),
+            principal_id=compute.identity.apply(lambda identity: identity.principal_id),
+            principal_type="ServicePrincipal",
+            description=f"detops compute {name}: {role}",
+            opts=opts,
+        )
+        for name, compute in clusters.items()
+        for role, scope, label in grants
+    ]
+
+
 def create_stack(settings: AzureSettings) -> dict[str, Any]:
     """Declare the environment described by ``settings``; return the stack outputs by name.
 
@@ -221,6 +248,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         opts,
     )
     containers = store.containers
+    _compute_data_access(p, ml.clusters, containers, subscription_id=subscription_id, opts=opts)
     # The runs container as an identity-based datastore (no key, no SAS: shared keys are off).
     datastore = machinelearningservices.Datastore(
         f"{p}-runs-datastore",

@@ -7,7 +7,8 @@ same shape CrossGuard policies see as ``props``) and the resolved stack outputs.
 
 The mocks answer like the clouds do where the programs depend on it: Azure resource ids with the real
 ARM path shape (role-assignment scopes are checked against them), AWS ARNs, ECR repository URLs,
-identity client/principal ids, AKS kubelet identity, and the provider invokes
+identity client/principal ids, the principal id of a system-assigned identity (``identity.principalId``, as
+ARM returns it for Azure ML workspaces and computes), AKS kubelet identity, and the provider invokes
 (``azure-native:authorization:getClientConfig``, ``aws:index/getCallerIdentity``, ``getPartition``, and
 ``aws:iam/getOpenIdConnectProvider`` answering for the provider the bootstrap made).
 """
@@ -76,6 +77,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             resource_id = self._aws(token, args.name, inputs, outputs)
         else:  # providers and anything else
             resource_id = f"{args.name}-id"
+        identity = inputs.get("identity")
+        if isinstance(identity, dict) and "SystemAssigned" in str(identity.get("type", "")):
+            outputs["identity"] = {**identity, "principalId": f"system-{_suffix(args.name)}", "tenantId": TENANT_ID}
         self.resources.append(RegisteredResource(token, args.name, inputs, resource_id, outputs))
         return resource_id, outputs
 
