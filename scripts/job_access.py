@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
         return 2
     import job_access
 
-    body = job_access.docs_body({name: job_access.AwsStack(name) for name in ("dev", "prod")})
+    body = job_access.docs_body({name: job_access.AwsStack(name) for name in ("dev", "prod")},
+                                {name: job_access.AzureStack(name) for name in ("dev", "prod")})
     text = DOCS.read_text(encoding="utf-8")
     new = job_access.replace_section(text, body)
     if argv == ["--check"]:

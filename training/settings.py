@@ -257,6 +257,10 @@ class AzureSettings(Settings):
                                   used_by=("deploy --target azureml",), source=STACK_AZURE)
     endpoint: str | None = setting("DETOPS_AML_ENDPOINT", None, "Online endpoint name (default 'detops').",
                                    used_by=("deploy --target azureml", "rollback --target azureml"), source=STACK_AZURE)
+    endpoint_identity: str | None = setting(
+        "DETOPS_AML_ENDPOINT_IDENTITY", None, "Resource id of the user-assigned managed identity the online endpoint runs as "
+        "(pulls the model and the image: the stack gives it read on the model's files and AcrPull).",
+        used_by=("deploy --target azureml",), source=STACK_AZURE)
     instance_type: str | None = setting("DETOPS_AML_INSTANCE_TYPE", None,
                                         "Serving instance type (default Standard_DS3_v2 managed, defaultinstancetype on AKS).",
                                         used_by=("deploy --target azureml",))

@@ -90,10 +90,19 @@ class AzureMLTarget(DeployTarget):
         from training.cloud.azure import quiet_sdk
 
         quiet_sdk()
-        from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
+        from azure.ai.ml.entities import (
+            IdentityConfiguration,
+            KubernetesOnlineEndpoint,
+            ManagedIdentityConfiguration,
+            ManagedOnlineEndpoint,
+        )
 
         common: dict[str, Any] = {"name": endpoint, "auth_mode": "key", "description": "detops object detector",
                   "tags": {"managed-by": "detops"}, "traffic": traffic or {}}
+        if self.settings.endpoint_identity:
+            # the stack's serving identity pulls the model files and the image (docs/infra.md, "Identities")
+            common["identity"] = IdentityConfiguration(type="user_assigned", user_assigned_identities=[
+                ManagedIdentityConfiguration(resource_id=self.settings.endpoint_identity)])
         if self.kubernetes:
             return KubernetesOnlineEndpoint(compute=self.compute, **common)
         return ManagedOnlineEndpoint(**common)
@@ -172,6 +181,10 @@ class AzureMLTarget(DeployTarget):
         import yaml
 
         plain = json.loads(json.dumps(ep.dump()))  # OrderedDict -> dict for safe_dump
+        for identity in (plain.get("identity") or {}).get("user_assigned_identities") or []:
+            # the dump writes the ids Azure assigns as nulls, which its own loader rejects
+            for key in [k for k, v in identity.items() if v is None]:
+                del identity[key]
         Path(paths["endpoint"]).write_text(yaml.safe_dump(plain, sort_keys=True))
         dep.dump(paths["deployment"])
         return paths

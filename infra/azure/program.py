@@ -48,6 +48,7 @@ from infra.components.azure import (
     Storage,
     StorageArgs,
     blob_path_condition,
+    blob_read_condition,
     diagnostic_setting,
     role_definition_id,
 )
@@ -75,6 +76,8 @@ def _grants(purpose: str, *, workspace_id, containers, acr_id, vault_id) -> list
             RoleGrant("AzureML Data Scientist", workspace_id, "ml-data-scientist"),
             RoleGrant(reader, containers["datasets"].id, "datasets-reader"),
             RoleGrant(contributor, containers["runs"].id, "runs-contributor"),
+            # the evaluate job's quality gate asks which version is Approved: the approval records
+            RoleGrant(reader, containers["approvals"].id, "approvals-reader"),
             RoleGrant("AcrPush", acr_id, "acr-push"),
         ],
         "registrar": [
@@ -359,6 +362,10 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
             grants=[
                 RoleGrant("AcrPull", registry.registry.id, "acr-pull"),
                 RoleGrant("Storage Blob Data Reader", containers["models"].id, "models-reader"),
+                # a registered version's files stay in its run's export/ folder (the model asset's path):
+                # the endpoint pulls them from there, and reads nothing else of runs
+                RoleGrant("Storage Blob Data Reader", containers["runs"].id, "runs-export-reader",
+                          condition=blob_read_condition("*/export/*")),
                 RoleGrant("Storage Blob Data Contributor", containers["captures"].id, "captures-contributor"),
             ],
             purpose="serving",
@@ -451,6 +458,8 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
         "DETOPS_DATASTORE": "az://runs",
         # approval records (deployment/registry/records.py): only the approver identity may write this container
         "DETOPS_APPROVALS_URI": "az://approvals",
+        # the online endpoint runs as the stack's serving identity (model files, image pull)
+        "DETOPS_AML_ENDPOINT_IDENTITY": serving.identity.id,
         "DETOPS_TRAINING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-training"),
         "DETOPS_SERVING_REPOSITORY": pulumi.Output.concat(registry.registry.login_server, "/detops-serving"),
         # where `detops promote` copies a promoted version's files when this stack is the promotion target

@@ -579,6 +579,12 @@ def blob_path_condition(pattern: str) -> str:
     return f"(({writes}) OR (@Resource[{_BLOBS}:path] StringLike '{pattern}'))"
 
 
+def blob_read_condition(pattern: str) -> str:
+    """ABAC condition limiting Storage Blob Data Reader's blob reads (``blobs/read``) to blobs whose path
+    matches ``pattern`` (``StringLike``), e.g. the endpoint identity reading ``*/export/*`` of ``runs`` only."""
+    return f"((!(ActionMatches{{'{_BLOBS}/read'}})) OR (@Resource[{_BLOBS}:path] StringLike '{pattern}'))"
+
+
 @dataclass
 class CiIdentityArgs:
     """User-assigned identity that CI signs in as through OIDC federation (no client secret).

@@ -514,12 +514,230 @@ def stack_of(job: Any) -> str:
     return "prod" if "production" in (job.environment or "") else "dev"
 
 
-def docs_body(aws: Mapping[str, AwsStack]) -> str:
-    """The generated part of docs/cicd.md: per CI system, every job on SageMaker with its identity and needs."""
+def docs_body(aws: Mapping[str, AwsStack], azure: Mapping[str, AzureStack]) -> str:
+    """The generated part of docs/cicd.md: per cloud and CI system, every job with its identity and needs."""
     import ci_jobs
 
     parts = []
-    for system, title in (("github", "GitHub Actions"), ("azure-devops", "Azure DevOps"), ("person", "A person")):
-        accesses = [aws[stack_of(j)].access(j) for j in ci_jobs.jobs() + person_jobs() if j.system == system]
-        parts.append(table(accesses, f"{title}, SageMaker (the AWS program's dev and prod stacks)"))
+    for stacks, title in ((aws, "SageMaker (the AWS program's dev and prod stacks)"),
+                          (azure, "Azure ML (the Azure program's dev and prod stacks)")):
+        for system, who in (("github", "GitHub Actions"), ("azure-devops", "Azure DevOps"), ("person", "A person")):
+            accesses = [stacks[stack_of(j)].access(j) for j in ci_jobs.jobs() + person_jobs() if j.system == system]
+            parts.append(table(accesses, f"{who}, {title}"))
     return "\n".join(parts)
+
+
+# --- Azure ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AzureJob:
+    """What a command of one job sees on an Azure stack: the job's environment, the stack's ARM ids (from its
+    outputs: subscription, resource group, storage account, workspace, registry) and what earlier jobs
+    passed on. Requests are RBAC ``(action, scope)`` pairs from tests/infra/azure_rbac.py's table; a request
+    made by another identity than the job's (the compute cluster's or the endpoint's managed identity, which
+    Azure ML uses for a job's or a deployment's data access) names it in ``context["principal"]``."""
+
+    env: Mapping[str, str]
+    outputs: Mapping[str, Any]
+    passed: Mapping[str, str] = field(default_factory=dict)
+
+    def need(self, name: str, what: str) -> str:
+        value = self.env.get(name, "")
+        if not value:
+            raise MissingSetting(f"{what} needs {name}, which the job's environment does not set")
+        return value
+
+    @property
+    def group(self) -> str:
+        o = self.outputs
+        return f"/subscriptions/{o['subscription_id']}/resourceGroups/{o['resource_group_name']}"
+
+    def container(self, name: str) -> str:
+        return (f"{self.group}/providers/Microsoft.Storage/storageAccounts/{self.outputs['storage_account_name']}"
+                f"/blobServices/default/containers/{name}")
+
+    @property
+    def workspace(self) -> str:
+        ws = self.need("AZUREML_WORKSPACE", "every Azure ML call")
+        return f"{self.group}/providers/Microsoft.MachineLearningServices/workspaces/{ws}"
+
+    def op(self, operation: str, why: str, principal: str | None = None, **resource: str) -> Request:
+        from azure_rbac import required
+
+        action, scope = required(operation, **resource)
+        return Request(action, scope, {"principal": principal} if principal else {}, why)
+
+    def blob(self, operation: str, uri: str, key: str, why: str, principal: str | None = None) -> Request:
+        """A blob call on ``uri`` (``az://<container>/<path>`` or the runs datastore's ``azureml://`` path)."""
+        if uri.startswith("azureml://"):
+            container = self.need("DETOPS_AML_DATASTORE_CONTAINER", "opening the runs datastore without the workspace")
+            path = uri.split("/paths/", 1)[1]
+        else:
+            container, _, path = uri.removeprefix("az://").partition("/")
+        return self.op(operation, why, principal, container=self.container(container), path=f"{path.strip('/')}/{key}".strip("/"))
+
+    @property
+    def run_dir(self) -> str:
+        return self.env.get("RUN_DIR") or self.passed.get("AZURE_RUN_DIR", "")
+
+    @property
+    def model(self) -> str:
+        return self.need("DETOPS_MODEL_NAME", "the model registry")
+
+    def approvals(self, operation: str, why: str) -> Request:
+        return self.blob(operation, self.env.get("DETOPS_APPROVALS_URI") or "az://approvals", f"{self.model}/{MODEL_VERSION}/record.json", why)
+
+
+def _az_submit(job: AzureJob) -> list[Request]:
+    why = "submit (training/backends/azureml.py: the config upload, the pipeline job)"
+    run = job.passed["AZURE_RUN_DIR"]
+    cluster = job.env.get("DETOPS_AML_COMPUTE") or "gpu-cluster"
+    compute = f"compute:{cluster}"
+    datasets = job.env.get("DETOPS_DATASETS", "")
+    steps = "the job's steps (as the cluster's managed identity: ManagedIdentityConfiguration)"
+    out = [job.op("compute.get", why, name=cluster, workspace=job.workspace),
+           job.blob("blob.write", run, "inputs/bccd.yaml", why),
+           job.op("jobs.create_or_update", why, name="detops-job", workspace=job.workspace),
+           job.blob("blob.write", run, "tf_records/train-00000-of-00001.tfrecord", steps, compute)]
+    if datasets.startswith("az://"):
+        out.append(job.blob("blob.read", datasets, "bccd/BCCD/train/_annotations.coco.json", steps, compute))
+    return out
+
+
+def _az_deploy(job: AzureJob, args: list[str]) -> list[Request]:
+    why = "deploy (deployment/targets/azureml.py, deployment/registry/azureml.py)"
+    endpoint = _endpoint(job, args) or "detops"  # type: ignore[arg-type]
+    artifact = job.passed["AZURE_RUN_DIR"]
+    serving = "serving"
+    return [job.op("models.get", why, name=job.model, version=MODEL_VERSION, workspace=job.workspace),
+            job.approvals("blob.read", why + ": the approval records"),
+            job.blob("blob.read", artifact, "export/model.tflite", why + ": the artifact digest"),
+            job.op("online_endpoints.get", why, endpoint=endpoint, workspace=job.workspace),
+            job.op("online_endpoints.begin_create_or_update", why, endpoint=endpoint, workspace=job.workspace),
+            job.op("online_deployments.begin_create_or_update", why, endpoint=endpoint, deployment="blue", workspace=job.workspace),
+            job.blob("blob.read", artifact, "export/model.tflite", "the deployment pulls the model (the endpoint's identity)", serving)]
+
+
+def _az_registry_reads(job: AzureJob, why: str) -> list[Request]:
+    return [job.op("models.list", why, workspace=job.workspace),
+            job.op("models.get", why, name=job.model, version=MODEL_VERSION, workspace=job.workspace),
+            job.approvals("blob.read", why + ": the approval records")]
+
+
+def _az_images(job: AzureJob) -> list[Request]:
+    why = "scripts/images.sh (az acr login, push training and serving images)"
+    registry = job.need("DETOPS_TRAINING_REPOSITORY", why).split(".", 1)[0]
+    scope = f"{job.group}/providers/Microsoft.ContainerRegistry/registries/{registry}"
+    return [job.op("acr.push", why, registry=scope), job.op("acr.pull", why, registry=scope)]
+
+
+def _az_endpoint(job: AzureJob, args: list[str]) -> str:
+    return _endpoint(job, args) or "detops"  # type: ignore[arg-type]
+
+
+#: ``detops`` subcommand -> its requests on Azure (``--backend/--target azureml``, ``DETOPS_REGISTRY=azureml``).
+AZURE_REQUESTS: dict[str, Callable[[AzureJob, list[str]], list[Request]]] = {
+    "submit": lambda j, a: _az_submit(j),
+    "wait": lambda j, a: [j.op("jobs.get", "wait (training/backends/azureml.py)", name="detops-job", workspace=j.workspace)],
+    "cancel": lambda j, a: [j.op("jobs.begin_cancel", "cancel", name="detops-job", workspace=j.workspace)],
+    "evaluate": lambda j, a: [j.blob("blob.read", j.run_dir, "export/saved_model/saved_model.pb", "evaluate"),
+                              j.blob("blob.write", j.run_dir, "metrics/test.json", "evaluate")],
+    "gate": lambda j, a: [j.blob("blob.read", j.run_dir, "metrics/test.json", "gate"), *_az_registry_reads(j, "gate")],
+    "register": lambda j, a: [j.blob("blob.read", j.run_dir, "export/model.tflite", "register"),
+                              j.blob("blob.write", j.run_dir, "export/detops-manifest.json", "register: the artifact manifest"),
+                              *_az_registry_reads(j, "register"),
+                              j.op("models.create_or_update", "register", name=j.model, version=MODEL_VERSION, workspace=j.workspace)],
+    "models": lambda j, a: _az_registry_reads(j, "models list/show"),
+    "approve": lambda j, a: [*_az_registry_reads(j, "approve"), j.approvals("blob.write", "approve: the decision record")],
+    "promote": lambda j, a: [],  # runs only with DETOPS_PROMOTE_SOURCE_URI, which no stack here sets
+    "deploy": _az_deploy,
+    "smoke-test": lambda j, a: [j.op("online_endpoints.get_keys", "smoke-test (the endpoint key)", endpoint=_az_endpoint(j, a), workspace=j.workspace)],
+    "rollback": lambda j, a: [j.op("online_endpoints.get", "rollback", endpoint=_az_endpoint(j, a), workspace=j.workspace),
+                              j.op("online_endpoints.begin_create_or_update", "rollback: traffic back", endpoint=_az_endpoint(j, a), workspace=j.workspace)],
+    "reviewer": lambda j, a: [], "images.sh": lambda j, a: _az_images(j),
+}
+
+
+class AzureStack:
+    """One Azure stack of the program under Pulumi's mocks: outputs, CI variables and the RBAC model of its
+    role assignments x Microsoft's built-in role definitions (tests/infra/azure_rbac.py)."""
+
+    def __init__(self, name: str) -> None:
+        import azure_rbac
+        from infra_helpers import run_cloud, stack_settings
+
+        from detops import contract
+
+        run = run_cloud("azure", stack_settings("azure", name))
+        self.outputs = run.outputs
+        self.variables = contract.ci_variables(run.outputs)
+        self.assignments = azure_rbac.assignments(run)
+        self.rbac = azure_rbac.Rbac(self.assignments, azure_rbac.definitions())
+
+    def without(self, principal: str, role: str, container: str | None = None) -> Any:
+        """The stack's RBAC model less ``principal``'s ``role`` assignments (on ``container`` only, if given):
+        a put-back break."""
+        import azure_rbac
+
+        kept = [a for a in self.assignments if not (a.principal == principal and a.role == role
+                                                    and (container is None or a.scope.endswith(f"/containers/{container}")))]
+        assert len(kept) < len(self.assignments), f"{principal} has no {role} assignment to remove"
+        return azure_rbac.Rbac(kept, azure_rbac.definitions())
+
+    def access(self, job: Any, rbac: Any = None) -> JobAccess:
+        return azure_access(job, self.outputs, self.variables, rbac or self.rbac)
+
+
+def azure_passed(variables: Any) -> dict[str, str]:
+    """What the train job hands on, on Azure: the run folder on the runs datastore (training environment)."""
+    training = variables.all_for("training")
+    store = training.get("DETOPS_AML_DATASTORE", "workspaceblobstore")
+    run = f"azureml://datastores/{store}/paths/{PROJECT}/runs/{RUN_ID}/"
+    return {"AZURE_RUN_DIR": run, "RUN_DIR": run, "JOB": "detops-job", "MODEL_VERSION": MODEL_VERSION,
+            "DETOPS_TRAINING_IMAGE": f"{training.get('DETOPS_TRAINING_REPOSITORY', '')}@sha256:{'0' * 64}",
+            "DETOPS_SERVING_IMAGE": f"{training.get('DETOPS_SERVING_REPOSITORY', '')}@sha256:{'1' * 64}"}
+
+
+def purpose_of_client(outputs: Mapping[str, Any], client_id: str) -> str | None:
+    """The purpose whose output ``<purpose>_client_id`` is ``client_id`` (not the serving identity)."""
+    for key, value in outputs.items():
+        if key.endswith("_client_id") and not key.startswith("serving") and value == client_id:
+            return key.removesuffix("_client_id").replace("_", "-")
+    return None
+
+
+def azure_access(job: Any, outputs: Mapping[str, Any], variables: Any, rbac: Any) -> JobAccess:
+    """Check one job's Azure requests against the role assignments of the identity it signs in as (and of the
+    managed identities Azure ML uses for its data access), with :class:`azure_rbac.Rbac`.
+
+    GitHub's azure/login step signs in as ``${{ vars.AZURE_CLIENT_ID }}`` (its environment's); Azure DevOps'
+    cloud template as the service connection ``detops-azureml-<identity>``. A missing setting or an unknown
+    subcommand is a denial too."""
+    if not job.logs_in:
+        return JobAccess(job.key, None, (), (), "logs in to no cloud")
+    if job.workflow == "infra.yml":
+        infra = job.identity or ("infra-reader" if job.name == "preview" else "infra-deployer")
+        return JobAccess(job.key, infra, (), (), "pulumi preview / up: the program's own resources (tests/infra)")
+    base = job_variables(job, variables, "azureml", "detops-detector")
+    base["DETOPS_REGISTRY"] = "azureml"
+    passed = azure_passed(variables)
+    purpose = job.identity if job.system == "azure-devops" else purpose_of_client(outputs, base.get("AZURE_CLIENT_ID", ""))
+    requests, denials = [], []
+    for step, args in commands(job, "azureml"):
+        maker = AZURE_REQUESTS.get(args[0])
+        if maker is None:
+            denials.append(Denial(job.key, str(purpose), Request("unknown command", args[0]), "no entry in AZURE_REQUESTS"))
+            continue
+        try:
+            made = maker(AzureJob(job.environ(base, passed, step), outputs, passed), args)
+        except MissingSetting as e:
+            denials.append(Denial(job.key, str(purpose), Request("setting", args[0], {}, step.name), str(e)))
+            continue
+        for request in made:
+            requests.append(request)
+            who = request.context.get("principal") or str(purpose)
+            decision = rbac.check(who, request.action, request.resource)
+            if not decision.allowed:  # the reason's tail (its head repeats principal, action and scope)
+                denials.append(Denial(job.key, who, request, decision.reason.rsplit(": ", 1)[-1]))
+    return JobAccess(job.key, purpose, tuple(requests), tuple(denials))

@@ -224,12 +224,16 @@ def test_submit_uploads_the_run_config_into_the_run_folder_and_reads_the_stack_d
     (DETOPS_DATASETS=az://datasets/...) and every step runs as the compute cluster's managed identity.
     Azurite stands in for the storage account; what it cannot show is Azure RBAC on these writes
     (tests/infra/test_job_access.py checks the roles)."""
+    import contextlib
+
+    from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
     from training.backends import SubmitOptions
     from training.backends.azureml import AzureMLBackend
 
-    BlobServiceClient.from_connection_string(azure_env).create_container("runs")
+    with contextlib.suppress(ResourceExistsError):  # Azurite is shared by the session's tests
+        BlobServiceClient.from_connection_string(azure_env).create_container("runs")
     for k, v in {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "ws",
                  "DETOPS_TRAINING_IMAGE": "detopsacr.azurecr.io/detops-training@sha256:" + "0" * 64,
                  "DETOPS_AML_DATASTORE": "runs_store", "DETOPS_AML_DATASTORE_CONTAINER": "runs",
@@ -275,3 +279,21 @@ def test_az_datasets_need_the_storage_account():
     assert blob_url("az://datasets/bccd", "acct") == "https://acct.blob.core.windows.net/datasets/bccd/"
     with pytest.raises(ConfigError, match="AZURE_STORAGE_ACCOUNT_NAME"):
         blob_url("az://datasets", None)
+
+
+@pytest.mark.parametrize("compute", ["managed", "aks-inference"])
+def test_the_endpoint_runs_as_the_stack_serving_identity(compute, tmp_path, monkeypatch):
+    """DETOPS_AML_ENDPOINT_IDENTITY (a stack output) attaches the serving identity, which the stack lets pull
+    the model files (runs/*/export/*) and the image; without it Azure ML gives the endpoint a system identity
+    that no role assignment of the stack names."""
+    from azure.ai.ml import load_online_endpoint
+
+    from deployment.targets.azureml import AzureMLTarget
+
+    identity = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/detopsdev-serving"
+    monkeypatch.setenv("DETOPS_AML_DEPLOY_COMPUTE", compute)
+    monkeypatch.setenv("DETOPS_SERVING_IMAGE", "detopsacr.azurecr.io/detops-serving:0.1.0")
+    monkeypatch.setenv("DETOPS_AML_ENDPOINT_IDENTITY", identity)
+    ep = load_online_endpoint(AzureMLTarget().dump_specs(_mv("3"), "bccd-prod", tmp_path / "specs", color="green")["endpoint"])
+    assert ep.identity.type == "user_assigned"
+    assert [i.resource_id for i in ep.identity.user_assigned_identities] == [identity]

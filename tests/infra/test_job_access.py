@@ -41,6 +41,12 @@ INFRA_IDENTITY = {"github:infra.yml:preview": "infra-reader", "github:infra.yml:
 
 
 @pytest.fixture(scope="module")
+def azure():
+    """``{"dev": AzureStack, "prod": AzureStack}``: role assignments x built-in role definitions."""
+    return {name: job_access.AzureStack(name) for name in ("dev", "prod")}
+
+
+@pytest.fixture(scope="module")
 def aws():
     """``{"dev": Stack, "prod": Stack}``."""
     return {name: job_access.AwsStack(name) for name in ("dev", "prod")}
@@ -129,14 +135,55 @@ def test_an_azure_devops_job_whose_groups_give_another_role_than_its_service_con
     assert "service connection is detops-sagemaker-registrar but its variable groups' AWS_ROLE_ARN is the trainer role" in str(first)
 
 
+@pytest.mark.parametrize("key", sorted(EXPECTED_IDENTITY))
+def test_no_job_needs_an_azure_permission_its_identities_lack(azure, key: str) -> None:
+    """The job's own identity, and the compute cluster's / endpoint's managed identities Azure ML uses for
+    the job's and the deployment's data access."""
+    job = {j.key: j for j in job_access.person_jobs()}.get(key) or ci_jobs.job(key)
+    result = azure[job_access.stack_of(job)].access(job)
+    assert result.identity == EXPECTED_IDENTITY[key]
+    assert result.requests, f"{key}: no request checked"
+    assert [str(d) for d in result.denials] == []
+
+
+@pytest.mark.parametrize(("key", "principal", "role", "container", "denied"), [
+    # the gate asks which version is Approved: the approval records
+    ("github:train.yml:evaluate", "trainer", "Storage Blob Data Reader", "approvals",
+     "job github:train.yml:evaluate as trainer: Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read on "),
+    # submit uploads the run config into the run folder itself
+    ("github:train.yml:train", "trainer", "Storage Blob Data Contributor", "runs", "/containers/runs/blobs/bccd/runs/"),
+    # the job's steps read the datasets as the cluster's managed identity
+    ("azure-devops:train.yml:Train.Submit", "compute:gpu-cluster", "Storage Blob Data Reader", "datasets",
+     "as compute:gpu-cluster: Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read on "),
+    # the endpoint pulls the registered files from the run's export/ folder as the serving identity
+    ("github:release.yml:staging", "serving", "Storage Blob Data Reader", "runs", "as serving: "),
+    ("github:release.yml:staging", "deployer", "AzureML Data Scientist", None, "onlineEndpoints/deployments/write"),
+])
+def test_a_removed_azure_role_assignment_fails_the_job_that_needs_it(azure, key, principal, role, container, denied) -> None:
+    job = ci_jobs.job(key)
+    denials = only_denials(azure["dev"].access(job, azure["dev"].without(principal, role, container)))
+    assert any(denied in d for d in denials), denials
+
+
 def test_the_docs_table_is_generated_from_the_same_source() -> None:
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "job_access.py"), "--check"],
                        capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_a_stale_docs_table_is_reported(aws) -> None:
+def test_a_stale_docs_table_is_reported(aws, azure) -> None:
     text = (REPO / "docs" / "cicd.md").read_text(encoding="utf-8")
-    body = job_access.docs_body(aws)
+    body = job_access.docs_body(aws, azure)
     assert job_access.replace_section(text, body) == text
     assert job_access.replace_section(text, body.replace("| registrar |", "| trainer |")) != text
+
+
+def test_the_endpoint_identity_reads_the_export_folders_of_runs_and_nothing_else(azure) -> None:
+    job = job_access.AzureJob({"AZUREML_WORKSPACE": "ws"}, azure["dev"].outputs)
+    runs = job.container("runs")
+    check = azure["dev"].rbac.check
+    read = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
+    assert check("serving", read, f"{runs}/blobs/bccd/runs/r1/export/model.tflite").allowed
+    assert not check("serving", read, f"{runs}/blobs/bccd/runs/r1/tf_records/train-00000.tfrecord").allowed
+    assert not check("serving", "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+                     f"{runs}/blobs/bccd/runs/r1/export/model.tflite").allowed

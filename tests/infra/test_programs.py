@@ -224,13 +224,14 @@ def test_azure_identities_per_purpose_role_scopes(program_runs) -> None:
     c = {r.inputs["containerName"]: r.id for r in run.of_type(rules.AZ_CONTAINER)}
     ws, acr, kv = one(run, rules.AZ_ML_WORKSPACE).id, one(run, rules.AZ_ACR).id, one(run, rules.AZ_VAULT).id
     reader, contributor = "Storage Blob Data Reader", "Storage Blob Data Contributor"
-    assert _grants_of(run, "trainer") == {("AzureML Data Scientist", ws), (reader, c["datasets"]), (contributor, c["runs"]), ("AcrPush", acr)}
+    assert _grants_of(run, "trainer") == {("AzureML Data Scientist", ws), (reader, c["datasets"]), (contributor, c["runs"]),
+                                          (reader, c["approvals"]), ("AcrPush", acr)}
     assert _grants_of(run, "registrar") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (contributor, c["runs"]),
                                             (contributor, c["models"]), (reader, c["approvals"])}
     assert _grants_of(run, "approver") == {("Reader", ws), (reader, c["models"]), (contributor, c["approvals"])}
     assert _grants_of(run, "deployer") == {("AzureML Data Scientist", ws), (reader, c["runs"]), (reader, c["models"]), (reader, c["approvals"]),
                                            ("AcrPush", acr), ("Key Vault Secrets User", kv)}
-    assert _grants_of(run, "serving") == {("AcrPull", acr), (reader, c["models"]), (contributor, c["captures"])}
+    assert _grants_of(run, "serving") == {("AcrPull", acr), (reader, c["models"]), (reader, c["runs"]), (contributor, c["captures"])}
     # only the approver may write the approval records
     writers = {purpose for purpose in ("trainer", "registrar", "approver", "deployer", "serving") if (contributor, c["approvals"]) in _grants_of(run, purpose)}
     assert writers == {"approver"}
