@@ -32,13 +32,17 @@ disable shared keys and public access).
 
 from __future__ import annotations
 
+import argparse
 import http.client
+import json
+import signal
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -190,12 +194,14 @@ class RbacProxy:
     """A proxy on 127.0.0.1 (:attr:`port`) to Azurite on ``upstream_port`` that authorizes every request as
     ``principal`` with ``rbac``; ``containers`` maps Azurite's container names to the stack's container ARM
     ids. Use as a context manager (or :meth:`start` / :meth:`stop`); :attr:`calls` lists every decision
-    (pass a shared list to collect several proxies' decisions in one)."""
+    (pass a shared list to collect several proxies' decisions in one); ``log``: a file each decision is appended
+    to as one JSON line (:class:`Check`'s fields), for a rehearsal script to read."""
 
     def __init__(self, upstream_port: int, rbac: Rbac, containers: Mapping[str, str], principal: str, *,
-                 account: str = "devstoreaccount1", calls: list[Check] | None = None) -> None:
+                 account: str = "devstoreaccount1", calls: list[Check] | None = None,
+                 log: Path | None = None) -> None:
         self.upstream_port, self.rbac, self.containers = upstream_port, rbac, dict(containers)
-        self.principal, self.account = principal, account
+        self.principal, self.account, self.log = principal, account, log
         self.calls: list[Check] = [] if calls is None else calls
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
@@ -209,6 +215,9 @@ class RbacProxy:
         check = decide(self.rbac, self.principal, self.containers, method, target, headers, self.account)
         with self._lock:
             self.calls.append(check)
+            if self.log is not None:
+                with self.log.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(asdict(check)) + "\n")
         return check
 
     def forward(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, dict[str, str], bytes]:
@@ -252,4 +261,50 @@ class RbacProxy:
         self.stop()
 
 
-__all__ = ["Check", "RbacProxy", "Unmapped", "decide", "denial", "operation_of"]
+def stack_model(stack: str) -> tuple[Rbac, dict[str, str]]:
+    """(RBAC model, container name -> ARM id) of the Azure program's ``stack`` (``dev``/``prod``) under mocks."""
+    from azure_rbac import assignments, containers, definitions
+    from infra_helpers import run_cloud, stack_settings
+    from infra_mocks import ensure_event_loop
+
+    ensure_event_loop()
+    run = run_cloud("azure", stack_settings("azure", stack))
+    return Rbac(assignments(run), definitions()), containers(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: one proxy per ``--principal`` in front of Azurite on ``--upstream-port`` with ``--stack``'s
+    role assignments; writes ``RBAC_CONNECTION_STRING_<PRINCIPAL>='...'`` lines (shell syntax, the principal
+    upper-cased, ``-``/``:`` as ``_``) to ``--env-out`` once every proxy listens, appends each decision to
+    ``--log`` (JSON lines) and serves until SIGTERM / SIGINT. Exit code 0 after a signal."""
+    ap = argparse.ArgumentParser(prog="azurite_rbac", description=main.__doc__)
+    ap.add_argument("--upstream-port", type=int, required=True)
+    ap.add_argument("--stack", default="dev")
+    ap.add_argument("--principal", action="append", required=True)
+    ap.add_argument("--key", required=True, help="Azurite's account key (for the connection strings)")
+    ap.add_argument("--env-out", type=Path, required=True)
+    ap.add_argument("--log", type=Path, required=True)
+    args = ap.parse_args(argv)
+    rbac, names = stack_model(args.stack)
+    proxies = [RbacProxy(args.upstream_port, rbac, names, p, log=args.log).start() for p in args.principal]
+    lines = [f"RBAC_CONNECTION_STRING_{_env_name(p.principal)}='{p.connection_string(args.key)}'" for p in proxies]
+    tmp = args.env_out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(args.env_out)  # the file appears whole, once every proxy listens
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for p in proxies:
+        p.stop()
+    return 0
+
+
+def _env_name(principal: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in principal).upper()
+
+
+__all__ = ["Check", "RbacProxy", "Unmapped", "decide", "denial", "main", "operation_of", "stack_model"]
+
+if __name__ == "__main__":  # PYTHONPATH=<repo>:<repo>/tests python tests/infra/azurite_rbac.py ... (scripts/rbac_proxy.sh)
+    raise SystemExit(main())
