@@ -41,6 +41,23 @@ def filesystem(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSys
     return url_to_fs(url, **storage_options)
 
 
+@contextlib.contextmanager
+def _denied_as_error(url: str, verb: str):
+    """Turn an object store's refusal of ``url`` (Azure Blob's HTTP 403, e.g. ``AuthorizationPermissionMismatch``:
+    the identity in use lacks a data role on the container) into :class:`training.errors.AccessDeniedError`
+    naming the URL, what was tried and the store's own message; every other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if getattr(e, "status_code", None) != 403:  # azure-core HttpResponseError
+            raise
+        from training.errors import AccessDeniedError
+
+        code = getattr(e, "error_code", None) or "HTTP 403"
+        first = (str(getattr(e, "message", None) or e).splitlines() or [""])[0]
+        raise AccessDeniedError(f"access denied: the identity in use may not {verb} {url} ({code}: {first})") from e
+
+
 def is_local(url: str) -> bool:
     """True for a plain path or ``file://`` URL."""
     return "://" not in url or url.startswith("file://")
@@ -53,12 +70,16 @@ def write_bytes(url: str, data: bytes) -> None:
     it (``os.replace`` is atomic on POSIX), so a kill mid-write leaves the old file or the new one,
     never a truncated one. On object stores (``s3://``, ``az://``) one put of the whole object does
     the same: a reader sees the old object or the new one.
+
+    Raises:
+        AccessDeniedError: the store refused the write (HTTP 403: the identity lacks write on it).
     """
     if is_local(url):
         _write_local_atomic(Path(url.removeprefix("file://")), data)
         return
     fs, path = filesystem(url)
-    fs.pipe_file(path, data)
+    with _denied_as_error(url, "write"):
+        fs.pipe_file(path, data)
 
 
 def _write_local_atomic(path: Path, data: bytes) -> None:
@@ -88,6 +109,7 @@ def create_bytes(url: str, data: bytes) -> None:
 
     Raises:
         FileExistsError: the object already exists (another writer was first).
+        AccessDeniedError: the store refused the write (HTTP 403: the identity lacks write on it).
     """
     if is_local(url):
         path = Path(url.removeprefix("file://"))
@@ -98,7 +120,8 @@ def create_bytes(url: str, data: bytes) -> None:
         return
     fs, path = filesystem(url)
     try:
-        fs.pipe_file(path, data, mode="create")
+        with _denied_as_error(url, "create"):
+            fs.pipe_file(path, data, mode="create")
     except FileExistsError:
         raise
     except OSError as e:  # s3fs: 412 PreconditionFailed
@@ -108,9 +131,13 @@ def create_bytes(url: str, data: bytes) -> None:
 
 
 def read_bytes(url: str) -> bytes:
-    """Read the whole object at ``url``."""
+    """Read the whole object at ``url``.
+
+    Raises:
+        AccessDeniedError: the store refused the read (HTTP 403: the identity lacks read on it).
+    """
     fs, path = filesystem(url)
-    with fs.open(path, "rb") as f:
+    with _denied_as_error(url, "read"), fs.open(path, "rb") as f:
         return f.read()
 
 
@@ -151,9 +178,14 @@ def write_text(url: str, text: str) -> None:
 
 
 def exists(url: str) -> bool:
-    """True if a file or folder exists at ``url``."""
+    """True if a file or folder exists at ``url``.
+
+    Raises:
+        AccessDeniedError: the store refused to say (HTTP 403), rather than answering "no".
+    """
     fs, path = filesystem(url)
-    return fs.exists(path)
+    with _denied_as_error(url, "look for"):
+        return fs.exists(path)
 
 
 def upload_dir(local_dir: str, url: str) -> None:

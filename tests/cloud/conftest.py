@@ -10,40 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# Azurite's documented development account (public, the same in every Azurite install; not a secret):
-# https://learn.microsoft.com/azure/storage/common/storage-use-azurite#http-connection-strings
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited early with code {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+from local_servers import azurite, connection_string, free_port, wait_for_port
 
 
 @pytest.fixture(scope="session")
@@ -52,30 +22,8 @@ def azurite_server(tmp_path_factory) -> str:
 
     Fails (does not skip) when ``node_modules`` is missing: run ``npm install`` in the checkout.
     """
-    exe = ROOT / "node_modules" / ".bin" / "azurite-blob"
-    assert exe.exists(), f"{exe} missing: run `npm install --no-package-lock --no-audit --no-fund` in {ROOT}"
-    assert shutil.which("node"), "node is needed to run Azurite"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("azurite work")  # in-memory store; nothing written to the checkout
-    proc = subprocess.Popen(
-        [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--skipApiVersionCheck",
-         "--inMemoryPersistence", "--silent", "--loose"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, proc)
-        yield (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
-        )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with azurite(tmp_path_factory.mktemp("azurite work")) as port:  # in-memory store; nothing in the checkout
+        yield connection_string(port)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +34,7 @@ def moto_endpoint() -> str:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    _wait_for_port(port, None)
+    wait_for_port(port, None)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

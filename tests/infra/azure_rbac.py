@@ -6,10 +6,12 @@ Stable API (tests/ci uses it):
 - ``assignments(run) -> list[Assignment]``: every ``authorization.RoleAssignment`` of a mocked program run
   (``infra_helpers.run_cloud`` / ``run_bootstrap``), each with the principal's id and name (see
   :func:`principal_names`), role name, scope and ABAC condition.
+- ``containers(run) -> dict[name, ARM id]``: the program's blob containers.
 - ``definitions() -> dict[guid, dict]``: tests/infra/data/azure_builtin_roles.json (roleName, actions,
   notActions, dataActions, notDataActions, source).
 - ``Rbac(assignments, definitions).check(principal, action, scope, *, data=None, attributes=None) ->
-  Decision(allowed, reason)``; ``principal`` is a name (``trainer``, ``compute:gpu-cluster``) or an id.
+  Decision(allowed, reason)``; ``principal`` is a name (``trainer``, ``compute:gpu-cluster``) or an id;
+  ``Rbac.without(principal, role, container=None) -> Rbac``: the model less some assignments.
 - ``required(operation, **resource) -> (action, scope)``: the RBAC action one call of the code needs and the
   scope it is checked at (:data:`OPERATIONS`); ``is_data_action(action)``.
 
@@ -48,7 +50,8 @@ from infra.components.azure import INFRA_ROLE_IDS, ROLE_IDS
 
 ROLES_FILE = Path(__file__).resolve().parent / "data" / "azure_builtin_roles.json"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
-BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+CONTAINERS = "Microsoft.Storage/storageAccounts/blobServices/containers"
+BLOBS = f"{CONTAINERS}/blobs"
 BLOB_PATH = f"{BLOBS}:path"
 ML = "Microsoft.MachineLearningServices/workspaces"
 
@@ -114,6 +117,11 @@ def assignments(run) -> list[Assignment]:
         found.append(Assignment(pid, names.get(pid, pid), by_guid[guid], guid, r.inputs["scope"],
                                 r.inputs.get("condition"), r.name))
     return found
+
+
+def containers(run) -> dict[str, str]:
+    """Blob container name -> its ARM id (``<account id>/blobServices/default/containers/<name>``) in a run."""
+    return {r.inputs["containerName"]: r.id for r in run.of_type("azure-native:storage:BlobContainer")}
 
 
 # -- matching ------------------------------------------------------------------------------------------
@@ -252,6 +260,15 @@ class Rbac:
         self.assignments = list(assigned)
         self.roles = roles
 
+    def without(self, principal: str, role: str, container: str | None = None) -> Rbac:
+        """This model less ``principal``'s ``role`` assignments (those on the container named ``container`` only,
+        if given): a put-back break. Raises ``ValueError`` when there is no such assignment to remove."""
+        kept = [a for a in self.assignments if not (principal in (a.principal, a.principal_id) and a.role == role and (
+            container is None or a.scope.lower().endswith(f"/containers/{container}".lower())))]
+        if len(kept) == len(self.assignments):
+            raise ValueError(f"{principal} has no {role} assignment{f' on {container}' if container else ''} to remove")
+        return Rbac(kept, self.roles)
+
     def of(self, principal: str) -> list[Assignment]:
         """The assignments of ``principal`` (a name or a principal id)."""
         return [a for a in self.assignments if principal in (a.principal, a.principal_id)]
@@ -299,7 +316,12 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     "blob.write": (f"{BLOBS}/write", "{container}/blobs/{path}", _BLOB_DOC),
     "blob.delete": (f"{BLOBS}/delete", "{container}/blobs/{path}", _BLOB_DOC),
     # Get Container Properties through ARM is a control-plane Action, not a DataAction
-    "container.get_properties": ("Microsoft.Storage/storageAccounts/blobServices/containers/read", "{container}", _BLOB_DOC),
+    "container.get_properties": (f"{CONTAINERS}/read", "{container}", _BLOB_DOC),
+    # Create Container, Set Container Metadata: containers/write; Delete Container: containers/delete (the
+    # "Permissions" section of each operation's page in the Blob service REST API, learn.microsoft.com)
+    "container.create": (f"{CONTAINERS}/write", "{container}", _BLOB_DOC),
+    "container.set_metadata": (f"{CONTAINERS}/write", "{container}", _BLOB_DOC),
+    "container.delete": (f"{CONTAINERS}/delete", "{container}", _BLOB_DOC),
     "workspaces.get": (f"{ML}/read", "{workspace}", _ML_DOC),
     "datastores.get": (f"{ML}/datastores/read", "{workspace}/datastores/{name}", _ML_DOC),
     "compute.get": (f"{ML}/computes/read", "{workspace}/computes/{name}", _ML_DOC),

@@ -158,3 +158,13 @@ def _registry(dev) -> str:
     r, _, _ = dev
     (push,) = [a for a in r.of("trainer") if a.role == "AcrPush"]
     return push.scope
+
+
+def test_without_removes_one_grant_and_refuses_a_grant_that_is_not_there(dev) -> None:
+    r, containers, _ = dev
+    less = r.without("trainer", "Storage Blob Data Contributor", "runs")
+    assert len(less.assignments) == len(r.assignments) - 1
+    assert not less.check("trainer", *required("blob.write", container=containers["runs"], path="p/r1/x")).allowed
+    assert less.check("trainer", *required("blob.read", container=containers["datasets"], path="p/a.jpg")).allowed
+    with pytest.raises(ValueError, match="approver has no AcrPush"):
+        r.without("approver", "AcrPush")
