@@ -36,6 +36,14 @@ class MissingSetting(Exception):
     """A command of a job cannot run with the environment its workflow gives it (names the setting)."""
 
 
+def need(env: Mapping[str, str], name: str, what: str) -> str:
+    """``env[name]``; MissingSetting naming the setting and ``what`` needs it when it is unset or empty."""
+    value = env.get(name, "")
+    if not value:
+        raise MissingSetting(f"{what} needs {name}, which the job's environment does not set")
+    return value
+
+
 @dataclass(frozen=True)
 class Request:
     """One authorization a command needs: IAM ``action`` on ``resource`` (an ARN, or ``*``) with the request's
@@ -95,10 +103,7 @@ class AwsJob:
         return AwsSettings.load(dict(self.env))
 
     def need(self, name: str, what: str) -> str:
-        value = self.env.get(name, "")
-        if not value:
-            raise MissingSetting(f"{what} needs {name}, which the job's environment does not set")
-        return value
+        return need(self.env, name, what)
 
     @property
     def region(self) -> str:
@@ -543,10 +548,7 @@ class AzureJob:
     passed: Mapping[str, str] = field(default_factory=dict)
 
     def need(self, name: str, what: str) -> str:
-        value = self.env.get(name, "")
-        if not value:
-            raise MissingSetting(f"{what} needs {name}, which the job's environment does not set")
-        return value
+        return need(self.env, name, what)
 
     @property
     def group(self) -> str:
