@@ -36,6 +36,8 @@ PY="${PYTHON:-$PWD/.venv/bin/python}"
 detops() { "$DETOPS_BIN" "$@"; }
 step() { printf '\n== rehearsal: %s\n' "$*"; }
 fail() { printf '\nREHEARSAL FAILED: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/rbac_proxy.sh
+. scripts/rbac_proxy.sh  # azureml mode: each job's blob calls authorized as its own identity (Azure RBAC)
 
 work="${REHEARSAL_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/detops-rehearsal.XXXXXX")}"
 mkdir -p "$work"
@@ -218,11 +220,31 @@ start_cloud() { # the local stand-ins of the cloud, and the values CI hands over
       --inMemoryPersistence --silent --loose >"$work/azurite.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$port"
-    local key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's public dev key
-    export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
+    AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's public dev key
+    AZURITE_PORT="$port"
+    export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
   fi
-  trap 'stop_endpoint; stop_server' EXIT
+  trap 'stop_endpoint; stop_rbac_proxies; stop_server' EXIT
 }
+
+# job_identity KEY: the identity workflow job KEY (github:train.yml:train, person:docs/cicd.md:approve) signs in
+# as on the stack: its environment's AZURE_CLIENT_ID in the stack output CI_ENVIRONMENTS (tests/ci/ci_jobs.py)
+job_identity() {
+  "$PY" -c 'import json, sys; sys.path[:0] = ["tests/ci", "tests/infra"]; import ci_jobs, job_access
+jobs = {j.key: j for j in ci_jobs.jobs() + job_access.person_jobs()}
+print(ci_jobs.identity(jobs[sys.argv[2]], json.load(open(sys.argv[1]))))' "$work/outputs-azure.json" "$1"
+}
+CURRENT_JOB=""
+# as_job KEY [IDENTITY]: the blob calls that follow are authorized as that job's identity (or IDENTITY: the
+# compute cluster's managed identity runs the cloud job's steps); checked: fail on any denial since the last
+as_job() {
+  [ "$mode" = azureml ] || return 0
+  local who="${2:-$(job_identity "$1")}"
+  as_identity "$who" || fail "job $1: no identity $who"
+  CURRENT_JOB="$1"
+  echo "(job $1: blob calls as $who, Azure RBAC of the stack's role assignments)"
+}
+checked() { [ "$mode" != azureml ] || rbac_denials "$CURRENT_JOB" || fail "job $CURRENT_JOB: a blob call its identity may not make (above)"; }
 
 cloud_rehearsal() {
   local cloud; cloud="$([ "$mode" = sagemaker ] && echo aws || echo azure)"
@@ -242,6 +264,9 @@ cloud_rehearsal() {
     approvals_container="${DETOPS_APPROVALS_URI:-az://approvals}"; approvals_container="${approvals_container#az://}"
     "$PY" -c 'import os, sys; from azure.storage.blob import BlobServiceClient; svc = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]); [svc.create_container(c) for c in sys.argv[1:]]' \
       "$DETOPS_AML_DATASTORE_CONTAINER" "${approvals_container%%/*}"
+    # from here on every blob call goes through the proxy of the identity making it
+    start_rbac_proxies "$work" "$AZURITE_PORT" dev "$(job_identity github:train.yml:train)" "compute:$DETOPS_AML_COMPUTE" \
+      "$(job_identity github:train.yml:register)" "$(job_identity person:docs/cicd.md:approve)" || fail "the RBAC proxies did not start"
   fi
   if [ "$mode" = sagemaker ] && [ "$config" = configs/bccd.yaml ]; then  # submit prepares from the stack's bucket
     "$PY" -c 'import sys; from training import storage; storage.upload_dir(sys.argv[1], sys.argv[2])' \
@@ -252,6 +277,7 @@ cloud_rehearsal() {
   DETOPS_SERVING_IMAGE="${DETOPS_SERVING_REPOSITORY}@sha256:$(printf 'serving' | sha256sum | cut -d' ' -f1)"
 
   step "train job: submit ($mode, returns at once)"
+  as_job github:train.yml:train
   if [ "$mode" = sagemaker ]; then
     detops submit "$config" --backend "$DETOPS_BACKEND" --no-wait "${tiny[@]}" | tee "$work/submit.log"
   else
@@ -263,7 +289,9 @@ cloud_rehearsal() {
   [ -n "$RUN_DIR" ] && [ -n "$JOB" ] || fail "submit printed no run folder or job"
   echo "run folder $RUN_DIR, job $JOB"
 
+  checked
   step "the cloud job's steps (run here: the stand-ins run no container)"
+  as_job "the training job's steps" "compute:$DETOPS_AML_COMPUTE"
   if [ "$mode" = azureml ]; then  # the job's prepare step sees the datasets mounted as a local folder
     DETOPS_DATASETS="$local_datasets" detops prepare "$config" --run-dir "$RUN_DIR" "${tiny[@]}"
   fi
@@ -278,22 +306,29 @@ cloud_rehearsal() {
     step "evaluate job: the training job completed"
     detops wait --backend "$DETOPS_BACKEND" --job "$JOB" --timeout-minutes 0
   fi
+  checked
   step "evaluate job: evaluate and gate $RUN_DIR"
+  as_job github:train.yml:evaluate
   detops evaluate --run-dir "$RUN_DIR" --split val --split test
   detops gate --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME"
+  checked
 
   step "register job: the registrar's environment"
   job_env "$cloud" model-registration
   export DETOPS_SERVING_IMAGE
+  as_job github:train.yml:register
   detops register --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME" --by "$CI_IDENTITY"
   detops models list --name "$DETOPS_MODEL_NAME" --status PendingManualApproval
   VERSION="$(latest_version PendingManualApproval)"
   [ -n "$VERSION" ] || fail "no PendingManualApproval version after register"
+  checked
   step "the registrant may not approve version $VERSION"
+  as_job person:docs/cicd.md:approve
   expect_exit 4 detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$CI_IDENTITY" --comment "self-approval attempt"
   step "approve version $VERSION by $REVIEWER"
   detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$REVIEWER" --comment "rehearsal: metrics and gate reviewed"
   [ "$(latest_version Approved)" = "$VERSION" ] || fail "version $VERSION is not Approved"
+  checked
   printf '\nREHEARSAL PASSED (%s): stack outputs -> CI variables -> submit -> evaluate -> gate -> register -> approve version %s\n' \
     "$mode" "$VERSION"
 }
