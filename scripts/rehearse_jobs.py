@@ -41,7 +41,8 @@
    it deployed. What this cannot show: no serving container runs, so nothing proves the image loads the model
    or answers with that version; only that the smoke test's call is allowed to the deployer and that the
    smoke test checks the version that answers.
-8. A rollback: a second version (the register job again on the same run, the approval, then release.yml)
+8. A rollback: a second version (train.yml again, its container steps copying the first run's trained files;
+   the approval; then release.yml)
    whose smoke test is answered by the previous version (as when SageMaker keeps the old variant serving)
    fails its smoke test; the job's ``failure()`` step rolls the endpoint back as the deployer.
 
@@ -266,7 +267,8 @@ def run_job(r: Rehearsal, job: ci_jobs.Job) -> str | None:
             failure step failed too.
     """
     purpose = ci_jobs.identity(job, r.outputs)
-    job_dir = r.work / "jobs" / job.key.replace(":", "_").replace("/", "_")
+    done = len(list((r.work / "jobs").glob("*"))) if (r.work / "jobs").exists() else 0
+    job_dir = r.work / "jobs" / f"{done + 1:02d}-{job.key.replace(':', '_').replace('/', '_')}"  # a fresh runner
     (job_dir / "tmp").mkdir(parents=True, exist_ok=True)
     r.say(f"== job {job.key} as {purpose} (environment {job.environment})")
     steps: dict[str, dict[str, str]] = {}
@@ -412,6 +414,7 @@ def container_steps(r: Rehearsal) -> None:
         r.say(f"   detops {stage}: done")
     if r.keep_trained:
         _download(r, run_dir, r.keep_trained)
+        r.say(f"   trained run saved to {r.keep_trained} (--trained reuses it)")
 
 
 def _download(r: Rehearsal, url: str, local: Path) -> None:
@@ -558,11 +561,12 @@ def rehearse(work: Path, *, docs: Mapping[str, dict[str, Any]] | None = None,
     docs = docs or {name: load_yaml(GITHUB_DIR / name) for name in WORKFLOWS}
     work.mkdir(parents=True, exist_ok=True)
     r, server = start(work, policies, datasets)
-    r.trained, r.keep_trained = trained, keep_trained
+    r.trained, r.keep_trained = trained, keep_trained or work / "trained-run"
     try:
         train_jobs = workflow_jobs(docs, "train.yml")
         if train_workflow(r, train_jobs, until):
             return r
+        r.trained = r.trained or r.keep_trained  # the second candidate's container steps copy this run
         release_and_roll_back(r, train_jobs, workflow_jobs(docs, "release.yml"))
     finally:
         server.stop()
@@ -580,7 +584,8 @@ def release_and_roll_back(r: Rehearsal, train_jobs: list[ci_jobs.Job], release_j
     if serving(r, endpoint) != first:
         raise RehearsalFailed(f"endpoint {endpoint} serves {serving(r, endpoint)}, not the released version {first}")
     r.say(f"== version {first} serves on {endpoint}; its smoke test saw it answer")
-    must_pass(r, next(j for j in train_jobs if j.name == "register"))  # a second candidate, same run
+    r.say("== a second candidate: train.yml again (its container steps copy the first run's trained files)")
+    train_workflow(r, train_jobs, None)
     second = approve(r)
     if release_workflow(r, release_jobs, second, answers=first) is None:
         raise RehearsalFailed(f"job github:release.yml:staging: version {second}'s smoke test passed, though "

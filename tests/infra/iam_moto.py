@@ -172,6 +172,19 @@ _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
 
 
+def _text_body(environ: dict[str, Any], body: bytes) -> None:
+    """Hand moto an ``InvokeEndpoint`` body it can read: moto decodes every request body as UTF-8
+    (``moto.core.responses.BaseResponse.setup_class``) and answers 500 for an image; its canned answers
+    (``/moto-api/static/sagemaker/endpoint-results``) use the body only as a cache key, so its SHA-256 in hex
+    stands in (authorization has already seen the real request)."""
+    import hashlib
+    import io
+
+    text = hashlib.sha256(body).hexdigest().encode()
+    environ["wsgi.input"] = io.BytesIO(text)
+    environ["CONTENT_LENGTH"] = str(len(text))
+
+
 class IamEnforcer:
     """WSGI middleware: authorize each request of an assumed-role session, then hand it to moto."""
 
@@ -239,6 +252,8 @@ class IamEnforcer:
             if not decision.allowed:
                 message = f"User: {principal} is not authorized to perform: {action} on resource: {resource} {decision.reason}"
                 return self._deny(start_response, req, principal, action, resource, context, message)
+        if req.service == "sagemaker" and _INVOCATIONS.match(req.path):
+            _text_body(environ, body)
         return self.app(environ, start_response)
 
     def _deny(self, start_response, req: _Request, principal: str, action: str, resource: str,
@@ -259,10 +274,35 @@ class IamEnforcer:
         return [body]
 
 
+def _update_endpoint(self: Any) -> Any:
+    """``UpdateEndpoint`` for moto, which does not implement it (``NotImplementedError``, a 500): the endpoint
+    switches to the new endpoint config at once and stays ``InService`` (as moto's ``CreateEndpoint``). What
+    this cannot show: SageMaker's minutes in ``Updating`` and its automatic rollback of a failed update."""
+    from moto.core.responses import ActionResult
+
+    backend = self.sagemaker_backend
+    name, config_name = self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+    endpoint = backend.endpoints[name]
+    config = backend.describe_endpoint_config(config_name)
+    endpoint.endpoint_config_name = config_name
+    endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+    endpoint.data_capture_config = config["DataCaptureConfig"]
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+def _serve_update_endpoint() -> None:
+    from moto.sagemaker.responses import SageMakerResponse
+
+    if not hasattr(SageMakerResponse, "update_endpoint"):
+        SageMakerResponse.update_endpoint = _update_endpoint
+
+
 class EnforcingMotoServer(ThreadedMotoServer):
-    """``ThreadedMotoServer`` whose WSGI app is wrapped in :class:`IamEnforcer` (attribute ``enforcer``)."""
+    """``ThreadedMotoServer`` whose WSGI app is wrapped in :class:`IamEnforcer` (attribute ``enforcer``), with
+    ``UpdateEndpoint`` served (:func:`_update_endpoint`)."""
 
     def _server_entry(self) -> None:
+        _serve_update_endpoint()
         self.enforcer = IamEnforcer(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(self._ip_address, self._port, self.enforcer, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
