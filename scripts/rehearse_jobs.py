@@ -250,6 +250,8 @@ def denial(r: Rehearsal, since: int) -> str | None:
 
 def run_script(r: Rehearsal, job: ci_jobs.Job, step: ci_jobs.Step, env: dict[str, str], log: Path) -> int:
     """Run one ``run:`` script with bash (``-eo pipefail``, GitHub's ``shell: bash``) in the repository root."""
+    with (log.parent / "environ").open("a") as names:  # which names the step saw (the values stay here)
+        names.write(json.dumps({"step": step.name, "names": sorted(env)}) + "\n")
     with log.open("a") as out:
         out.write(f"\n== {job.key}: {step.name}\n")
         out.flush()
