@@ -545,7 +545,7 @@ def start(work: Path, policies: Mapping[str, dict[str, Any]] | None, datasets: P
     r = Rehearsal(work, url, server.enforcer, outputs, chosen, sessions, work / "bin")
     (work / "home").mkdir(parents=True, exist_ok=True)
     write_stubs(r)
-    upload_datasets(r, datasets or REPO.parent / "shared" / "datasets")
+    upload_datasets(r, datasets or Path(os.environ.get("DETOPS_DATASETS") or REPO.parent / "shared" / "datasets"))
     return r, server
 
 

@@ -115,10 +115,9 @@ def _broken(driver, tmp_path, trained, **changes):
 
 @pytest.fixture(scope="module")
 def policies():
-    import iam_moto
-    from infra_helpers import run_cloud, stack_settings
-
-    return iam_moto.stack_policies(run_cloud("aws", stack_settings("aws", "dev")))
+    """The inline policy documents the AWS program gives its roles, by purpose."""
+    driver = _driver()
+    return driver.iam_moto.stack_policies(driver.stack_run())
 
 
 @pytest.fixture
@@ -126,11 +125,6 @@ def trained(rehearsal):
     r, base = rehearsal
     assert r.returncode == 0, "the end-to-end rehearsal failed: no trained run to reuse"
     return base / "trained"
-
-
-@pytest.fixture(autouse=True)
-def _infra_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "tests" / "infra"))
 
 
 def test_trainer_without_list_model_packages_fails_the_evaluate_job(tmp_path, trained, policies):
