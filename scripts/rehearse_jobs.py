@@ -147,13 +147,13 @@ def setup_session(outputs: Mapping[str, Any]) -> Any:
     """A boto3 session with the setup key (requests the enforcer passes unchecked: what `pulumi up` and a person do)."""
     import boto3
 
-    return boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=outputs["AWS_REGION"])
+    return boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=outputs["region"])
 
 
 def upload_datasets(r: Rehearsal, local: Path) -> None:
     """Upload the BCCD dataset (``local``/bccd/BCCD) to the stack's data bucket with the setup key."""
     env = {**os.environ, **_aws_env(r, None)}
-    target = f"{r.outputs['DETOPS_DATASETS']}/bccd/BCCD"
+    target = f"s3://{r.outputs['s3_data_bucket']}/bccd/BCCD"  # the stack's DETOPS_DATASETS
     code = "import sys; from training import storage; storage.upload_dir(sys.argv[1], sys.argv[2])"
     subprocess.run([sys.executable, "-c", code, str(local / "bccd" / "BCCD"), target], check=True, env=env, cwd=REPO)
     r.say(f"dataset uploaded to {target} (setup key)")
@@ -176,7 +176,7 @@ def variables_of(r: Rehearsal, environment: str | None) -> dict[str, str]:
 def _aws_env(r: Rehearsal, purpose: str | None) -> dict[str, str]:
     """What the AWS login action (or the container's role) gives: the session keys, the endpoint, the region."""
     creds = r.sessions[purpose] if purpose else {"AccessKeyId": "setup", "SecretAccessKey": "setup", "SessionToken": ""}
-    env = {"AWS_ENDPOINT_URL": r.url, "AWS_DEFAULT_REGION": r.outputs["AWS_REGION"], "AWS_REGION": r.outputs["AWS_REGION"],
+    env = {"AWS_ENDPOINT_URL": r.url, "AWS_DEFAULT_REGION": r.outputs["region"], "AWS_REGION": r.outputs["region"],
            "AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"]}
     if creds.get("SessionToken"):
         env["AWS_SESSION_TOKEN"] = creds["SessionToken"]
@@ -404,7 +404,7 @@ def detops(r: Rehearsal, purpose: str | None, args: list[str], extra: Mapping[st
 def container_steps(r: Rehearsal) -> None:
     """The SageMaker training container's steps, here, as the SageMaker execution role (module docstring, 5)."""
     run_dir = r.job_outputs["train"]["run_dir"]
-    env = {"DETOPS_DATASETS": r.outputs["DETOPS_DATASETS"], "DETOPS_DATASTORE": r.outputs["DETOPS_DATASTORE"],
+    env = {"DETOPS_DATASETS": f"s3://{r.outputs['s3_data_bucket']}", "DETOPS_DATASTORE": f"s3://{r.outputs['s3_runs_bucket']}",
            "DETOPS_RUN_URL": run_dir, "DETOPS_RUN_ID": run_dir.rstrip("/").rsplit("/", 1)[-1]}
     if r.trained:
         reuse_trained(r, run_dir, env)
@@ -452,12 +452,12 @@ def approve(r: Rehearsal) -> str:
     """A person's step: the newest PendingManualApproval version approved as the approver role (environment
     ``model-approval``); returns the version."""
     env = variables_of(r, "model-approval")
-    listed = json.loads(detops(r, "approver", ["models", "list", "--name", env["DETOPS_MODEL_NAME"], "--status",
+    listed = json.loads(detops(r, "approver", ["models", "list", "--name", r.outputs["model_package_group_name"], "--status",
                                                "PendingManualApproval", "--json"], env))
     if not listed:
         raise RehearsalFailed("job register left no PendingManualApproval version")
     version = max((v["version"] for v in listed), key=int)
-    detops(r, "approver", ["approve", env["DETOPS_MODEL_NAME"], version, "--comment", "rehearsal: metrics reviewed"], env)
+    detops(r, "approver", ["approve", r.outputs["model_package_group_name"], version, "--comment", "rehearsal: metrics reviewed"], env)
     r.say(f"== a person approved version {version} as approver (environment model-approval)")
     return version
 
@@ -468,7 +468,7 @@ def queue_answer(r: Rehearsal, version: str) -> None:
     later smoke test with the same image gets the first version's answer, as from an old variant still serving."""
     body = {"model": {"name": r.outputs["model_package_group_name"], "version": version},
             "predictions": [{"num_detections": 1, "detections": [{"label": "RBC", "score": 0.9, "box": [0, 0, 10, 10]}]}]}
-    results = {"account_id": iam_moto.ACCOUNT, "region": r.outputs["AWS_REGION"],
+    results = {"account_id": iam_moto.ACCOUNT, "region": r.outputs["region"],
                "results": [{"Body": json.dumps(body), "ContentType": "application/json"}]}
     request = urllib.request.Request(f"{r.url}/moto-api/static/sagemaker/endpoint-results", method="POST",
                                      data=json.dumps(results).encode(), headers={"Content-Type": "application/json"})
@@ -541,11 +541,11 @@ def start(work: Path, policies: Mapping[str, dict[str, Any]] | None, datasets: P
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     outputs = dict(run.outputs)
     chosen = dict(policies) if policies is not None else iam_moto.stack_policies(run)
-    sessions = iam_moto.load_stack(url, outputs, chosen, outputs["AWS_REGION"], setup_session(outputs))
+    sessions = iam_moto.load_stack(url, outputs, chosen, outputs["region"], setup_session(outputs))
     r = Rehearsal(work, url, server.enforcer, outputs, chosen, sessions, work / "bin")
     (work / "home").mkdir(parents=True, exist_ok=True)
     write_stubs(r)
-    upload_datasets(r, datasets or Path(os.environ.get("DETOPS_DATASETS") or REPO.parent / "shared" / "datasets"))
+    upload_datasets(r, datasets or REPO.parent / "shared" / "datasets")
     return r, server
 
 

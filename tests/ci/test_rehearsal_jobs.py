@@ -21,11 +21,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cicd_helpers import GITHUB_DIR, REPO, load_yaml
 
 pytestmark = pytest.mark.slow
+DATASETS = Path(os.environ.get("DETOPS_DATASETS") or REPO.parent / "shared" / "datasets")
 
 
 def _driver():
@@ -109,7 +111,7 @@ def _without(policy: dict, action: str) -> dict:
 
 def _broken(driver, tmp_path, trained, **changes):
     with pytest.raises(driver.RehearsalFailed) as info:
-        driver.rehearse(tmp_path / "work", trained=trained, **changes)
+        driver.rehearse(tmp_path / "work", trained=trained, datasets=DATASETS, **changes)
     return str(info.value)
 
 
