@@ -9,7 +9,8 @@
 #   then a second candidate whose deployment fails its smoke test is rolled back to the first.
 #
 # Usage: bash scripts/rehearse.sh [local]    (a tiny run: 2 steps at 64x64, about a few minutes on CPU)
-#        bash scripts/rehearse.sh sagemaker  the train workflow's jobs against a moto server
+#        bash scripts/rehearse.sh sagemaker  train.yml and release.yml job by job, each as its own AWS role, on
+#                                            a moto server that enforces IAM (scripts/rehearse_jobs.py)
 #        bash scripts/rehearse.sh azureml    the train workflow's jobs with Azurite as the datastore
 #
 # The cloud modes build each job's environment the way CI gets it: the Pulumi program (infra/aws or
@@ -333,6 +334,14 @@ cloud_rehearsal() {
     "$mode" "$VERSION"
 }
 
+if [ "$mode" = sagemaker ]; then
+  # every job of train.yml and release.yml with exactly its workflow's environment, as its own role on a moto
+  # server that enforces IAM (scripts/rehearse_jobs.py's docstring); the job runs configs/bccd.yaml (the
+  # workflow's), so REHEARSAL_CONFIG does not apply. REHEARSAL_TRAINED / REHEARSAL_KEEP_TRAINED: reuse / keep
+  # the tiny trained run (one training shared between rehearsals).
+  exec "$PY" scripts/rehearse_jobs.py --work "$work" --datasets "$DETOPS_DATASETS_LOCAL" \
+    ${REHEARSAL_TRAINED:+--trained "$REHEARSAL_TRAINED"} ${REHEARSAL_KEEP_TRAINED:+--keep-trained "$REHEARSAL_KEEP_TRAINED"}
+fi
 if [ "$mode" != local ]; then
   cloud_rehearsal
   exit 0

@@ -9,11 +9,13 @@ Stages return their results; tables and summaries are printed by the CLI (:mod:`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +80,11 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
     run = Run.create(cfg, run_dir, run_id=run_id)
     d = cfg.data
     say(f"[bold]prepare[/] {d.format} dataset {d.path} -> {run.url}")
-    result, read_sha256 = _ingest(cfg, run, say)
-    clean = result.dataset
-    sp = _split(cfg, clean, run, say)
-    _convert(clean, sp, run)
+    with staged_data(cfg) as local_cfg:
+        result, read_sha256 = _ingest(local_cfg, run, say)
+        clean = result.dataset
+        sp = _split(cfg, clean, run, say)
+        _convert(clean, sp, run)
     params, source_checkpoint = _write_experiment(cfg, run, num_classes=len(clean.classes))
     rep = result.report
     run.manifest["inputs"] = {
@@ -97,6 +100,50 @@ def prepare(cfg: RunConfig, run_dir: str | None = None, console=None, run_id: st
         splits={s: len(sp.splits[s]) for s in SPLITS},
     )
     return run
+
+
+@contextlib.contextmanager
+def staged_data(cfg: RunConfig) -> Iterator[RunConfig]:
+    """``cfg`` with its dataset folders (``data.path``, ``data.images``) on this machine: a folder in cloud
+    storage (``s3://``, ``az://``: the stack's datasets bucket, ``DETOPS_DATASETS``) is downloaded to a
+    temporary folder for the duration (the annotation readers read local files only); local paths stay.
+
+    Raises:
+        DataError: a dataset URL names no folder.
+    """
+    import tempfile
+
+    d = cfg.data
+    if all(storage.is_local(str(p)) for p in _as_list(d.path) + _as_list(d.images)):
+        yield cfg
+        return
+    urls = [str(p) for p in _as_list(d.path) + _as_list(d.images) if not storage.is_local(str(p))]
+    common = os.path.commonpath([u.split("://", 1)[1] for u in urls])
+    with tempfile.TemporaryDirectory(prefix="detops-data-") as tmp:
+        # the folders keep their places under the URLs' common parent: the records' image paths (relative to
+        # the dataset root), and so the dataset's pinned hash, stay those of a local copy of the same folders
+        staged = {"path": _stage_folder(d.path, common, tmp), "images": _stage_folder(d.images, common, tmp)}
+        yield cfg.model_copy(update={"data": d.model_copy(update=staged)})
+
+
+def _stage_folder(value, common: str, tmp: str):
+    """``value`` (a folder, a list of them, or None) with each cloud URL downloaded to its place under ``tmp``
+    (its path relative to ``common``)."""
+    if value is None or isinstance(value, list):
+        return [_stage_folder(v, common, tmp) for v in value] if value else value
+    if storage.is_local(value):
+        return value
+    local = os.path.join(tmp, os.path.relpath(value.split("://", 1)[1], common))
+    if not os.path.isdir(local):
+        try:
+            storage.download_dir(value, local)
+        except FileNotFoundError as e:
+            raise DataError(f"dataset folder {value}: {e}") from e
+    return local
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 def _ingest(cfg: RunConfig, run: Run, say):

@@ -200,6 +200,21 @@ def upload_dir(local_dir: str, url: str) -> None:
             fs.put_file(src, dst)
 
 
+def download_dir(url: str, local_dir: str) -> None:
+    """Copy the folder tree at ``url`` (``s3://``, ``az://``, a local path) into ``local_dir`` (created).
+
+    Raises:
+        FileNotFoundError: nothing is at ``url``.
+    """
+    fs, path = filesystem(url)
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"no folder at {url}")
+    for src in fs.find(path):
+        dst = os.path.join(local_dir, os.path.relpath(src, path))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        fs.get_file(src, dst)
+
+
 RUN_MANIFEST = "run.json"
 
 

@@ -64,7 +64,8 @@ class Job:
     job; ``identity``: the Azure DevOps ``identity:`` parameter of the job's cloud steps (GitHub: None, the
     identity comes from ``environment`` and the stack outputs: :func:`identity`); ``env``: GitHub's merged
     workflow and job ``env:`` (raw values); ``groups``: the Azure DevOps variable groups linked to the job;
-    ``variables``: Azure inline variables; ``logs_in``: a step logs in to a cloud."""
+    ``variables``: Azure inline variables; ``logs_in``: a step logs in to a cloud; ``outputs``: GitHub's job
+    ``outputs:`` (raw values such as ``${{ steps.submit.outputs.run_dir }}``; empty for Azure DevOps)."""
 
     system: str
     workflow: str
@@ -76,6 +77,7 @@ class Job:
     variables: Mapping[str, str]
     steps: tuple[Step, ...]
     logs_in: bool
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -156,6 +158,12 @@ def job(key: str) -> Job:
 # --- GitHub -------------------------------------------------------------------------------------------
 
 
+def github_jobs(workflow: str, doc: dict[str, Any]) -> list[Job]:
+    """The jobs of the GitHub workflow ``workflow`` (its file name) from its parsed YAML ``doc`` (which a caller
+    may have changed, e.g. to rehearse a broken mapping); called workflows are read from their files."""
+    return _github_jobs(workflow, doc)
+
+
 def _github_jobs(workflow: str, doc: dict[str, Any], prefix: str = "") -> list[Job]:
     out = []
     for name, spec in (doc.get("jobs") or {}).items():
@@ -170,7 +178,8 @@ def _github_jobs(workflow: str, doc: dict[str, Any], prefix: str = "") -> list[J
         steps = tuple(_github_step(s) for s in spec.get("steps") or [] if "run" in s)
         logs_in = any(str(s.get("uses", "")).startswith(LOGIN_ACTIONS) for s in spec.get("steps") or [])
         out.append(Job("github", workflow, prefix + name, environment, None,
-                       {**(doc.get("env") or {}), **(spec.get("env") or {})}, (), {}, steps, logs_in))
+                       {**(doc.get("env") or {}), **(spec.get("env") or {})}, (), {}, steps, logs_in,
+                       dict(spec.get("outputs") or {})))
     return out
 
 

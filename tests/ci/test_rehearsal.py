@@ -160,12 +160,12 @@ def test_rehearsal_end_to_end(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["sagemaker", "azureml"])
+@pytest.mark.parametrize("mode", ["azureml"])
 def test_cloud_rehearsal_from_stack_outputs(tmp_path, mode):
-    """scripts/rehearse.sh sagemaker|azureml: each job's environment comes from the Pulumi program's
-    outputs (under mocks) through `detops settings ci-variables`; the train workflow's commands then run
-    against moto (SageMaker, S3) or Azurite (the workspace datastore, dry-run job spec), ending with an
-    Approved version (about 3-5 minutes each here)."""
+    """scripts/rehearse.sh azureml: each job's environment comes from the Pulumi program's outputs (under
+    mocks) through `detops settings ci-variables`; the train workflow's commands then run against Azurite
+    (the workspace datastore, dry-run job spec), ending with an Approved version (about 3-5 minutes here).
+    The sagemaker mode runs every job as its own role: tests/ci/test_rehearsal_jobs.py."""
     work = tmp_path / "rehearsal dir"
     data = _tiny_voc_dataset(tmp_path / "data set")
     config = tmp_path / "tiny rehearsal.yaml"

@@ -167,7 +167,22 @@ def _s3(req: _Request) -> None:
     req.checks.append((action, resource, {}))
 
 
+#: sagemaker-runtime ``InvokeEndpoint`` (REST, signed for service ``sagemaker``): ``POST /endpoints/<name>/invocations``.
+_INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+
+
+def _text_body(environ: dict[str, Any], body: bytes) -> None:
+    """Hand moto an ``InvokeEndpoint`` body it can read: moto decodes every request body as UTF-8
+    (``moto.core.responses.BaseResponse.setup_class``) and answers 500 for an image; its canned answers
+    (``/moto-api/static/sagemaker/endpoint-results``) use the body only as a cache key, so its SHA-256 in hex
+    stands in (authorization has already seen the real request)."""
+    import hashlib
+    import io
+
+    text = hashlib.sha256(body).hexdigest().encode()
+    environ["wsgi.input"] = io.BytesIO(text)
+    environ["CONTENT_LENGTH"] = str(len(text))
 
 
 class IamEnforcer:
@@ -220,6 +235,8 @@ class IamEnforcer:
                     req.checks.append((f"sts:{action}", "*", {}))
             elif req.service == "sagemaker" and target.startswith("SageMaker."):
                 _sagemaker(req, target.split(".", 1)[1], json.loads(body or b"{}"))
+            elif req.service == "sagemaker" and (m := _INVOCATIONS.match(req.path)):  # sagemaker-runtime (REST)
+                req.checks.append(("sagemaker:InvokeEndpoint", _sm_arn(req.region, "endpoint", unquote(m.group(1))), {}))
             elif req.service == "s3":
                 _s3(req)
             elif req.service == "servicequotas" and target.startswith("ServiceQuotasV20190624."):
@@ -235,6 +252,8 @@ class IamEnforcer:
             if not decision.allowed:
                 message = f"User: {principal} is not authorized to perform: {action} on resource: {resource} {decision.reason}"
                 return self._deny(start_response, req, principal, action, resource, context, message)
+        if req.service == "sagemaker" and _INVOCATIONS.match(req.path):
+            _text_body(environ, body)
         return self.app(environ, start_response)
 
     def _deny(self, start_response, req: _Request, principal: str, action: str, resource: str,
@@ -255,14 +274,91 @@ class IamEnforcer:
         return [body]
 
 
+def _update_endpoint(self: Any) -> Any:
+    """``UpdateEndpoint`` for moto, which does not implement it (``NotImplementedError``, a 500): the endpoint
+    switches to the new endpoint config at once and stays ``InService`` (as moto's ``CreateEndpoint``). What
+    this cannot show: SageMaker's minutes in ``Updating`` and its automatic rollback of a failed update."""
+    from moto.core.responses import ActionResult
+
+    backend = self.sagemaker_backend
+    name, config_name = self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+    endpoint = backend.endpoints[name]
+    config = backend.describe_endpoint_config(config_name)
+    endpoint.endpoint_config_name = config_name
+    endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+    endpoint.data_capture_config = config["DataCaptureConfig"]
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+def _serve_update_endpoint() -> None:
+    from moto.sagemaker.responses import SageMakerResponse
+
+    if not hasattr(SageMakerResponse, "update_endpoint"):
+        SageMakerResponse.update_endpoint = _update_endpoint
+
+
 class EnforcingMotoServer(ThreadedMotoServer):
-    """``ThreadedMotoServer`` whose WSGI app is wrapped in :class:`IamEnforcer` (attribute ``enforcer``)."""
+    """``ThreadedMotoServer`` whose WSGI app is wrapped in :class:`IamEnforcer` (attribute ``enforcer``), with
+    ``UpdateEndpoint`` served (:func:`_update_endpoint`)."""
 
     def _server_entry(self) -> None:
+        _serve_update_endpoint()
         self.enforcer = IamEnforcer(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(self._ip_address, self._port, self.enforcer, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
 
 
-__all__ = ["ACCOUNT", "Check", "EnforcingMotoServer", "IamEnforcer"]
+#: The roles of the AWS program, by purpose: the four GitHub roles and the SageMaker execution role.
+PURPOSES = ("trainer", "registrar", "approver", "deployer", "sagemaker")
+
+
+def stack_policies(run: Any) -> dict[str, dict[str, Any]]:
+    """The inline policy document of each role of :data:`PURPOSES` in ``run`` (the AWS program under
+    mocks, ``infra_helpers.run_cloud``): the ``aws:iam/rolePolicy:RolePolicy`` named
+    ``<prefix>-<purpose>-access``. Raises KeyError naming a purpose the program gives no policy."""
+    found = {}
+    for policy in run.of_type("aws:iam/rolePolicy:RolePolicy"):
+        purpose = policy.name.removesuffix("-access").rsplit("-", 1)[-1]
+        if policy.name.endswith("-access") and purpose in PURPOSES:
+            found[purpose] = json.loads(policy.inputs["policy"])
+    missing = [p for p in PURPOSES if p not in found]
+    if missing:
+        raise KeyError(f"the program defines no inline policy for {missing}")
+    return found
+
+
+def load_stack(url: str, outputs: dict[str, Any], policies: dict[str, dict[str, Any]], region: str,
+               setup: Any = None) -> dict[str, dict[str, str]]:
+    """Create what ``pulumi up`` made, on the moto server at ``url``, with the setup key (unchecked by
+    :class:`IamEnforcer`): the data and runs buckets, the model package group, and each role of
+    ``policies`` (purpose -> inline policy document; ``outputs["<purpose>_role_arn"]`` names it) with that
+    policy; then assume each role through moto's STS (``AssumeRole``; the real trust policies are GitHub's
+    web identity and SageMaker's service principal, asserted in test_programs) and return the session
+    credentials by purpose (``AccessKeyId``, ``SecretAccessKey``, ``SessionToken``)."""
+    import boto3
+
+    setup = setup or boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=region)
+    s3 = setup.client("s3", endpoint_url=url)
+    for bucket in (outputs["s3_data_bucket"], outputs["s3_runs_bucket"]):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    setup.client("sagemaker", endpoint_url=url).create_model_package_group(
+        ModelPackageGroupName=outputs["model_package_group_name"])
+    return {purpose: add_role(setup, url, outputs[f"{purpose}_role_arn"].rsplit("/", 1)[-1], document, purpose)
+            for purpose, document in policies.items()}
+
+
+def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, session: str) -> dict[str, str]:
+    """Create role ``name`` with inline policy ``policy`` on the moto server at ``url`` (setup key) and
+    return the credentials of an ``AssumeRole`` session ``github-<session>`` of it."""
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
+    iam = setup.client("iam", endpoint_url=url)
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(RoleName=name, PolicyName="access",
+                        PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy))
+    sts = setup.client("sts", endpoint_url=url)
+    return sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{session}")["Credentials"]
+
+
+__all__ = ["ACCOUNT", "PURPOSES", "Check", "EnforcingMotoServer", "IamEnforcer", "add_role", "load_stack", "stack_policies"]

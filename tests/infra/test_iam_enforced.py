@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import iam_moto
 import pytest
-from iam_moto import ACCOUNT, EnforcingMotoServer
+from iam_moto import ACCOUNT, EnforcingMotoServer, load_stack, stack_policies
 from infra_helpers import REPO, run_cloud, stack_settings, with_settings
 
 pytestmark = pytest.mark.integration
@@ -91,24 +92,7 @@ def world(aws_dev, enforcing_moto, monkeypatch, tmp_path):
     _clear_clients()
     out = aws_dev.outputs
     setup = boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=region)
-    s3 = setup.client("s3", endpoint_url=url)
-    for bucket in (out["s3_data_bucket"], out["s3_runs_bucket"]):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    # what `pulumi up` made: the model package group (the roles may not create groups)
-    setup.client("sagemaker", endpoint_url=url).create_model_package_group(ModelPackageGroupName=out["model_package_group_name"])
-    iam = setup.client("iam", endpoint_url=url)
-    sts = setup.client("sts", endpoint_url=url)
-    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
-    iam.create_role(RoleName=out["sagemaker_role_arn"].rsplit("/", 1)[-1], AssumeRolePolicyDocument=trust)
-    sessions = {}
-    policies = {p.name: p for p in aws_dev.of_type("aws:iam/rolePolicy:RolePolicy")}
-    for purpose in ("trainer", "registrar", "approver", "deployer"):
-        role_name = out[f"{purpose}_role_arn"].rsplit("/", 1)[-1]
-        # the trust policy is GitHub's web identity (asserted in test_programs); moto's STS hands out the session
-        iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=trust)
-        iam.put_role_policy(RoleName=role_name, PolicyName="access", PolicyDocument=policies[f"detops-dev-{purpose}-access"].inputs["policy"])
-        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role_name}", RoleSessionName=f"github-{purpose}")["Credentials"]
-        sessions[purpose] = creds
+    sessions = load_stack(url, out, stack_policies(aws_dev), region, setup)
 
     run_url = f"s3://{out['s3_runs_bucket']}/bccd/runs/20261201T120000-abc123"
     _publish_run(tmp_path, run_url)
@@ -146,9 +130,7 @@ def world(aws_dev, enforcing_moto, monkeypatch, tmp_path):
 
     def add_role(name: str, policy: str) -> None:
         """Another role (``policy`` JSON) that :func:`as_role` can then act as (e.g. a prod stack's deployer)."""
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-        iam.put_role_policy(RoleName=name, PolicyName="access", PolicyDocument=policy)
-        sessions[name] = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{name}")["Credentials"]
+        sessions[name] = iam_moto.add_role(setup, url, name, policy, name)
 
     w.add_role = add_role
     w.endpoint = out["sagemaker_endpoints"]["staging"]
