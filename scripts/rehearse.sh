@@ -11,7 +11,8 @@
 # Usage: bash scripts/rehearse.sh [local]    (a tiny run: 2 steps at 64x64, about a few minutes on CPU)
 #        bash scripts/rehearse.sh sagemaker  train.yml and release.yml job by job, each as its own AWS role, on
 #                                            a moto server that enforces IAM (scripts/rehearse_jobs.py)
-#        bash scripts/rehearse.sh azureml    the train workflow's jobs with Azurite as the datastore
+#        bash scripts/rehearse.sh azureml    the train workflow's jobs with Azurite as the datastore, each job's
+#                                            blob calls authorized as its own identity (scripts/rbac_proxy.sh)
 #
 # The cloud modes build each job's environment the way CI gets it: the Pulumi program (infra/aws or
 # infra/azure) runs under Pulumi's mocks, `detops settings ci-variables` turns its outputs into the
@@ -225,15 +226,15 @@ start_cloud() { # the local stand-ins of the cloud, and the values CI hands over
     AZURITE_PORT="$port"
     export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
   fi
-  trap 'stop_endpoint; stop_rbac_proxies; stop_server' EXIT
+  # on any exit, first the blob calls the current job's identity was refused (a failed command names no job)
+  trap '[ -z "$CURRENT_JOB" ] || [ -z "$RBAC_LOG" ] || rbac_denials "$CURRENT_JOB" || true; stop_endpoint; stop_rbac_proxies; stop_server' EXIT
 }
 
 # job_identity KEY: the identity workflow job KEY (github:train.yml:train, person:docs/cicd.md:approve) signs in
 # as on the stack: its environment's AZURE_CLIENT_ID in the stack output CI_ENVIRONMENTS (tests/ci/ci_jobs.py)
 job_identity() {
-  "$PY" -c 'import json, sys; sys.path[:0] = ["tests/ci", "tests/infra"]; import ci_jobs, job_access
-jobs = {j.key: j for j in ci_jobs.jobs() + job_access.person_jobs()}
-print(ci_jobs.identity(jobs[sys.argv[2]], json.load(open(sys.argv[1]))))' "$work/outputs-azure.json" "$1"
+  "$PY" -c 'import json, sys; sys.path[:0] = ["tests/ci", "tests/infra"]; import ci_jobs, job_access; jobs = {j.key: j for j in ci_jobs.jobs() + job_access.person_jobs()}; print(ci_jobs.identity(jobs[sys.argv[2]], json.load(open(sys.argv[1]))))' \
+    "$work/outputs-azure.json" "$1"
 }
 CURRENT_JOB=""
 # as_job KEY [IDENTITY]: the blob calls that follow are authorized as that job's identity (or IDENTITY: the
