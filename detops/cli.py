@@ -14,7 +14,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from training.errors import DetopsError, ExitCode
+from training.errors import DetopsError, ExitCode, access_denied
 
 app = typer.Typer(
     name="detops",
@@ -58,19 +58,6 @@ def _interrupted() -> NoReturn:
     sys.exit(int(ExitCode.INTERRUPTED))
 
 
-def access_denied(e: BaseException):
-    """A cloud's refusal that reached the CLI from a call no adapter wrapped (an object store's HTTP 403 from
-    azure-core, ``AccessDenied`` / ``AccessDeniedException`` from botocore) as
-    :class:`training.errors.AccessDeniedError` with the cloud's own first line; None for anything else."""
-    from training.errors import AccessDeniedError
-
-    code = ((getattr(e, "response", None) or {}).get("Error") or {}).get("Code") if isinstance(getattr(e, "response", None), dict) else None
-    if getattr(e, "status_code", None) != 403 and code not in ("AccessDenied", "AccessDeniedException"):
-        return None
-    first = (str(getattr(e, "message", None) or e).splitlines() or [""])[0]
-    return AccessDeniedError(f"access denied: the identity in use may not do this ({getattr(e, 'error_code', None) or code or 'HTTP 403'}: {first})")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return (and exit with) an :class:`ExitCode`.
 
@@ -107,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(int(ExitCode.USAGE))
         if _state["debug"]:
             raise
-        denied = access_denied(e)
+        # a cloud's refusal from a call no adapter wrapped: one line, not an "unexpected error"
+        denied = access_denied(e, "do this")
         if denied is not None:
             err.print(f"[bold red]error:[/] {denied}", highlight=False)
             sys.exit(int(denied.exit_code))

@@ -82,6 +82,27 @@ class AccessDeniedError(BackendError):
     one line naming the action and the principal."""
 
 
+#: botocore error codes of an IAM refusal (training.cloud.aws.aws_error names the principal and action).
+AWS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
+
+
+def access_denied(e: BaseException, what: str) -> AccessDeniedError | None:
+    """``e`` as :class:`AccessDeniedError` when it is a cloud's refusal that no adapter translated (an azure-core
+    HTTP 403 such as Blob's ``AuthorizationPermissionMismatch``; a botocore ``ClientError`` with an
+    :data:`AWS_DENIED` code or HTTP 403): "access denied: the identity in use may not <what> (<code>: <the
+    cloud's first line>)". None for any other error. (Adapter calls use ``aws_error`` / ``azure_error``, which
+    also name the principal.)"""
+    response = getattr(e, "response", None)
+    response = response if isinstance(response, dict) else {}
+    aws_code = (response.get("Error") or {}).get("Code")
+    aws_status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if getattr(e, "status_code", None) != 403 and aws_code not in AWS_DENIED and aws_status != 403:
+        return None
+    code = getattr(e, "error_code", None) or aws_code or "HTTP 403"
+    first = (str(getattr(e, "message", None) or e).splitlines() or [""])[0]
+    return AccessDeniedError(f"access denied: the identity in use may not {what} ({code}: {first})")
+
+
 def near_match(name: str, known: Iterable[str]) -> str | None:
     """The closest of ``known`` to ``name`` (``difflib``, cutoff 0.6), or None.
 

@@ -45,17 +45,17 @@ def filesystem(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSys
 def _denied_as_error(url: str, verb: str):
     """Turn an object store's refusal of ``url`` (Azure Blob's HTTP 403, e.g. ``AuthorizationPermissionMismatch``:
     the identity in use lacks a data role on the container) into :class:`training.errors.AccessDeniedError`
-    naming the URL, what was tried and the store's own message; every other error passes unchanged."""
+    naming the URL, what was tried and the store's own message (:func:`training.errors.access_denied`); every
+    other error passes unchanged."""
+    from training.errors import access_denied
+
     try:
         yield
     except Exception as e:
-        if getattr(e, "status_code", None) != 403:  # azure-core HttpResponseError
+        denied = access_denied(e, f"{verb} {url}")
+        if denied is None:
             raise
-        from training.errors import AccessDeniedError
-
-        code = getattr(e, "error_code", None) or "HTTP 403"
-        first = (str(getattr(e, "message", None) or e).splitlines() or [""])[0]
-        raise AccessDeniedError(f"access denied: the identity in use may not {verb} {url} ({code}: {first})") from e
+        raise denied from e
 
 
 def is_local(url: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from training.cloud import Principal
-from training.errors import AccessDeniedError, BackendError, DetopsError, NotFoundError
+from training.errors import AWS_DENIED, AccessDeniedError, BackendError, DetopsError, NotFoundError
 from training.settings import AwsSettings
 
 #: botocore retry mode of every client: ``standard`` retries throttling and transient errors
@@ -22,7 +22,6 @@ from training.settings import AwsSettings
 RETRIES = {"mode": "standard", "total_max_attempts": 5}
 
 #: AWS error codes that mean "authenticated, but not allowed".
-AWS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
 
 #: How SageMaker says "no such resource" in a ValidationException (``DescribeEndpoint``: 'Could not find
 #: endpoint "x".'; ``DescribeModelPackage``: '... does not exist.'; others '... not found').
