@@ -11,17 +11,15 @@
 # Usage: bash scripts/rehearse.sh [local]    (a tiny run: 2 steps at 64x64, about a few minutes on CPU)
 #        bash scripts/rehearse.sh sagemaker  train.yml and release.yml job by job, each as its own AWS role, on
 #                                            a moto server that enforces IAM (scripts/rehearse_jobs.py)
-#        bash scripts/rehearse.sh azureml    the train workflow's jobs with Azurite as the datastore, each job's
-#                                            blob calls authorized as its own identity (scripts/rbac_proxy.sh)
+#        bash scripts/rehearse.sh azureml    the same on Azure: Azurite behind Azure RBAC and an Azure ML workspace
+#                                            stand-in, each call authorized as the job's own identity
+#                                            (scripts/rehearse_azure.py)
 #
-# The cloud modes build each job's environment the way CI gets it: the Pulumi program (infra/aws or
-# infra/azure) runs under Pulumi's mocks, `detops settings ci-variables` turns its outputs into the
-# variables of the job's environment (training, model-registration), then local servers stand in for
-# the cloud: moto for S3/SageMaker, Azurite for the workspace's blob datastore (the Azure ML job is the
-# dry-run spec; the local MLflow store stands in for the workspace's MLflow endpoint). moto and a dry run
-# run no container, so the job's own steps (train -> evaluate -> export -> finish) run here, on the
-# run folder in the cloud storage, between submit and wait.
-# Settings (environment): DETOPS_DATASETS (default ../shared/datasets), REHEARSAL_DIR (default a new
+# The cloud modes read the jobs from the workflow files and build each job's environment the way its CI
+# system gives it, from the Pulumi program's outputs under mocks (`detops settings ci-variables`); the cloud
+# job's own steps run here, as the identity the cloud runs them as, between submit and wait.
+# Settings (environment): DETOPS_DATASETS (default ../shared/datasets), REHEARSAL_CI (cloud modes: github or
+# azure-devops), REHEARSAL_TRAINED / REHEARSAL_KEEP_TRAINED (cloud modes), REHEARSAL_DIR (default a new
 # temporary folder; kept, its path is printed), REHEARSAL_CONFIG (default configs/bccd.yaml),
 # DETOPS_LOCAL_PORT (default a free port), DETOPS_BIN (default .venv/bin/detops).
 # Exit code 0 only when every step behaved as the workflows expect, including the refusals.
@@ -38,8 +36,6 @@ PY="${PYTHON:-$PWD/.venv/bin/python}"
 detops() { "$DETOPS_BIN" "$@"; }
 step() { printf '\n== rehearsal: %s\n' "$*"; }
 fail() { printf '\nREHEARSAL FAILED: %s\n' "$*" >&2; exit 1; }
-# shellcheck source=scripts/rbac_proxy.sh
-. scripts/rbac_proxy.sh  # azureml mode: each job's blob calls authorized as its own identity (Azure RBAC)
 
 work="${REHEARSAL_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/detops-rehearsal.XXXXXX")}"
 mkdir -p "$work"
@@ -183,169 +179,15 @@ serving_version() {
     "$ENDPOINT_URL"
 }
 
-# -- cloud modes -------------------------------------------------------------------------------------
-
-# job_env CLOUD ENVIRONMENT: export the variables a job in that CI environment gets from the stack.
-job_env() {
-  [ -s "$work/outputs-$1.json" ] || "$PY" scripts/mock_stack_outputs.py "$1" dev > "$work/outputs-$1.json"
-  detops settings ci-variables "$work/outputs-$1.json" --format dotenv --environment "$2" > "$work/$2.env"
-  set -a
-  # shellcheck disable=SC1090
-  . "$work/$2.env"
-  set +a
-  echo "job environment $2: $(cut -d= -f1 "$work/$2.env" | tr '\n' ' ')"
-}
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local _
-  for _ in $(seq 150); do
-    "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$1" 2>/dev/null && return 0
-    sleep 0.3
-  done
-  fail "nothing listening on port $1"
-}
-
-SERVER_PID=""
-stop_server() { [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true; }
-
-start_cloud() { # the local stand-ins of the cloud, and the values CI hands over between jobs
-  local port; port="$(free_port)"
-  if [ "$mode" = sagemaker ]; then
-    "$PWD/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-    SERVER_PID=$!
-    wait_port "$port"
-    export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-    unset AWS_PROFILE AWS_SESSION_TOKEN
-  else
-    "$PWD/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --skipApiVersionCheck \
-      --inMemoryPersistence --silent --loose >"$work/azurite.log" 2>&1 &
-    SERVER_PID=$!
-    wait_port "$port"
-    AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's public dev key
-    AZURITE_PORT="$port"
-    export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
-  fi
-  # on any exit, first the blob calls the current job's identity was refused (a failed command names no job)
-  trap '[ -z "$CURRENT_JOB" ] || [ -z "$RBAC_LOG" ] || rbac_denials "$CURRENT_JOB" || true; stop_endpoint; stop_rbac_proxies; stop_server' EXIT
-}
-
-# job_identity KEY: the identity workflow job KEY (github:train.yml:train, person:docs/cicd.md:approve) signs in
-# as on the stack: its environment's AZURE_CLIENT_ID in the stack output CI_ENVIRONMENTS (tests/ci/ci_jobs.py)
-job_identity() {
-  "$PY" -c 'import json, sys; sys.path[:0] = ["tests/ci", "tests/infra"]; import ci_jobs, job_access; jobs = {j.key: j for j in ci_jobs.jobs() + job_access.person_jobs()}; print(ci_jobs.identity(jobs[sys.argv[2]], json.load(open(sys.argv[1]))))' \
-    "$work/outputs-azure.json" "$1"
-}
-CURRENT_JOB=""
-# as_job KEY [IDENTITY]: the blob calls that follow are authorized as that job's identity (or IDENTITY: the
-# compute cluster's managed identity runs the cloud job's steps); checked: fail on any denial since the last
-as_job() {
-  [ "$mode" = azureml ] || return 0
-  local who="${2:-$(job_identity "$1")}"
-  as_identity "$who" || fail "job $1: no identity $who"
-  CURRENT_JOB="$1"
-  echo "(job $1: blob calls as $who, Azure RBAC of the stack's role assignments)"
-}
-checked() { [ "$mode" != azureml ] || rbac_denials "$CURRENT_JOB" || fail "job $CURRENT_JOB: a blob call its identity may not make (above)"; }
-
-cloud_rehearsal() {
-  local cloud; cloud="$([ "$mode" = sagemaker ] && echo aws || echo azure)"
-  export DETOPS_MODEL_NAME DETOPS_BACKEND="$mode" DETOPS_IDENTITY=declared  # one principal in moto: --by names people
-  start_cloud
-  step "the training job's environment, from the $cloud stack's outputs"
-  job_env "$cloud" training
-  local_datasets="$DETOPS_DATASETS_LOCAL"
-  if [ "$mode" = sagemaker ]; then
-    export DETOPS_REGISTRY=sagemaker AWS_DEFAULT_REGION="$AWS_REGION"
-    "$PY" -c 'import sys, boto3; s3 = boto3.client("s3"); [s3.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name}) for b in sorted({u.removeprefix("s3://").split("/")[0] for u in sys.argv[1:]})]' \
-      "$DETOPS_DATASTORE" "$DETOPS_DATASETS" "$DETOPS_SM_REGISTRY_URI"
-  else
-    # the workspace's MLflow endpoint: the local SQLite store stands in
-    export DETOPS_REGISTRY=mlflow MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
-    # the stack's containers on Azurite: the runs datastore and the approval records (DETOPS_APPROVALS_URI, az://approvals)
-    approvals_container="${DETOPS_APPROVALS_URI:-az://approvals}"; approvals_container="${approvals_container#az://}"
-    "$PY" -c 'import os, sys; from azure.storage.blob import BlobServiceClient; svc = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]); [svc.create_container(c) for c in sys.argv[1:]]' \
-      "$DETOPS_AML_DATASTORE_CONTAINER" "${approvals_container%%/*}"
-    # from here on every blob call goes through the proxy of the identity making it
-    start_rbac_proxies "$work" "$AZURITE_PORT" dev "$(job_identity github:train.yml:train)" "compute:$DETOPS_AML_COMPUTE" \
-      "$(job_identity github:train.yml:register)" "$(job_identity person:docs/cicd.md:approve)" || fail "the RBAC proxies did not start"
-  fi
-  if [ "$mode" = sagemaker ] && [ "$config" = configs/bccd.yaml ]; then  # submit prepares from the stack's bucket
-    "$PY" -c 'import sys; from training import storage; storage.upload_dir(sys.argv[1], sys.argv[2])' \
-      "$local_datasets/bccd/BCCD" "$DETOPS_DATASETS/bccd/BCCD"
-  fi
-  # what the images job hands over: digests (no docker here, so made-up ones in the stack's repositories)
-  export DETOPS_TRAINING_IMAGE="${DETOPS_TRAINING_REPOSITORY}@sha256:$(printf 'training' | sha256sum | cut -d' ' -f1)"
-  DETOPS_SERVING_IMAGE="${DETOPS_SERVING_REPOSITORY}@sha256:$(printf 'serving' | sha256sum | cut -d' ' -f1)"
-
-  step "train job: submit ($mode, returns at once)"
-  as_job github:train.yml:train
-  if [ "$mode" = sagemaker ]; then
-    detops submit "$config" --backend "$DETOPS_BACKEND" --no-wait "${tiny[@]}" | tee "$work/submit.log"
-  else
-    detops submit "$config" --backend "$DETOPS_BACKEND" --dry-run --out "$work/specs" "${tiny[@]}" | tee "$work/submit.log"
-  fi
-  "$PY" scripts/submission.py "$work/submit.log" > "$work/submission.txt"  # as the workflow's $GITHUB_OUTPUT
-  RUN_DIR="$(sed -n 's/^run_dir=//p' "$work/submission.txt")"
-  JOB="$(sed -n 's/^job=//p' "$work/submission.txt")"
-  [ -n "$RUN_DIR" ] && [ -n "$JOB" ] || fail "submit printed no run folder or job"
-  echo "run folder $RUN_DIR, job $JOB"
-
-  checked
-  step "the cloud job's steps (run here: the stand-ins run no container)"
-  as_job "the training job's steps" "compute:$DETOPS_AML_COMPUTE"
-  if [ "$mode" = azureml ]; then  # the job's prepare step sees the datasets mounted as a local folder
-    DETOPS_DATASETS="$local_datasets" detops prepare "$config" --run-dir "$RUN_DIR" "${tiny[@]}"
-  fi
-  detops train --run-dir "$RUN_DIR"
-  detops evaluate --run-dir "$RUN_DIR"
-  detops export --run-dir "$RUN_DIR"
-  detops finish --run-dir "$RUN_DIR"
-
-  if [ "$mode" = sagemaker ]; then
-    step "wait job (fresh login; bounded)"
-    detops wait --backend "$DETOPS_BACKEND" --job "$JOB" --timeout-minutes 45 --still-running-ok
-    step "evaluate job: the training job completed"
-    detops wait --backend "$DETOPS_BACKEND" --job "$JOB" --timeout-minutes 0
-  fi
-  checked
-  step "evaluate job: evaluate and gate $RUN_DIR"
-  as_job github:train.yml:evaluate
-  detops evaluate --run-dir "$RUN_DIR" --split val --split test
-  detops gate --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME"
-  checked
-
-  step "register job: the registrar's environment"
-  job_env "$cloud" model-registration
-  export DETOPS_SERVING_IMAGE
-  as_job github:train.yml:register
-  detops register --run-dir "$RUN_DIR" --name "$DETOPS_MODEL_NAME" --by "$CI_IDENTITY"
-  detops models list --name "$DETOPS_MODEL_NAME" --status PendingManualApproval
-  VERSION="$(latest_version PendingManualApproval)"
-  [ -n "$VERSION" ] || fail "no PendingManualApproval version after register"
-  checked
-  step "the registrant may not approve version $VERSION"
-  as_job person:docs/cicd.md:approve
-  expect_exit 4 detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$CI_IDENTITY" --comment "self-approval attempt"
-  step "approve version $VERSION by $REVIEWER"
-  detops approve "$DETOPS_MODEL_NAME" "$VERSION" --by "$REVIEWER" --comment "rehearsal: metrics and gate reviewed"
-  [ "$(latest_version Approved)" = "$VERSION" ] || fail "version $VERSION is not Approved"
-  checked
-  printf '\nREHEARSAL PASSED (%s): stack outputs -> CI variables -> submit -> evaluate -> gate -> register -> approve version %s\n' \
-    "$mode" "$VERSION"
-}
-
-if [ "$mode" = sagemaker ]; then
-  # every job of train.yml and release.yml with exactly its workflow's environment, as its own role on a moto
-  # server that enforces IAM (scripts/rehearse_jobs.py's docstring); the job runs configs/bccd.yaml (the
-  # workflow's), so REHEARSAL_CONFIG does not apply. REHEARSAL_TRAINED / REHEARSAL_KEEP_TRAINED: reuse / keep
-  # the tiny trained run (one training shared between rehearsals).
-  exec "$PY" scripts/rehearse_jobs.py --work "$work" --datasets "$DETOPS_DATASETS_LOCAL" \
-    ${REHEARSAL_TRAINED:+--trained "$REHEARSAL_TRAINED"} ${REHEARSAL_KEEP_TRAINED:+--keep-trained "$REHEARSAL_KEEP_TRAINED"}
-fi
+# The cloud modes: every job of train.yml and release.yml with exactly its workflow's environment, as its own
+# identity (scripts/rehearse_jobs.py's docstring; Azure: scripts/rehearse_azure.py's); the jobs run
+# configs/bccd.yaml (the workflows'), so REHEARSAL_CONFIG does not apply. REHEARSAL_TRAINED / REHEARSAL_KEEP_TRAINED:
+# reuse / keep the tiny trained run (one training shared between rehearsals, of either cloud). REHEARSAL_CI:
+# github (default, .github/workflows) or azure-devops (.azure-pipelines: linked variable groups, service connections).
 if [ "$mode" != local ]; then
-  cloud_rehearsal
-  exit 0
+  exec "$PY" scripts/rehearse_jobs.py --cloud "$([ "$mode" = sagemaker ] && echo aws || echo azure)" --work "$work" \
+    --datasets "$DETOPS_DATASETS_LOCAL" --ci "${REHEARSAL_CI:-github}" \
+    ${REHEARSAL_TRAINED:+--trained "$REHEARSAL_TRAINED"} ${REHEARSAL_KEEP_TRAINED:+--keep-trained "$REHEARSAL_KEEP_TRAINED"}
 fi
 
 # 1. A first candidate goes all the way to the endpoint.

@@ -1,8 +1,14 @@
-"""Rehearse .github/workflows/train.yml and release.yml on AWS job by job, each job as its own identity.
+"""Rehearse the train and release workflows job by job, each job as its own identity, on AWS or Azure.
 
-    python scripts/rehearse_jobs.py --work DIR [--datasets LOCAL_DATASETS] [--trained DIR] [--keep-trained DIR]
+    python scripts/rehearse_jobs.py --work DIR [--cloud aws|azure] [--ci github|azure-devops] [--datasets DIR]
+        [--trained DIR] [--keep-trained DIR] [--workflows DIR] [--without PRINCIPAL:ROLE[:CONTAINER]]
 
-(``bash scripts/rehearse.sh sagemaker`` calls it.) What runs, in this order:
+(``bash scripts/rehearse.sh sagemaker`` / ``azureml`` call it.) The jobs, their environments and their order come
+from the workflow files (tests/ci/ci_jobs.py); what differs per cloud is an adapter (:class:`AwsCloud`, below;
+``AzureCloud`` in scripts/rehearse_azure.py, whose docstring says what stands in for Azure). ``--ci azure-devops``
+rehearses .azure-pipelines/train.yml and release.yml instead: each job sees every variable of its linked variable
+groups (:func:`ado_environ`), signs in as its service connection's identity, and reads the output variables
+(``##vso[task.setvariable ...;isOutput=true]``) of the jobs before it. On AWS, in this order:
 
 1. :class:`iam_moto.EnforcingMotoServer` on 127.0.0.1: moto behind an authorizer that evaluates every request
    of an assumed-role session against that role's inline policies (tests/infra/iam_moto.py, iam_eval.py).
@@ -58,6 +64,7 @@ and ``until`` (a job key after which it stops).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -73,11 +80,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "ci"), str(REPO / "tests" / "infra"), str(REPO)]
+sys.path[:0] = [str(REPO / "tests" / "ci"), str(REPO / "tests" / "infra"), str(REPO / "tests"), str(REPO), str(REPO / "scripts")]
 
+sys.modules.setdefault("rehearse_jobs", sys.modules[__name__])  # one module when run as a script (rehearse_azure imports it)
 import ci_jobs  # noqa: E402
 import iam_moto  # noqa: E402
-from cicd_helpers import GITHUB_DIR, load_yaml  # noqa: E402
+from cicd_helpers import AZURE_DIR, GITHUB_DIR, load_yaml  # noqa: E402
 
 WORKFLOWS = ("train.yml", "release.yml")
 #: Set by hand in GitHub (docs/cicd.md "Set by hand"): the backend, the registry, the model name (on AWS the
@@ -94,6 +102,17 @@ SKIPPED_SCRIPTS = ("bash scripts/setup.sh",)
 ECR_PUSH = ("ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
             "ecr:CompleteLayerUpload", "ecr:PutImage")
 _EXPR = re.compile(r"^\$\{\{\s*(.*?)\s*\}\}$")
+#: Azure DevOps: a runtime expression naming another job's output variable (``$[ dependencies.Submit.outputs
+#: ['Submit.cloud.job'] ]``, ``$[ stageDependencies.Images.Build.outputs['cloud.servingImage'] ]``), a template
+#: parameter (``${{ parameters.version }}``) and the logging command that sets an output variable.
+_ADO_OUTPUT = re.compile(r"^\$\[\s*(stageDependencies|dependencies)\.([A-Za-z0-9_]+)(?:\.([A-Za-z0-9_]+))?"
+                         r"\.outputs\['([^']+)'\]\s*\]$")
+_ADO_PARAMETER = re.compile(r"\$\{\{\s*parameters\.([A-Za-z0-9_]+)\s*\}\}")
+_ADO_SETVARIABLE = re.compile(r"^##vso\[task\.setvariable variable=([^;\]]+);isOutput=true\](.*)$", re.M)
+#: The job that submits the cloud job (its container steps run after it) and the release's staging job (its smoke
+#: test is answered as the rehearsal says), per CI system.
+TRAIN_JOB = {"github": "train", "azure-devops": "Train.Submit"}
+STAGING_JOB = {"github": "staging", "azure-devops": "Staging.Deploy"}
 
 
 class RehearsalFailed(Exception):
@@ -116,6 +135,8 @@ class Rehearsal:
     job_outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    #: what differs per cloud (:class:`AwsCloud`; scripts/rehearse_azure.py's ``AzureCloud``)
+    cloud: Any = None
 
     def say(self, text: str) -> None:
         """Print one progress line (and keep it in :attr:`log`)."""
@@ -168,9 +189,7 @@ def variables_of(r: Rehearsal, environment: str | None) -> dict[str, str]:
     from detops.contract import ci_variables
 
     found = dict(ci_variables(r.outputs).all_for(environment))
-    hand = {"DETOPS_BACKEND": "sagemaker", "DETOPS_REGISTRY": "sagemaker",
-            "DETOPS_MODEL_NAME": r.outputs["model_package_group_name"]}
-    return {**hand, **found}
+    return {**r.cloud.hand_set(), **found}
 
 
 def _aws_env(r: Rehearsal, purpose: str | None) -> dict[str, str]:
@@ -218,14 +237,43 @@ def step_env(r: Rehearsal, job: ci_jobs.Job, step: ci_jobs.Step, purpose: str | 
              steps: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The whole environment of one step: ``Job.environ`` (exactly the mapped names), the GITHUB_ENV lines of
     earlier steps, the runner's variables and the login's session."""
-    raw = {**job.env, **step.env}
-    passed = {name: v for name, value in raw.items() if (v := expression(r, value, steps)) is not None}
-    env = job.environ(variables_of(r, job.environment), passed, step)
+    if job.system == "azure-devops":
+        env = ado_environ(r, job)
+    else:
+        raw = {**job.env, **step.env}
+        passed = {name: v for name, value in raw.items() if (v := expression(r, value, steps)) is not None}
+        env = job.environ(variables_of(r, job.environment), passed, step)
     env.update(_read_pairs(job_dir / "env"))
     env.update(runner_env(r, job_dir))
     if purpose:
-        env.update(_aws_env(r, purpose))
+        env.update(r.cloud.login(purpose))
     return env
+
+
+def ado_environ(r: Rehearsal, job: ci_jobs.Job) -> dict[str, str]:
+    """What an Azure DevOps job's scripts see: every variable of its linked groups (``detops-common``: the
+    repository-level CI variables; ``detops-<environment>``: that environment's) and the hand-set ones
+    (:func:`job_access.job_variables`), its inline variables with ``$[ ... ]`` output references and
+    ``${{ parameters.x }}`` resolved, and the agent's ``AGENT_TEMPDIRECTORY``."""
+    from job_access import job_variables
+
+    from detops.contract import ci_variables
+
+    variables = {**r.cloud.hand_set(), **job_variables(job, ci_variables(r.outputs), r.cloud.name, r.cloud.model_name)}
+    passed = {}
+    for name, value in job.variables.items():
+        m = _ADO_OUTPUT.match(str(value))
+        if m:
+            kind, first, second, output = m.groups()
+            key = f"{first}.{second}" if kind == "stageDependencies" else f"{job.name.split('.')[0]}.{first}"
+            passed[name] = r.job_outputs.get(key, {}).get(output, "")
+    env = job.environ(variables, passed)
+    return {k: _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), v) for k, v in env.items()}
+
+
+def ado_parameter(r: Rehearsal, name: str) -> str:
+    """A pipeline run parameter: the backend, the release's ``version`` (:attr:`Rehearsal.inputs`), ``steps`` 0."""
+    return {"backend": r.cloud.name, "steps": "0", **r.inputs}.get(name, "")
 
 
 def _read_pairs(path: Path) -> dict[str, str]:
@@ -272,14 +320,15 @@ def run_job(r: Rehearsal, job: ci_jobs.Job) -> str | None:
     done = len(list((r.work / "jobs").glob("*"))) if (r.work / "jobs").exists() else 0
     job_dir = r.work / "jobs" / f"{done + 1:02d}-{job.key.replace(':', '_').replace('/', '_')}"  # a fresh runner
     (job_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    r.say(f"== job {job.key} as {purpose} (environment {job.environment})")
+    r.say(f"== job {job.key} as {purpose} (environment {ci_environment(job)})")
     steps: dict[str, dict[str, str]] = {}
     failed = _run_steps(r, job, purpose, job_dir, steps, "success")
     if failed:
         r.say(f"   step {failed}: running the job's failure() steps")
         if _run_steps(r, job, purpose, job_dir, steps, "failure"):
             raise RehearsalFailed(f"job {job.key} as {purpose}: its failure() steps failed too (log {job_dir}/log)")
-    r.job_outputs[job.name] = {k: expression(r, v, steps) or "" for k, v in job.outputs.items()}
+    if job.system == "github":
+        r.job_outputs[job.name] = {k: expression(r, v, steps) or "" for k, v in job.outputs.items()}
     return failed
 
 
@@ -290,10 +339,20 @@ def _run_steps(r: Rehearsal, job: ci_jobs.Job, purpose: str | None, job_dir: Pat
         if step.script.strip() in SKIPPED_SCRIPTS:
             r.say(f"   skipped: {step.script.strip()} (this checkout's .venv stands in)")
             continue
-        before, since = _read_pairs(job_dir / "output"), len(r.enforcer.calls)
+        before, since = _read_pairs(job_dir / "output"), r.cloud.mark()
+        if job.system == "azure-devops":  # AzureCLI@2's inline script: `set -euo pipefail` + the template's script
+            script = _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), step.script)
+            step = dataclasses.replace(step, script="set -euo pipefail\n" + script)
+        logged = (job_dir / "log").stat().st_size if (job_dir / "log").exists() else 0
         code = run_script(r, job, step, step_env(r, job, step, purpose, job_dir, steps), job_dir / "log")
-        check_ecr(r, job, purpose, job_dir)
-        denied = denial(r, since)
+        if job.system == "azure-devops":  # ##vso[task.setvariable ...;isOutput=true]: the cloud step's outputs
+            with (job_dir / "log").open(errors="replace") as f:
+                f.seek(logged)
+                for name, value in _ADO_SETVARIABLE.findall(f.read()):
+                    r.job_outputs.setdefault(job.name, {}).update(
+                        {f"cloud.{name}": value.strip(), f"{job.name.split('.')[-1]}.cloud.{name}": value.strip()})
+        r.cloud.after_step(job, purpose)
+        denied = r.cloud.denial(since)
         if denied:
             raise RehearsalFailed(f"job {job.key} as {purpose}: {denied}")
         if step.id:
@@ -387,13 +446,13 @@ def detops(r: Rehearsal, purpose: str | None, args: list[str], extra: Mapping[st
     Raises:
         RehearsalFailed: it was denied (the action and resource) or failed (its exit code and output's tail).
     """
-    env = {**runner_env(r, r.work), **(extra or {}), **_aws_env(r, purpose)}
-    since = len(r.enforcer.calls)
+    env = {**runner_env(r, r.work), **(extra or {}), **r.cloud.login(purpose)}
+    since = r.cloud.mark()
     done = subprocess.run([str(REPO / ".venv" / "bin" / "detops"), *args], cwd=REPO, env=env, capture_output=True,
                           text=True, check=False, timeout=3600)
     with (r.work / "between-jobs.log").open("a") as out:
         out.write(f"\n== detops {' '.join(args)} as {purpose}\n{done.stdout}\n{done.stderr}")
-    denied = denial(r, since)
+    denied = r.cloud.denial(since)
     if denied:
         raise RehearsalFailed(f"detops {args[0]} as {purpose}: {denied}")
     if done.returncode:
@@ -452,12 +511,13 @@ def approve(r: Rehearsal) -> str:
     """A person's step: the newest PendingManualApproval version approved as the approver role (environment
     ``model-approval``); returns the version."""
     env = variables_of(r, "model-approval")
-    listed = json.loads(detops(r, "approver", ["models", "list", "--name", r.outputs["model_package_group_name"], "--status",
+    name = r.cloud.model_name
+    listed = json.loads(detops(r, "approver", ["models", "list", "--name", name, "--status",
                                                "PendingManualApproval", "--json"], env))
     if not listed:
         raise RehearsalFailed("job register left no PendingManualApproval version")
     version = max((v["version"] for v in listed), key=int)
-    detops(r, "approver", ["approve", r.outputs["model_package_group_name"], version, "--comment", "rehearsal: metrics reviewed"], env)
+    detops(r, "approver", ["approve", name, version, "--comment", "rehearsal: metrics reviewed"], env)
     r.say(f"== a person approved version {version} as approver (environment model-approval)")
     return version
 
@@ -483,12 +543,66 @@ def serving(r: Rehearsal, endpoint: str) -> str:
     return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}["detops:model_version"]
 
 
+class AwsCloud:
+    """What the rehearsal does on AWS (module docstring): the role sessions' keys as the login, the enforcing
+    server's decisions, the ECR stand-ins checked with ``iam_eval``, the SageMaker container's steps, moto's
+    canned endpoint answers."""
+
+    name = "sagemaker"
+    identity_word = "role"
+
+    def __init__(self, r: Rehearsal) -> None:
+        self.r = r
+
+    @property
+    def model_name(self) -> str:
+        """The model package group the stack creates (the roles are scoped to it)."""
+        return self.r.outputs["model_package_group_name"]
+
+    def hand_set(self) -> dict[str, str]:
+        return {"DETOPS_BACKEND": "sagemaker", "DETOPS_REGISTRY": "sagemaker", "DETOPS_MODEL_NAME": self.model_name}
+
+    def login(self, purpose: str | None) -> dict[str, str]:
+        return _aws_env(self.r, purpose)
+
+    def mark(self) -> int:
+        return len(self.r.enforcer.calls)
+
+    def denial(self, since: int) -> str | None:
+        return denial(self.r, since)
+
+    def after_step(self, job: ci_jobs.Job, purpose: str | None) -> None:
+        check_ecr(self.r, job, purpose, self.r.work)
+
+    def container_steps(self) -> None:
+        container_steps(self.r)
+
+    def answer(self, version: str) -> None:
+        queue_answer(self.r, version)
+
+    def serving(self, endpoint: str) -> str:
+        return serving(self.r, endpoint)
+
+
 # --- the whole rehearsal -------------------------------------------------------------------------------------
 
 
-def workflow_jobs(docs: Mapping[str, dict[str, Any]], name: str) -> list[ci_jobs.Job]:
-    """The jobs of GitHub workflow ``name`` from ``docs`` (parsed YAML by file name)."""
+def workflow_jobs(docs: Mapping[str, dict[str, Any]], name: str, system: str = "github") -> list[ci_jobs.Job]:
+    """The jobs of workflow ``name`` from ``docs`` (parsed YAML by file name): GitHub's, or the Azure DevOps
+    pipeline of that name (``system="azure-devops"``)."""
+    if system == "azure-devops":
+        return ci_jobs.azure_jobs(name, docs[name])
     return ci_jobs.github_jobs(name, docs[name])
+
+
+def ci_environment(job: ci_jobs.Job) -> str | None:
+    """The CI environment whose variables and identity a job gets: GitHub's ``environment:``; Azure DevOps, the
+    environment of its linked ``detops-<environment>`` group (``detops-staging``: staging)."""
+    if job.system != "azure-devops":
+        return job.environment
+    from job_access import group_environment
+
+    return next((e for g in job.groups if (e := group_environment(g))), None)
 
 
 def images_outputs(r: Rehearsal) -> None:
@@ -507,8 +621,8 @@ def train_workflow(r: Rehearsal, jobs: list[ci_jobs.Job], until: str | None) -> 
             images_outputs(r)
         if job.key == until:
             return True
-        if job.name == "train":
-            container_steps(r)
+        if job.name == TRAIN_JOB[job.system]:
+            r.cloud.container_steps()
     return False
 
 
@@ -518,11 +632,12 @@ def release_workflow(r: Rehearsal, jobs: list[ci_jobs.Job], version: str, answer
     r.inputs = {"version": version}
     failed = None
     for job in jobs:
-        if job.environment and job.environment not in (r.outputs.get("CI_ENVIRONMENTS") or {}):
-            r.say(f"== job {job.key}: skipped, the stack has no {job.environment!r} environment (CI_ENVIRONMENTS)")
+        environment = ci_environment(job)
+        if environment and environment not in (r.outputs.get("CI_ENVIRONMENTS") or {}):
+            r.say(f"== job {job.key}: skipped, the stack has no {environment!r} environment (CI_ENVIRONMENTS)")
             continue
-        if job.name == "staging":
-            queue_answer(r, answers)
+        if job.name == STAGING_JOB[job.system]:
+            r.cloud.answer(answers)
             failed = run_job(r, job)
             continue
         must_pass(r, job)
@@ -543,6 +658,7 @@ def start(work: Path, policies: Mapping[str, dict[str, Any]] | None, datasets: P
     chosen = dict(policies) if policies is not None else iam_moto.stack_policies(run)
     sessions = iam_moto.load_stack(url, outputs, chosen, outputs["region"], setup_session(outputs))
     r = Rehearsal(work, url, server.enforcer, outputs, chosen, sessions, work / "bin")
+    r.cloud = AwsCloud(r)
     (work / "home").mkdir(parents=True, exist_ok=True)
     write_stubs(r)
     upload_datasets(r, datasets or REPO.parent / "shared" / "datasets")
@@ -551,25 +667,36 @@ def start(work: Path, policies: Mapping[str, dict[str, Any]] | None, datasets: P
 
 def rehearse(work: Path, *, docs: Mapping[str, dict[str, Any]] | None = None,
              policies: Mapping[str, dict[str, Any]] | None = None, datasets: Path | None = None,
-             trained: Path | None = None, keep_trained: Path | None = None, until: str | None = None) -> Rehearsal:
+             trained: Path | None = None, keep_trained: Path | None = None, until: str | None = None,
+             cloud: str = "aws", rbac: Any = None, system: str = "github") -> Rehearsal:
     """The whole rehearsal (module docstring), or up to and including job ``until`` (a :attr:`ci_jobs.Job.key`).
 
     ``docs``: the parsed workflows by file name (default: read from .github/workflows); ``policies``: the inline
     policy document of each role by purpose (default: the AWS program's, :func:`iam_moto.stack_policies`).
+    ``cloud``: ``aws`` (moto with IAM) or ``azure`` (Azurite behind Azure RBAC and the Azure ML workspace of
+    tests/ci/aml_fake.py: scripts/rehearse_azure.py); ``rbac``: the Azure role assignments model to use
+    (default the Azure program's; a put-back break passes one with an assignment removed). ``system``: the CI
+    system whose files are rehearsed, ``github`` (.github/workflows) or ``azure-devops`` (.azure-pipelines: each
+    job's linked variable groups, its service connection's identity, output variables between jobs).
 
     Raises:
         RehearsalFailed: the one line the rehearsal fails with (a denied call, a failed step, a wrong endpoint).
     """
-    docs = docs or {name: load_yaml(GITHUB_DIR / name) for name in WORKFLOWS}
+    docs = docs or {name: load_yaml((AZURE_DIR if system == "azure-devops" else GITHUB_DIR) / name) for name in WORKFLOWS}
     work.mkdir(parents=True, exist_ok=True)
-    r, server = start(work, policies, datasets)
+    if cloud == "azure":
+        import rehearse_azure
+
+        r, server = rehearse_azure.start(work, datasets, rbac)
+    else:
+        r, server = start(work, policies, datasets)
     r.trained, r.keep_trained = trained, keep_trained or work / "trained-run"
     try:
-        train_jobs = workflow_jobs(docs, "train.yml")
+        train_jobs = workflow_jobs(docs, "train.yml", system)
         if train_workflow(r, train_jobs, until):
             return r
         r.trained = r.trained or r.keep_trained  # the second candidate's container steps copy this run
-        release_and_roll_back(r, train_jobs, workflow_jobs(docs, "release.yml"))
+        release_and_roll_back(r, train_jobs, workflow_jobs(docs, "release.yml", system))
     finally:
         server.stop()
     return r
@@ -579,23 +706,25 @@ def release_and_roll_back(r: Rehearsal, train_jobs: list[ci_jobs.Job], release_j
     """Release the approved version (its smoke test passes), then a second version whose smoke test is answered
     by the first: the staging job's failure() step must roll the endpoint back to the first."""
     endpoint = r.outputs["CI_ENVIRONMENTS"]["staging"]["ENDPOINT_NAME"]
+    staging = next(j for j in release_jobs if j.name == STAGING_JOB[j.system])
     first = approve(r)
     failed = release_workflow(r, release_jobs, first, answers=first)
     if failed:
-        raise RehearsalFailed(f"job github:release.yml:staging as deployer: step {failed}")
-    if serving(r, endpoint) != first:
-        raise RehearsalFailed(f"endpoint {endpoint} serves {serving(r, endpoint)}, not the released version {first}")
+        raise RehearsalFailed(f"job {staging.key} as {ci_jobs.identity(staging, r.outputs)}: step {failed}")
+    if r.cloud.serving(endpoint) != first:
+        raise RehearsalFailed(f"endpoint {endpoint} serves {r.cloud.serving(endpoint)}, not the released version {first}")
     r.say(f"== version {first} serves on {endpoint}; its smoke test saw it answer")
     r.say("== a second candidate: train.yml again (its container steps copy the first run's trained files)")
     train_workflow(r, train_jobs, None)
     second = approve(r)
     if release_workflow(r, release_jobs, second, answers=first) is None:
-        raise RehearsalFailed(f"job github:release.yml:staging: version {second}'s smoke test passed, though "
+        raise RehearsalFailed(f"job {staging.key}: version {second}'s smoke test passed, though "
                               f"version {first} answered")
-    if serving(r, endpoint) != first:
-        raise RehearsalFailed(f"endpoint {endpoint} serves {serving(r, endpoint)} after the rollback, not {first}")
+    if r.cloud.serving(endpoint) != first:
+        raise RehearsalFailed(f"endpoint {endpoint} serves {r.cloud.serving(endpoint)} after the rollback, not {first}")
     r.say(f"== version {second} failed its smoke test (version {first} answered) and was rolled back to {first}")
-    r.say(f"\nREHEARSAL PASSED (sagemaker, every job as its own role): versions {first} and {second} registered "
+    ci = "" if staging.system == "github" else ", Azure DevOps"
+    r.say(f"\nREHEARSAL PASSED ({r.cloud.name}{ci}, every job as its own {r.cloud.identity_word}): versions {first} and {second} registered "
           f"and approved; {first} deployed and smoke-tested; {second} failed its smoke test and was rolled back to {first}")
 
 
@@ -606,10 +735,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path, default=None, help="local datasets folder (holds bccd/BCCD)")
     p.add_argument("--trained", type=Path, default=None, help="a run trained by an earlier rehearsal (--keep-trained)")
     p.add_argument("--keep-trained", type=Path, default=None, help="save this rehearsal's trained run here")
+    p.add_argument("--cloud", choices=("aws", "azure"), default="aws")
+    p.add_argument("--ci", choices=("github", "azure-devops"), default="github", help="whose workflow files")
+    p.add_argument("--workflows", type=Path, default=None,
+                   help="read train.yml and release.yml from this folder (a put-back break: an edited copy)")
+    p.add_argument("--without", action="append", default=[], metavar="PRINCIPAL:ROLE[:CONTAINER]",
+                   help="Azure: rehearse without this role assignment of the stack (a put-back break)")
     a = p.parse_args(argv)
     t0 = time.monotonic()
+    docs = {name: load_yaml(a.workflows / name) for name in WORKFLOWS} if a.workflows else None
+    rbac = None
+    if a.without:
+        import rehearse_azure
+
+        rbac = rehearse_azure.stack_rbac()
+        for spec in a.without:
+            rbac = rbac.without(*spec.split(":", 2) if not spec.startswith("compute:") else
+                                ["compute:" + spec.split(":")[1], *spec.split(":")[2:]])
     try:
-        rehearse(a.work.resolve(), datasets=a.datasets, trained=a.trained, keep_trained=a.keep_trained)
+        rehearse(a.work.resolve(), datasets=a.datasets, trained=a.trained, keep_trained=a.keep_trained, cloud=a.cloud,
+                 system=a.ci, docs=docs, rbac=rbac)
     except RehearsalFailed as e:
         print(f"\nREHEARSAL FAILED: {e}", file=sys.stderr)
         return 1

@@ -22,10 +22,12 @@ fi
 # and Azure ML run them) start shard a, so that their image build (network and disk) overlaps shard b's
 # CPU-bound tests; measured here: a cold build 6-9 min (base 1-2 min, training image 4-5, serving 1.5-2),
 # a source change about 1 min, nothing changed 0.2 s; the tests themselves 11-12 min (docs/cloud.md).
-shard_a=(tests/cloud/test_containers.py tests/ci tests/annotations tests/deployment/test_browser.py
-         tests/deployment/test_fuzz.py)
+# The Azure job-by-job rehearsals (tests/ci/test_rehearsal_azure.py, about 12 min, subprocesses only) end shard b.
+shard_a=(tests/cloud/test_containers.py tests/ci --ignore=tests/ci/test_rehearsal_azure.py tests/annotations
+         tests/deployment/test_browser.py tests/deployment/test_fuzz.py)
 shard_b=(tests/infra --ignore=tests/cloud/test_containers.py tests/cloud tests/training tests/test_*.py
-         --ignore=tests/deployment/test_browser.py --ignore=tests/deployment/test_fuzz.py tests/deployment)
+         --ignore=tests/deployment/test_browser.py --ignore=tests/deployment/test_fuzz.py tests/deployment
+         tests/ci/test_rehearsal_azure.py)
 
 # the layer contracts (pyproject.toml [tool.importlinter]): a back-arrow between layers fails CI first
 .venv/bin/lint-imports --no-cache

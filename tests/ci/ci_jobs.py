@@ -192,6 +192,12 @@ def _github_step(spec: dict[str, Any]) -> Step:
 # --- Azure DevOps -------------------------------------------------------------------------------------
 
 
+def azure_jobs(pipeline: str, doc: dict[str, Any]) -> list[Job]:
+    """The jobs of the Azure DevOps pipeline ``pipeline`` (its file name) from its parsed YAML ``doc`` (which a
+    caller may have changed); job templates are read from their files."""
+    return list(_azure_jobs(pipeline, doc))
+
+
 def _groups_and_variables(spec: Any) -> tuple[list[str], dict[str, str]]:
     """Azure ``variables:`` in list form (``- group: x`` / ``- name: n, value: v``) or mapping form."""
     groups, inline = [], {}

@@ -339,7 +339,7 @@ def job_variables(job: Any, variables: Any, backend: str, model_name: str) -> di
     environment's variables (:meth:`contract.CiVariables.all_for`); Azure DevOps, the variables of every group
     linked to the job, in link order. Plus the ones set by hand (docs/cicd.md): DETOPS_BACKEND, DETOPS_REGISTRY
     and DETOPS_MODEL_NAME (SageMaker: the stack's model package group, ``model_name``)."""
-    hand = {"DETOPS_MODEL_NAME": model_name, "DETOPS_BACKEND": backend, "DETOPS_REGISTRY": "sagemaker" if backend == "sagemaker" else "mlflow"}
+    hand = {"DETOPS_MODEL_NAME": model_name, "DETOPS_BACKEND": backend, "DETOPS_REGISTRY": backend}
     if job.system in ("github", "person"):
         return {**hand, **variables.all_for(job.environment)}
     out = dict(hand)

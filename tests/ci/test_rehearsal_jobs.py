@@ -1,5 +1,6 @@
 """``bash scripts/rehearse.sh sagemaker``: train.yml and release.yml job by job, each job with exactly its
 workflow's environment and as its own AWS role on a moto server that enforces IAM (scripts/rehearse_jobs.py).
+Azure (GitHub Actions and Azure DevOps): tests/ci/test_rehearsal_azure.py.
 
 - end to end: every job passes, from the stack outputs to a smoke-tested endpoint and a rollback;
 - put-back breaks, each injected into :func:`rehearse_jobs.rehearse` (a copy of the parsed workflow, or the policy
@@ -31,6 +32,9 @@ DATASETS = Path(os.environ.get("DETOPS_DATASETS") or REPO.parent / "shared" / "d
 
 
 def _driver():
+    """scripts/rehearse_jobs.py as a module, loaded once (scripts/rehearse_azure.py imports the same one)."""
+    if "rehearse_jobs" in sys.modules:
+        return sys.modules["rehearse_jobs"]
     spec = importlib.util.spec_from_file_location("rehearse_jobs", REPO / "scripts" / "rehearse_jobs.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["rehearse_jobs"] = module

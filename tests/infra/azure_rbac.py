@@ -325,6 +325,12 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     "workspaces.get": (f"{ML}/read", "{workspace}", _ML_DOC),
     "datastores.get": (f"{ML}/datastores/read", "{workspace}/datastores/{name}", _ML_DOC),
     "compute.get": (f"{ML}/computes/read", "{workspace}/computes/{name}", _ML_DOC),
+    # MLClient.compute.list_sizes / list_usage: GET /subscriptions/{s}/providers/Microsoft.MachineLearningServices/
+    # locations/{l}/vmSizes | /usages (the quota pre-flight, training/cloud/quota.py)
+    "compute.list_sizes": ("Microsoft.MachineLearningServices/locations/vmsizes/read",
+                           "/subscriptions/{subscription}/providers/Microsoft.MachineLearningServices/locations/{location}", _ML_DOC),
+    "compute.list_usage": ("Microsoft.MachineLearningServices/locations/usages/read",
+                           "/subscriptions/{subscription}/providers/Microsoft.MachineLearningServices/locations/{location}", _ML_DOC),
     "jobs.create_or_update": (f"{ML}/jobs/write", "{workspace}/jobs/{name}", _ML_DOC),
     "jobs.get": (f"{ML}/jobs/read", "{workspace}/jobs/{name}", _ML_DOC),
     "jobs.stream": (f"{ML}/jobs/read", "{workspace}/jobs/{name}", _ML_DOC),

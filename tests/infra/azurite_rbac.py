@@ -306,5 +306,5 @@ def _env_name(principal: str) -> str:
 
 __all__ = ["Check", "RbacProxy", "Unmapped", "decide", "denial", "main", "operation_of", "stack_model"]
 
-if __name__ == "__main__":  # PYTHONPATH=<repo>:<repo>/tests python tests/infra/azurite_rbac.py ... (scripts/rbac_proxy.sh)
+if __name__ == "__main__":  # PYTHONPATH=<repo>:<repo>/tests python tests/infra/azurite_rbac.py ... (one proxy per identity, for a shell)
     raise SystemExit(main())

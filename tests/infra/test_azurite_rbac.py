@@ -239,36 +239,3 @@ def test_the_account_name_is_checked() -> None:
 
     with pytest.raises(Unmapped):
         operation_of("GET", f"/{AZURITE_ACCOUNT}x/c/b", {}, AZURITE_ACCOUNT)
-
-
-def test_the_rehearsal_functions_run_each_command_as_its_identity(azurite_port, admin, tmp_path) -> None:
-    """scripts/rbac_proxy.sh (what a rehearsal sources): a proxy per identity from the dev stack, ``as_identity``
-    switches the connection string, ``rbac_denials`` fails naming the job, the identity, the action and the
-    scope. Run with ``bash``, as the rehearsal runs, on this module's Azurite."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    write = f'"{sys.executable}" -c "import sys; from training import storage; storage.write_bytes(sys.argv[1], b\'1\')"'
-    script = f"""
-set -u
-PY="{sys.executable}" AZURITE_KEY="{AZURITE_KEY}"
-. scripts/rbac_proxy.sh
-start_rbac_proxies "{tmp_path}" {azurite_port} dev trainer approver || exit 10
-trap stop_rbac_proxies EXIT
-as_identity trainer && {write} az://runs/rehearsal/r1/metrics.json || exit 11
-rbac_denials evaluate || exit 12
-as_identity approver && {write} az://approvals/m/1/record.json || exit 13
-{write} az://runs/rehearsal/r1/by-approver.json 2>/dev/null && exit 14
-rbac_denials approve && exit 15
-as_identity nobody 2>/dev/null && exit 16
-exit 0
-"""
-    done = subprocess.run(["bash", "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert landed(admin, "runs", "rehearsal/r1/metrics.json") == b"1"
-    assert landed(admin, "approvals", "m/1/record.json") == b"1"
-    assert landed(admin, "runs", "rehearsal/r1/by-approver.json") is None
-    (line,) = [x for x in done.stderr.splitlines() if x.startswith("job approve")]
-    assert line.startswith(f"job approve as approver: Put Blob {BLOBS}/write on ") and "/containers/runs/blobs/rehearsal/r1/by-approver.json" in line
