@@ -157,6 +157,9 @@ _ADO_ISSUERS = (
 )
 # GitHub subjects that only a protected ref or a deployment environment can carry (not pull requests).
 _GITHUB_SUBJECT = re.compile(r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:(ref:refs/(heads|tags)/[^*]+|environment:[^*]+)$")
+# A read-only identity's pull-request pattern (training.github_oidc): one environment, one workflow file, any ref.
+_GITHUB_READER_PATTERN = re.compile(
+    r"^repo:([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+):environment:[^*:]+:job_workflow_ref:\1/\.github/workflows/[^*/@:]+@\*$")
 
 
 def _storage_https_only(props: Mapping[str, Any]) -> list[str]:
@@ -505,21 +508,27 @@ def _iam_oidc_trust_pinned(props: Mapping[str, Any]) -> list[str]:
     document, problems = _json_document(props.get("assumeRolePolicy"), "assumeRolePolicy")
     if document is None:
         return problems
+    reader = (props.get("tags") or {}).get("detops:purpose") == "infra-reader"
     for index, statement in enumerate(_statements(document)):
         if "sts:AssumeRoleWithWebIdentity" not in _as_list(statement.get("Action")) or statement.get("Effect") != "Allow":
             continue
         conditions = statement.get("Condition") or {}
         pinned: dict[str, list[str]] = {}
+        like: list[str] = []
         for operator, entries in conditions.items():
             if operator in ("StringEquals", "StringLike") and isinstance(entries, Mapping):
                 for key, value in entries.items():
                     pinned.setdefault(key.rsplit(":", 1)[-1], []).extend(str(v) for v in _as_list(value))
+                    if operator == "StringLike" and key.endswith(":sub"):
+                        like.extend(str(v) for v in _as_list(value))
         if not pinned.get("aud"):
             problems.append(f"statement {index}: the token audience (':aud') must be pinned")
         subjects = pinned.get("sub", [])
         if not subjects:
             problems.append(f"statement {index}: the token subject (':sub') must be pinned")
         for subject in subjects:
+            if reader and subject in like and _GITHUB_READER_PATTERN.match(subject):
+                continue  # read only: one environment and workflow file, the ref of any pull request
             if subject.startswith("repo:") and not _GITHUB_SUBJECT.match(subject):
                 problems.append(
                     f"statement {index}: GitHub subject {subject!r} must name one repository and a branch, tag "
