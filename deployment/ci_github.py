@@ -232,7 +232,7 @@ def _env_requests(api: Api, owner: str, repo: str, name: str, want: Mapping[str,
         "deployment_branch_policy": have.get("deployment_branch_policy")
         and {k: have["deployment_branch_policy"].get(k) for k in ("protected_branches", "custom_branch_policies")}
     }
-    if reviewers or have.get("reviewers"):
+    if reviewers:  # a gate's reviewers are managed; another environment's, set by hand, are left alone
         current.update(reviewers=have.get("reviewers", []), prevent_self_review=have.get("prevent_self_review", False))
     out = []
     if not have or current != body:

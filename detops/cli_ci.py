@@ -56,6 +56,10 @@ def github(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the requests (method, path, body); send none.")
     ] = False,
+    workflows: Annotated[
+        Path | None,
+        typer.Option("--workflows", help="The workflows folder (default: ./.github/workflows, else the project's)."),
+    ] = None,
 ) -> None:
     """Environments (reviewers, main-only branch policies), variables, main's protection, the OIDC subject template."""
     from deployment import ci_github
@@ -71,7 +75,14 @@ def github(
     except json.JSONDecodeError as e:
         raise ConfigError(f"{outputs}: not `pulumi stack output --json` output ({e})") from None
     variables = contract.ci_variables(data)
-    want = ci_github.wanted(repository, variables.repository, variables.environments, _reviewers(reviewer or []))
+    here = Path(".github/workflows")
+    want = ci_github.wanted(
+        repository,
+        variables.repository,
+        variables.environments,
+        _reviewers(reviewer or []),
+        workflows or (here if here.is_dir() else None),
+    )
     api = ci_github.connect(
         os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or "",
         os.environ.get("GITHUB_API_URL") or None,
