@@ -98,6 +98,28 @@ def validated(method: str, template: str, body: Mapping[str, Any]) -> dict[str, 
     return dict(body)
 
 
+def merge_outputs(documents: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One stack-outputs document from several ``(source name, outputs)``: an application stack's and its
+    bootstrap's (which holds the infra environments' identities). ``CI_ENVIRONMENTS`` are joined; an
+    environment or a setting-named (upper-case) output given twice with different values raises
+    :class:`ConfigError` naming both sources; descriptive (lower-case) outputs keep the first value."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, outputs in documents:
+        for key, value in outputs.items():
+            if key == "CI_ENVIRONMENTS":
+                envs = merged.setdefault(key, {})
+                for env, variables in (value or {}).items():
+                    if env in envs and envs[env] != variables:
+                        raise ConfigError(f"{source}: CI_ENVIRONMENTS.{env} differs from {origin[f'env:{env}']}'s")
+                    envs[env], origin[f"env:{env}"] = variables, source
+            elif key not in merged:
+                merged[key], origin[key] = value, source
+            elif key.isupper() and merged[key] != value:
+                raise ConfigError(f"{source}: output {key} differs from {origin[key]}'s ({merged[key]!r})")
+    return merged
+
+
 @dataclass
 class Wanted:
     """The state to reach. ``environments``: ``{name: {"reviewers": [login | org/team], "main_only": bool,

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ci = typer.Typer(help="Set up a CI system from the stack outputs.", no_args_is_help=True)
 setup = typer.Typer(help="Create or update what the workflows rely on (idempotent).", no_args_is_help=True)
@@ -45,7 +46,10 @@ def _reviewers(values: list[str]) -> dict[str, list[str]]:
 
 @setup.command("github")
 def github(
-    outputs: Annotated[Path, typer.Argument(help="`pulumi stack output --json` saved to a file, or - for stdin.")],
+    outputs: Annotated[
+        list[Path],
+        typer.Argument(help="`pulumi stack output --json` of the stack (and of its bootstrap): files, or - for stdin."),
+    ],
     repo: Annotated[str | None, typer.Option("--repo", help="owner/name (default: GITHUB_REPOSITORY).")] = None,
     reviewer: Annotated[
         list[str] | None,
@@ -69,11 +73,19 @@ def github(
     repository = repo or os.environ.get("GITHUB_REPOSITORY") or ""
     if repository.count("/") != 1:
         raise ConfigError("give the repository as --repo OWNER/NAME (or GITHUB_REPOSITORY)")
-    text = sys.stdin.read() if str(outputs) == "-" else outputs.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{outputs}: not `pulumi stack output --json` output ({e})") from None
+    documents = []
+    for path in outputs:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        try:
+            documents.append((str(path), json.loads(text)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not `pulumi stack output --json` output ({e})") from None
+    data = ci_github.merge_outputs(documents)
+    if data.get("cloud") == "azure":
+        err.print(
+            "warning: on Azure the pull-request preview's infra-reader cannot sign in once the subject template "
+            "is set (exact-match federated credentials; docs/cicd.md, 'OIDC to Azure and AWS')"
+        )
     variables = contract.ci_variables(data)
     here = Path(".github/workflows")
     want = ci_github.wanted(

@@ -156,3 +156,35 @@ def test_no_token_is_a_clear_error(monkeypatch, outputs_file) -> None:
     monkeypatch.delenv("GH_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="no GitHub token"):
         run(outputs_file)
+
+
+def test_the_bootstraps_outputs_add_the_infra_environments(fake, outputs_file, tmp_path) -> None:
+    bootstrap = tmp_path / "bootstrap.json"
+    role = "arn:aws:iam::123456789012:role/detopsdev-infra-deployer"
+    bootstrap.write_text(
+        json.dumps(
+            {"cloud": "aws", "backend_url": "s3://state", "CI_ENVIRONMENTS": {"infra-dev": {"AWS_ROLE_ARN": role}}}
+        )
+    )
+    from typer.testing import CliRunner
+
+    from detops.cli import app
+
+    args = [
+        "ci",
+        "setup",
+        "github",
+        str(outputs_file),
+        str(bootstrap),
+        "--repo",
+        "detops/detops",
+        "--reviewer",
+        "*=ada",
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert fake.environments["infra-dev"]["variables"] == {"AWS_ROLE_ARN": role}
+    assert fake.environments["training"]["variables"]  # the application stack's, still there
+    clash = {"CI_ENVIRONMENTS": {"training": {"AWS_ROLE_ARN": role}}}
+    with pytest.raises(ConfigError, match="CI_ENVIRONMENTS.training differs"):
+        ci_github.merge_outputs([("app", json.loads(outputs_file.read_text())), ("other", clash)])
