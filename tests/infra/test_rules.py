@@ -163,6 +163,11 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"assumeRolePolicy": _github_trust(["repo:octo/detops:ref:refs/heads/main", "repo:octo/detops:environment:prod"])},
         {"assumeRolePolicy": _github_trust("repo:octo/*")},
     ),
+    "aws-iam-oidc-write-main-only": (
+        rules.AWS_ROLE,
+        {"assumeRolePolicy": _github_trust(["repo:octo/detops:environment:staging:job_workflow_ref:octo/detops/.github/workflows/release.yml@refs/heads/main"])},
+        {"assumeRolePolicy": _github_trust(["repo:octo/detops:environment:staging"])},
+    ),
     "aws-iam-least-privilege": (
         rules.AWS_ROLE_POLICY,
         {"policy": _policy(_GOOD_STATEMENT, {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"})},
@@ -293,7 +298,7 @@ def test_sagemaker_conditions_rule_details() -> None:
 def test_every_rule_has_a_case() -> None:
     assert set(CASES) == {rule.name for rule in rules.RESOURCE_RULES}
     assert set(STACK_CASES) == {rule.name for rule in rules.STACK_RULES}
-    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 44
+    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 45
 
 
 @pytest.mark.parametrize("rule_name", sorted(CASES))
