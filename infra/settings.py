@@ -110,21 +110,64 @@ class PurposeEnvironments(_Strict):
         return self
 
 
+#: Purposes whose identities may only be reached from ``main`` and the project's own workflow files.
+#: infra_reader (``pulumi preview`` on pull requests, read only) is the one exception.
+WRITE_PURPOSES = ("infra_deployer", "trainer", "registrar", "approver", "deployer")
+
+
 class GitHubSettings(_Strict):
-    """Which GitHub Actions jobs may sign in (OIDC), as ``repo:<repository>:environment:<name>`` subjects.
+    """Which GitHub Actions jobs may sign in (OIDC).
 
     ``repository`` is ``owner/name``; ``environments`` maps each purpose to its deployment environments.
-    No identity trusts a bare branch or pull-request subject: any workflow file could claim those.
+    The repository's subject claim template is ``repo, context, job_workflow_ref``
+    (:mod:`training.github_oidc`; ``detops ci setup github`` sets it), so a token names the environment,
+    the workflow file and the ref. A write purpose (:data:`WRITE_PURPOSES`) trusts exactly
+    ``repo:R:environment:E:job_workflow_ref:R/.github/workflows/W@refs/heads/main`` for each of its
+    environments E and each project workflow file W whose jobs name E (read from ``.github/workflows``):
+    a branch, a pull request, another or a new workflow file, a fork, all present another subject.
+    An environment no workflow names (``model-approval``: a person approves) gives its identity no
+    GitHub subject at all. No identity trusts a bare branch or pull-request subject.
     """
 
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
     environments: PurposeEnvironments = Field(default_factory=PurposeEnvironments)
 
-    def subjects(self, purpose: str) -> list[str]:
-        """The ``sub`` claims GitHub puts in the OIDC tokens of ``purpose``'s environments."""
+    def _check(self, purpose: str) -> None:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
-        return [f"repo:{self.repository}:environment:{name}" for name in getattr(self.environments, purpose)]
+
+    def has_identity(self, purpose: str) -> bool:
+        """Whether the stack names environments for ``purpose`` (then it gets an identity, trusted or not)."""
+        self._check(purpose)
+        return bool(getattr(self.environments, purpose))
+
+    def subjects(self, purpose: str, workflows_dir: Path | None = None) -> list[str]:
+        """The exact ``sub`` claims ``purpose``'s identity trusts.
+
+        Write purposes: :func:`training.github_oidc.main_subjects` of its environments (``main``, the project's
+        workflow files naming each). ``infra_reader``: the preview runs on pull requests, whose ref
+        (``refs/pull/<n>/merge``) has no fixed value: its exact subjects are the environments' default
+        subjects ``repo:R:environment:E`` (what Azure's exact-match federated credentials can hold; with the
+        subject template set they no longer match, see docs/cicd.md), and AWS trusts
+        :meth:`reader_patterns` instead."""
+        self._check(purpose)
+        names = getattr(self.environments, purpose)
+        if purpose not in WRITE_PURPOSES:
+            return [f"repo:{self.repository}:environment:{name}" for name in names]
+        from training.github_oidc import main_subjects
+
+        return main_subjects(self.repository, names, workflows_dir)
+
+    def reader_patterns(self, purpose: str = "infra_reader", workflows_dir: Path | None = None) -> list[str]:
+        """IAM ``StringLike`` patterns for a read-only purpose: its environments, the project's workflow files
+        naming them, any ref (pull requests included): ``...job_workflow_ref:R/.github/workflows/W@*``."""
+        self._check(purpose)
+        if purpose in WRITE_PURPOSES:
+            raise ValueError(f"{purpose} is a write purpose: it trusts exact main subjects only")
+        from training.github_oidc import subject, workflows_naming
+
+        return [subject(self.repository, name, wf, "*") for name in getattr(self.environments, purpose)
+                for wf in workflows_naming(name, workflows_dir)]
 
     def oidc_subjects(self) -> list[str]:
         """Every subject of every purpose (what this stack trusts at all)."""

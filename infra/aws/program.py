@@ -208,7 +208,7 @@ def create_stack(settings: AwsSettings) -> dict[str, Any]:
             opts,
         )
         for purpose in APP_PURPOSES
-        if settings.github.subjects(purpose)
+        if settings.github.has_identity(purpose)
     }
 
     # Operations: one encrypted SNS topic for alarms, 5XX and latency alarms per endpoint, a monthly budget.

@@ -333,7 +333,7 @@ def create_stack(settings: AzureSettings) -> dict[str, Any]:
     for purpose in APP_PURPOSES:
         subjects = settings.github.subjects(purpose)
         ado_subject = ado.subject(purpose) if ado else None
-        if not subjects and not ado_subject:
+        if not settings.github.has_identity(purpose) and not ado_subject:
             continue
         identities[purpose] = CiIdentity(
             f"{p}-{purpose}",

@@ -121,7 +121,8 @@ def _aws(settings: BootstrapSettings) -> dict[str, Any]:
     roles = {
         "infra_reader": GitHubRole(
             f"{p}-infra-reader",
-            GitHubRoleArgs(purpose="infra-reader", subjects=settings.github.subjects("infra_reader"), provider_arn=provider_arn, policy=reader),
+            GitHubRoleArgs(purpose="infra-reader", subjects=[], subject_patterns=settings.github.reader_patterns(),
+                           provider_arn=provider_arn, policy=reader),
             opts,
         ),
         "infra_deployer": GitHubRole(

@@ -404,11 +404,14 @@ class GitHubRoleArgs:
     """A role that GitHub Actions assumes with its OIDC token (no access keys), for ONE purpose.
 
     ``purpose``: trainer, registrar, approver, deployer, infra-reader, infra-deployer (the role's
-    description and tag). ``subjects``: the exact ``sub`` claims allowed, one per GitHub deployment
-    environment of this purpose (``repo:owner/name:environment:dev-training``); an environment with
-    required reviewers is where a person approves. ``provider_arn``: the account's GitHub OIDC provider.
-    ``policy``: the role's inline policy document (see :mod:`infra.components.aws_policies`).
-    ``managed_policy_arns``: AWS managed policies to attach (the infra deployer only).
+    description and tag). ``subjects``: the exact ``sub`` claims allowed (``StringEquals``); a write
+    identity's are ``repo:R:environment:E:job_workflow_ref:R/.github/workflows/W@refs/heads/main``
+    (:meth:`infra.settings.GitHubSettings.subjects`). ``subject_patterns``: ``StringLike`` patterns, for a
+    read-only identity only (the pull-request preview, whose ref has no fixed value). Neither: the role
+    trusts no GitHub token (an identity a person uses, which no workflow names). ``provider_arn``: the
+    account's GitHub OIDC provider. ``policy``: the role's inline policy document (see
+    :mod:`infra.components.aws_policies`). ``managed_policy_arns``: AWS managed policies to attach (the
+    infra deployer only).
     """
 
     purpose: str
@@ -418,28 +421,31 @@ class GitHubRoleArgs:
     managed_policy_arns: Sequence[str] = ()
     max_session_seconds: int = 3600
     tags: Mapping[str, str] = field(default_factory=dict)
+    subject_patterns: Sequence[str] = ()
 
 
-def github_trust_policy(provider_arn: pulumi.Input[str], subjects: Sequence[str]) -> pulumi.Output[str]:
-    """Trust policy: ``sts:AssumeRoleWithWebIdentity`` for the GitHub OIDC audience and exactly ``subjects``."""
-    return _json(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
-                            f"{GITHUB_OIDC_HOST}:sub": list(subjects),
-                        }
-                    },
-                }
-            ],
-        }
-    )
+def github_trust_policy(
+    provider_arn: pulumi.Input[str], subjects: Sequence[str], subject_patterns: Sequence[str] = ()
+) -> pulumi.Output[str]:
+    """Trust policy: ``sts:AssumeRoleWithWebIdentity`` for the GitHub OIDC audience and exactly ``subjects``
+    (``StringEquals``), or the read-only ``subject_patterns`` (``StringLike``; one statement each kind).
+    With neither, one statement denying every GitHub token (IAM needs a trust policy; nothing allows)."""
+    statements: list[dict[str, Any]] = []
+    for operator, values in (("StringEquals", subjects), ("StringLike", subject_patterns)):
+        if not values:
+            continue
+        condition: dict[str, Any] = {"StringEquals": {f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE}}
+        condition.setdefault(operator, {})[f"{GITHUB_OIDC_HOST}:sub"] = list(values)
+        statements.append({
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": condition,
+        })
+    if not statements:
+        statements.append({"Sid": "NoGitHubWorkflow", "Effect": "Deny", "Principal": {"Federated": provider_arn},
+                           "Action": "sts:AssumeRoleWithWebIdentity"})
+    return _json({"Version": "2012-10-17", "Statement": statements})
 
 
 def github_oidc_provider(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.iam.OpenIdConnectProvider:
@@ -452,12 +458,10 @@ class GitHubRole(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GitHubRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("detops:aws:GitHubRole", name, None, opts)
-        if not args.subjects:
-            raise ValueError(f"{name}: a {args.purpose} role needs at least one GitHub environment to trust")
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(
             name,
-            assume_role_policy=github_trust_policy(args.provider_arn, args.subjects),
+            assume_role_policy=github_trust_policy(args.provider_arn, args.subjects, args.subject_patterns),
             description=f"detops {args.purpose} (GitHub Actions OIDC)",
             max_session_duration=args.max_session_seconds,
             tags={**args.tags, "detops:purpose": args.purpose},

@@ -157,6 +157,9 @@ _ADO_ISSUERS = (
 )
 # GitHub subjects that only a protected ref or a deployment environment can carry (not pull requests).
 _GITHUB_SUBJECT = re.compile(r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:(ref:refs/(heads|tags)/[^*]+|environment:[^*]+)$")
+# A read-only identity's pull-request pattern (training.github_oidc): one environment, one workflow file, any ref.
+_GITHUB_READER_PATTERN = re.compile(
+    r"^repo:([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+):environment:[^*:]+:job_workflow_ref:\1/\.github/workflows/[^*/@:]+@\*$")
 
 
 def _storage_https_only(props: Mapping[str, Any]) -> list[str]:
@@ -505,21 +508,27 @@ def _iam_oidc_trust_pinned(props: Mapping[str, Any]) -> list[str]:
     document, problems = _json_document(props.get("assumeRolePolicy"), "assumeRolePolicy")
     if document is None:
         return problems
+    reader = (props.get("tags") or {}).get("detops:purpose") == "infra-reader"
     for index, statement in enumerate(_statements(document)):
         if "sts:AssumeRoleWithWebIdentity" not in _as_list(statement.get("Action")) or statement.get("Effect") != "Allow":
             continue
         conditions = statement.get("Condition") or {}
         pinned: dict[str, list[str]] = {}
+        like: list[str] = []
         for operator, entries in conditions.items():
             if operator in ("StringEquals", "StringLike") and isinstance(entries, Mapping):
                 for key, value in entries.items():
                     pinned.setdefault(key.rsplit(":", 1)[-1], []).extend(str(v) for v in _as_list(value))
+                    if operator == "StringLike" and key.endswith(":sub"):
+                        like.extend(str(v) for v in _as_list(value))
         if not pinned.get("aud"):
             problems.append(f"statement {index}: the token audience (':aud') must be pinned")
         subjects = pinned.get("sub", [])
         if not subjects:
             problems.append(f"statement {index}: the token subject (':sub') must be pinned")
         for subject in subjects:
+            if reader and subject in like and _GITHUB_READER_PATTERN.match(subject):
+                continue  # read only: one environment and workflow file, the ref of any pull request
             if subject.startswith("repo:") and not _GITHUB_SUBJECT.match(subject):
                 problems.append(
                     f"statement {index}: GitHub subject {subject!r} must name one repository and a branch, tag "
@@ -527,6 +536,32 @@ def _iam_oidc_trust_pinned(props: Mapping[str, Any]) -> list[str]:
                 )
             elif "*" in subject.split(":", 1)[0] or subject.strip("*") == "":
                 problems.append(f"statement {index}: subject {subject!r} is a wildcard")
+    return problems
+
+
+_GITHUB_MAIN_SUBJECT = re.compile(
+    r"^repo:([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+):environment:[^*:]+:job_workflow_ref:\1/\.github/workflows/[^*/@:]+@refs/heads/main$")
+
+
+def _iam_oidc_write_main_only(props: Mapping[str, Any]) -> list[str]:
+    """A role other than the read-only infra-reader trusts GitHub subjects of main's workflow files only."""
+    if (props.get("tags") or {}).get("detops:purpose") == "infra-reader":
+        return []
+    document, problems = _json_document(props.get("assumeRolePolicy"), "assumeRolePolicy")
+    if document is None:
+        return problems
+    for index, statement in enumerate(_statements(document)):
+        if "sts:AssumeRoleWithWebIdentity" not in _as_list(statement.get("Action")) or statement.get("Effect") != "Allow":
+            continue
+        for entries in (statement.get("Condition") or {}).values():
+            for key, value in (entries.items() if isinstance(entries, Mapping) else []):
+                if not key.endswith(":sub"):
+                    continue
+                for subject in (str(v) for v in _as_list(value)):
+                    if subject.startswith("repo:") and not _GITHUB_MAIN_SUBJECT.match(subject):
+                        problems.append(
+                            f"statement {index}: write identity trusts {subject!r}; it must name an environment and "
+                            "one workflow file on main (repo:R:environment:E:job_workflow_ref:R/.github/workflows/F@refs/heads/main)")
     return problems
 
 
@@ -678,6 +713,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     _rule("aws-ecr-immutable-tags", "ECR repositories have immutable tags.", [AWS_ECR], _ecr_immutable),
     _rule("aws-kms-key-rotation", "KMS keys rotate yearly.", [AWS_KMS_KEY], _kms_rotation),
     _rule("aws-iam-trust-no-wildcard-principal", "No role may be assumed by '*'.", [AWS_ROLE], _iam_trust_no_wildcard),
+    _rule("aws-iam-oidc-write-main-only", "Write roles trust GitHub tokens of main's own workflow files only (the template repo, context, job_workflow_ref).", [AWS_ROLE], _iam_oidc_write_main_only),
     _rule("aws-iam-oidc-trust-pinned", "Web-identity trust pins audience and exact repository/branch/environment subjects.", [AWS_ROLE], _iam_oidc_trust_pinned),
     _rule("aws-iam-least-privilege", "IAM policies name their resources; no service-wide wildcards.", [AWS_ROLE_POLICY, AWS_POLICY], _iam_policy_least_privilege),
     _rule("aws-log-group-retention-kms", "Log groups have a retention and use the project key.", [AWS_LOG_GROUP], _log_group_retention_encryption),

@@ -47,7 +47,14 @@ def test_aws_infra_roles_trust_their_environments_only(runs, stack: str) -> None
     for purpose in ("infra_reader", "infra_deployer"):
         role = next(r for r in run.of_type(rules.AWS_ROLE) if r.name.endswith(purpose.replace("_", "-")))
         (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
-        assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == settings.github.subjects(purpose)
+        if purpose == "infra_reader":  # read only, pull requests: its workflow file, any ref
+            expected = settings.github.reader_patterns()
+            assert expected and all(p.endswith("/.github/workflows/infra.yml@*") for p in expected)
+            assert statement["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"] == expected
+        else:
+            expected = settings.github.subjects(purpose)
+            assert expected and all(s.endswith("/.github/workflows/infra.yml@refs/heads/main") for s in expected)
+            assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == expected
     reader = next(r for r in run.of_type(rules.AWS_ROLE_POLICY) if "infra-reader" in r.name)
     actions = {a for s in json.loads(reader.inputs["policy"])["Statement"] for a in s["Action"]}
     assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "kms:Decrypt", "kms:DescribeKey"}  # read only

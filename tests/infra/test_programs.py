@@ -280,9 +280,12 @@ def test_azure_federated_credentials_per_purpose(program_runs, stack: str) -> No
     credentials = run.of_type(rules.AZ_FEDERATED)
     for purpose in ("trainer", "registrar", "approver", "deployer"):
         subjects = settings.github.subjects(purpose)
-        if not subjects:
+        if not settings.github.has_identity(purpose):
             assert not any(r.inputs["tags"].get("detops-purpose") == purpose for r in run.of_type("azure-native:managedidentity:UserAssignedIdentity"))
             continue
+        # main and the project's own workflow files only; approver: no workflow names model-approval
+        assert all(s.split(":job_workflow_ref:")[1].endswith("@refs/heads/main") for s in subjects)
+        assert bool(subjects) == (purpose != "approver")
         name = _identity(run, purpose).outputs["name"]
         assert sorted(c.inputs["subject"] for c in credentials if c.inputs["resourceName"] == name) == sorted(subjects)
     assert all(c.inputs["audiences"] == ["api://AzureADTokenExchange"] for c in credentials)
@@ -374,10 +377,13 @@ def test_aws_roles_trust_only_their_own_environments(program_runs, stack: str) -
     run = program_runs["aws", stack]
     for purpose in ("trainer", "registrar", "approver", "deployer"):
         subjects = settings.github.subjects(purpose)
-        if not subjects:
+        if not settings.github.has_identity(purpose):
             assert f"{purpose}_role_arn" not in run.outputs
             continue
         (statement,) = json.loads(_role_of(run, purpose).inputs["assumeRolePolicy"])["Statement"]
+        if not subjects:  # no workflow names its environment (a person approves): no GitHub token at all
+            assert purpose == "approver" and statement["Effect"] == "Deny"
+            continue
         assert statement["Principal"] == {"Federated": f"arn:aws:iam::{AWS_ACCOUNT_ID}:oidc-provider/token.actions.githubusercontent.com"}
         assert statement["Condition"] == {
             "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com", "token.actions.githubusercontent.com:sub": subjects}
@@ -630,7 +636,7 @@ def test_outputs_become_ci_variables(program_runs, cloud: str, stack: str) -> No
     identity = "AZURE_CLIENT_ID" if cloud == "azure" else "AWS_ROLE_ARN"
     assert set(variables.environments) == {e for p in ("trainer", "registrar", "approver", "deployer") for e in getattr(settings.github.environments, p)}
     per_env = {env: v[identity] for env, v in variables.environments.items()}
-    assert len(set(per_env.values())) == len({p for p in ("trainer", "registrar", "approver", "deployer") if settings.github.subjects(p)})
+    assert len(set(per_env.values())) == len({p for p in ("trainer", "registrar", "approver", "deployer") if settings.github.has_identity(p)})
     upper = {k for k in out if k.isupper() and k != "CI_ENVIRONMENTS"}
     assert upper and upper <= set(variables.repository)
     if cloud == "aws":

@@ -163,6 +163,11 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"assumeRolePolicy": _github_trust(["repo:octo/detops:ref:refs/heads/main", "repo:octo/detops:environment:prod"])},
         {"assumeRolePolicy": _github_trust("repo:octo/*")},
     ),
+    "aws-iam-oidc-write-main-only": (
+        rules.AWS_ROLE,
+        {"assumeRolePolicy": _github_trust(["repo:octo/detops:environment:staging:job_workflow_ref:octo/detops/.github/workflows/release.yml@refs/heads/main"])},
+        {"assumeRolePolicy": _github_trust(["repo:octo/detops:environment:staging"])},
+    ),
     "aws-iam-least-privilege": (
         rules.AWS_ROLE_POLICY,
         {"policy": _policy(_GOOD_STATEMENT, {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"})},
@@ -293,7 +298,7 @@ def test_sagemaker_conditions_rule_details() -> None:
 def test_every_rule_has_a_case() -> None:
     assert set(CASES) == {rule.name for rule in rules.RESOURCE_RULES}
     assert set(STACK_CASES) == {rule.name for rule in rules.STACK_RULES}
-    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 44
+    assert len(rules.RESOURCE_RULES) + len(rules.STACK_RULES) == 45
 
 
 @pytest.mark.parametrize("rule_name", sorted(CASES))
@@ -426,3 +431,21 @@ def test_policy_pack_serves_the_rules_over_grpc() -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+
+
+def test_github_pattern_subjects_only_for_the_read_only_infra_reader() -> None:
+    """A StringLike subject pinned to one environment and workflow file, any ref, passes only on a role tagged
+    infra-reader (the pull-request preview); on any other role, or with a wildcard elsewhere, it is refused."""
+    pattern = "repo:octo/detops:environment:infra-preview-dev:job_workflow_ref:octo/detops/.github/workflows/infra.yml@*"
+    trust = json.loads(_github_trust([]))
+    trust["Statement"][0]["Condition"] = {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+        "StringLike": {"token.actions.githubusercontent.com:sub": [pattern]},
+    }
+    props = {"assumeRolePolicy": json.dumps(trust), "tags": {"detops:purpose": "infra-reader"}}
+    assert rules.check_resource(rules.AWS_ROLE, props) == []
+    assert rules.check_resource(rules.AWS_ROLE, {**props, "tags": {"detops:purpose": "trainer"}})
+    loose = json.dumps(trust).replace("workflows/infra.yml@*", "workflows/*")
+    assert rules.check_resource(rules.AWS_ROLE, {**props, "assumeRolePolicy": loose})
+    main = "repo:octo/detops:environment:training:job_workflow_ref:octo/detops/.github/workflows/train.yml@refs/heads/main"
+    assert rules.check_resource(rules.AWS_ROLE, {"assumeRolePolicy": _github_trust([main])}) == []
