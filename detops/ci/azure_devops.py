@@ -66,9 +66,12 @@ BRANCH_CONTROL_TASK = {"id": "86b05a0c-73e6-4f7d-b3cf-e38f3b39a75b", "name": "ev
 APPROVAL_TIMEOUT = 4320  # minutes: three days, as the registration gate's ManualValidation
 CHECK_TIMEOUT = 1440  # minutes a run waits for a lock or a branch evaluation
 
-#: Requests outside the vendored descriptions (core and git areas): GETs without a body, listed here so
-#: that the tests can tell them from a typo in a path.
-UNDESCRIBED_GETS = ("/{organization}/_apis/projects/{project}", "/{organization}/{project}/_apis/git/repositories/{name}")
+#: GETs (no body) the vendored descriptions do not describe, listed so that the tests can tell them from a
+#: typo: the project and the repository (core and git areas, not vendored), and the list of a project's
+#: variable groups ("Variablegroups - Get Variable Groups", which the 7.1 file lost: it keeps one operation per
+#: path, the by-id one that requires ``groupIds``).
+UNDESCRIBED_GETS = ("/{organization}/_apis/projects/{project}", "/{organization}/{project}/_apis/git/repositories/{name}",
+                    "/{organization}/{project}/_apis/distributedtask/variablegroups")
 
 
 # -- what the pipeline files use ---------------------------------------------------------------------
