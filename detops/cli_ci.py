@@ -47,17 +47,53 @@ def read_outputs(paths: list[Path]) -> list[dict]:
 
 @setup_group.command("azure-devops")
 def azure_devops(
-    outputs: Annotated[list[Path], typer.Argument(help="`pulumi stack output --json` of infra/azure (and of infra/bootstrap), files or - for stdin.")],
-    approver: Annotated[list[str], typer.Option("--approver", help="Identity id (GUID) of a person or group who approves the gated environments and the registrar connection; repeat for more.")] = [],  # noqa: B006
-    organization: Annotated[str | None, typer.Option("--organization", help="Name or URL (default: AZURE_DEVOPS_ORG / SYSTEM_COLLECTIONURI).")] = None,
-    project: Annotated[str | None, typer.Option("--project", help="Default: AZURE_DEVOPS_PROJECT / SYSTEM_TEAMPROJECT.")] = None,
-    repository: Annotated[str | None, typer.Option("--repository", help="Azure Repos repository of the YAML (default: the project's name), or owner/name with --github-connection.")] = None,
-    github_connection: Annotated[str | None, typer.Option("--github-connection", help="The pipelines' YAML is on GitHub: name of the GitHub service connection.")] = None,
+    outputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="`pulumi stack output --json` of infra/azure (and of infra/bootstrap), files or - for stdin."
+        ),
+    ],
+    approver: Annotated[
+        list[str],
+        typer.Option(
+            "--approver",
+            help="Identity id (GUID) of a person or group who approves the gated environments and the registrar connection; repeat for more.",
+        ),
+    ] = [],  # noqa: B006
+    organization: Annotated[
+        str | None,
+        typer.Option("--organization", help="Name or URL (default: AZURE_DEVOPS_ORG / SYSTEM_COLLECTIONURI)."),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Default: AZURE_DEVOPS_PROJECT / SYSTEM_TEAMPROJECT.")
+    ] = None,
+    repository: Annotated[
+        str | None,
+        typer.Option(
+            "--repository",
+            help="Azure Repos repository of the YAML (default: the project's name), or owner/name with --github-connection.",
+        ),
+    ] = None,
+    github_connection: Annotated[
+        str | None,
+        typer.Option(
+            "--github-connection", help="The pipelines' YAML is on GitHub: name of the GitHub service connection."
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="Cloud of the connections (azureml).")] = "azureml",
-    pipelines: Annotated[Path, typer.Option("--pipelines", help="The folder of the pipeline files.")] = Path(".azure-pipelines"),
+    pipelines: Annotated[Path, typer.Option("--pipelines", help="The folder of the pipeline files.")] = Path(
+        ".azure-pipelines"
+    ),
     prefix: Annotated[str, typer.Option("--prefix", help="Pipelines are named <prefix><file stem>.")] = "detops-",
-    common_group: Annotated[str, typer.Option("--common-group", help="The group of the settings-named outputs (detops-production for the prod stack).")] = "detops-common",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the requests (method, path, body) instead of sending them.")] = False,
+    common_group: Annotated[
+        str,
+        typer.Option(
+            "--common-group", help="The group of the settings-named outputs (detops-production for the prod stack)."
+        ),
+    ] = "detops-common",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the requests (method, path, body) instead of sending them.")
+    ] = False,
 ) -> None:
     """Service connections, environments and their checks, variable groups, the four pipelines and their
     permissions on Azure DevOps; prints what it changed and the subjects `pulumi up` pins (docs/cicd.md)."""
@@ -73,8 +109,9 @@ def azure_devops(
     if not project:
         raise ConfigError("--project: set AZURE_DEVOPS_PROJECT (or SYSTEM_TEAMPROJECT in a pipeline)")
     merged = ado.merge_outputs(read_outputs(outputs))
-    desired = ado.desired_state(merged, ado.read_pipelines(pipelines), backend=backend, prefix=prefix,
-                                common_group=common_group)
+    desired = ado.desired_state(
+        merged, ado.read_pipelines(pipelines), backend=backend, prefix=prefix, common_group=common_group
+    )
     repo = ado.Repository(repository or project, "gitHub" if github_connection else "azureReposGit", github_connection)
     token = settings.pat or settings.access_token
     http = None
@@ -86,13 +123,15 @@ def azure_devops(
         raise ConfigError("set AZURE_DEVOPS_EXT_PAT (a personal access token) or map SYSTEM_ACCESSTOKEN into the step")
     client = ado.AzureDevOps(org, project, http, dry_run=dry_run)
     try:
-        report = ado.setup(client, desired, approver, repo, str(merged["AZURE_TENANT_ID"]), str(merged["AZURE_SUBSCRIPTION_ID"]))
+        report = ado.setup(client, desired, approver, repo)
     finally:
         if http is not None:
             http.close()
     if dry_run:
         if client.offline:
-            out.print("# dry run without a token: an empty project is assumed; negative / 00000000-... ids stand for new resources")
+            out.print(
+                "# dry run without a token: an empty project is assumed; negative / 00000000-... ids stand for new resources"
+            )
         for request in report.writes:
             out.print(request.show())
     verb = "would change" if dry_run else "changed"
@@ -103,7 +142,7 @@ def azure_devops(
         out.print(f"skipped: {line}")
     if not dry_run:
         out.print("# pin each connection's subject in the stack that federates its identity, then `pulumi up`:")
-        for line in ado.subject_commands(report.connections, str(merged["AZURE_TENANT_ID"])):
+        for line in ado.subject_commands(report.connections, desired.tenant_id):
             out.print(line)
     if report.problems:
         raise ConfigError("; ".join(report.problems))

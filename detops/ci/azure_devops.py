@@ -54,6 +54,8 @@ GATED_ENVIRONMENTS = ("detops-production", "detops-infra")
 #: Connections whose use waits for a person: registration (a YAML edit cannot skip a resource's check).
 GATED_IDENTITIES = ("registrar",)
 MAIN = "refs/heads/main"
+#: The stack outputs a connection needs: its tenant and subscription (infra/azure/program.py).
+STACK_IDS = ("AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID")
 #: Entra's issuer of workload-identity service connections (infra/settings.py ENTRA_ISSUER, the same text).
 ENTRA_ISSUER = "https://login.microsoftonline.com/{tenant_id}/v2.0"
 
@@ -62,7 +64,11 @@ APPROVAL = {"id": "8c6f20a7-a545-4486-9777-f762fafe0d4d", "name": "Approval"}
 EXCLUSIVE_LOCK = {"id": "2ef31ad6-baa0-403a-8b45-2cbc9b4e5563", "name": "ExclusiveLock"}
 TASK_CHECK = {"id": "fe1de3ee-a436-41b4-bb20-f6eb4cb879a7", "name": "Task Check"}
 #: The task a Branch control check runs (a "Task Check" of this definition).
-BRANCH_CONTROL_TASK = {"id": "86b05a0c-73e6-4f7d-b3cf-e38f3b39a75b", "name": "evaluatebranchProtection", "version": "0.0.1"}
+BRANCH_CONTROL_TASK = {
+    "id": "86b05a0c-73e6-4f7d-b3cf-e38f3b39a75b",
+    "name": "evaluatebranchProtection",
+    "version": "0.0.1",
+}
 APPROVAL_TIMEOUT = 4320  # minutes: three days, as the registration gate's ManualValidation
 CHECK_TIMEOUT = 1440  # minutes a run waits for a lock or a branch evaluation
 
@@ -70,8 +76,11 @@ CHECK_TIMEOUT = 1440  # minutes a run waits for a lock or a branch evaluation
 #: typo: the project and the repository (core and git areas, not vendored), and the list of a project's
 #: variable groups ("Variablegroups - Get Variable Groups", which the 7.1 file lost: it keeps one operation per
 #: path, the by-id one that requires ``groupIds``).
-UNDESCRIBED_GETS = ("/{organization}/_apis/projects/{project}", "/{organization}/{project}/_apis/git/repositories/{name}",
-                    "/{organization}/{project}/_apis/distributedtask/variablegroups")
+UNDESCRIBED_GETS = (
+    "/{organization}/_apis/projects/{project}",
+    "/{organization}/{project}/_apis/git/repositories/{name}",
+    "/{organization}/{project}/_apis/distributedtask/variablegroups",
+)
 
 
 # -- what the pipeline files use ---------------------------------------------------------------------
@@ -160,12 +169,22 @@ class Desired:
     pipelines: dict[str, str]
     uses: dict[str, PipelineUse]
     backend: str
+    tenant_id: str
+    subscription_id: str
     skipped: list[str] = field(default_factory=list)
 
     def write_environments(self) -> list[str]:
         """Environments whose deployment jobs log in as an identity that writes (branch control)."""
-        return [e for e in self.environments
-                if any(ids - READ_ONLY_IDENTITIES for u in self.uses.values() for en, ids in u.environment_identities.items() if en == e)]
+        return [
+            e
+            for e in self.environments
+            if any(
+                ids - READ_ONLY_IDENTITIES
+                for u in self.uses.values()
+                for en, ids in u.environment_identities.items()
+                if en == e
+            )
+        ]
 
     def write_connections(self) -> list[str]:
         """Connections of identities that write (branch control)."""
@@ -186,14 +205,21 @@ def merge_outputs(outputs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for env, variables in (value or {}).items():
                     for name, v in variables.items():
                         if envs.setdefault(env, {}).setdefault(name, v) != v:
-                            raise ConfigError(f"stack outputs disagree on {key}.{env}.{name}: {envs[env][name]!r} vs {v!r}")
+                            raise ConfigError(
+                                f"stack outputs disagree on {key}.{env}.{name}: {envs[env][name]!r} vs {v!r}"
+                            )
             elif merged.setdefault(key, value) != value:
                 raise ConfigError(f"stack outputs disagree on {key}: {merged[key]!r} vs {value!r}")
     return merged
 
 
-def desired_state(outputs: Mapping[str, Any], uses: Mapping[str, PipelineUse], backend: str = "azureml",
-                  prefix: str = "detops-", common_group: str = "detops-common") -> Desired:
+def desired_state(
+    outputs: Mapping[str, Any],
+    uses: Mapping[str, PipelineUse],
+    backend: str = "azureml",
+    prefix: str = "detops-",
+    common_group: str = "detops-common",
+) -> Desired:
     """The project's desired state from the stack outputs (merged: :func:`merge_outputs`) and the pipelines.
 
     A connection needs its identity's client id (output ``<purpose>_client_id``); one without it is skipped
@@ -208,11 +234,14 @@ def desired_state(outputs: Mapping[str, Any], uses: Mapping[str, PipelineUse], b
             here yet), or the outputs lack ``AZURE_TENANT_ID`` / ``AZURE_SUBSCRIPTION_ID``.
     """
     if backend != "azureml":
-        raise ConfigError(f"--backend {backend}: only azureml service connections are made (SageMaker's need an "
-                          "Entra app federated with AWS; set them up as docs/cicd.md describes)")
-    for name in ("AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"):
+        raise ConfigError(
+            f"--backend {backend}: only azureml service connections are made (SageMaker's need an "
+            "Entra app federated with AWS; set them up as docs/cicd.md describes)"
+        )
+    for name in STACK_IDS:
         if not outputs.get(name):
             raise ConfigError(f"stack outputs: no {name} (give the infra/azure stack's `pulumi stack output --json`)")
+    tenant_id, subscription_id = (str(outputs[name]) for name in STACK_IDS)
     variables = contract.ci_variables(outputs)
     connections, skipped = {}, []
     for identity in sorted({i for u in uses.values() for i in u.identities}):
@@ -235,10 +264,14 @@ def desired_state(outputs: Mapping[str, Any], uses: Mapping[str, PipelineUse], b
         if values:
             groups[group] = values
         else:
-            skipped.append(f"variable group {group}: nothing in the stack outputs for it (set it by hand, docs/cicd.md)")
+            skipped.append(
+                f"variable group {group}: nothing in the stack outputs for it (set it by hand, docs/cicd.md)"
+            )
     environments = sorted({e for u in uses.values() for e in u.environments})
     pipelines = {prefix + Path(f).stem: f"/.azure-pipelines/{f}" for f in uses}
-    return Desired(connections, environments, groups, pipelines, dict(uses), backend, skipped)
+    return Desired(
+        connections, environments, groups, pipelines, dict(uses), backend, tenant_id, subscription_id, skipped
+    )
 
 
 # -- requests ----------------------------------------------------------------------------------------
@@ -288,7 +321,9 @@ class AzureDevOps:
         """``/<org>/<project>/_apis/<rest>``."""
         return f"/{self.organization}/{self.project}/_apis/{rest}"
 
-    def get(self, path: str, params: Mapping[str, str] | None = None, version: str = API, missing_ok: bool = False) -> Any:
+    def get(
+        self, path: str, params: Mapping[str, str] | None = None, version: str = API, missing_ok: bool = False
+    ) -> Any:
         """GET ``path``; None when ``missing_ok`` and the service answers 404.
 
         Raises:
@@ -299,7 +334,9 @@ class AzureDevOps:
             return None
         return self._send(Request("GET", path, {**(params or {}), "api-version": version}), missing_ok)
 
-    def write(self, method: str, path: str, body: Any, version: str = API, params: Mapping[str, str] | None = None) -> Any:
+    def write(
+        self, method: str, path: str, body: Any, version: str = API, params: Mapping[str, str] | None = None
+    ) -> Any:
         """Send (or, in a dry run, only record) a write; returns the service's answer (a placeholder in a dry run)."""
         request = Request(method, path, {**(params or {}), "api-version": version}, body)
         self.writes.append(request)
@@ -311,14 +348,20 @@ class AzureDevOps:
         return self._send(request)
 
     def _send(self, request: Request, missing_ok: bool = False) -> Any:
-        r = self.http.request(request.method, HOST + request.path, params=dict(request.params),
-                              json=request.body if request.body is not None else None)
+        r = self.http.request(
+            request.method,
+            HOST + request.path,
+            params=dict(request.params),
+            json=request.body if request.body is not None else None,
+        )
         what = f"{request.method} {request.path}"
         if r.status_code == 404 and missing_ok:
             return None
         if r.status_code in (401, 403) or r.status_code == 203:
-            raise AccessDeniedError(f"Azure DevOps refused {what} ({r.status_code}): give the token the scopes "
-                                    "in docs/cicd.md (service connections, environment, variable groups, build: read & manage)")
+            raise AccessDeniedError(
+                f"Azure DevOps refused {what} ({r.status_code}): give the token the scopes "
+                "in docs/cicd.md (service connections, environment, variable groups, build: read & manage)"
+            )
         if r.status_code >= 400:
             try:
                 message = r.json().get("message", r.text)
@@ -365,8 +408,12 @@ class Repository:
     connection: str | None = None
 
 
-def setup(client: AzureDevOps, desired: Desired, approvers: Sequence[str], repository: Repository,
-          tenant_id: str, subscription_id: str) -> Report:
+def setup(
+    client: AzureDevOps,
+    desired: Desired,
+    approvers: Sequence[str],
+    repository: Repository,
+) -> Report:
     """Create or update everything ``desired`` names, reading the project's state first.
 
     ``approvers``: Azure DevOps identity ids (GUIDs) of the people or groups who approve the gated
@@ -378,11 +425,13 @@ def setup(client: AzureDevOps, desired: Desired, approvers: Sequence[str], repos
         AccessDeniedError, BackendError: the service refused a request (:meth:`AzureDevOps.get`).
     """
     if not approvers:
-        raise ConfigError("--approver: give the Azure DevOps identity id of at least one person or group who approves "
-                          f"{', '.join(GATED_ENVIRONMENTS)} and the {', '.join(GATED_IDENTITIES)} connection")
+        raise ConfigError(
+            "--approver: give the Azure DevOps identity id of at least one person or group who approves "
+            f"{', '.join(GATED_ENVIRONMENTS)} and the {', '.join(GATED_IDENTITIES)} connection"
+        )
     report = Report(skipped=list(desired.skipped))
     project = _project_reference(client)
-    connections = _connections(client, desired, project, tenant_id, subscription_id, report)
+    connections = _connections(client, desired, project, desired.tenant_id, desired.subscription_id, report)
     environments = _environments(client, desired, report)
     approval = _approval(sorted(set(approvers)))
     for name, env_id in environments.items():
@@ -405,11 +454,15 @@ def setup(client: AzureDevOps, desired: Desired, approvers: Sequence[str], repos
     by_file = {Path(path).name: pid for name, (pid, path) in pipelines.items()}
     resources: list[tuple[str, str, str, set[str]]] = []
     for conn in connections:
-        resources.append(("endpoint", conn.id, conn.name, {f for f, u in desired.uses.items() if conn.identity in u.identities}))
+        resources.append(
+            ("endpoint", conn.id, conn.name, {f for f, u in desired.uses.items() if conn.identity in u.identities})
+        )
     for name, gid in groups.items():
         resources.append(("variablegroup", str(gid), name, {f for f, u in desired.uses.items() if name in u.groups}))
     for name, eid in environments.items():
-        resources.append(("environment", str(eid), name, {f for f, u in desired.uses.items() if name in u.environments}))
+        resources.append(
+            ("environment", str(eid), name, {f for f, u in desired.uses.items() if name in u.environments})
+        )
     for kind, rid, name, files in resources:
         _permissions(client, kind, rid, name, sorted(by_file[f] for f in files if f in by_file), report)
     report.connections = connections
@@ -424,17 +477,31 @@ def _project_reference(client: AzureDevOps) -> dict[str, str]:
     return {"id": got["id"], "name": got["name"]}
 
 
-def _connection_body(name: str, identity: str, client_id: str, project: Mapping[str, str], tenant_id: str,
-                     subscription_id: str) -> dict[str, Any]:
+def _connection_body(
+    name: str, identity: str, client_id: str, project: Mapping[str, str], tenant_id: str, subscription_id: str
+) -> dict[str, Any]:
     description = f"detops {identity}: workload identity federation (detops ci setup azure-devops)"
     return {
-        "name": name, "type": "azurerm", "url": "https://management.azure.com/", "description": description,
-        "authorization": {"scheme": "WorkloadIdentityFederation",
-                          "parameters": {"tenantid": tenant_id, "serviceprincipalid": client_id}},
-        "data": {"environment": "AzureCloud", "scopeLevel": "Subscription", "subscriptionId": subscription_id,
-                 "subscriptionName": subscription_id, "creationMode": "Manual"},
-        "isShared": False, "owner": "library",
-        "serviceEndpointProjectReferences": [{"projectReference": dict(project), "name": name, "description": description}],
+        "name": name,
+        "type": "azurerm",
+        "url": "https://management.azure.com/",
+        "description": description,
+        "authorization": {
+            "scheme": "WorkloadIdentityFederation",
+            "parameters": {"tenantid": tenant_id, "serviceprincipalid": client_id},
+        },
+        "data": {
+            "environment": "AzureCloud",
+            "scopeLevel": "Subscription",
+            "subscriptionId": subscription_id,
+            "subscriptionName": subscription_id,
+            "creationMode": "Manual",
+        },
+        "isShared": False,
+        "owner": "library",
+        "serviceEndpointProjectReferences": [
+            {"projectReference": dict(project), "name": name, "description": description}
+        ],
     }
 
 
@@ -454,8 +521,14 @@ def _connection_differs(have: Mapping[str, Any], want: Mapping[str, Any]) -> lis
     return diffs
 
 
-def _connections(client: AzureDevOps, desired: Desired, project: Mapping[str, str], tenant_id: str,
-                 subscription_id: str, report: Report) -> list[Connection]:
+def _connections(
+    client: AzureDevOps,
+    desired: Desired,
+    project: Mapping[str, str],
+    tenant_id: str,
+    subscription_id: str,
+    report: Report,
+) -> list[Connection]:
     names = sorted(desired.connections)
     have = {}
     if names:
@@ -470,17 +543,28 @@ def _connections(client: AzureDevOps, desired: Desired, project: Mapping[str, st
             report.changes.append(f"created service connection {name} ({identity}, client id {client_id})")
         elif diffs := _connection_differs(have[name], want):
             body = {**have[name], **{k: want[k] for k in ("type", "url", "authorization", "data")}}
-            body["authorization"] = {"scheme": want["authorization"]["scheme"],
-                                     "parameters": {**(have[name].get("authorization") or {}).get("parameters", {}),
-                                                    **want["authorization"]["parameters"]}}
+            body["authorization"] = {
+                "scheme": want["authorization"]["scheme"],
+                "parameters": {
+                    **(have[name].get("authorization") or {}).get("parameters", {}),
+                    **want["authorization"]["parameters"],
+                },
+            }
             got = client.write("PUT", client.org_path(f"serviceendpoint/endpoints/{have[name]['id']}"), body)
             report.changes.append(f"updated service connection {name} ({', '.join(diffs)})")
         else:
             got = have[name]
             report.unchanged += 1
         params = ((got or {}).get("authorization") or {}).get("parameters") or {}
-        out.append(Connection(name, identity, str(got["id"]), params.get("workloadIdentityFederationIssuer"),
-                              params.get("workloadIdentityFederationSubject")))
+        out.append(
+            Connection(
+                name,
+                identity,
+                str(got["id"]),
+                params.get("workloadIdentityFederationIssuer"),
+                params.get("workloadIdentityFederationSubject"),
+            )
+        )
     return out
 
 
@@ -493,18 +577,29 @@ def _environments(client: AzureDevOps, desired: Desired, report: Report) -> dict
             out[name] = have[name]
             report.unchanged += 1
         else:
-            made = client.write("POST", client.project_path("distributedtask/environments"),
-                                {"name": name, "description": "detops (detops ci setup azure-devops)"})
+            made = client.write(
+                "POST",
+                client.project_path("distributedtask/environments"),
+                {"name": name, "description": "detops (detops ci setup azure-devops)"},
+            )
             out[name] = made["id"]
             report.changes.append(f"created environment {name}")
     return out
 
 
 def _approval(approvers: Sequence[str]) -> dict[str, Any]:
-    return {"type": dict(APPROVAL), "timeout": APPROVAL_TIMEOUT, "settings": {
-        "approvers": [{"id": a} for a in approvers], "executionOrder": "anyOrder", "minRequiredApprovers": 1,
-        "instructions": "detops: approve only a run of main whose evaluation and gate you have checked (docs/cicd.md).",
-        "blockedApprovers": [], "requesterCannotBeApprover": True}}
+    return {
+        "type": dict(APPROVAL),
+        "timeout": APPROVAL_TIMEOUT,
+        "settings": {
+            "approvers": [{"id": a} for a in approvers],
+            "executionOrder": "anyOrder",
+            "minRequiredApprovers": 1,
+            "instructions": "detops: approve only a run of main whose evaluation and gate you have checked (docs/cicd.md).",
+            "blockedApprovers": [],
+            "requesterCannotBeApprover": True,
+        },
+    }
 
 
 def _exclusive_lock() -> dict[str, Any]:
@@ -512,10 +607,20 @@ def _exclusive_lock() -> dict[str, Any]:
 
 
 def _branch_control() -> dict[str, Any]:
-    return {"type": dict(TASK_CHECK), "timeout": CHECK_TIMEOUT, "settings": {
-        "displayName": "Branch control (detops: main only)", "definitionRef": dict(BRANCH_CONTROL_TASK),
-        "inputs": {"allowedBranches": MAIN, "ensureProtectionOfBranch": "true", "allowUnknownStatusBranch": "false"},
-        "retryInterval": 5}}
+    return {
+        "type": dict(TASK_CHECK),
+        "timeout": CHECK_TIMEOUT,
+        "settings": {
+            "displayName": "Branch control (detops: main only)",
+            "definitionRef": dict(BRANCH_CONTROL_TASK),
+            "inputs": {
+                "allowedBranches": MAIN,
+                "ensureProtectionOfBranch": "true",
+                "allowUnknownStatusBranch": "false",
+            },
+            "retryInterval": 5,
+        },
+    }
 
 
 def _kind(check: Mapping[str, Any]) -> str:
@@ -549,11 +654,16 @@ def _check_differs(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str
     return diffs
 
 
-def _checks(client: AzureDevOps, kind: str, resource_id: str, name: str, wanted: list[dict[str, Any]], report: Report) -> None:
+def _checks(
+    client: AzureDevOps, kind: str, resource_id: str, name: str, wanted: list[dict[str, Any]], report: Report
+) -> None:
     have: list[dict[str, Any]] = []
     if not _placeholder(resource_id):
-        got = client.get(client.project_path("pipelines/checks/configurations"),
-                         {"resourceType": kind, "resourceId": resource_id, "$expand": "settings"}, version=PREVIEW)
+        got = client.get(
+            client.project_path("pipelines/checks/configurations"),
+            {"resourceType": kind, "resourceId": resource_id, "$expand": "settings"},
+            version=PREVIEW,
+        )
         have = list((got or {}).get("value", []))
     resource = {"type": kind, "id": resource_id, "name": name}
     for want in wanted:
@@ -565,9 +675,15 @@ def _checks(client: AzureDevOps, kind: str, resource_id: str, name: str, wanted:
             report.changes.append(f"added {label} check on {kind} {name}")
         elif all(_check_differs(c, want) for c in same):
             current = same[0]
-            client.write("PATCH", client.project_path(f"pipelines/checks/configurations/{current['id']}"),
-                         {**body, "id": current["id"], "isDisabled": False}, version=PREVIEW)
-            report.changes.append(f"updated {label} check on {kind} {name} ({', '.join(_check_differs(current, want))})")
+            client.write(
+                "PATCH",
+                client.project_path(f"pipelines/checks/configurations/{current['id']}"),
+                {**body, "id": current["id"], "isDisabled": False},
+                version=PREVIEW,
+            )
+            report.changes.append(
+                f"updated {label} check on {kind} {name} ({', '.join(_check_differs(current, want))})"
+            )
         else:
             report.unchanged += 1
 
@@ -590,9 +706,15 @@ def _groups(client: AzureDevOps, desired: Desired, project: Mapping[str, str], r
         description = "detops: from the stack outputs (detops ci setup azure-devops); variables set by hand are kept"
         variables = {k: {"value": v, "isSecret": False} for k, v in sorted(values.items())}
         if name not in have:
-            body = {"name": name, "description": description, "type": "Vsts", "variables": variables,
-                    "variableGroupProjectReferences": [{"name": name, "description": description,
-                                                        "projectReference": dict(project)}]}
+            body = {
+                "name": name,
+                "description": description,
+                "type": "Vsts",
+                "variables": variables,
+                "variableGroupProjectReferences": [
+                    {"name": name, "description": description, "projectReference": dict(project)}
+                ],
+            }
             made = client.write("POST", client.org_path("distributedtask/variablegroups"), body)
             out[name] = made["id"]
             report.changes.append(f"created variable group {name} ({', '.join(sorted(values))})")
@@ -600,14 +722,22 @@ def _groups(client: AzureDevOps, desired: Desired, project: Mapping[str, str], r
         current = have[name]
         out[name] = current["id"]
         old = current.get("variables") or {}
-        changed = sorted(k for k, v in values.items() if (old.get(k) or {}).get("value") != v or (old.get(k) or {}).get("isSecret"))
+        changed = sorted(
+            k for k, v in values.items() if (old.get(k) or {}).get("value") != v or (old.get(k) or {}).get("isSecret")
+        )
         if not changed:
             report.unchanged += 1
             continue
         refs = current.get("variableGroupProjectReferences") or [
-            {"name": name, "description": description, "projectReference": dict(project)}]
-        body = {"name": name, "description": current.get("description") or description, "type": current.get("type") or "Vsts",
-                "variables": {**old, **variables}, "variableGroupProjectReferences": refs}
+            {"name": name, "description": description, "projectReference": dict(project)}
+        ]
+        body = {
+            "name": name,
+            "description": current.get("description") or description,
+            "type": current.get("type") or "Vsts",
+            "variables": {**old, **variables},
+            "variableGroupProjectReferences": refs,
+        }
         if current.get("providerData"):
             body["providerData"] = current["providerData"]
         client.write("PUT", client.org_path(f"distributedtask/variablegroups/{current['id']}"), body)
@@ -622,16 +752,24 @@ def _repository_body(client: AzureDevOps, repository: Repository) -> dict[str, A
         got = client.get(client.project_path("serviceendpoint/endpoints"), {"endpointNames": repository.connection})
         found = (got or {}).get("value", [])
         if not found and not client.offline:
-            raise ConfigError(f"--github-connection {repository.connection}: no such service connection in {client.project}")
+            raise ConfigError(
+                f"--github-connection {repository.connection}: no such service connection in {client.project}"
+            )
         connection_id = found[0]["id"] if found else "00000000-0000-0000-0000-000000000000"
         return {"fullName": repository.name, "type": "gitHub", "connection": {"id": connection_id}}
     got = client.get(client.project_path(f"git/repositories/{repository.name}"), missing_ok=True)
     if got is None and not client.offline:
         raise ConfigError(f"--repository {repository.name}: no such Azure Repos repository in {client.project}")
-    return {"id": (got or {}).get("id", "00000000-0000-0000-0000-000000000000"), "name": repository.name, "type": "azureReposGit"}
+    return {
+        "id": (got or {}).get("id", "00000000-0000-0000-0000-000000000000"),
+        "name": repository.name,
+        "type": "azureReposGit",
+    }
 
 
-def _pipelines(client: AzureDevOps, desired: Desired, repository: Repository, report: Report) -> dict[str, tuple[Any, str]]:
+def _pipelines(
+    client: AzureDevOps, desired: Desired, repository: Repository, report: Report
+) -> dict[str, tuple[Any, str]]:
     got = client.get(client.project_path("pipelines"), {"$top": "1000"})
     have = {p["name"]: p for p in (got or {}).get("value", [])}
     out: dict[str, tuple[Any, str]] = {}
@@ -642,34 +780,51 @@ def _pipelines(client: AzureDevOps, desired: Desired, repository: Repository, re
             detail = client.get(client.project_path(f"pipelines/{pid}")) or {}
             have_path = (detail.get("configuration") or {}).get("path", "")
             if have_path.lstrip("/") != path.lstrip("/"):
-                report.problems.append(f"pipeline {name} runs {have_path or '(no YAML path)'}, not {path}: the Pipelines API "
-                                       "7.1 cannot change it; point it at the file in the pipeline's settings or delete it")
+                report.problems.append(
+                    f"pipeline {name} runs {have_path or '(no YAML path)'}, not {path}: the Pipelines API "
+                    "7.1 cannot change it; point it at the file in the pipeline's settings or delete it"
+                )
             else:
                 report.unchanged += 1
             out[name] = (pid, path)
             continue
         repo_body = repo_body or _repository_body(client, repository)
-        made = client.write("POST", client.project_path("pipelines"),
-                            {"name": name, "folder": "\\detops", "configuration": {"type": "yaml", "path": path, "repository": repo_body}})
+        made = client.write(
+            "POST",
+            client.project_path("pipelines"),
+            {
+                "name": name,
+                "folder": "\\detops",
+                "configuration": {"type": "yaml", "path": path, "repository": repo_body},
+            },
+        )
         out[name] = (made["id"], path)
         report.changes.append(f"created pipeline {name} ({path})")
     return out
 
 
-def _permissions(client: AzureDevOps, kind: str, resource_id: str, name: str, pipeline_ids: list[Any], report: Report) -> None:
+def _permissions(
+    client: AzureDevOps, kind: str, resource_id: str, name: str, pipeline_ids: list[Any], report: Report
+) -> None:
     if not pipeline_ids:
         return
     authorized: set[Any] = set()
     if not _placeholder(resource_id):
-        got = client.get(client.project_path(f"pipelines/pipelinepermissions/{kind}/{resource_id}"), version=PREVIEW) or {}
+        got = (
+            client.get(client.project_path(f"pipelines/pipelinepermissions/{kind}/{resource_id}"), version=PREVIEW)
+            or {}
+        )
         authorized = {p["id"] for p in got.get("pipelines") or [] if p.get("authorized")}
     missing = [p for p in pipeline_ids if p not in authorized]
     if not missing:
         report.unchanged += 1
         return
-    client.write("PATCH", client.project_path(f"pipelines/pipelinepermissions/{kind}/{resource_id}"),
-                 {"resource": {"type": kind, "id": resource_id}, "pipelines": [{"id": p, "authorized": True} for p in missing]},
-                 version=PREVIEW)
+    client.write(
+        "PATCH",
+        client.project_path(f"pipelines/pipelinepermissions/{kind}/{resource_id}"),
+        {"resource": {"type": kind, "id": resource_id}, "pipelines": [{"id": p, "authorized": True} for p in missing]},
+        version=PREVIEW,
+    )
     report.changes.append(f"authorized pipeline(s) {', '.join(map(str, missing))} on {kind} {name}")
 
 
@@ -686,10 +841,16 @@ def subject_commands(connections: Sequence[Connection], tenant_id: str) -> Itera
             yield f"# {conn.name}: no subject yet (a dry run, or Azure DevOps has not generated it); run again"
             continue
         if conn.issuer and conn.issuer.rstrip("/") != issuer.rstrip("/"):
-            yield (f"# {conn.name}: issuer {conn.issuer} is not the Entra issuer {issuer}: convert the connection "
-                   "(docs/cicd.md) or set azure_devops.issuer: azure-devops")
+            yield (
+                f"# {conn.name}: issuer {conn.issuer} is not the Entra issuer {issuer}: convert the connection "
+                "(docs/cicd.md) or set azure_devops.issuer: azure-devops"
+            )
         purpose = conn.identity.replace("-", "_")
-        stack = ("infra/bootstrap", "detops-bootstrap") if conn.identity.startswith("infra-") else ("infra/azure", "detops-azure")
+        stack = (
+            ("infra/bootstrap", "detops-bootstrap")
+            if conn.identity.startswith("infra-")
+            else ("infra/azure", "detops-azure")
+        )
         yield f"pulumi -C {stack[0]} config set --path '{stack[1]}:azure_devops.subjects.{purpose}' '{conn.subject}'"
         yield f"pulumi -C {stack[0]} config set --path '{stack[1]}:azure_devops.service_connections.{purpose}' '{conn.name}'"
 

@@ -78,8 +78,16 @@ class FakeAzureDevOps:
         """:data:`detops.ci.azure_devops.UNDESCRIBED_GETS` as patterns (answered without a description)."""
         from detops.ci.azure_devops import UNDESCRIBED_GETS
 
-        return ["^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(t.replace("{organization}", self.org).replace(
-            "{project}", self.project))) + "$" for t in UNDESCRIBED_GETS]
+        return [
+            "^"
+            + re.sub(
+                r"\\\{[^}]+\\\}",
+                "[^/]+",
+                re.escape(t.replace("{organization}", self.org).replace("{project}", self.project)),
+            )
+            + "$"
+            for t in UNDESCRIBED_GETS
+        ]
 
     def route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> tuple[int, Any]:
         org, proj = f"/{self.org}/_apis/", f"/{self.org}/{self.project}/_apis/"
@@ -89,7 +97,9 @@ class FakeAzureDevOps:
         if (method, scope) == ("GET", "org") and rest == f"projects/{self.project}":
             return 200, {"id": PROJECT_ID, "name": self.project}
         if (method, scope) == ("GET", "project") and rest.startswith("git/repositories/"):
-            return (200, {"id": self.repo_id, "name": self.repo}) if tail == self.repo else (404, {"message": "not found"})
+            return (
+                (200, {"id": self.repo_id, "name": self.repo}) if tail == self.repo else (404, {"message": "not found"})
+            )
         handlers = {
             ("GET", "project", "serviceendpoint/endpoints"): lambda: self.list_endpoints(query),
             ("POST", "org", "serviceendpoint/endpoints"): lambda: self.create_endpoint(body),
@@ -102,15 +112,18 @@ class FakeAzureDevOps:
             ("GET", "project", "distributedtask/variablegroups"): lambda: self.listing(self.groups.values()),
             ("POST", "org", "distributedtask/variablegroups"): lambda: self.create_group(body),
             ("PUT", "org", "distributedtask/variablegroups/{id}"): lambda: self.update_group(int(tail), body),
-            ("GET", "project", "pipelines"): lambda: self.listing({k: v for k, v in p.items() if k != "configuration"}
-                                                                  for p in self.pipelines.values()),
+            ("GET", "project", "pipelines"): lambda: self.listing(
+                {k: v for k, v in p.items() if k != "configuration"} for p in self.pipelines.values()
+            ),
             ("GET", "project", "pipelines/{id}"): lambda: self.get(self.pipelines, int(tail)),
             ("POST", "project", "pipelines"): lambda: self.create_pipeline(body),
         }
         if rest.startswith("pipelines/pipelinepermissions/"):
             _, _, kind, rid = rest.split("/")
             return self.permission(method, kind, rid, body)
-        handler = handlers.get((method, scope, rest)) or handlers.get((method, scope, re.sub(r"/[^/]+$", "/{id}", rest)))
+        handler = handlers.get((method, scope, rest)) or handlers.get(
+            (method, scope, re.sub(r"/[^/]+$", "/{id}", rest))
+        )
         if handler is None:
             self.problems.append(f"the fake does not serve {method} {path}")
             return 404, {"message": "the fake does not serve this"}
@@ -144,10 +157,14 @@ class FakeAzureDevOps:
         made = {**body, "id": endpoint_id, "isReady": True}
         if body["authorization"]["scheme"] == "WorkloadIdentityFederation":
             tenant = body["authorization"]["parameters"]["tenantid"]
-            made["authorization"] = {"scheme": "WorkloadIdentityFederation", "parameters": {
-                **body["authorization"]["parameters"],
-                "workloadIdentityFederationIssuer": ENTRA_ISSUER.format(tenant=tenant),
-                "workloadIdentityFederationSubject": f"/eid1/c/pub/t/TENANT/a/APP/sc/{ORG_ID}/{endpoint_id}"}}
+            made["authorization"] = {
+                "scheme": "WorkloadIdentityFederation",
+                "parameters": {
+                    **body["authorization"]["parameters"],
+                    "workloadIdentityFederationIssuer": ENTRA_ISSUER.format(tenant=tenant),
+                    "workloadIdentityFederationSubject": f"/eid1/c/pub/t/TENANT/a/APP/sc/{ORG_ID}/{endpoint_id}",
+                },
+            }
         self.endpoints[endpoint_id] = made
         return 200, made
 
@@ -157,7 +174,10 @@ class FakeAzureDevOps:
         old = self.endpoints[endpoint_id]["authorization"]["parameters"]
         generated = {k: v for k, v in old.items() if k.startswith("workloadIdentityFederation")}
         made = {**body, "id": endpoint_id}
-        made["authorization"] = {**body["authorization"], "parameters": {**body["authorization"]["parameters"], **generated}}
+        made["authorization"] = {
+            **body["authorization"],
+            "parameters": {**body["authorization"]["parameters"], **generated},
+        }
         self.endpoints[endpoint_id] = made
         return 200, made
 
@@ -165,13 +185,20 @@ class FakeAzureDevOps:
         if self.conflict(self.environments, body["name"]):
             return 400, {"message": f"Environment {body['name']} already exists"}
         env_id = self.next_id()
-        self.environments[env_id] = {"id": env_id, "name": body["name"], "description": body.get("description", ""),
-                                     "project": {"id": PROJECT_ID, "name": self.project}}
+        self.environments[env_id] = {
+            "id": env_id,
+            "name": body["name"],
+            "description": body.get("description", ""),
+            "project": {"id": PROJECT_ID, "name": self.project},
+        }
         return 200, self.environments[env_id]
 
     def list_checks(self, query: Mapping[str, str]) -> tuple[int, Any]:
-        return self.listing(c for c in self.checks.values()
-                            if c["resource"]["type"] == query.get("resourceType") and c["resource"]["id"] == query.get("resourceId"))
+        return self.listing(
+            c
+            for c in self.checks.values()
+            if c["resource"]["type"] == query.get("resourceType") and c["resource"]["id"] == query.get("resourceId")
+        )
 
     def create_check(self, body: dict[str, Any]) -> tuple[int, Any]:
         check_id = self.next_id()
@@ -204,8 +231,13 @@ class FakeAzureDevOps:
         if repo.get("type") == "azureReposGit" and repo.get("id") != self.repo_id:
             return 400, {"message": "repository not found"}
         pipeline_id = self.next_id()
-        self.pipelines[pipeline_id] = {"id": pipeline_id, "name": body["name"], "folder": body.get("folder", "\\"),
-                                       "revision": 1, "configuration": dict(body["configuration"])}
+        self.pipelines[pipeline_id] = {
+            "id": pipeline_id,
+            "name": body["name"],
+            "folder": body.get("folder", "\\"),
+            "revision": 1,
+            "configuration": dict(body["configuration"]),
+        }
         return 200, self.pipelines[pipeline_id]
 
     def permission(self, method: str, kind: str, rid: str, body: Any) -> tuple[int, Any]:
@@ -213,8 +245,10 @@ class FakeAzureDevOps:
         if method == "PATCH":
             for p in body.get("pipelines") or []:
                 table[p["id"]] = p["authorized"]
-        return 200, {"resource": {"type": kind, "id": rid},
-                     "pipelines": [{"id": k, "authorized": v} for k, v in sorted(table.items())]}
+        return 200, {
+            "resource": {"type": kind, "id": rid},
+            "pipelines": [{"id": k, "authorized": v} for k, v in sorted(table.items())],
+        }
 
     # -- what tests ask -------------------------------------------------------------------------------
 

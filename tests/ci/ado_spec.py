@@ -32,9 +32,13 @@ SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vendor-specs
 #: POST__AddTaskCheckConfiguration carry them) and the YAML configuration's ``path`` / ``repository``
 #: (``CreateYamlPipelineConfigurationParameters`` in requests, ``YamlConfiguration`` in answers; neither in the
 #: 7.1 file).
-OPEN_SUBTYPES = {("CheckConfiguration", "settings"), ("CreatePipelineConfigurationParameters", "path"),
-                 ("CreatePipelineConfigurationParameters", "repository"), ("PipelineConfiguration", "path"),
-                 ("PipelineConfiguration", "repository")}
+OPEN_SUBTYPES = {
+    ("CheckConfiguration", "settings"),
+    ("CreatePipelineConfigurationParameters", "path"),
+    ("CreatePipelineConfigurationParameters", "repository"),
+    ("PipelineConfiguration", "path"),
+    ("PipelineConfiguration", "repository"),
+}
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,16 @@ class Spec:
         where = f"{method} {op.template} ({op.file})"
         problems = []
         if query.get("api-version") != op.api_version:
-            problems.append(f"{where}: api-version {query.get('api-version')!r}, the description says {op.api_version!r}")
+            problems.append(
+                f"{where}: api-version {query.get('api-version')!r}, the description says {op.api_version!r}"
+            )
         declared = {p["name"] for p in op.parameters("query")} | {"api-version"}
         problems += [f"{where}: query parameter {k!r} is not declared" for k in query if k not in declared]
-        problems += [f"{where}: required query parameter {p['name']!r} missing"
-                     for p in op.parameters("query") if p.get("required") and p["name"] not in query]
+        problems += [
+            f"{where}: required query parameter {p['name']!r} missing"
+            for p in op.parameters("query")
+            if p.get("required") and p["name"] not in query
+        ]
         body_params = op.parameters("body")
         if body is None:
             if any(p.get("required") for p in body_params):
@@ -109,8 +118,10 @@ class Spec:
     def validate(self, op: Operation, schema: Mapping[str, Any], instance: Any, where: str) -> list[str]:
         """``instance`` against ``schema`` of ``op``'s file: jsonschema errors and undeclared properties."""
         root = {**schema, "definitions": op.spec["definitions"]}
-        problems = [f"{where}: {'/'.join(map(str, e.absolute_path)) or 'body'}: {e.message}"
-                    for e in jsonschema.Draft4Validator(root).iter_errors(instance)]
+        problems = [
+            f"{where}: {'/'.join(map(str, e.absolute_path)) or 'body'}: {e.message}"
+            for e in jsonschema.Draft4Validator(root).iter_errors(instance)
+        ]
         problems += [f"{where}: {p}" for p in _undeclared(instance, schema, op.spec["definitions"], "body", None)]
         return problems
 
@@ -120,7 +131,12 @@ class Spec:
         ``VssJsonCollectionWrapper``): the array checked is ``value``."""
         op = self.operation(method, path)
         schema = ((op.op.get("responses") or {}).get("200") or {}).get("schema") if op else None
-        if schema and schema.get("type") == "array" and isinstance(instance, dict) and set(instance) == {"count", "value"}:
+        if (
+            schema
+            and schema.get("type") == "array"
+            and isinstance(instance, dict)
+            and set(instance) == {"count", "value"}
+        ):
             instance = instance["value"]
         return self.validate(op, schema, instance, f"response of {method} {op.template}") if op and schema else []
 
@@ -140,7 +156,9 @@ def _properties(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str,
     return props
 
 
-def _undeclared(instance: Any, schema: Mapping[str, Any], defs: Mapping[str, Any], at: str, name: str | None) -> list[str]:
+def _undeclared(
+    instance: Any, schema: Mapping[str, Any], defs: Mapping[str, Any], at: str, name: str | None
+) -> list[str]:
     schema, ref = _resolve(schema, defs)
     name = ref or name
     out = []

@@ -26,23 +26,33 @@ from training.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 APPROVER = "6c3f2b1a-0000-4000-8000-0000000000aa"
 #: The bootstrap stack's outputs (infra/bootstrap/program.py): the infra identities' client ids.
-BOOTSTRAP = {"infra_reader_client_id": "client-reader", "infra_deployer_client_id": "client-deployer",
-             "CI_ENVIRONMENTS": {"infra-preview-dev": {"AZURE_CLIENT_ID": "client-reader"},
-                                 "infra-dev": {"AZURE_CLIENT_ID": "client-deployer"}}}
+BOOTSTRAP = {
+    "infra_reader_client_id": "client-reader",
+    "infra_deployer_client_id": "client-deployer",
+    "CI_ENVIRONMENTS": {
+        "infra-preview-dev": {"AZURE_CLIENT_ID": "client-reader"},
+        "infra-dev": {"AZURE_CLIENT_ID": "client-deployer"},
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict:
-    r = subprocess.run([sys.executable, "scripts/mock_stack_outputs.py", "azure", "dev"], cwd=ROOT, capture_output=True,
-                       text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "scripts/mock_stack_outputs.py", "azure", "dev"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return ado.merge_outputs([json.loads(r.stdout), BOOTSTRAP])
 
 
 def run(fake: FakeAzureDevOps | None, outputs: dict, dry_run: bool = False, approvers=(APPROVER,)) -> ado.Report:
     desired = ado.desired_state(outputs, ado.read_pipelines(ROOT / ".azure-pipelines"))
     client = ado.AzureDevOps("my-org", "detops", fake.client() if fake else None, dry_run=dry_run)
-    return ado.setup(client, desired, list(approvers), ado.Repository("detops"), outputs["AZURE_TENANT_ID"],
-                     outputs["AZURE_SUBSCRIPTION_ID"])
+    return ado.setup(client, desired, list(approvers), ado.Repository("detops"))
 
 
 def test_every_request_of_a_dry_run_validates_against_the_descriptions(outputs):
@@ -50,12 +60,14 @@ def test_every_request_of_a_dry_run_validates_against_the_descriptions(outputs):
     spec = Spec()
     assert len(report.writes) == len(report.changes) > 30
     kinds = {(w.method, spec.operation(w.method, w.path).template) for w in report.writes}
-    assert {("POST", "/{organization}/_apis/serviceendpoint/endpoints"),
-            ("POST", "/{organization}/{project}/_apis/distributedtask/environments"),
-            ("POST", "/{organization}/{project}/_apis/pipelines/checks/configurations"),
-            ("POST", "/{organization}/_apis/distributedtask/variablegroups"),
-            ("POST", "/{organization}/{project}/_apis/pipelines"),
-            ("PATCH", "/{organization}/{project}/_apis/pipelines/pipelinepermissions/{resourceType}/{resourceId}")} == kinds
+    assert {
+        ("POST", "/{organization}/_apis/serviceendpoint/endpoints"),
+        ("POST", "/{organization}/{project}/_apis/distributedtask/environments"),
+        ("POST", "/{organization}/{project}/_apis/pipelines/checks/configurations"),
+        ("POST", "/{organization}/_apis/distributedtask/variablegroups"),
+        ("POST", "/{organization}/{project}/_apis/pipelines"),
+        ("PATCH", "/{organization}/{project}/_apis/pipelines/pipelinepermissions/{resourceType}/{resourceId}"),
+    } == kinds
     problems = [p for w in report.writes for p in spec.check(w.method, w.path, w.params, w.body)]
     assert problems == []
 
@@ -66,11 +78,19 @@ def test_the_validator_refuses_what_the_descriptions_do_not_allow():
     assert spec.check("POST", "/o/_apis/serviceendpoint/endpoints", {"api-version": "7.1"}, ok) == []
     assert spec.check("POST", "/o/_apis/serviceendpoint/endpoints", {"api-version": "7.1"}, {**ok, "nmae": "x"})
     assert spec.check("POST", "/o/_apis/serviceendpoint/endpoints", {"api-version": "7.1-preview.1"}, ok)
-    assert spec.check("POST", "/o/p/_apis/pipelines/checks/configurations", {"api-version": "7.1-preview.1"}, {"timeout": "1"})
-    assert spec.check("GET", "/o/p/_apis/serviceendpoint/endpoints", {"api-version": "7.1"}, None)  # endpointNames required
+    assert spec.check(
+        "POST", "/o/p/_apis/pipelines/checks/configurations", {"api-version": "7.1-preview.1"}, {"timeout": "1"}
+    )
+    assert spec.check(
+        "GET", "/o/p/_apis/serviceendpoint/endpoints", {"api-version": "7.1"}, None
+    )  # endpointNames required
     assert spec.check("POST", "/o/p/_apis/environmentz", {"api-version": "7.1"}, {})
-    assert spec.check("PATCH", "/o/p/_apis/pipelines/pipelinepermissions/endpoint/x", {"api-version": "7.1-preview.1"},
-                      {"pipelines": [{"id": "one", "authorized": True}]})
+    assert spec.check(
+        "PATCH",
+        "/o/p/_apis/pipelines/pipelinepermissions/endpoint/x",
+        {"api-version": "7.1-preview.1"},
+        {"pipelines": [{"id": "one", "authorized": True}]},
+    )
 
 
 def test_setup_makes_everything_then_a_second_run_changes_nothing(outputs):
@@ -80,14 +100,21 @@ def test_setup_makes_everything_then_a_second_run_changes_nothing(outputs):
     writes = len(fake.writes)
     assert writes == len(first.changes) > 30
     assert {e["name"] for e in fake.endpoints.values()} == {
-        f"detops-azureml-{i}" for i in ("infra-reader", "infra-deployer", "trainer", "registrar", "deployer")}
+        f"detops-azureml-{i}" for i in ("infra-reader", "infra-deployer", "trainer", "registrar", "deployer")
+    }
     trainer = fake.endpoint("detops-azureml-trainer")
     assert trainer["authorization"]["scheme"] == "WorkloadIdentityFederation"
     assert trainer["authorization"]["parameters"]["serviceprincipalid"] == outputs["trainer_client_id"]
     assert trainer["data"]["subscriptionId"] == outputs["AZURE_SUBSCRIPTION_ID"]
-    assert {e["name"] for e in fake.environments.values()} == {"detops-training", "detops-staging", "detops-production", "detops-infra"}
+    assert {e["name"] for e in fake.environments.values()} == {
+        "detops-training",
+        "detops-staging",
+        "detops-production",
+        "detops-infra",
+    }
     assert set(fake.pipelines) and {p["configuration"]["path"] for p in fake.pipelines.values()} == {
-        f"/.azure-pipelines/{f}" for f in ("ci.yml", "infra.yml", "train.yml", "release.yml")}
+        f"/.azure-pipelines/{f}" for f in ("ci.yml", "infra.yml", "train.yml", "release.yml")
+    }
     assert fake.group("detops-common")["variables"]["AZUREML_WORKSPACE"]["value"] == outputs["AZUREML_WORKSPACE"]
     assert fake.group("detops-staging")["variables"]["ENDPOINT_NAME"]["value"] == "detopsdev-staging"
     assert fake.group("detops-infra-deployer")["variables"]["AZURE_CLIENT_ID"]["value"] == "client-deployer"
@@ -105,8 +132,12 @@ def test_a_dry_run_reads_but_sends_nothing(outputs):
 
 
 def branch_checks(fake, kind, rid):
-    return [c for c in fake.checks_on(kind, rid) if c["type"]["id"] == ado.TASK_CHECK["id"]
-            and c["settings"]["definitionRef"]["id"] == ado.BRANCH_CONTROL_TASK["id"]]
+    return [
+        c
+        for c in fake.checks_on(kind, rid)
+        if c["type"]["id"] == ado.TASK_CHECK["id"]
+        and c["settings"]["definitionRef"]["id"] == ado.BRANCH_CONTROL_TASK["id"]
+    ]
 
 
 def test_every_write_identity_is_reachable_from_main_only(outputs):
@@ -127,16 +158,25 @@ def test_every_write_identity_is_reachable_from_main_only(outputs):
 def test_gated_resources_need_an_approver_other_than_the_requester(outputs):
     fake = FakeAzureDevOps()
     run(fake, outputs)
-    gated = [("environment", fake.environment_id("detops-production")), ("environment", fake.environment_id("detops-infra")),
-             ("endpoint", fake.endpoint("detops-azureml-registrar")["id"])]
+    gated = [
+        ("environment", fake.environment_id("detops-production")),
+        ("environment", fake.environment_id("detops-infra")),
+        ("endpoint", fake.endpoint("detops-azureml-registrar")["id"]),
+    ]
     for kind, rid in gated:
         [check] = [c for c in fake.checks_on(kind, rid) if c["type"]["id"] == ado.APPROVAL["id"]]
         assert check["settings"]["requesterCannotBeApprover"] is True
         assert [a["id"] for a in check["settings"]["approvers"]] == [APPROVER]
     for name in ("detops-training", "detops-staging"):
-        assert not [c for c in fake.checks_on("environment", fake.environment_id(name)) if c["type"]["id"] == ado.APPROVAL["id"]]
+        assert not [
+            c for c in fake.checks_on("environment", fake.environment_id(name)) if c["type"]["id"] == ado.APPROVAL["id"]
+        ]
     for name in ("detops-training", "detops-staging", "detops-production", "detops-infra"):
-        assert [c for c in fake.checks_on("environment", fake.environment_id(name)) if c["type"]["id"] == ado.EXCLUSIVE_LOCK["id"]]
+        assert [
+            c
+            for c in fake.checks_on("environment", fake.environment_id(name))
+            if c["type"]["id"] == ado.EXCLUSIVE_LOCK["id"]
+        ]
     with pytest.raises(ConfigError, match="--approver"):
         run(FakeAzureDevOps(), outputs, approvers=())
 
@@ -184,8 +224,10 @@ def test_changed_outputs_update_only_what_differs_and_keep_hand_set_variables(ou
     common["variables"]["DETOPS_REVIEWERS"] = {"value": "[detops]\\Reviewers", "isSecret": False}
     changed = {**outputs, "AZUREML_WORKSPACE": "mlw-new", "trainer_client_id": "client-new"}
     report = run(fake, changed)
-    assert sorted(report.changes) == ["updated service connection detops-azureml-trainer (serviceprincipalid)",
-                                      "updated variable group detops-common (AZUREML_WORKSPACE)"]
+    assert sorted(report.changes) == [
+        "updated service connection detops-azureml-trainer (serviceprincipalid)",
+        "updated variable group detops-common (AZUREML_WORKSPACE)",
+    ]
     assert fake.problems == []
     variables = fake.group("detops-common")["variables"]
     assert variables["AZUREML_WORKSPACE"]["value"] == "mlw-new"
@@ -205,17 +247,27 @@ def test_the_subjects_printed_are_the_ones_the_pulumi_programs_pin(outputs):
     assert not [line for line in lines if line.startswith("#")]  # every issuer is Entra's for the stack's tenant
     subjects = {}
     for conn in report.connections:
-        assert conn.subject == fake.endpoint(conn.name)["authorization"]["parameters"]["workloadIdentityFederationSubject"]
+        assert (
+            conn.subject == fake.endpoint(conn.name)["authorization"]["parameters"]["workloadIdentityFederationSubject"]
+        )
         stack = "infra/bootstrap" if conn.identity.startswith("infra-") else "infra/azure"
-        assert (f"pulumi -C {stack} config set --path '{stack.replace('infra/', 'detops-')}:azure_devops.subjects."
-                f"{conn.identity.replace('-', '_')}' '{conn.subject}'") in lines
+        assert (
+            f"pulumi -C {stack} config set --path '{stack.replace('infra/', 'detops-')}:azure_devops.subjects."
+            f"{conn.identity.replace('-', '_')}' '{conn.subject}'"
+        ) in lines
         subjects[conn.identity.replace("-", "_")] = conn.subject
     app = {k: v for k, v in subjects.items() if not k.startswith("infra_")}
-    settings = AzureDevOpsSettings(organization="my-org", project="detops", subjects=app,
-                                   service_connections={k: f"detops-azureml-{k.replace('_', '-')}" for k in app})
+    settings = AzureDevOpsSettings(
+        organization="my-org",
+        project="detops",
+        subjects=app,
+        service_connections={k: f"detops-azureml-{k.replace('_', '-')}" for k in app},
+    )
     assert {k: settings.subject(k) for k in app} == app
-    assert settings.issuer_url(outputs["AZURE_TENANT_ID"]) == fake.endpoint("detops-azureml-trainer")[
-        "authorization"]["parameters"]["workloadIdentityFederationIssuer"]
+    assert (
+        settings.issuer_url(outputs["AZURE_TENANT_ID"])
+        == fake.endpoint("detops-azureml-trainer")["authorization"]["parameters"]["workloadIdentityFederationIssuer"]
+    )
 
 
 def test_a_pipeline_pointing_elsewhere_is_reported(outputs):
@@ -223,14 +275,22 @@ def test_a_pipeline_pointing_elsewhere_is_reported(outputs):
     run(fake, outputs)
     fake.pipelines[fake.pipeline_id("detops-train")]["configuration"]["path"] = "/azure-pipelines.yml"
     report = run(fake, outputs)
-    assert report.changes == [] and len(report.problems) == 1 and "detops-train runs /azure-pipelines.yml" in report.problems[0]
+    assert (
+        report.changes == []
+        and len(report.problems) == 1
+        and "detops-train runs /azure-pipelines.yml" in report.problems[0]
+    )
 
 
 def test_the_command_prints_the_requests_of_a_dry_run_and_needs_a_token_otherwise(tmp_path):
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps({"AZURE_TENANT_ID": "t", "AZURE_SUBSCRIPTION_ID": "s", "trainer_client_id": "c"}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_DEVOPS", "SYSTEM_"))}
-    env |= {"PYTHONPATH": str(ROOT), "AZURE_DEVOPS_ORG": "https://dev.azure.com/my-org/", "AZURE_DEVOPS_PROJECT": "detops"}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "AZURE_DEVOPS_ORG": "https://dev.azure.com/my-org/",
+        "AZURE_DEVOPS_PROJECT": "detops",
+    }
     cmd = [sys.executable, "-m", "detops.cli", "ci", "setup", "azure-devops", str(path), "--approver", APPROVER]
     r = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
@@ -240,8 +300,10 @@ def test_the_command_prints_the_requests_of_a_dry_run_and_needs_a_token_otherwis
     assert r.returncode == 2 and "AZURE_DEVOPS_EXT_PAT" in r.stderr
 
 
-@pytest.mark.parametrize(("value", "name"), [("my-org", "my-org"), ("https://dev.azure.com/my-org/", "my-org"),
-                                             ("https://my-org.visualstudio.com/", "my-org")])
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [("my-org", "my-org"), ("https://dev.azure.com/my-org/", "my-org"), ("https://my-org.visualstudio.com/", "my-org")],
+)
 def test_organization_from_name_or_collection_uri(value, name):
     assert ado.organization_name(value) == name
     with pytest.raises(ConfigError):
