@@ -97,8 +97,6 @@ def azure_devops(
 ) -> None:
     """Service connections, environments and their checks, variable groups, the four pipelines and their
     permissions on Azure DevOps; prints what it changed and the subjects `pulumi up` pins (docs/cicd.md)."""
-    import httpx
-
     from detops.ci import azure_devops as ado
     from training.errors import ConfigError
     from training.settings import AzureDevOpsSettings
@@ -113,14 +111,8 @@ def azure_devops(
         merged, ado.read_pipelines(pipelines), backend=backend, prefix=prefix, common_group=common_group
     )
     repo = ado.Repository(repository or project, "gitHub" if github_connection else "azureReposGit", github_connection)
-    token = settings.pat or settings.access_token
-    http = None
-    if token is not None:
-        auth: httpx.Auth | None = httpx.BasicAuth("", token.get_secret_value()) if settings.pat else None
-        headers = {} if settings.pat else {"Authorization": f"Bearer {token.get_secret_value()}"}
-        http = httpx.Client(auth=auth, headers=headers, timeout=60)
-    elif not dry_run:
-        raise ConfigError("set AZURE_DEVOPS_EXT_PAT (a personal access token) or map SYSTEM_ACCESSTOKEN into the step")
+    pat, access = (t.get_secret_value() if t else None for t in (settings.pat, settings.access_token))
+    http = ado.connect(pat, access) if (pat or access or not dry_run) else None
     client = ado.AzureDevOps(org, project, http, dry_run=dry_run)
     try:
         report = ado.setup(client, desired, approver, repo)

@@ -371,6 +371,23 @@ class AzureDevOps:
         return r.json() if r.content else None
 
 
+def connect(pat: str | None, access_token: str | None, transport: Any = None) -> Any:
+    """An ``httpx.Client`` that signs in to Azure DevOps: a personal access token as HTTP Basic with an empty
+    user name, a pipeline's ``System.AccessToken`` as a Bearer token (Azure DevOps documentation, "Use
+    personal access tokens" / "Access repositories, artifacts, and other resources"). ``transport``: tests.
+
+    Raises:
+        ConfigError: neither token is given.
+    """
+    import httpx
+
+    if pat:
+        return httpx.Client(auth=httpx.BasicAuth("", pat), timeout=60, transport=transport)
+    if access_token:
+        return httpx.Client(headers={"Authorization": f"Bearer {access_token}"}, timeout=60, transport=transport)
+    raise ConfigError("set AZURE_DEVOPS_EXT_PAT (a personal access token) or map SYSTEM_ACCESSTOKEN into the step")
+
+
 # -- reconcile ---------------------------------------------------------------------------------------
 
 

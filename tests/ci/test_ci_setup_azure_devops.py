@@ -308,3 +308,53 @@ def test_organization_from_name_or_collection_uri(value, name):
     assert ado.organization_name(value) == name
     with pytest.raises(ConfigError):
         ado.organization_name("https://example.com/")
+
+
+def test_a_token_signs_in_as_azure_devops_documents_and_a_refusal_is_one_error(outputs):
+    import base64
+
+    import httpx
+
+    from training.errors import AccessDeniedError
+
+    seen = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(401, json={"message": "TF400813"})
+
+    for pat, access, header in [
+        ("p4t", None, "Basic " + base64.b64encode(b":p4t").decode()),
+        (None, "j0b", "Bearer j0b"),
+    ]:
+        client = ado.AzureDevOps("my-org", "detops", ado.connect(pat, access, httpx.MockTransport(refuse)))
+        desired = ado.desired_state(outputs, ado.read_pipelines(ROOT / ".azure-pipelines"))
+        with pytest.raises(AccessDeniedError, match="refused GET /my-org/_apis/projects/detops"):
+            ado.setup(client, desired, [APPROVER], ado.Repository("detops"))
+        assert seen[-1] == header
+    with pytest.raises(ConfigError, match="AZURE_DEVOPS_EXT_PAT"):
+        ado.connect(None, None)
+
+
+def test_pipelines_from_a_github_repository_go_through_its_service_connection(outputs):
+    fake = FakeAzureDevOps()
+    github = {
+        "id": "9d2a7c1e-0000-4000-8000-00000000c0c0",
+        "name": "github-detops",
+        "type": "github",
+        "authorization": {"scheme": "InstallationToken", "parameters": {}},
+    }
+    fake.endpoints[github["id"]] = github
+    desired = ado.desired_state(outputs, ado.read_pipelines(ROOT / ".azure-pipelines"))
+    client = ado.AzureDevOps("my-org", "detops", fake.client())
+    ado.setup(client, desired, [APPROVER], ado.Repository("me/detops", "gitHub", "github-detops"))
+    assert fake.problems == []
+    repos = [p["configuration"]["repository"] for p in fake.pipelines.values()]
+    assert repos == [{"fullName": "me/detops", "type": "gitHub", "connection": {"id": github["id"]}}] * 4
+    with pytest.raises(ConfigError, match="no such service connection"):
+        ado.setup(
+            ado.AzureDevOps("my-org", "detops", FakeAzureDevOps().client()),
+            desired,
+            [APPROVER],
+            ado.Repository("me/detops", "gitHub", "missing"),
+        )
