@@ -136,7 +136,7 @@ def _walk(folder: Path, node: Any, use: PipelineUse, environment: str | None) ->
         use.groups.add(node["group"])
     if "deployment" in node and node.get("environment"):
         env = node["environment"]
-        environment = env.get("name") if isinstance(env, dict) else str(env)
+        environment = str(env.get("name")) if isinstance(env, dict) else str(env)
         use.environments.add(environment)
         use.environment_identities.setdefault(environment, set())
     template = str(node.get("template", ""))
@@ -722,6 +722,7 @@ def _groups(client: AzureDevOps, desired: Desired, project: Mapping[str, str], r
             continue
         description = "detops: from the stack outputs (detops ci setup azure-devops); variables set by hand are kept"
         variables = {k: {"value": v, "isSecret": False} for k, v in sorted(values.items())}
+        body: dict[str, Any]
         if name not in have:
             body = {
                 "name": name,
