@@ -358,3 +358,13 @@ def test_pipelines_from_a_github_repository_go_through_its_service_connection(ou
             [APPROVER],
             ado.Repository("me/detops", "gitHub", "missing"),
         )
+
+
+def test_a_group_set_by_hand_is_left_alone_but_its_pipelines_may_use_it(outputs):
+    fake = FakeAzureDevOps()
+    variables = {"PULUMI_STACK": {"value": "dev", "isSecret": False}}
+    fake.groups[999] = {"id": 999, "name": "detops-infra", "type": "Vsts", "variables": dict(variables)}
+    report = run(fake, outputs)
+    assert fake.problems == [] and not [c for c in report.changes if "group detops-infra " in c + " "]
+    assert fake.groups[999]["variables"] == variables
+    assert fake.authorized("variablegroup", "999") == {fake.pipeline_id("detops-infra")}
