@@ -365,6 +365,8 @@ def test_a_group_set_by_hand_is_left_alone_but_its_pipelines_may_use_it(outputs)
     variables = {"PULUMI_STACK": {"value": "dev", "isSecret": False}}
     fake.groups[999] = {"id": 999, "name": "detops-infra", "type": "Vsts", "variables": dict(variables)}
     report = run(fake, outputs)
-    assert fake.problems == [] and not [c for c in report.changes if "group detops-infra " in c + " "]
+    infra = fake.pipeline_id("detops-infra")
+    assert fake.problems == [] and f"authorized pipeline(s) {infra} on variablegroup detops-infra" in report.changes
+    assert not [c for c in report.changes if c.split(" (")[0].endswith("variable group detops-infra")]
     assert fake.groups[999]["variables"] == variables
-    assert fake.authorized("variablegroup", "999") == {fake.pipeline_id("detops-infra")}
+    assert fake.authorized("variablegroup", "999") == {infra}
