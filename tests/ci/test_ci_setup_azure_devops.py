@@ -370,3 +370,25 @@ def test_a_group_set_by_hand_is_left_alone_but_its_pipelines_may_use_it(outputs)
     assert not [c for c in report.changes if c.split(" (")[0].endswith("variable group detops-infra")]
     assert fake.groups[999]["variables"] == variables
     assert fake.authorized("variablegroup", "999") == {infra}
+
+
+def test_a_connection_on_the_old_issuer_is_flagged_not_pinned_silently():
+    old = ado.Connection(
+        "detops-azureml-trainer", "trainer", "id", "https://vstoken.dev.azure.com/org-id", "sc://o/p/c"
+    )
+    new = ado.Connection(
+        "detops-azureml-infra-reader",
+        "infra-reader",
+        "id",
+        "https://login.microsoftonline.com/t/v2.0",
+        "/eid1/c/pub/t/x/a/y/sc/z/id",
+    )
+    lines = list(ado.subject_commands([old, new], "t"))
+    assert lines[0].startswith(
+        "# detops-azureml-trainer: issuer https://vstoken.dev.azure.com/org-id is not the Entra issuer"
+    )
+    assert not [line for line in lines if line.startswith("# detops-azureml-infra-reader")]
+    assert (
+        "pulumi -C infra/bootstrap config set --path 'detops-bootstrap:azure_devops.subjects.infra_reader' "
+        "'/eid1/c/pub/t/x/a/y/sc/z/id'" in lines
+    )
