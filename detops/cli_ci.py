@@ -1,11 +1,16 @@
-"""CI setup commands: ``detops ci setup github`` (and the Azure DevOps counterpart beside it).
+"""CI setup commands: ``detops ci setup github`` and ``detops ci setup azure-devops``.
+
+Each reads ``pulumi stack output --json`` (files, or ``-`` for stdin: the input of ``detops settings
+ci-variables``) and the repository's workflow / pipeline files, compares the CI system with what they need and
+sends only what differs, one line per change; ``--dry-run`` prints the requests (method, path, body) instead.
 
 ``detops ci setup github OUTPUTS [--repo ORG/REPO] [--reviewer ENV=LOGIN|ENV=ORG/TEAM]... [--dry-run]``
-reads ``pulumi stack output --json`` (a file, or ``-`` for stdin: the input of ``detops settings
-ci-variables``), compares the repository with what the workflows need (:mod:`deployment.ci_github`) and
-sends only what differs, one line per change. ``--dry-run`` reads the repository and prints the requests
-(method, path, body) without sending any. Token: ``GITHUB_TOKEN`` or ``GH_TOKEN``; repository: ``--repo``
-or ``GITHUB_REPOSITORY``; API: ``GITHUB_API_URL`` (GitHub Enterprise) or api.github.com.
+(:mod:`deployment.ci_github`): token ``GITHUB_TOKEN`` or ``GH_TOKEN``; repository ``--repo`` or
+``GITHUB_REPOSITORY``; API ``GITHUB_API_URL`` (GitHub Enterprise) or api.github.com.
+
+``detops ci setup azure-devops OUTPUTS [--approver GUID]... [--dry-run]`` (:mod:`detops.ci.azure_devops`):
+organization and project from flags or ``AZURE_DEVOPS_ORG`` / ``AZURE_DEVOPS_PROJECT`` (in a pipeline
+``SYSTEM_COLLECTIONURI`` / ``SYSTEM_TEAMPROJECT``), token ``AZURE_DEVOPS_EXT_PAT`` or ``SYSTEM_ACCESSTOKEN``.
 """
 
 from __future__ import annotations
@@ -111,3 +116,118 @@ def github(
         return
     sent = ci_github.apply(api, requests, lambda r: out.print(f"changed: {r.why}"))
     out.print(f"{repository}: {sent} change(s)")
+
+
+def read_outputs(paths: list[Path]) -> list[dict]:
+    """Each ``pulumi stack output --json`` given (``-``: stdin). Raises ConfigError naming a file that is not one."""
+    from training.errors import ConfigError
+
+    found = []
+    for path in paths:
+        try:
+            text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: {e.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not `pulumi stack output --json` output ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not `pulumi stack output --json` output (not an object)")
+        found.append(data)
+    return found
+
+
+@setup.command("azure-devops")
+def azure_devops(
+    outputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="`pulumi stack output --json` of infra/azure (and of infra/bootstrap), files or - for stdin."
+        ),
+    ],
+    approver: Annotated[
+        list[str],
+        typer.Option(
+            "--approver",
+            help="Identity id (GUID) of a person or group who approves the gated environments and the registrar connection; repeat for more.",
+        ),
+    ] = [],  # noqa: B006
+    organization: Annotated[
+        str | None,
+        typer.Option("--organization", help="Name or URL (default: AZURE_DEVOPS_ORG / SYSTEM_COLLECTIONURI)."),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Default: AZURE_DEVOPS_PROJECT / SYSTEM_TEAMPROJECT.")
+    ] = None,
+    repository: Annotated[
+        str | None,
+        typer.Option(
+            "--repository",
+            help="Azure Repos repository of the YAML (default: the project's name), or owner/name with --github-connection.",
+        ),
+    ] = None,
+    github_connection: Annotated[
+        str | None,
+        typer.Option(
+            "--github-connection", help="The pipelines' YAML is on GitHub: name of the GitHub service connection."
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="Cloud of the connections (azureml).")] = "azureml",
+    pipelines: Annotated[Path, typer.Option("--pipelines", help="The folder of the pipeline files.")] = Path(
+        ".azure-pipelines"
+    ),
+    prefix: Annotated[str, typer.Option("--prefix", help="Pipelines are named <prefix><file stem>.")] = "detops-",
+    common_group: Annotated[
+        str,
+        typer.Option(
+            "--common-group", help="The group of the settings-named outputs (detops-production for the prod stack)."
+        ),
+    ] = "detops-common",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the requests (method, path, body) instead of sending them.")
+    ] = False,
+) -> None:
+    """Service connections, environments and their checks, variable groups, the four pipelines and their
+    permissions on Azure DevOps; prints what it changed and the subjects `pulumi up` pins (docs/cicd.md)."""
+    from detops.ci import azure_devops as ado
+    from training.errors import ConfigError
+    from training.settings import AzureDevOpsSettings
+
+    settings = AzureDevOpsSettings.load()
+    org = ado.organization_name(organization or settings.organization or "")
+    project = project or settings.project
+    if not project:
+        raise ConfigError("--project: set AZURE_DEVOPS_PROJECT (or SYSTEM_TEAMPROJECT in a pipeline)")
+    merged = ado.merge_outputs(read_outputs(outputs))
+    desired = ado.desired_state(
+        merged, ado.read_pipelines(pipelines), backend=backend, prefix=prefix, common_group=common_group
+    )
+    repo = ado.Repository(repository or project, "gitHub" if github_connection else "azureReposGit", github_connection)
+    pat, access = (t.get_secret_value() if t else None for t in (settings.pat, settings.access_token))
+    http = ado.connect(pat, access) if (pat or access or not dry_run) else None
+    client = ado.AzureDevOps(org, project, http, dry_run=dry_run)
+    try:
+        report = ado.setup(client, desired, approver, repo)
+    finally:
+        if http is not None:
+            http.close()
+    if dry_run:
+        if client.offline:
+            out.print(
+                "# dry run without a token: an empty project is assumed; negative / 00000000-... ids stand for new resources"
+            )
+        for request in report.writes:
+            out.print(request.show())
+    verb = "would change" if dry_run else "changed"
+    for line in report.changes:
+        out.print(f"{verb}: {line}")
+    out.print(f"{len(report.changes)} {verb}, {report.unchanged} unchanged")
+    for line in report.skipped:
+        out.print(f"skipped: {line}")
+    if not dry_run:
+        out.print("# pin each connection's subject in the stack that federates its identity, then `pulumi up`:")
+        for line in ado.subject_commands(report.connections, desired.tenant_id):
+            out.print(line)
+    if report.problems:
+        raise ConfigError("; ".join(report.problems))

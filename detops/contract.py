@@ -26,7 +26,7 @@ def classes() -> list[tuple[str, type[BaseSettings]]]:
     from deployment.serving.settings import ServerSettings, ServingSettings
 
     return [("common", contract.CommonSettings), ("azure", contract.AzureSettings), ("aws", contract.AwsSettings),
-            ("serving", ServingSettings), ("serving", ServerSettings)]
+            ("serving", ServingSettings), ("serving", ServerSettings), ("ci", contract.AzureDevOpsSettings)]
 
 
 #: Settings of the serving classes that a command needs (they carry no ``required_by`` metadata).
@@ -163,7 +163,8 @@ def required_for(argv: list[str], env: Mapping[str, str] | None = None) -> list[
 
 # -- docs/settings.md ------------------------------------------------------------------------------
 
-_TITLES = {"common": "Common", "azure": "Azure (Azure ML)", "aws": "AWS (SageMaker)", "serving": "Serving (scoring service)"}
+_TITLES = {"common": "Common", "azure": "Azure (Azure ML)", "aws": "AWS (SageMaker)", "serving": "Serving (scoring service)",
+           "ci": "CI setup (`detops ci setup`)"}
 
 
 def render_markdown() -> str:

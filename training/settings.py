@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.errors import ConfigError
@@ -312,6 +312,29 @@ class AwsSettings(Settings):
                                             used_by=("sagemaker-container",), source=PLATFORM)
     worker_port: int = setting("DETOPS_WORKER_PORT", 2222, "tf.distribute worker port on SageMaker hosts.",
                                used_by=("sagemaker-container",), source=PLATFORM, ge=1, le=65535)
+
+
+# -- CI setup -------------------------------------------------------------------------------------
+
+
+class AzureDevOpsSettings(Settings):
+    """The Azure DevOps organization, project and token of ``detops ci setup azure-devops``.
+
+    Inside a pipeline Azure Pipelines sets ``SYSTEM_COLLECTIONURI`` (``https://dev.azure.com/<org>/``),
+    ``SYSTEM_TEAMPROJECT`` and, when mapped into a step, ``SYSTEM_ACCESSTOKEN``; on a laptop set
+    ``AZURE_DEVOPS_ORG`` / ``AZURE_DEVOPS_PROJECT`` and ``AZURE_DEVOPS_EXT_PAT`` (the names the Azure DevOps CLI
+    extension reads). Tokens come from the environment only, never from a file.
+    """
+
+    organization: str | None = setting(("AZURE_DEVOPS_ORG", "SYSTEM_COLLECTIONURI"), None,
+                                       "Azure DevOps organization: its name or its URL (https://dev.azure.com/<org>/).",
+                                       used_by=("ci",))
+    project: str | None = setting(("AZURE_DEVOPS_PROJECT", "SYSTEM_TEAMPROJECT"), None, "Azure DevOps project name.",
+                                  used_by=("ci",))
+    pat: SecretStr | None = setting("AZURE_DEVOPS_EXT_PAT", None, "Personal access token (scopes: service connections, "
+                                    "environment, variable groups, build: read & manage).", used_by=("ci",))
+    access_token: SecretStr | None = setting("SYSTEM_ACCESSTOKEN", None, "A pipeline's job access token (instead of a PAT).",
+                                             used_by=("ci",), source=PLATFORM)
 
 
 #: The contract's classes in docs order (the serving class is added by :mod:`detops.settings_contract`).
