@@ -205,7 +205,7 @@ class AzureCloud:
             s["jobs"][name]["status"] = "Completed"
         if r.keep_trained and not r.trained:
             self._copy(who, run, r.keep_trained, upload=False)
-            (r.keep_trained / "run-url").write_text(job["outputs"]["run"])
+            (r.keep_trained / "run-url").write_text(job["outputs"]["run"].rstrip("/"))
 
     def answer(self, version: str) -> None:
         with _workspace(self) as s:

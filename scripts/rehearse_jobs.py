@@ -268,7 +268,22 @@ def ado_environ(r: Rehearsal, job: ci_jobs.Job) -> dict[str, str]:
             key = f"{first}.{second}" if kind == "stageDependencies" else f"{job.name.split('.')[0]}.{first}"
             passed[name] = r.job_outputs.get(key, {}).get(output, "")
     env = job.environ(variables, passed)
-    return {k: _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), v) for k, v in env.items()}
+    env = {k: _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), v) for k, v in env.items()}
+    # the agent's variables the cloud templates read; `idToken`: the service connection's OIDC token
+    # (addSpnToEnvironment), which the AWS template hands to the SDK as a web identity (the rehearsal's role
+    # session keys, given by the login, come first in boto3's chain: moto checks no OIDC token)
+    (r.work / "agent-tmp").mkdir(exist_ok=True)
+    return {**env, "AGENT_TEMPDIRECTORY": str(r.work / "agent-tmp"), "BUILD_BUILDID": "1", "idToken": "rehearsal-oidc-token"}
+
+
+def ado_script(r: Rehearsal, script: str) -> str:
+    """What the agent runs for a cloud step: the ``inlineScript`` of templates/cloud-<backend>.yml's first step
+    (``set -euo pipefail``; on AWS also the service connection's OIDC token as the web identity of the job's role)
+    with the job's ``script`` parameter in it, every ``${{ parameters.x }}`` resolved (:func:`ado_parameter`)."""
+    template = load_yaml(AZURE_DIR / "templates" / f"cloud-{r.cloud.name}.yml")
+    inline = template["steps"][0]["inputs"]["inlineScript"]
+    resolve = lambda text: _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), text)  # noqa: E731
+    return resolve(inline.replace("${{ parameters.script }}", resolve(script)))
 
 
 def ado_parameter(r: Rehearsal, name: str) -> str:
@@ -296,14 +311,28 @@ def denial(r: Rehearsal, since: int) -> str | None:
     return f"{denied.action} on {denied.resource} denied"
 
 
+def checkout(r: Rehearsal) -> Path:
+    """The job's working copy: a folder of links to the repository's entries (``.git``, ``.venv``, ``configs``,
+    ``scripts``, ...), so what a script writes in its working directory (``submit.log``, ``images.env``) stays in
+    this rehearsal, as on a runner's fresh checkout, and rehearsals side by side do not read each other's."""
+    folder = r.work / "checkout"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for entry in REPO.iterdir():
+            if entry.name not in ("submit.log", "images.env", "prod-version.txt"):
+                (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 def run_script(r: Rehearsal, job: ci_jobs.Job, step: ci_jobs.Step, env: dict[str, str], log: Path) -> int:
-    """Run one ``run:`` script with bash (``-eo pipefail``, GitHub's ``shell: bash``) in the repository root."""
+    """Run one ``run:`` script with bash (``-eo pipefail``, GitHub's ``shell: bash``) in the job's working copy
+    (:func:`checkout`)."""
     with (log.parent / "environ").open("a") as names:  # which names the step saw (the values stay here)
         names.write(json.dumps({"step": step.name, "names": sorted(env)}) + "\n")
     with log.open("a") as out:
         out.write(f"\n== {job.key}: {step.name}\n")
         out.flush()
-        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step.script], cwd=REPO,
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step.script], cwd=checkout(r),
                               env=env, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=3600)
     return done.returncode
 
@@ -340,9 +369,8 @@ def _run_steps(r: Rehearsal, job: ci_jobs.Job, purpose: str | None, job_dir: Pat
             r.say(f"   skipped: {step.script.strip()} (this checkout's .venv stands in)")
             continue
         before, since = _read_pairs(job_dir / "output"), r.cloud.mark()
-        if job.system == "azure-devops":  # AzureCLI@2's inline script: `set -euo pipefail` + the template's script
-            script = _ADO_PARAMETER.sub(lambda m: ado_parameter(r, m.group(1)), step.script)
-            step = dataclasses.replace(step, script="set -euo pipefail\n" + script)
+        if job.system == "azure-devops":  # the cloud template's inline script around the job's script
+            step = dataclasses.replace(step, script=ado_script(r, step.script))
         logged = (job_dir / "log").stat().st_size if (job_dir / "log").exists() else 0
         code = run_script(r, job, step, step_env(r, job, step, purpose, job_dir, steps), job_dir / "log")
         if job.system == "azure-devops":  # ##vso[task.setvariable ...;isOutput=true]: the cloud step's outputs
@@ -460,9 +488,16 @@ def detops(r: Rehearsal, purpose: str | None, args: list[str], extra: Mapping[st
     return done.stdout
 
 
+def submitted(r: Rehearsal, name: str) -> str:
+    """What the submitting job handed over (``run_dir``, ``job``): GitHub's ``train`` job output, or the Azure
+    DevOps ``Train.Submit`` job's output variable ``cloud.<name>``."""
+    github, ado = r.job_outputs.get(TRAIN_JOB["github"], {}), r.job_outputs.get(TRAIN_JOB["azure-devops"], {})
+    return github.get(name) or ado.get(f"cloud.{name}", "")
+
+
 def container_steps(r: Rehearsal) -> None:
     """The SageMaker training container's steps, here, as the SageMaker execution role (module docstring, 5)."""
-    run_dir = r.job_outputs["train"]["run_dir"]
+    run_dir = submitted(r, "run_dir")
     env = {"DETOPS_DATASETS": f"s3://{r.outputs['s3_data_bucket']}", "DETOPS_DATASTORE": f"s3://{r.outputs['s3_runs_bucket']}",
            "DETOPS_RUN_URL": run_dir, "DETOPS_RUN_ID": run_dir.rstrip("/").rsplit("/", 1)[-1]}
     if r.trained:
@@ -489,10 +524,10 @@ def reuse_trained(r: Rehearsal, run_dir: str, env: Mapping[str, str]) -> None:
     """Put a run trained by an earlier rehearsal (``--trained``) in ``run_dir``: its files, with the earlier run's
     URL and id replaced by this one's in run.json and the text files that name them, uploaded as the SageMaker
     execution role (who writes the run on AWS)."""
-    old_url = (r.trained / "run-url").read_text().strip()
+    old_url = (r.trained / "run-url").read_text().strip().rstrip("/")  # a run of either cloud (azureml:// ends in /)
     staged = r.work / "trained-copy"
     shutil.copytree(r.trained, staged, ignore=shutil.ignore_patterns("run-url"), dirs_exist_ok=True)
-    old_id, new_id = old_url.rsplit("/", 1)[-1], run_dir.rsplit("/", 1)[-1]
+    old_id, new_id = old_url.rsplit("/", 1)[-1], run_dir.rstrip("/").rsplit("/", 1)[-1]
     for path in staged.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".yaml", ".txt", ".pbtxt"):
             text = path.read_text(errors="strict")
