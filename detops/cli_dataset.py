@@ -30,7 +30,8 @@ def _mib(n: int) -> str:
 def upload(
     config: Annotated[Path, typer.Argument(help="The run config (YAML) whose data paths say ${DETOPS_DATASETS}/...")],
     source: Annotated[
-        str | None, typer.Option("--from", help="Local datasets root (default: DETOPS_DATASETS, else ../shared/datasets).")
+        str | None,
+        typer.Option("--from", help="Local datasets root (default: DETOPS_DATASETS, else ../shared/datasets)."),
     ] = None,
     to: Annotated[
         str | None, typer.Option("--to", help="Destination datasets root: a folder, s3://BUCKET or az://CONTAINER.")
@@ -78,4 +79,6 @@ def upload(
         f"skipped {c['skipped']} already there, {_mib(c['bytes_skipped'])}"
     )
     out.print(f"data.sha256: {plan.sha256}")
-    out.print(f"# commit it in {config} (data: sha256: ...); the jobs read DETOPS_DATASETS={plan.destination}", style="dim")
+    out.print(
+        f"# commit it in {config} (data: sha256: ...); the jobs read DETOPS_DATASETS={plan.destination}", style="dim"
+    )

@@ -81,7 +81,12 @@ def dataset_folders(config: str | Path, source: str) -> tuple[list[str], object]
 
 
 def upload_dataset(
-    config: str | Path, source: str, destination: str, *, dry_run: bool = False, storage_options: dict | None = None,
+    config: str | Path,
+    source: str,
+    destination: str,
+    *,
+    dry_run: bool = False,
+    storage_options: dict | None = None,
     on_file=None,
 ) -> UploadPlan:
     """Copy ``config``'s dataset folders from the local datasets root ``source`` to ``destination`` (same layout).

@@ -38,7 +38,8 @@ def _dataset(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
         (folder / "Annotations" / f"im{i}.xml").write_text(
             f"<annotation><filename>im{i}.jpg</filename><size><width>40</width><height>30</height><depth>3</depth>"
             f"</size><object><name>cell</name><bndbox><xmin>{2 + i}</xmin><ymin>3</ymin><xmax>20</xmax><ymax>25</ymax>"
-            "</bndbox></object></annotation>")
+            "</bndbox></object></annotation>"
+        )
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG)
     return root, config
@@ -87,7 +88,9 @@ def _check_upload(tmp_path, capsys, monkeypatch, destination_args: list[str], de
     # the layout below the root is kept
     fs, path = storage.filesystem(storage.join(destination, "tiny/SET"))
     found = sorted(p.removeprefix(path.rstrip("/") + "/") for p in fs.find(path))
-    assert found == sorted(f"{d}/im{i}.{e}" for i in range(3) for d, e in (("Annotations", "xml"), ("JPEGImages", "jpg")))
+    assert found == sorted(
+        f"{d}/im{i}.{e}" for i in range(3) for d, e in (("Annotations", "xml"), ("JPEGImages", "jpg"))
+    )
     monkeypatch.delenv("DETOPS_DATASETS", raising=False)
     rc, again = _upload(capsys, str(config), "--from", str(root), *destination_args)
     assert rc == ExitCode.OK and _counts(again) == (0, 6) and _pin(again) == pin  # idempotent
@@ -117,7 +120,9 @@ def test_upload_to_azurite_from_the_stack_outputs(azure_env, tmp_path, capsys, m
     container = f"datasets-{secrets.token_hex(4)}"
     BlobServiceClient.from_connection_string(azure_env).create_container(container)
     outputs = tmp_path / "outputs.json"  # what `pulumi stack output --json` of infra/azure gives
-    outputs.write_text(json.dumps({"DETOPS_DATASETS": f"az://{container}", "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1"}))
+    outputs.write_text(
+        json.dumps({"DETOPS_DATASETS": f"az://{container}", "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1"})
+    )
     _check_upload(tmp_path, capsys, monkeypatch, ["--outputs", str(outputs)], f"az://{container}")
 
 
@@ -140,8 +145,12 @@ def test_s3_access_denied_is_the_one_line_error(aws_env, tmp_path, capsys, monke
 
     async def refuse(self, *args, **kwargs):  # a coroutine, as s3fs._put_file is (fsspec wraps it as put_file)
         error = ClientError(
-            {"Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform: s3:PutObject"},
-             "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+            {
+                "Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform: s3:PutObject"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "PutObject",
+        )
         raise translate_boto_error(error) from error
 
     monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", refuse)
