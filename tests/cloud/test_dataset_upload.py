@@ -182,3 +182,36 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys, monkeypatch):
     rc, text = _upload(capsys, str(config), "--from", str(root), "--outputs", str(outputs))
     assert rc == ExitCode.USAGE and "has no DETOPS_DATASETS output" in text
     assert not (tmp_path / "dest").exists()
+
+
+def test_nested_folders_are_copied_once(tmp_path):
+    from training.dataset_upload import dataset_folders
+
+    root, _ = _dataset(tmp_path)
+    config = tmp_path / "nested.yaml"
+    config.write_text(
+        CONFIG.replace("/tiny/SET/Annotations", "/tiny/SET").replace("/tiny/SET/JPEGImages", "/tiny/SET/JPEGImages")
+    )
+    folders, data = dataset_folders(config, str(root))
+    assert folders == [str((root / "tiny/SET").resolve())]
+    assert data.images == f"{root}/tiny/SET/JPEGImages"
+
+
+def test_where_source_and_destination_come_from(aws_env, tmp_path, capsys, monkeypatch):
+    """A local DETOPS_DATASETS is the source; --to wins over the outputs file; a cloud DETOPS_DATASETS alone
+    is the destination."""
+    root, config = _dataset(tmp_path)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"DETOPS_DATASETS": str(tmp_path / "from outputs")}))
+    monkeypatch.setenv("DETOPS_DATASETS", str(root))
+    rc, text = _upload(capsys, str(config), "--outputs", str(outputs), "--to", str(tmp_path / "from to"))
+    assert rc == ExitCode.OK, text
+    assert (tmp_path / "from to/tiny/SET/JPEGImages/im0.jpg").is_file() and not (tmp_path / "from outputs").exists()
+    rc, text = _upload(capsys, str(config), "--outputs", str(outputs))
+    assert rc == ExitCode.OK and (tmp_path / "from outputs/tiny/SET/Annotations/im2.xml").is_file()
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="detops-datasets")
+    monkeypatch.setenv("DETOPS_DATASETS", "s3://detops-datasets")
+    rc, text = _upload(capsys, str(config), "--from", str(root), "--dry-run")
+    assert rc == ExitCode.OK and "would copy" in text and "-> s3://detops-datasets/tiny/SET/Annotations/im0.xml" in text
