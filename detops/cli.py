@@ -40,7 +40,7 @@ def _mount() -> None:
     from detops import cli_training
 
     app.add_typer(cli_training.app)
-    for mod in ("detops.cli_deploy", "detops.cli_cloud", "detops.cli_settings", "detops.cli_ci"):
+    for mod in ("detops.cli_deploy", "detops.cli_cloud", "detops.cli_settings", "detops.cli_ci", "detops.cli_dataset"):
         try:
             module = __import__(mod, fromlist=["app"])
         except ModuleNotFoundError as e:  # group not installed in this environment (optional extra)

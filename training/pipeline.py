@@ -44,6 +44,20 @@ def dataset_hash(records) -> str:
     return h.hexdigest()
 
 
+def read_config_dataset(data):
+    """Read the dataset a run config's ``data:`` section names (local folders), as ``prepare`` reads it:
+    :func:`training.annotations.read_dataset` with the section's format, paths, classes and options.
+    ``dataset_hash(read_config_dataset(data).records)`` is the value ``data.sha256`` pins.
+
+    Raises:
+      DataError: unreadable annotations or a missing folder (the reader's message, naming the file).
+    """
+    from training.annotations import read_dataset
+
+    d = data
+    return read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
+
+
 def pinned_sha256(data) -> str | None:
     """The dataset version a run must use: ``DETOPS_DATASET_SHA256`` if set, else the config's ``data.sha256``."""
     from training.settings import CommonSettings
@@ -152,10 +166,10 @@ def _ingest(cfg: RunConfig, run: Run, say):
     Returns ``(ValidationResult, sha256 of the records as read)``. Raises DataError when the data
     differs from its pin or when no image or no box (of a requested class) is left.
     """
-    from training.annotations import read_dataset, validate
+    from training.annotations import validate
 
     d = cfg.data
-    ds = read_dataset(d.format, d.path, images=d.images, classes=d.classes, class_from_filename=d.class_from_filename, **d.options)
+    ds = read_config_dataset(d)
     read_sha256 = check_dataset_pin(ds.records, d, where=str(d.path))
     result = validate(ds, cfg.validation)
     os.makedirs(run.path("data", "annotations"), exist_ok=True)

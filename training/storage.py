@@ -45,14 +45,16 @@ def filesystem(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSys
 def _denied_as_error(url: str, verb: str):
     """Turn an object store's refusal of ``url`` (Azure Blob's HTTP 403, e.g. ``AuthorizationPermissionMismatch``:
     the identity in use lacks a data role on the container) into :class:`training.errors.AccessDeniedError`
-    naming the URL, what was tried and the store's own message (:func:`training.errors.access_denied`); every
+    (or S3's ``AccessDenied``, also when s3fs re-raised it as ``PermissionError``) naming the URL, what was
+    tried and the store's own message (:func:`training.errors.access_denied`); every
     other error passes unchanged."""
     from training.errors import access_denied
 
     try:
         yield
     except Exception as e:
-        denied = access_denied(e, f"{verb} {url}")
+        # s3fs raises PermissionError from botocore's ClientError (s3fs.errors.translate_boto_error): look at both
+        denied = access_denied(e, f"{verb} {url}") or (e.__cause__ and access_denied(e.__cause__, f"{verb} {url}"))
         if denied is None:
             raise
         raise denied from e
@@ -365,3 +367,69 @@ def _upload_artifacts(fs: fsspec.AbstractFileSystem, local_run_dir: str, root: s
                 ) from e
             counts["uploaded"] += 1
     return counts
+
+
+def sync_dir(
+    local_dir: str, url: str, *, dry_run: bool = False, storage_options: dict[str, Any] | None = None, on_file=None
+) -> dict[str, int]:
+    """Copy the local folder tree ``local_dir`` to ``url`` (relative paths kept, ``/`` separators), skipping every
+    file whose copy at ``url`` already has the same size and hash: on S3 and Azure Blob the MD5 the store reports
+    (:func:`_unchanged`), on a local destination the MD5 of both files. Nothing is deleted at ``url``.
+
+    Args:
+      dry_run: decide and report (``on_file``) but copy nothing.
+      storage_options: fsspec options of ``url``'s filesystem (e.g. ``account_name`` for ``az://``).
+      on_file: called per file with ``("copy" | "skip", local path, destination URL, size in bytes)``.
+
+    Returns:
+      ``{"uploaded": n, "skipped": m, "bytes_uploaded": b, "bytes_skipped": c}`` (with ``dry_run``: what would be).
+
+    Raises:
+      AccessDeniedError: the store refused a read or write (HTTP 403, AWS ``AccessDenied``).
+      NotFoundError: the bucket or container does not exist.
+    """
+    from training.errors import NotFoundError
+
+    fs, root = filesystem(url, **(storage_options or {}))
+    root = root.rstrip("/")
+    local = is_local(url)
+    counts = {"uploaded": 0, "skipped": 0, "bytes_uploaded": 0, "bytes_skipped": 0}
+    made: set[str] = set()
+    for dirpath, dirs, files in os.walk(local_dir):
+        dirs.sort()
+        rel = os.path.relpath(dirpath, local_dir)
+        for name in sorted(files):
+            src = os.path.join(dirpath, name)
+            parts = rel.split(os.sep) if rel != "." else []
+            dst = join(root, *parts, name)
+            shown = join(url.rstrip("/"), *parts, name)
+            size = os.path.getsize(src)
+            with _denied_as_error(shown, "read"):
+                same = _same_local(src, dst) if local else _unchanged(fs, src, dst)
+            action = "skip" if same else "copy"
+            if on_file:
+                on_file(action, src, shown, size)
+            counts["skipped" if same else "uploaded"] += 1
+            counts["bytes_skipped" if same else "bytes_uploaded"] += size
+            if same or dry_run:
+                continue
+            parent = dst.rsplit("/", 1)[0]
+            try:
+                with _denied_as_error(shown, "write"):
+                    if parent not in made:
+                        fs.makedirs(parent, exist_ok=True)
+                        made.add(parent)
+                    fs.put_file(src, dst)
+            except FileNotFoundError as e:
+                if local:
+                    raise
+                raise NotFoundError(
+                    f"cannot upload to {url}: {e} (the bucket or container must exist; infra creates it)"
+                ) from e
+    return counts
+
+
+def _same_local(src: str, dst: str) -> bool:
+    """True when the local file ``dst`` has the size and MD5 of ``src``."""
+    dst = dst.removeprefix("file://")
+    return os.path.isfile(dst) and os.path.getsize(dst) == os.path.getsize(src) and _local_md5(dst) == _local_md5(src)

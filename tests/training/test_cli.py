@@ -66,7 +66,7 @@ def test_root_app_keeps_every_command_name_top_level():
     names = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert {
         "prepare", "train", "evaluate", "export", "run", "gate", "register", "approve", "reject", "models",
-        "serve", "deploy", "rollback", "smoke-test", "submit", "finish",
+        "serve", "deploy", "rollback", "smoke-test", "submit", "finish", "dataset",
     } <= names
 
 
