@@ -348,9 +348,11 @@ def load_stack(url: str, outputs: dict[str, Any], policies: dict[str, dict[str, 
             for purpose, document in policies.items()}
 
 
-def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, session: str) -> dict[str, str]:
+def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, session: str,
+             session_name: str | None = None) -> dict[str, str]:
     """Create role ``name`` with inline policy ``policy`` on the moto server at ``url`` (setup key) and
-    return the credentials of an ``AssumeRole`` session ``github-<session>`` of it."""
+    return the credentials of an ``AssumeRole`` session ``github-<session>`` of it (``session_name``: that
+    session name instead, e.g. the user name IAM Identity Center gives its permission-set sessions)."""
     trust = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
     iam = setup.client("iam", endpoint_url=url)
@@ -358,7 +360,20 @@ def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, sess
     iam.put_role_policy(RoleName=name, PolicyName="access",
                         PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy))
     sts = setup.client("sts", endpoint_url=url)
-    return sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{session}")["Credentials"]
+    return sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=session_name or f"github-{session}")["Credentials"]
 
 
-__all__ = ["ACCOUNT", "PURPOSES", "Check", "EnforcingMotoServer", "IamEnforcer", "add_role", "load_stack", "stack_policies"]
+#: A person's IAM Identity Center permission-set role (name ``AWSReservedSSO_<permission set>_<16 hex>``) holding
+#: the approver policy, and the user name Identity Center gives its session (docs/contracts.md, AWS approval).
+SSO_APPROVER_ROLE = "AWSReservedSSO_DetopsApprover_0123456789abcdef"
+SSO_APPROVER_USER = "approver-bob@example.com"
+
+
+def add_sso_approver(setup: Any, url: str, approver_policy: dict[str, Any]) -> dict[str, str]:
+    """A person's approver session: :data:`SSO_APPROVER_ROLE` with the stack's approver policy (what the
+    permission set assigned to approvers holds), assumed with session name :data:`SSO_APPROVER_USER` (as
+    Identity Center names it; moto cannot federate, so the setup key assumes it). Returns its credentials."""
+    return add_role(setup, url, SSO_APPROVER_ROLE, approver_policy, "person", SSO_APPROVER_USER)
+
+
+__all__ = ["ACCOUNT", "SSO_APPROVER_ROLE", "SSO_APPROVER_USER", "add_sso_approver", "PURPOSES", "Check", "EnforcingMotoServer", "IamEnforcer", "add_role", "load_stack", "stack_policies"]
