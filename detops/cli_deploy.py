@@ -133,8 +133,9 @@ def register_cmd(
         mlflow_run_id = tracking.find_run(run_dir)
     except Exception:  # noqa: BLE001 - tracking is optional lineage; registration does not depend on it
         mlflow_run_id = None
+    who = _who(registry, by)  # first: a refused identity never reaches the registry
     mv = _service(registry).register(
-        run_dir, name, _who(registry, by), margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id,
+        run_dir, name, who, margin=margin, force=force, comment=comment, mlflow_run_id=mlflow_run_id,
         reviewer=reviewer or CommonSettings.load().reviewer,
     )
     _print_version(mv)
@@ -144,14 +145,16 @@ def register_cmd(
 def approve(name: NameArg, version: VersionArg, comment: CommentOpt, by: ByOpt = None,
             registry: RegistryOpt = None) -> None:
     """Approve a PendingManualApproval version (not by the principal that registered it)."""
-    _print_version(_service(registry).approve(name, version, _who(registry, by), comment))
+    who = _who(registry, by)  # first: a refused identity never reaches the registry
+    _print_version(_service(registry).approve(name, version, who, comment))
 
 
 @app.command()
 def reject(name: NameArg, version: VersionArg, comment: CommentOpt, by: ByOpt = None,
            registry: RegistryOpt = None) -> None:
     """Reject a PendingManualApproval or Approved version."""
-    _print_version(_service(registry).reject(name, version, _who(registry, by), comment))
+    who = _who(registry, by)
+    _print_version(_service(registry).reject(name, version, who, comment))
 
 
 @app.command("reviewer")

@@ -207,6 +207,14 @@ class AzureCloud:
             self._copy(who, run, r.keep_trained, upload=False)
             (r.keep_trained / "run-url").write_text(job["outputs"]["run"].rstrip("/"))
 
+    #: who approves: the stack's approver identity (a person's sign-in on Azure; its principal is read from the
+    #: token, and four-eyes compares principal ids)
+    person = "approver"
+
+    def approve(self, args: list[str], env: Mapping[str, str], version: str) -> None:
+        rj.detops(self.r, "approver", args, env)
+        self.r.say(f"== a person approved version {version} as approver (environment model-approval)")
+
     def answer(self, version: str) -> None:
         with _workspace(self) as s:
             s["answer_version"] = version

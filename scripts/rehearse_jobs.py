@@ -38,9 +38,10 @@ groups (:func:`ado_environ`), signs in as its service connection's identity, and
    :data:`TINY`, ``train``, ``evaluate``, ``export``, ``finish``) run here as the SageMaker execution role (who
    runs them on AWS), since moto runs no container; ``--trained DIR`` copies a run trained by an earlier
    rehearsal instead (:func:`reuse_trained`), ``--keep-trained DIR`` saves this one.
-6. Between the workflows, a person's approval: ``detops approve`` as the approver role (environment
-   ``model-approval``), whose principal differs from the registrar's that registered (the acting identity is
-   the STS caller, so ``--by`` is refused on this registry). The release's ``workflow_dispatch`` input
+6. Between the workflows, a person's approval: ``detops approve`` as a person's IAM Identity Center session
+   (a role ``AWSReservedSSO_DetopsApprover_<hash>`` with the approver policy, session name = the user; the
+   approver role's CI session is refused first), with the variables of environment ``model-approval`` (the
+   acting identity is the STS caller, so ``--by`` and ``DETOPS_IDENTITY=declared`` are refused on this registry). The release's ``workflow_dispatch`` input
    ``version`` is the approved version.
 7. The smoke test: moto's sagemaker-runtime ``InvokeEndpoint`` returns canned answers
    (``/moto-api/static/sagemaker/endpoint-results``); the rehearsal queues a detection answer naming the version
@@ -543,17 +544,16 @@ def reuse_trained(r: Rehearsal, run_dir: str, env: Mapping[str, str]) -> None:
 
 
 def approve(r: Rehearsal) -> str:
-    """A person's step: the newest PendingManualApproval version approved as the approver role (environment
-    ``model-approval``); returns the version."""
+    """A person's step: the newest PendingManualApproval version approved by a person (the cloud's
+    :meth:`AwsCloud.approve`) with the variables of environment ``model-approval``; returns the version."""
     env = variables_of(r, "model-approval")
     name = r.cloud.model_name
-    listed = json.loads(detops(r, "approver", ["models", "list", "--name", name, "--status",
-                                               "PendingManualApproval", "--json"], env))
+    listed = json.loads(detops(r, r.cloud.person, ["models", "list", "--name", name, "--status",
+                                                   "PendingManualApproval", "--json"], env))
     if not listed:
         raise RehearsalFailed("job register left no PendingManualApproval version")
     version = max((v["version"] for v in listed), key=int)
-    detops(r, "approver", ["approve", name, version, "--comment", "rehearsal: metrics reviewed"], env)
-    r.say(f"== a person approved version {version} as approver (environment model-approval)")
+    r.cloud.approve(["approve", name, version, "--comment", "rehearsal: metrics reviewed"], env, version)
     return version
 
 
@@ -611,6 +611,25 @@ class AwsCloud:
 
     def container_steps(self) -> None:
         container_steps(self.r)
+
+    #: who lists the versions to approve: a person's IAM Identity Center session (:func:`iam_moto.add_sso_approver`)
+    person = "person"
+
+    def approve(self, args: list[str], env: Mapping[str, str], version: str) -> None:
+        """``detops approve`` as the stack's approver role (a CI role session), which must be refused, then as a
+        person's Identity Center session (the approver policy, session name = the user): on AWS only a person
+        approves (docs/contracts.md)."""
+        r = self.r
+        try:
+            detops(r, "approver", args, env)
+        except RehearsalFailed as e:
+            if "not a person's session" not in str(e):
+                raise
+        else:
+            raise RehearsalFailed(f"the approver role's CI session approved version {version}: a person must")
+        detops(r, "person", args, env)
+        r.say(f"== {iam_moto.SSO_APPROVER_USER} (an Identity Center session) approved version {version}; the approver "
+              "role's CI session was refused")
 
     def answer(self, version: str) -> None:
         queue_answer(self.r, version)
@@ -692,6 +711,7 @@ def start(work: Path, policies: Mapping[str, dict[str, Any]] | None, datasets: P
     outputs = dict(run.outputs)
     chosen = dict(policies) if policies is not None else iam_moto.stack_policies(run)
     sessions = iam_moto.load_stack(url, outputs, chosen, outputs["region"], setup_session(outputs))
+    sessions["person"] = iam_moto.add_sso_approver(setup_session(outputs), url, chosen["approver"])
     r = Rehearsal(work, url, server.enforcer, outputs, chosen, sessions, work / "bin")
     r.cloud = AwsCloud(r)
     (work / "home").mkdir(parents=True, exist_ok=True)

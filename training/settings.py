@@ -200,7 +200,8 @@ class CommonSettings(Settings):
 
     identity: str = setting(
         "DETOPS_IDENTITY", "auto", "Who acts in register/approve/reject: auto (from the registry kind), aws (STS caller), azure (token oid), os, "
-        "or declared (--by; local only).", used_by=("register", "approve", "reject", "promote"))
+        "or declared (--by; local only). The sagemaker and azureml registries accept only their cloud's principal "
+        "(declared and os are refused there).", used_by=("register", "approve", "reject", "promote"))
     model_sha256: str | None = setting(
         "DETOPS_MODEL_SHA256", None, "Digest of the approved export (set by deploy on the serving container); the "
         "model loader refuses a model folder that does not match it.", used_by=("serve",), source=PLATFORM)

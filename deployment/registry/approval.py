@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from deployment.registry import artifact
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from deployment.registry.gate import GateDecision, evaluate_gate
-from deployment.registry.identity import Principal, as_principal
+from deployment.registry.identity import Principal, as_principal, aws_person, person_names
 from deployment.registry.records import ApprovalRecord, record_entry, status_of
 from training import storage
 from training.errors import ConfigError, GateError
@@ -281,7 +281,39 @@ class ApprovalService:
                 f"{who.name!r} (principal {who.id}) registered model {name!r} version {version} and may not "
                 "approve it (another principal must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
             )
+        if to == ApprovalStatus.APPROVED and who.source == "aws":
+            self._aws_four_eyes(mv, who)
         return self.decide(mv, recs, to, who, comment, action)
+
+    def _aws_four_eyes(self, mv: ModelVersion, who: Principal) -> None:
+        """On AWS the approver is a person (an IAM Identity Center session, :func:`aws_person`), not the person
+        who let the registration through (tag ``gate.reviewer``, the ``model-registration`` reviewer's login)
+        nor the person who registered (when a person's session registered); names compared by
+        :func:`person_names` (lower-cased, an e-mail's local part too). Two CI roles always differ, so comparing
+        principal ids alone says nothing about people (docs/contracts.md).
+
+        Raises:
+            GateError: ``who`` is not a person's session (a CI role's, an IAM user's), or is the gate's reviewer
+                or the registrant (the last two allowed with ``allow_self_approval``).
+        """
+        person = aws_person(who)
+        if person is None:
+            raise GateError(
+                f"{who.name} is not a person's session: on AWS a version is approved from an IAM Identity Center "
+                "session (assumed-role/AWSReservedSSO_.../<user>), never a CI role's (docs/contracts.md)"
+            )
+        if self.allow_self_approval:
+            return
+        names = person_names(person)
+        reviewer = mv.tags.get("gate.reviewer", "")
+        if names & person_names(reviewer):
+            raise GateError(
+                f"{person} let model {mv.name!r} version {mv.version} through the registration gate (gate.reviewer "
+                f"{reviewer!r}) and may not approve it too: another person must"
+            )
+        registrant = aws_person(Principal(registrant_id(mv), mv.registered_by, "aws"))
+        if registrant and names & person_names(registrant):
+            raise GateError(f"{person} registered model {mv.name!r} version {mv.version} and may not approve it")
 
     def decide(self, mv: ModelVersion, recs: list[ApprovalRecord] | None, to: ApprovalStatus, who: Principal,
                comment: str, action: str, details: dict | None = None) -> ModelVersion:

@@ -12,13 +12,18 @@ The registrant and the approver are not typed in; they are the identity the clou
   tests; chosen explicitly with ``DETOPS_IDENTITY=declared``.
 
 ``DETOPS_IDENTITY`` (``auto`` by default) picks the source; ``auto`` follows the registry:
-``sagemaker`` -> ``aws``, ``azureml`` -> ``azure``, ``mlflow`` -> ``os``. Four-eyes compares the
-principal ids (:mod:`deployment.registry.approval`), never display names.
+``sagemaker`` -> ``aws``, ``azureml`` -> ``azure``, ``mlflow`` -> ``os``. A cloud registry
+(:data:`CLOUD_REGISTRIES`) accepts only its own cloud's authenticated principal: ``declared`` (free
+text) and ``os`` (``$USER``, which any process sets) would let whoever runs the command name the
+approver, so :func:`identity_source` refuses them there. Four-eyes compares the principal ids
+(:mod:`deployment.registry.approval`), never display names; on AWS it also needs the approver to be a
+person's IAM Identity Center session (:func:`aws_person`).
 """
 
 from __future__ import annotations
 
 import getpass
+import re
 import socket
 from typing import Any
 
@@ -27,6 +32,17 @@ from training.errors import ConfigError
 
 SOURCES = ("auto", "aws", "azure", "os", "declared")
 _AUTO = {"sagemaker": "aws", "azureml": "azure", "mlflow": "os"}
+#: Registry kind -> the only identity source it accepts (its cloud's authenticated principal).
+CLOUD_REGISTRIES = {"sagemaker": "aws", "azureml": "azure"}
+
+#: IAM Identity Center's permission-set roles: ``AWSReservedSSO_<permission set>_<16 hex>`` (path
+#: ``/aws-reserved/sso.amazonaws.com/``), created and trusted by Identity Center alone (only its SAML
+#: provider may assume them); a session of one is a person signed in through Identity Center, and
+#: Identity Center sets the session name to the user's name (commonly the e-mail address), which is
+#: how CloudTrail and ``GetCallerIdentity`` name the person:
+#: ``arn:aws:sts::<account>:assumed-role/AWSReservedSSO_<set>_<hash>/alice@example.com``.
+SSO_ROLE_PREFIX = "AWSReservedSSO_"
+_ASSUMED_ROLE = re.compile(r"^arn:aws[a-z-]*:sts::\d{12}:assumed-role/([^/]+)/([^/]+)$")
 
 
 def as_principal(by: str | Principal) -> Principal:
@@ -68,6 +84,36 @@ def github_environment_reviewer(approvals: Any, environment: str) -> str:
     return found
 
 
+def aws_person(p: Principal) -> str | None:
+    """The person behind AWS principal ``p`` (an STS caller: ``name`` is the ARN), or None for any other session.
+
+    A person is an IAM Identity Center session: ``arn:aws:sts::<account>:assumed-role/AWSReservedSSO_<set>_<hash>/<user>``
+    (UserId ``AROA...:<user>``); the person is ``<user>``, which Identity Center sets and the user cannot choose.
+    Every other principal -- a CI role's session (GitHub OIDC sessions such as ``GitHubActions``, the stack's
+    trainer/registrar/approver/deployer roles, whatever session name the caller chose), an IAM user's
+    long-lived keys, the account root -- is None: its session name is chosen by whoever assumed the role.
+    """
+    if p.source != "aws":
+        return None
+    m = _ASSUMED_ROLE.match(p.name or "")
+    if not m or not m.group(1).startswith(SSO_ROLE_PREFIX):
+        return None
+    role_id, _, session = (p.id or "").partition(":")
+    if session != m.group(2) or not role_id.startswith("AROA"):  # UserId of that session: AROA<role id>:<session>
+        return None
+    return session
+
+
+def person_names(person: str) -> set[str]:
+    """The names one person goes by, for comparing people across systems: ``person`` lower-cased, and for an
+    e-mail address also its local part (``Alice@Example.com`` -> ``{"alice@example.com", "alice"}``), so that
+    an Identity Center user ``alice@example.com`` and the GitHub login ``alice`` are taken for one person."""
+    value = (person or "").strip().lower()
+    if not value:
+        return set()
+    return {value, value.split("@", 1)[0]}
+
+
 def os_principal() -> Principal:
     """The operating-system user on this host (``user@host``)."""
     user = getpass.getuser()
@@ -75,16 +121,29 @@ def os_principal() -> Principal:
 
 
 def identity_source(registry_kind: str | None = None) -> str:
-    """``$DETOPS_IDENTITY`` resolved: ``auto`` (the default) follows the registry kind."""
+    """``$DETOPS_IDENTITY`` resolved: ``auto`` (the default) follows the registry kind (``registry_kind``, else
+    ``$DETOPS_REGISTRY``).
+
+    Raises:
+        ConfigError: an unknown source, or a cloud registry (:data:`CLOUD_REGISTRIES`) with any source but its
+            cloud's (``declared`` or ``os`` with ``sagemaker`` / ``azureml``): one line naming the setting and
+            the registry; the CLI exits with ConfigError's code (2).
+    """
     from training.settings import CommonSettings
 
     common = CommonSettings.load()
     source = (common.identity or "auto").strip().lower()
     if source not in SOURCES:
         raise ConfigError(f"DETOPS_IDENTITY={source!r}: use one of {', '.join(SOURCES)}")
+    kind = registry_kind or common.registry
     if source == "auto":
-        kind = registry_kind or common.registry
         source = _AUTO.get(kind, "os")
+    cloud = CLOUD_REGISTRIES.get(kind)
+    if cloud and source != cloud:
+        raise ConfigError(
+            f"DETOPS_IDENTITY={source} is refused with the {kind} registry: who registers and approves there is "
+            f"the authenticated {cloud} principal (unset DETOPS_IDENTITY or set it to {cloud})"
+        )
     return source
 
 

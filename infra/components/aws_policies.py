@@ -65,6 +65,14 @@ class AwsScope:
     training_instance_types: Sequence[str]
     serving_instance_types: Sequence[str]
 
+    @property
+    def person_approver_roles(self) -> pulumi.Output[str]:
+        """``aws:PrincipalArn`` pattern of the account's IAM Identity Center permission-set roles
+        (``role/aws-reserved/sso.amazonaws.com/[<region>/]AWSReservedSSO_<set>_<hash>``, a path only Identity
+        Center creates roles in): the sessions of people, whom Identity Center names after the user."""
+        return pulumi.Output.concat("arn:", self.partition, ":iam::", self.account_id,
+                                    ":role/aws-reserved/sso.amazonaws.com/*AWSReservedSSO_*")
+
     def sagemaker_arn(self, kind: str, name: pulumi.Input[str]) -> pulumi.Output[str]:
         """``arn:<partition>:sagemaker:<region>:<account>:<kind>/<name>``."""
         return pulumi.Output.concat(
@@ -299,7 +307,12 @@ def registrar_policy(scope: AwsScope) -> dict[str, Any]:
 
 def approver_policy(scope: AwsScope) -> dict[str, Any]:
     """Approve or reject versions of the stack's group (the only identity with ``UpdateModelPackage``);
-    append to the registry's audit documents. Cannot register, deploy or train."""
+    append to the registry's audit documents. Cannot register, deploy or train.
+
+    ``DecideApproval`` holds only for a person's IAM Identity Center session (``aws:PrincipalArn`` like
+    :attr:`AwsScope.person_approver_roles`): the permission set assigned to approvers carries this document
+    (docs/infra.md), while the stack's own approver role, which a workflow can assume, can read but never
+    decide, even by calling SageMaker directly (docs/contracts.md)."""
     return _document(
         _list_buckets(scope.runs_bucket_arn),
         {"Sid": "ReadRuns", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _objects(scope.runs_bucket_arn)},
@@ -316,7 +329,8 @@ def approver_policy(scope: AwsScope) -> dict[str, Any]:
             "Effect": "Allow",
             "Action": ["sagemaker:UpdateModelPackage"],
             "Resource": [scope.packages_arn],
-            "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": list(APPROVAL_DECISIONS)}},
+            "Condition": {"StringEquals": {"sagemaker:ModelApprovalStatus": list(APPROVAL_DECISIONS)},
+                          "ArnLike": {"aws:PrincipalArn": scope.person_approver_roles}},
         },
         {"Sid": "NeverRegister", "Effect": "Deny", "Action": ["sagemaker:CreateModelPackage"], "Resource": "*"},
         _no_captures(scope),

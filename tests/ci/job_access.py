@@ -437,7 +437,8 @@ def aws_access(job: Any, outputs: Mapping[str, Any], variables: Any, policies: M
             continue
         for request in made:
             requests.append(request)
-            decision = evaluate([policies.get(str(purpose), {})], request.action, request.resource, request.context)
+            context = {"aws:PrincipalArn": principal_arn(job, purpose, outputs), **request.context}  # a global key
+            decision = evaluate([policies.get(str(purpose), {})], request.action, request.resource, context)
             if not decision.allowed:
                 denials.append(Denial(job.key, str(purpose), request, decision.reason))
     return JobAccess(job.key, purpose, tuple(requests), tuple(denials))
@@ -501,6 +502,19 @@ class AwsStack:
 
     def access(self, job: Any, policies: Mapping[str, Mapping[str, Any]] | None = None) -> JobAccess:
         return aws_access(job, self.outputs, self.variables, policies or self.policies)
+
+
+#: The IAM Identity Center permission-set role a person approves with (its policy: the stack's approver policy;
+#: docs/contracts.md): ``aws:PrincipalArn`` of their session.
+PERSON_APPROVER_ROLE = "role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_DetopsApprover_0123456789abcdef"
+
+
+def principal_arn(job: Any, purpose: Any, outputs: Mapping[str, Any]) -> str:
+    """``aws:PrincipalArn`` of ``job``'s requests: a person's Identity Center role for a person's step, else the
+    role of the job's purpose (stack output ``<purpose>_role_arn``)."""
+    if job.system == "person":
+        return f"arn:aws:iam::{outputs['account_id']}:{PERSON_APPROVER_ROLE}"
+    return str(outputs.get(f"{purpose}_role_arn", ""))
 
 
 def person_jobs() -> list[Any]:

@@ -66,7 +66,9 @@ def test_every_job_passes_as_its_own_role_to_a_smoke_tested_endpoint_and_a_rollb
                 "github:release.yml:staging as deployer"]
     ran = [line.split("== job ", 1)[1].split(" (environment")[0] for line in r.stdout.splitlines() if line.startswith("== job ") and " as " in line]
     assert ran == expected * 2, ran  # two candidates, each trained, registered, released in the workflows' order
-    assert "approved version 1 as approver" in r.stdout and "approved version 2 as approver" in r.stdout
+    for v in (1, 2):  # a person's Identity Center session approves; the approver role's CI session is refused
+        assert (f"approver-bob@example.com (an Identity Center session) approved version {v}; the approver role's "
+                "CI session was refused") in r.stdout, tail
     assert "version 2 failed its smoke test (version 1 answered) and was rolled back to 1" in r.stdout, tail
     assert "detops train: done" in r.stdout and (base / "trained" / "run.json").exists()  # trained once, kept
     # the second release's staging job: the smoke test refused version 1's answer, the failure() step rolled back

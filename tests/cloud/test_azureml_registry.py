@@ -295,6 +295,7 @@ def test_promotion_refuses_a_tampered_dev_artifact(dev_and_prod):
 def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_prod, monkeypatch, capsys):
     from deployment.registry.approval import ApprovalService
     from deployment.registry.base import ApprovalStatus
+    from deployment.registry.identity import Principal
     from detops import cli as cli_mod
     from training.errors import ExitCode
 
@@ -307,8 +308,11 @@ def test_promote_cli_reads_the_dev_workspace_named_by_the_source_uri(dev_and_pro
         return {"mlw-dev": dev_client, "mlw-prod": prod_client}[settings.workspace]
 
     monkeypatch.setattr("training.cloud.azure.ml_client", fake_client)
-    for k, v in {"AZURE_SUBSCRIPTION_ID": "1111", "AZURE_RESOURCE_GROUP": "rg-prod", "AZUREML_WORKSPACE": "mlw-prod",
-                 "DETOPS_IDENTITY": "os"}.items():
+    # the azureml registry takes the token's principal (no Entra here: the deployer's, as its token would give)
+    monkeypatch.setattr("training.cloud.azure.caller_principal",
+                        lambda credential=None: Principal("oid-deployer", "detops-deployer", "azure"))
+    monkeypatch.delenv("DETOPS_IDENTITY", raising=False)
+    for k, v in {"AZURE_SUBSCRIPTION_ID": "1111", "AZURE_RESOURCE_GROUP": "rg-prod", "AZUREML_WORKSPACE": "mlw-prod"}.items():
         monkeypatch.setenv(k, v)
 
     def run(*args: str) -> int:

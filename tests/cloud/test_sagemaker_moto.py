@@ -445,3 +445,28 @@ def test_a_dev_account_group_is_read_by_arn(no_cloud_credentials):
     assert FakeSm.asked[-1]["ModelPackageGroupName"] == "detops-prod-detector"
     with pytest.raises(ConfigError, match="12-digit"):
         SageMakerRegistry(metadata_uri="s3://b/registry", sagemaker_client=FakeSm(), group_account_id="dev")
+
+
+def test_the_approver_person_comes_from_moto_sts_sessions(aws_env):
+    """GetCallerIdentity of moto's assumed-role sessions (moto builds ARN and UserId as AWS documents them):
+    a session of an Identity Center-shaped role is the person it names; a CI role's session is nobody. moto
+    cannot show that Identity Center names the session after the user (it runs no Identity Center)."""
+    import boto3
+
+    from deployment.registry.identity import aws_person, current_principal
+
+    iam, sts = boto3.client("iam"), boto3.client("sts")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]})
+
+    def session(role: str, name: str):
+        arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        c = sts.assume_role(RoleArn=arn, RoleSessionName=name)["Credentials"]
+        return current_principal("sagemaker", sts_client=boto3.client(
+            "sts", aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+            aws_session_token=c["SessionToken"]))
+
+    person = session("AWSReservedSSO_DetopsApprover_0123456789abcdef", "alice@example.com")
+    assert person.id.startswith("AROA") and person.id.endswith(":alice@example.com")
+    assert aws_person(person) == "alice@example.com"
+    assert aws_person(session("detops-dev-approver", "GitHubActions")) is None

@@ -168,9 +168,9 @@ def test_identity_sources(monkeypatch):
     with pytest.raises(ConfigError, match="--by is not accepted"):
         current_principal("azureml", "ada", credential=cred)
     monkeypatch.setenv("DETOPS_IDENTITY", "declared")
-    assert current_principal("sagemaker", "bob") == Principal("bob", "bob", "declared")
+    assert current_principal("mlflow", "bob") == Principal("bob", "bob", "declared")
     with pytest.raises(ConfigError, match="needs --by"):
-        current_principal("sagemaker")
+        current_principal("mlflow")
     monkeypatch.setenv("DETOPS_IDENTITY", "kerberos")
     with pytest.raises(ConfigError, match="DETOPS_IDENTITY"):
         current_principal("mlflow")

@@ -382,7 +382,11 @@ def test_promote_cli_names_the_source_registry_per_kind(cli, monkeypatch):
         return ModelVersion(name, "7", ApprovalStatus.APPROVED, root, "alice", "2026-12-01T00:00:00+00:00")
 
     monkeypatch.setattr(promote_mod, "promote", fake_promote)
-    monkeypatch.setenv("DETOPS_IDENTITY", "os")
+    from deployment.registry.identity import Principal
+
+    monkeypatch.delenv("DETOPS_IDENTITY", raising=False)  # a cloud registry: its cloud's principal (no STS/Entra here)
+    monkeypatch.setattr("training.cloud.aws.caller_principal", lambda client=None: Principal("AROADEPLOYER:gha", "deployer", "aws"))
+    monkeypatch.setattr("training.cloud.azure.caller_principal", lambda credential=None: Principal("oid-deployer", "deployer", "azure"))
     monkeypatch.setenv("DETOPS_PROMOTE_SOURCE_ACCOUNT", "111122223333")
     monkeypatch.setenv("DETOPS_PROMOTE_SOURCE_NAME", "detops-dev-detector")
     code, out = cli("promote", "--registry", "sagemaker", "--name", "detops-prod-detector", "--version", "3",

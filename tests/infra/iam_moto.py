@@ -193,7 +193,8 @@ class IamEnforcer:
         self.calls: list[Check] = []
         self.lock = threading.Lock()
 
-    def _principal(self, access_key: str) -> tuple[str, list[dict[str, Any]]] | None:
+    def _principal(self, access_key: str) -> tuple[str, list[dict[str, Any]], str] | None:
+        """``(session ARN, the role's inline policies, the role's ARN)`` of the session holding ``access_key``."""
         from moto.iam.models import iam_backends
         from moto.sts.models import sts_backends
 
@@ -205,7 +206,8 @@ class IamEnforcer:
                 for policy_name in iam.list_role_policies(role_name):
                     _, document = iam.get_role_policy(role_name, policy_name)
                     documents.append(json.loads(document) if isinstance(document, str) else document)
-                return f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{session.session_name}", documents
+                return (f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{session.session_name}", documents,
+                        session.role_arn)
         return None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -214,7 +216,7 @@ class IamEnforcer:
         who = self._principal(match.group(1)) if match else None
         if who is None:
             return self.app(environ, start_response)
-        principal, policies = who
+        principal, policies, role_arn = who
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         import io
@@ -246,7 +248,7 @@ class IamEnforcer:
         except LookupError as exc:
             return self._deny(start_response, req, principal, "unmapped", "*", {}, str(exc))
         for action, resource, context in req.checks:
-            decision = evaluate(policies, action, resource, context)
+            decision = evaluate(policies, action, resource, {"aws:PrincipalArn": role_arn, **context})  # a global key
             with self.lock:
                 self.calls.append(Check(principal, action, resource, context, decision.allowed, decision.reason))
             if not decision.allowed:
@@ -348,17 +350,35 @@ def load_stack(url: str, outputs: dict[str, Any], policies: dict[str, dict[str, 
             for purpose, document in policies.items()}
 
 
-def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, session: str) -> dict[str, str]:
-    """Create role ``name`` with inline policy ``policy`` on the moto server at ``url`` (setup key) and
-    return the credentials of an ``AssumeRole`` session ``github-<session>`` of it."""
+def add_role(setup: Any, url: str, name: str, policy: dict[str, Any] | str, session: str,
+             session_name: str | None = None, path: str = "/") -> dict[str, str]:
+    """Create role ``name`` (IAM path ``path``) with inline policy ``policy`` on the moto server at ``url``
+    (setup key) and return the credentials of an ``AssumeRole`` session ``github-<session>`` of it
+    (``session_name``: that session name instead, e.g. the user name IAM Identity Center gives its
+    permission-set sessions)."""
     trust = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
     iam = setup.client("iam", endpoint_url=url)
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, Path=path)["Role"]["Arn"]
     iam.put_role_policy(RoleName=name, PolicyName="access",
                         PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy))
     sts = setup.client("sts", endpoint_url=url)
-    return sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName=f"github-{session}")["Credentials"]
+    return sts.assume_role(RoleArn=arn, RoleSessionName=session_name or f"github-{session}")["Credentials"]
 
 
-__all__ = ["ACCOUNT", "PURPOSES", "Check", "EnforcingMotoServer", "IamEnforcer", "add_role", "load_stack", "stack_policies"]
+#: A person's IAM Identity Center permission-set role (name ``AWSReservedSSO_<permission set>_<16 hex>``, path
+#: ``/aws-reserved/sso.amazonaws.com/``) holding
+#: the approver policy, and the user name Identity Center gives its session (docs/contracts.md, AWS approval).
+SSO_APPROVER_ROLE = "AWSReservedSSO_DetopsApprover_0123456789abcdef"
+SSO_APPROVER_USER = "approver-bob@example.com"
+
+
+def add_sso_approver(setup: Any, url: str, approver_policy: dict[str, Any]) -> dict[str, str]:
+    """A person's approver session: :data:`SSO_APPROVER_ROLE` with the stack's approver policy (what the
+    permission set assigned to approvers holds), assumed with session name :data:`SSO_APPROVER_USER` (as
+    Identity Center names it; moto cannot federate, so the setup key assumes it). Returns its credentials."""
+    return add_role(setup, url, SSO_APPROVER_ROLE, approver_policy, "person", SSO_APPROVER_USER,
+                    path="/aws-reserved/sso.amazonaws.com/")
+
+
+__all__ = ["ACCOUNT", "SSO_APPROVER_ROLE", "SSO_APPROVER_USER", "add_sso_approver", "PURPOSES", "Check", "EnforcingMotoServer", "IamEnforcer", "add_role", "load_stack", "stack_policies"]

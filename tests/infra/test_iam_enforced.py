@@ -28,7 +28,7 @@ from infra_helpers import REPO, run_cloud, stack_settings, with_settings
 
 pytestmark = pytest.mark.integration
 
-MODEL_BY = {"registrar": "ci-registrar", "approver": "reviewer-bob"}
+MODEL_BY = {"registrar": "ci-registrar", "approver": "reviewer-bob"}  # declared: the IAM side is what is tested
 
 import importlib.util  # noqa: E402
 
@@ -93,6 +93,8 @@ def world(aws_dev, enforcing_moto, monkeypatch, tmp_path):
     out = aws_dev.outputs
     setup = boto3.session.Session(aws_access_key_id="setup", aws_secret_access_key="setup", region_name=region)
     sessions = load_stack(url, out, stack_policies(aws_dev), region, setup)
+    # a person's IAM Identity Center session with the approver policy (the permission set given to approvers)
+    sessions["person"] = iam_moto.add_sso_approver(setup, url, stack_policies(aws_dev)["approver"])
 
     run_url = f"s3://{out['s3_runs_bucket']}/bccd/runs/20261201T120000-abc123"
     _publish_run(tmp_path, run_url)
@@ -188,7 +190,7 @@ def test_register_approve_deploy_each_under_its_own_role(world) -> None:
     with world.as_role("registrar"):
         registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
     assert registered.status == ApprovalStatus.PENDING
-    with world.as_role("approver"):
+    with world.as_role("person"):
         approved = _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
     assert approved.status == ApprovalStatus.APPROVED
     with world.as_role("deployer"):
@@ -212,7 +214,7 @@ def test_actions_outside_a_role_are_denied_with_one_line(world) -> None:
         with pytest.raises(BackendError) as info:  # the registrar approving
             _service().approve(world.group, registered.version, by="someone-else", comment="looks fine")
     _one_line_denial(info.value, "sagemaker:UpdateModelPackage")
-    with world.as_role("approver"):
+    with world.as_role("person"):
         _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
         with pytest.raises(BackendError) as info:  # the approver deploying
             deploy_mod.deploy(world.group, registered.version, SageMakerTarget(), world.endpoint, registry=_service().registry)
@@ -254,7 +256,7 @@ def test_the_prod_deployer_promotes_the_approved_dev_version_only_when_configure
     world.add_role("detops-prod-deployer-plain", deployer_policy(plain))
     with world.as_role("registrar"):
         registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
-    with world.as_role("approver"):
+    with world.as_role("person"):
         _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
 
     def run_promote():
@@ -285,7 +287,7 @@ def test_the_evaluate_job_runs_the_quality_gate_as_the_trainer(world) -> None:
     group's versions and reads the Approved one's metrics: under the trainer's own role, nothing is denied."""
     with world.as_role("registrar"):
         registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
-    with world.as_role("approver"):
+    with world.as_role("person"):
         _service().approve(world.group, registered.version, by=MODEL_BY["approver"], comment="reviewed")
     world.enforcer.calls.clear()
     with world.as_role("trainer"):
@@ -293,6 +295,27 @@ def test_the_evaluate_job_runs_the_quality_gate_as_the_trainer(world) -> None:
     assert [c.reason for c in world.enforcer.calls if not c.allowed] == []
     assert decision.baseline_version == registered.version and decision.passed, decision
     assert {"sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"} <= {c.action for c in world.enforcer.calls}
+
+
+@pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
+def test_no_ci_role_can_approve_even_calling_sagemaker_directly(world, purpose: str) -> None:
+    """UpdateModelPackage to Approved straight through boto3 (no detops rule in the way): denied to every CI role,
+    the stack's approver role included (a workflow can assume it); allowed to a person's Identity Center session
+    holding the same policy (the DecideApproval statement's aws:PrincipalArn condition)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    with world.as_role("registrar"):
+        registered = _service().register(world.run_url, world.group, by=MODEL_BY["registrar"])
+    arn = registered.tags["sagemaker:model_package_arn"]
+    with world.as_role(purpose):
+        with pytest.raises(ClientError) as info:
+            boto3.client("sagemaker").update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+    _one_line_denial(info.value, "sagemaker:UpdateModelPackage")
+    with world.as_role("person"):
+        boto3.client("sagemaker").update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    assert boto3.client("sagemaker").describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == "Approved"
 
 
 @pytest.mark.parametrize("purpose", ["trainer", "registrar", "approver", "deployer"])
