@@ -212,8 +212,18 @@ def azure_devops(
     finally:
         if http is not None:
             http.close()
+    _print_report(report, offline=client.offline, dry_run=dry_run, tenant_id=desired.tenant_id)
+    if report.problems:
+        raise ConfigError("; ".join(report.problems))
+
+
+def _print_report(report, *, offline: bool, dry_run: bool, tenant_id: str) -> None:
+    """What ``ci setup azure-devops`` did (or would do): the requests of a dry run, one line per change, and the
+    ``pulumi config set`` lines that pin each connection's subject."""
+    from detops.ci import azure_devops as ado
+
     if dry_run:
-        if client.offline:
+        if offline:
             out.print(
                 "# dry run without a token: an empty project is assumed; negative / 00000000-... ids stand for new resources"
             )
@@ -227,7 +237,5 @@ def azure_devops(
         out.print(f"skipped: {line}")
     if not dry_run:
         out.print("# pin each connection's subject in the stack that federates its identity, then `pulumi up`:")
-        for line in ado.subject_commands(report.connections, desired.tenant_id):
+        for line in ado.subject_commands(report.connections, tenant_id):
             out.print(line)
-    if report.problems:
-        raise ConfigError("; ".join(report.problems))

@@ -82,7 +82,7 @@ def test_every_github_job_passes_as_its_own_azure_identity_to_a_smoke_tested_end
     calls = [json.loads(line) for line in (work / "workspace" / "calls.jsonl").read_text().splitlines()]
     assert {c["principal"] for c in calls} == {"trainer", "registrar", "approver", "deployer", "serving"}
     assert all(c["allowed"] for c in calls if not c["operation"].startswith("compute.list_"))
-    assert "note: trainer may not Microsoft.MachineLearningServices/locations/usages/read" in r.stdout
+    assert "note: trainer may not Microsoft.MachineLearningServices/locations/vmsizes/read" in r.stdout
     # the deployments pulled the model's files as the stack's serving identity, each a blob read on runs
     pulled = [c for c in calls if c["principal"] == "serving"]
     assert pulled and all(c["action"].endswith("/blobs/read") and "/containers/runs/blobs/" in c["scope"] for c in pulled)

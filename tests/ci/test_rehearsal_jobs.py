@@ -77,6 +77,26 @@ def test_every_job_passes_as_its_own_role_to_a_smoke_tested_endpoint_and_a_rollb
     assert "answered with model version 1, not 2" in log and '"rolled_back_from": "2"' in log
 
 
+def test_every_azure_devops_job_passes_as_its_service_connections_role(tmp_path, trained):
+    """.azure-pipelines/train.yml and release.yml on AWS: each job sees its linked variable groups, runs the
+    cloud-sagemaker template's script (the service connection's OIDC token as its role's web identity) as the role
+    of its ``identity:``, and reads the output variables of the jobs before it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_", "DETOPS_", "MLFLOW_"))}
+    env.update(REHEARSAL_DIR=str(tmp_path / "work"), REHEARSAL_TRAINED=str(trained), REHEARSAL_CI="azure-devops",
+               DETOPS_DATASETS=str(DATASETS))
+    r = subprocess.run(["bash", "scripts/rehearse.sh", "sagemaker"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=3600, check=False)
+    tail = r.stdout[-4000:] + "\n--- stderr ---\n" + r.stderr[-3000:]
+    assert r.returncode == 0, tail
+    assert "REHEARSAL PASSED (sagemaker, Azure DevOps, every job as its own role): versions 1 and 2" in r.stdout, tail
+    ran = [line.split("== job ", 1)[1].split(" (environment")[0] for line in r.stdout.splitlines() if line.startswith("== job ") and " as " in line]
+    expected = ["train.yml:Images.Build as trainer", "train.yml:Train.Submit as trainer", "train.yml:Train.Wait as trainer",
+                "train.yml:Train.Evaluate as trainer", "train.yml:Register.Register as registrar",
+                "release.yml:Images.Build as trainer", "release.yml:Staging.Deploy as deployer"]
+    assert ran == [f"azure-devops:{j}" for j in expected] * 2, ran
+    assert "version 2 failed its smoke test (version 1 answered) and was rolled back to 1" in r.stdout, tail
+
+
 def test_a_job_sees_only_what_its_workflow_maps(rehearsal):
     """Each step of the register job saw the names train.yml maps for it (workflow, job, step ``env:``), the
     GITHUB_ENV lines of earlier steps, the runner's and the login's variables, and nothing else: not every CI
