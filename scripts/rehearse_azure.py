@@ -242,12 +242,17 @@ class AzureCloud:
         since = self.mark()
         done = subprocess.run([sys.executable, "-c", code, url, str(local)], env=env, cwd=REPO, capture_output=True,
                               text=True, check=False)
+        self._verdict(f"the Azure ML job's steps as {who}", since, done.returncode,
+                      f"{'writing' if upload else 'mounting'} {url} failed: {done.stderr[-400:]}")
+
+    def _verdict(self, what: str, since: tuple[int, int, int], code: int, failure: str) -> None:
+        """Raise :class:`rehearse_jobs.RehearsalFailed` ``<what>: <the first refused call since since>``, else
+        ``<what>: <failure>`` when ``code`` is not 0."""
         denied = self.denial(since)
         if denied:
-            raise rj.RehearsalFailed(f"the Azure ML job's steps as {who}: {denied}")
-        if done.returncode:
-            raise rj.RehearsalFailed(f"the Azure ML job's steps as {who}: {'mounting' if not upload else 'writing'} "
-                                     f"{url} failed: {done.stderr[-400:]}")
+            raise rj.RehearsalFailed(f"{what}: {denied}")
+        if code:
+            raise rj.RehearsalFailed(f"{what}: {failure}")
 
     def _step(self, step: str, spec: Mapping[str, Any], job: Mapping[str, Any], run: str, who: str) -> None:
         r = self.r
@@ -274,12 +279,8 @@ class AzureCloud:
             since = self.mark()
             done = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=REPO, env=env, stdout=out,
                                   stderr=subprocess.STDOUT, check=False, timeout=3600)
-        denied = self.denial(since)
-        if denied:
-            raise rj.RehearsalFailed(f"job the Azure ML job's step {step} as {who}: {denied}")
-        if done.returncode:
-            raise rj.RehearsalFailed(f"job the Azure ML job's step {step} as {who}: exited {done.returncode} "
-                                     f"(log {r.work / 'azureml-job.log'})")
+        self._verdict(f"the Azure ML job's step {step} as {who}", since, done.returncode,
+                      f"exited {done.returncode} (log {r.work / 'azureml-job.log'})")
         self._copy(who, run, local_run, upload=True)
         r.say(f"   step {step}: done")
 

@@ -257,13 +257,16 @@ class _Endpoints:
         ep._scoring_uri = f"{self.ws.world['front_door']}/{record['name']}/score"  # noqa: SLF001
         return ep
 
-    def get(self, name: str) -> Any:
-        self.ws.authorize("online_endpoints.get", endpoint=name)
+    def _record(self, operation: str, name: str) -> dict[str, Any]:
+        self.ws.authorize(operation, endpoint=name)
         with self.ws.state() as s:
             record = s["endpoints"].get(name)
         if record is None:
             raise _not_found(f"online endpoint {name}")
-        return self._entity(record)
+        return record
+
+    def get(self, name: str) -> Any:
+        return self._entity(self._record("online_endpoints.get", name))
 
     def begin_create_or_update(self, endpoint: Any) -> _Poller:
         self.ws.authorize("online_endpoints.begin_create_or_update", endpoint=endpoint.name)
@@ -284,11 +287,7 @@ class _Endpoints:
         return _Poller(self._entity(record))
 
     def get_keys(self, name: str) -> Any:
-        self.ws.authorize("online_endpoints.get_keys", endpoint=name)
-        with self.ws.state() as s:
-            record = s["endpoints"].get(name)
-        if record is None:
-            raise _not_found(f"online endpoint {name}")
+        record = self._record("online_endpoints.get_keys", name)
         return type("EndpointAuthKeys", (), {"primary_key": record["key"], "secondary_key": record["key"][::-1]})()
 
 

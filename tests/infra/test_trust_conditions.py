@@ -102,43 +102,22 @@ def write_environments(name: str, settings) -> list[tuple[str, str]]:
 # -- AWS ----------------------------------------------------------------------------------------------------
 
 
-def _aws_cases():
+def _cases(cloud: str):
+    """(program, stack, run it, its settings) of the ``cloud`` program and its bootstrap, dev and prod."""
     out = []
     for stack in ("dev", "prod"):
-        out.append(
-            ("aws", stack, lambda s=stack: run_cloud("aws", stack_settings("aws", s)), stack_settings("aws", stack))
-        )
-        out.append(
-            (
-                "bootstrap-aws",
-                stack,
-                lambda s=stack: run_bootstrap(bootstrap_settings("aws", s)),
-                bootstrap_settings("aws", stack),
-            )
-        )
+        out.append((cloud, stack, lambda s=stack: run_cloud(cloud, stack_settings(cloud, s)), stack_settings(cloud, stack)))
+        out.append((f"bootstrap-{cloud}", stack, lambda s=stack: run_bootstrap(bootstrap_settings(cloud, s)),
+                    bootstrap_settings(cloud, stack)))
     return out
+
+
+def _aws_cases():
+    return _cases("aws")
 
 
 def _azure_cases():
-    out = []
-    for stack in ("dev", "prod"):
-        out.append(
-            (
-                "azure",
-                stack,
-                lambda s=stack: run_cloud("azure", stack_settings("azure", s)),
-                stack_settings("azure", stack),
-            )
-        )
-        out.append(
-            (
-                "bootstrap-azure",
-                stack,
-                lambda s=stack: run_bootstrap(bootstrap_settings("azure", s)),
-                bootstrap_settings("azure", stack),
-            )
-        )
-    return out
+    return _cases("azure")
 
 
 @pytest.fixture(scope="module")
