@@ -84,6 +84,7 @@ def promote(
     for v in service.list_versions(name):
         if v.tags.get("promoted_from") == origin and v.tags.get(artifact.DIGEST_TAG) == digest:
             if v.status == ApprovalStatus.PENDING:  # a promote killed before its last step: finish it
+                service.record_registration(v, Principal(v.tags.get(REGISTRANT_ID_TAG, ""), v.registered_by, "promoted"))
                 return _approve_copy(service, v, who, origin, digest, approvals_of(src))
             return v
     dest_url = storage.join(artifact_root, name, f"v{version}-{digest[:12]}")
@@ -96,6 +97,8 @@ def promote(
         REGISTRANT_ID_TAG: src.tags.get(REGISTRANT_ID_TAG) or src.registered_by,
     })
     mv = dest.create_version(name, dest_url, src.registered_by, dict(src.metrics), tags)
+    # the copy's registrant is the source's (as its tag says); recorded where dest keeps registration records
+    service.record_registration(mv, Principal(tags[REGISTRANT_ID_TAG], src.registered_by, "promoted"))
     now = datetime.now(UTC).isoformat(timespec="seconds")
     details: dict[str, Any] = {"principal": who.to_dict(), "from": origin, "artifact_sha256": digest,
                                "source_approvals": approvals}

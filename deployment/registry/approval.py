@@ -24,7 +24,7 @@ from deployment.registry import artifact
 from deployment.registry.base import ApprovalStatus, AuditEntry, ModelRegistry, ModelVersion
 from deployment.registry.gate import GateDecision, evaluate_gate
 from deployment.registry.identity import Principal, as_principal, aws_person, person_names
-from deployment.registry.records import ApprovalRecord, record_entry, status_of
+from deployment.registry.records import ApprovalRecord, RegistrationRecord, record_entry, status_of
 from training import storage
 from training.errors import ConfigError, GateError
 from training.tracking import read_manifest, read_metrics
@@ -91,7 +91,8 @@ REGISTRANT_ID_TAG = "registered_by.id"
 
 
 def registrant_id(mv: ModelVersion) -> str:
-    """The principal id that registered ``mv`` (falls back to ``registered_by`` for older versions)."""
+    """The principal id the tags of ``mv`` name as registrant (falls back to ``registered_by`` for older
+    versions). Where the registry records registrations, four-eyes uses :meth:`ApprovalService.registrant`."""
     return mv.tags.get(REGISTRANT_ID_TAG) or mv.registered_by
 
 
@@ -162,6 +163,40 @@ class ApprovalService:
                 f"model {name!r} version {version} is {mv.status.value}; only Approved versions can be deployed"
             )
         return mv
+
+    def registrant(self, mv: ModelVersion) -> str:
+        """The principal id that registered ``mv``: from its registration record where the registry keeps
+        them (:attr:`ModelRegistry.records_registration`), else from its tags (:func:`registrant_id`).
+
+        Raises:
+            GateError: the registry keeps registration records and ``mv`` has none (registered by an older
+                detops, or its record was removed), or the record's principal id is not the one in the
+                ``registered_by.id`` tag (the tag was rewritten): the registrant is unknown, so four-eyes
+                cannot be checked.
+        """
+        if not self.registry.records_registration:
+            return registrant_id(mv)
+        rec = self.registry.approval_records().registration(mv.name, str(mv.version))
+        if rec is None:
+            raise GateError(f"model {mv.name!r} version {mv.version} has no registration record, so who registered "
+                            "it is unknown and four-eyes cannot be checked: register the run again as a new version")
+        tagged = mv.tags.get(REGISTRANT_ID_TAG, "")
+        if rec.principal["id"] != tagged:
+            raise GateError(f"model {mv.name!r} version {mv.version}: tag {REGISTRANT_ID_TAG}={tagged!r} disagrees with "
+                            f"its registration record (registered by {rec.principal['id']!r}): the tag was rewritten; "
+                            "it is refused for approval")
+        return rec.principal["id"]
+
+    def record_registration(self, mv: ModelVersion, who: Principal) -> None:
+        """Write ``mv``'s create-only registration record (``who``, its ``artifact.sha256``) where the registry
+        keeps them (:attr:`ModelRegistry.records_registration`); nothing otherwise.
+
+        Raises:
+            ConflictError: another registration record exists for that version.
+        """
+        if self.registry.records_registration:
+            self.registry.approval_records().register(RegistrationRecord(
+                mv.name, str(mv.version), who.to_dict(), mv.tags.get(artifact.DIGEST_TAG, ""), _now()))
 
     # -- the gate --------------------------------------------------------------------------------
     def gate(self, run_url: str, name: str, margin: float | None = None) -> GateDecision:
@@ -235,6 +270,7 @@ class ApprovalService:
             tags["gate.reviewer"] = reviewer
         # a register killed after creating the version is finished, not repeated (its audit shows how far it got)
         mv = half or self.registry.create_version(name, export_url, who.name, read_metrics(run_url), tags)
+        self.record_registration(mv, who)
         done = {e.action for e in mv.audit}
         pending = ApprovalStatus.PENDING
         if "gate" not in done:
@@ -276,7 +312,7 @@ class ApprovalService:
         mv, recs = self.decided(self.registry.get_version(name, str(version)))
         if to not in _ALLOWED[mv.status]:
             raise GateError(f"model {name!r} version {version} is {mv.status.value}; cannot {action} it")
-        if to == ApprovalStatus.APPROVED and who.id == registrant_id(mv) and not self.allow_self_approval:
+        if to == ApprovalStatus.APPROVED and who.id == self.registrant(mv) and not self.allow_self_approval:
             raise GateError(
                 f"{who.name!r} (principal {who.id}) registered model {name!r} version {version} and may not "
                 "approve it (another principal must; set DETOPS_ALLOW_SELF_APPROVAL=1 only for a single-person setup)"
@@ -311,7 +347,7 @@ class ApprovalService:
                 f"{person} let model {mv.name!r} version {mv.version} through the registration gate (gate.reviewer "
                 f"{reviewer!r}) and may not approve it too: another person must"
             )
-        registrant = aws_person(Principal(registrant_id(mv), mv.registered_by, "aws"))
+        registrant = aws_person(Principal(self.registrant(mv), mv.registered_by, "aws"))
         if registrant and names & person_names(registrant):
             raise GateError(f"{person} registered model {mv.name!r} version {mv.version} and may not approve it")
 
@@ -328,7 +364,8 @@ class ApprovalService:
         if recs is not None:
             self.registry.approval_records().append(ApprovalRecord(
                 len(recs), mv.name, str(mv.version), action, mv.status.value, to.value,
-                mv.tags.get(artifact.DIGEST_TAG, ""), registrant_id(mv), who.to_dict(), entry.at, comment))
+                mv.tags.get(artifact.DIGEST_TAG, ""), self.registrant(mv) if to == ApprovalStatus.APPROVED
+                else registrant_id(mv), who.to_dict(), entry.at, comment))
             if not self.registry.mirrors_decisions:
                 return self.get_version(mv.name, str(mv.version))
         return self.decided(self.registry.set_status(mv.name, str(mv.version), to, entry))[0]

@@ -60,6 +60,12 @@ class ModelRegistry(abc.ABC):
     #: copy (Azure ML: the approver identity may read the workspace, not write its model assets).
     mirrors_decisions: bool = True
 
+    #: True when ``register`` also writes a create-only registration record into :meth:`approval_records`
+    #: and four-eyes reads the registrant from it, never from the ``registered_by.id`` tag (MLflow: anyone
+    #: who may write the tracking server may rewrite the tag). False where the registrant may not write the
+    #: record store (Azure ML: only the approver writes the approvals container) or there is none (SageMaker).
+    records_registration: bool = False
+
     def approval_records(self) -> Any:
         """Where approve/reject decisions are recorded (:class:`deployment.registry.records.ApprovalRecords`),
         or None when the registry's own status is the guard (SageMaker: ``ModelApprovalStatus``, which

@@ -95,6 +95,9 @@ class MlflowRegistry(ModelRegistry):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    #: register writes a registration record beside the decisions; four-eyes reads the registrant from it.
+    records_registration = True
+
     def approval_records(self) -> Any:
         """``$DETOPS_APPROVALS_URI``; else, for a local store (SQLite or a folder), a folder beside it
         (``<db>-approvals/``: whoever may write the database may write it too, docs/contracts.md).

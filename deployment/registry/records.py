@@ -22,6 +22,15 @@ Document (JSON, UTF-8)::
 
 The status of a version is the ``to`` of its last record when that record's ``artifact_sha256`` is
 the version's; with no record it is ``PendingManualApproval`` (:func:`status_of`).
+
+Registration record (where the registry records registrations, :attr:`ModelRegistry.records_registration`):
+``<root>/<model>/<version>/registration.json``, created once by ``register`` (create-only, like a decision)::
+
+    {"model": "bccd-detector", "version": "3", "principal": {"id": ..., "name": ..., "source": ...},
+     "artifact_sha256": "<hex>", "at": "2026-12-07T15:00:00+00:00"}
+
+Four-eyes reads the registrant from it, never from the version's ``registered_by.id`` tag (which anyone
+who may write the tracking server can rewrite).
 """
 
 from __future__ import annotations
@@ -69,6 +78,33 @@ class ApprovalRecord:
             raise DataError(f"{where}: not an approval record ({type(e).__name__}: {e})") from e
 
 
+#: Name of the registration record in a version's folder (not one of the numbered decisions).
+REGISTRATION_FILE = "registration.json"
+
+
+@dataclass(frozen=True)
+class RegistrationRecord:
+    """Who registered a version and the artifact digest they registered (module docstring; ``at`` ISO 8601 UTC)."""
+
+    model: str
+    version: str
+    principal: dict[str, str]
+    artifact_sha256: str
+    at: str = ""
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> RegistrationRecord:
+        """Parse a stored document. Raises :class:`DataError` naming ``where`` when it is malformed."""
+        try:
+            principal = dict(doc["principal"])
+            if not str(principal.get("id", "")).strip():
+                raise ValueError("principal.id is empty")
+            return cls(str(doc["model"]), str(doc["version"]), principal, str(doc["artifact_sha256"]),
+                       str(doc.get("at", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: not a registration record ({type(e).__name__}: {e})") from e
+
+
 class ApprovalRecords:
     """The records of every model version under ``root`` (a local folder, ``az://`` or ``s3://`` URL)."""
 
@@ -89,7 +125,7 @@ class ApprovalRecords:
         fs.invalidate_cache(path)
         names = sorted(p.rsplit("/", 1)[-1] for p in (fs.ls(path, detail=False) if fs.exists(path) else []))
         out = []
-        for i, fname in enumerate(n for n in names if n.endswith(".json")):
+        for i, fname in enumerate(n for n in names if n.endswith(".json") and n != REGISTRATION_FILE):
             url = storage.join(folder, fname)
             rec = ApprovalRecord.from_json(storage.read_json(url), url)
             if rec.seq != i or fname != f"{i:04d}.json":
@@ -118,6 +154,42 @@ class ApprovalRecords:
                 "look again (detops models show) and run the command again if it still applies"
             ) from e
         return record
+
+
+    def _registration_url(self, name: str, version: str) -> str:
+        return storage.join(self._folder(name, version), REGISTRATION_FILE)
+
+    def register(self, record: RegistrationRecord) -> RegistrationRecord:
+        """Create the registration record of ``record``'s version (create-only: it is never rewritten).
+
+        A record already there that names the same principal id and digest is returned (a killed
+        ``register`` run again); ``record.at`` is then the stored one.
+
+        Raises:
+            ConflictError: a different registration record exists for that version; nothing is written.
+        """
+        url = self._registration_url(record.model, record.version)
+        data = (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode()
+        try:
+            storage.create_bytes(url, data)
+        except FileExistsError as e:
+            old = self.registration(record.model, record.version)
+            if old and old.principal.get("id") == record.principal.get("id") and old.artifact_sha256 == record.artifact_sha256:
+                return old
+            raise ConflictError(f"{url}: model {record.model!r} version {record.version} already has a registration "
+                                "record by another principal or for other files; nothing was written") from e
+        return record
+
+    def registration(self, name: str, version: str) -> RegistrationRecord | None:
+        """The registration record of ``name`` version ``version``, or None when there is none.
+
+        Raises:
+            DataError: the record is malformed.
+        """
+        url = self._registration_url(name, version)
+        if not storage.exists(url):
+            return None
+        return RegistrationRecord.from_json(storage.read_json(url), url)
 
 
 def record_entry(rec: ApprovalRecord) -> AuditEntry:

@@ -54,6 +54,46 @@ def test_a_rewritten_digest_tag_voids_the_approval(registry, make_run, model_nam
         svc.require_approved(model_name, mv.version)
 
 
+def test_a_rewritten_registrant_tag_does_not_let_the_registrant_approve(registry, make_run, model_name):
+    """The probe of issue 33: register as alice, rewrite ``registered_by.id`` to bob through the MLflow
+    client (anyone who may write the server can), approve as alice: the registration record says alice."""
+    svc = ApprovalService(registry, allow_self_approval=False)
+    mv = svc.register(make_run(), model_name, by="alice")
+    reg = registry.approval_records().registration(model_name, mv.version)
+    assert (reg.principal["id"], reg.artifact_sha256) == ("alice", mv.tags[artifact.DIGEST_TAG])
+    registry.client.set_model_version_tag(model_name, mv.version, "registered_by.id", "bob")
+    with pytest.raises(GateError, match="disagrees with its registration record") as e:
+        svc.approve(model_name, mv.version, by="alice", comment="my own")
+    assert e.value.exit_code == ExitCode.GATE
+    with pytest.raises(GateError, match="disagrees"):  # nor anyone else: the registrant is unknown
+        svc.approve(model_name, mv.version, by="bob", comment="looks fine")
+    assert registry.approval_records().list(model_name, mv.version) == []
+    assert svc.get_version(model_name, mv.version).status == ApprovalStatus.PENDING
+
+
+def test_a_version_without_a_registration_record_is_refused_for_approval(registry, make_run, model_name):
+    svc = ApprovalService(registry, allow_self_approval=False)
+    mv = svc.register(make_run(), model_name, by="alice")
+    (Path(registry.approval_records().root) / model_name / mv.version / "registration.json").unlink()
+    with pytest.raises(GateError, match="has no registration record") as e:
+        svc.approve(model_name, mv.version, by="bob", comment="looks fine")
+    assert e.value.exit_code == ExitCode.GATE
+    assert registry.approval_records().list(model_name, mv.version) == []
+    assert svc.reject(model_name, mv.version, by="bob", comment="unknown registrant").status == ApprovalStatus.REJECTED
+
+
+def test_a_registration_record_is_create_only(registry, make_run, model_name):
+    from deployment.registry.records import RegistrationRecord
+
+    svc = ApprovalService(registry)
+    mv = svc.register(make_run(), model_name, by="alice")
+    store = registry.approval_records()
+    with pytest.raises(ConflictError, match="already has a registration record"):
+        store.register(RegistrationRecord(model_name, mv.version, {"id": "bob", "name": "bob", "source": "declared"},
+                                          mv.tags[artifact.DIGEST_TAG], "2026-12-08T00:00:00+00:00"))
+    assert store.registration(model_name, mv.version).principal["id"] == "alice"
+
+
 def test_approve_and_reject_racing_one_wins_the_other_gets_a_conflict(registry, make_run, model_name):
     svc = ApprovalService(registry)
     mv = svc.register(make_run(), model_name, by="alice")
