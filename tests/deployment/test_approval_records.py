@@ -94,6 +94,18 @@ def test_a_registration_record_is_create_only(registry, make_run, model_name):
     assert store.registration(model_name, mv.version).principal["id"] == "alice"
 
 
+def test_a_malformed_registration_record_is_reported_with_its_path(registry, make_run, model_name):
+    from training.errors import DataError
+
+    svc = ApprovalService(registry, allow_self_approval=False)
+    mv = svc.register(make_run(), model_name, by="alice")
+    path = Path(registry.approval_records().root) / model_name / mv.version / "registration.json"
+    path.write_text(json.dumps({"model": model_name, "version": mv.version, "principal": {"id": ""},
+                                "artifact_sha256": "x"}))
+    with pytest.raises(DataError, match="registration.json: not a registration record"):
+        svc.approve(model_name, mv.version, by="bob", comment="looks fine")
+
+
 def test_approve_and_reject_racing_one_wins_the_other_gets_a_conflict(registry, make_run, model_name):
     svc = ApprovalService(registry)
     mv = svc.register(make_run(), model_name, by="alice")
