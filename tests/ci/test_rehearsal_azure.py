@@ -166,16 +166,18 @@ def test_deployer_without_azureml_data_scientist_fails_the_staging_job(tmp_path,
     assert "Microsoft.MachineLearningServices/workspaces/" in message and message.endswith("denied (deployer)"), message
 
 
-def test_azure_devops_register_stage_as_the_trainer_is_refused(tmp_path, trained):
-    """A pipeline whose Register stage signs in with the trainer's service connection: the trainer may not
-    create model versions (only the registrar may)."""
+def test_azure_devops_register_stage_as_the_approver_is_refused(tmp_path, trained):
+    """A pipeline whose Register stage signs in with another identity's service connection (the approver's, a
+    Reader of the workspace with no role on the runs): the register job's first call is refused. (The trainer's
+    connection would pass: the stack gives trainer, registrar and deployer AzureML Data Scientist on the workspace,
+    which allows model writes; approval is guarded by the approval records instead, docs/contracts.md.)"""
     def edit(docs):
         stage = next(s for s in docs["train.yml"]["stages"] if s["stage"] == "Register")
-        stage["jobs"][0]["steps"][1]["parameters"]["identity"] = "trainer"
+        stage["jobs"][0]["steps"][1]["parameters"]["identity"] = "approver"
 
     message = _broken(tmp_path, trained, "--workflows", str(_edited(tmp_path, AZURE_DIR, edit)), ci="azure-devops")
-    assert message.startswith("job azure-devops:train.yml:Register.Register as trainer: models.create_or_update "), message
-    assert message.endswith("denied (trainer)"), message
+    assert message.startswith("job azure-devops:train.yml:Register.Register as approver: "), message
+    assert message.endswith("denied (approver)"), message
 
 
 def test_azure_devops_staging_without_its_group_stops_on_the_unset_endpoint_name(tmp_path, trained):
