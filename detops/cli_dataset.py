@@ -43,27 +43,27 @@ def upload(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be copied; copy nothing.")] = False,
 ) -> None:
     """Copy the dataset to the stack's datasets location and print its data.sha256 pin (idempotent)."""
+    from detops import contract
     from detops.cli_ci import read_outputs
     from training import storage
     from training.dataset_upload import upload_dataset
     from training.errors import ConfigError
-    from training.settings import CommonSettings
+    from training.settings import AzureSettings, CommonSettings, azure_storage_sign_in_given
 
     settings = CommonSettings.load()
-    stack = read_outputs([outputs])[0] if outputs else {}
+    # the stack's outputs named like settings (DETOPS_DATASETS, AZURE_STORAGE_ACCOUNT_NAME), read as settings
+    stack = contract.ci_variables(read_outputs([outputs])[0]).repository if outputs else {}
+    stack_datasets, stack_account = CommonSettings.load(stack).datasets, AzureSettings.load(stack).storage_account_name
     env = settings.datasets
     if source is None:
         source = env if env and storage.is_local(env) else str(settings.datasets_root)
-    destination = to or stack.get("DETOPS_DATASETS") or (env if env and not storage.is_local(env) else None)
+    destination = to or (stack_datasets if outputs else None) or (env if env and not storage.is_local(env) else None)
     if not destination:
         where = f"{outputs} has no DETOPS_DATASETS output" if outputs else "no --to, --outputs or cloud DETOPS_DATASETS"
         raise ConfigError(f"dataset upload: no destination ({where}); give --to URI or --outputs FILE")
     options = {}
-    if destination.startswith(("az://", "abfs://")) and stack.get("AZURE_STORAGE_ACCOUNT_NAME"):
-        import os
-
-        if not os.environ.get("AZURE_STORAGE_CONNECTION_STRING") and not os.environ.get("AZURE_STORAGE_ACCOUNT_NAME"):
-            options["account_name"] = stack["AZURE_STORAGE_ACCOUNT_NAME"]
+    if destination.startswith(("az://", "abfs://")) and stack_account and not azure_storage_sign_in_given():
+        options["account_name"] = stack_account
 
     def show(action: str, src: str, dst: str, size: int) -> None:
         if dry_run and action == "copy":

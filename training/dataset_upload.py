@@ -53,17 +53,12 @@ def dataset_folders(config: str | Path, source: str) -> tuple[list[str], object]
         ``${DETOPS_DATASETS}/...``, else its place at the destination is unknown).
       DataError: a folder is missing.
     """
+    from unittest import mock
+
     from training.config import load_run_config
 
-    before = os.environ.get("DETOPS_DATASETS")
-    os.environ["DETOPS_DATASETS"] = source
-    try:
+    with mock.patch.dict(os.environ, DETOPS_DATASETS=source):  # the config's ${DETOPS_DATASETS}, restored after
         data = load_run_config(config).data
-    finally:
-        if before is None:
-            os.environ.pop("DETOPS_DATASETS", None)
-        else:
-            os.environ["DETOPS_DATASETS"] = before
     root = Path(source).resolve()
     folders = []
     for value in _as_list(data.path) + _as_list(data.images):

@@ -229,6 +229,15 @@ _AML = ("submit --backend azureml", "wait --backend azureml", "cancel --backend 
         "reject --registry azureml", "models --registry azureml", "deploy --target azureml", "rollback --target azureml")
 
 
+def azure_storage_sign_in_given(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment already says how to reach Azure Storage (``AZURE_STORAGE_CONNECTION_STRING``,
+    read by adlfs / azure-storage-blob themselves, or ``AZURE_STORAGE_ACCOUNT_NAME``)."""
+    import os
+
+    env = os.environ if env is None else env
+    return bool(env.get("AZURE_STORAGE_CONNECTION_STRING") or env.get("AZURE_STORAGE_ACCOUNT_NAME"))
+
+
 class AzureSettings(Settings):
     """The Azure ML workspace, its datastore and compute, the online endpoint."""
 
